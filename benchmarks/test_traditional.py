@@ -1,0 +1,29 @@
+"""Prefill, decode and end-to-end benchmarks on one vLLM server; ``workload`` is parametrized by the plugin from
+the phase marker and the sizes in the options (``--input-lens``, ``--output-lens``, ``--concurrency`` ...)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+from plugin.workload import Workload
+
+pytestmark = pytest.mark.traditional
+
+RunWorkload = Callable[[Workload], dict[str, Any]]
+
+
+@pytest.mark.prefill
+def test_prefill(run_workload: RunWorkload, workload: Workload) -> None:
+    run_workload(workload)
+
+
+@pytest.mark.decode
+def test_decode(run_workload: RunWorkload, workload: Workload) -> None:
+    run_workload(workload)
+
+
+@pytest.mark.e2e
+def test_e2e(run_workload: RunWorkload, workload: Workload) -> None:
+    run_workload(workload)

@@ -1,0 +1,212 @@
+"""Command-line options and their ini twins, parsed once into one frozen settings object.
+
+Every option has an ini key of the same name with underscores (``--max-model-len`` -> ``max_model_len``); the
+command line wins over the ini file, which wins over the suite's default. Defaults that depend on the device
+(short lengths on CPU, real ones on GPU) are filled in by ``resolve_settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+GROUP = "pd-energy-bench"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Workload sizes: prompt and output lengths in tokens, concurrency levels, requests per round."""
+
+    prefill_input_lens: tuple[int, ...]
+    decode_output_lens: tuple[int, ...]
+    decode_prompt_len: int
+    e2e_input_len: int
+    e2e_output_len: int
+    concurrency: tuple[int, ...]
+    num_requests: int
+
+
+CPU_SIZES = Sizes(
+    prefill_input_lens=(256, 512),
+    decode_output_lens=(32, 128),
+    decode_prompt_len=16,
+    e2e_input_len=256,
+    e2e_output_len=64,
+    concurrency=(1, 4),
+    num_requests=8,
+)
+GPU_SIZES = Sizes(
+    prefill_input_lens=(128, 512, 2048, 8192),
+    decode_output_lens=(128, 512, 2048),
+    decode_prompt_len=32,
+    e2e_input_len=1024,
+    e2e_output_len=256,
+    concurrency=(1, 8, 32),
+    num_requests=64,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    model: str | None
+    model_cache_dir: Path
+    vllm_url: str | None
+    vllm_python: str
+    gpus: tuple[int, ...]
+    max_model_len: int | None
+    dtype: str | None
+    vllm_args: tuple[str, ...]
+    vllm_port: int | None
+    server_start_timeout_s: float
+    request_timeout_s: float
+    sizes: Sizes
+    rounds: int
+    reports_dir: Path
+
+
+# name, help, parser (None: plain string); each becomes --name and the ini key name_with_underscores.
+_OPTIONS: list[tuple[str, str]] = [
+    ("model", "model folder or hub name to serve; default: the suite's tiny model, built locally"),
+    ("model-cache-dir", "where the tiny model is built and reused (default: ~/.cache/pd-energy-bench)"),
+    ("vllm-url", "use the vLLM server already running at URL instead of starting one"),
+    ("vllm-python", "Python interpreter that has vLLM installed (default: this one)"),
+    ("gpus", "comma-separated GPU indices for the server (CUDA_VISIBLE_DEVICES); default: GPU 0 if any"),
+    ("max-model-len", "vLLM --max-model-len (default: enough for the largest workload)"),
+    ("dtype", "vLLM --dtype (default: bfloat16 on CPU, vLLM's own choice on GPU)"),
+    ("vllm-port", "port for the started server (default: a free one); a busy port is an error"),
+    ("server-start-timeout-s", "seconds to wait for the server's /health (default: 900)"),
+    ("request-timeout-s", "seconds one request may take before it is recorded as failed (default: 600)"),
+    ("input-lens", "prefill benchmark prompt lengths in tokens, e.g. 128,512,2048"),
+    ("output-lens", "decode benchmark output lengths in tokens, e.g. 128,512"),
+    ("decode-prompt-len", "prompt length of the decode benchmarks in tokens"),
+    ("e2e-input-len", "prompt length of the end-to-end benchmark in tokens"),
+    ("e2e-output-len", "output length of the end-to-end benchmark in tokens"),
+    ("concurrency", "concurrency levels, e.g. 1,8,32 (requests in flight at once)"),
+    ("num-requests", "requests per measured round (at least the concurrency level is sent)"),
+    ("rounds", "measured rounds per benchmark, each a full load run (default: 1)"),
+    ("reports-dir", "where runs are written (default: reports)"),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "LLM inference phase benchmarks on vLLM")
+    for name, help_text in _OPTIONS:
+        group.addoption(f"--{name}", dest=_dest(name), default=None, help=help_text)
+        parser.addini(_dest(name), help=help_text, default=None)
+    group.addoption(
+        "--vllm-arg",
+        dest="vllm_args",
+        action="append",
+        default=[],
+        help="extra argument passed to vLLM as is; repeat it, e.g. --vllm-arg=--enforce-eager",
+    )
+    parser.addini("vllm_args", help="extra vLLM arguments, one per line", type="linelist", default=[])
+
+
+def _dest(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _raw(config: pytest.Config, name: str) -> str | None:
+    value = config.getoption(_dest(name))
+    if value is None:
+        value = config.getini(_dest(name))
+    return None if value in (None, "") else str(value)
+
+
+def _parsed(config: pytest.Config, name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = _raw(config, name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as error:
+        raise pytest.UsageError(f"--{name}={raw!r}: {error}") from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError("expected a comma-separated list of positive whole numbers")
+    return tuple(positive_int(item) for item in items)
+
+
+def gpu_list(text: str) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        indices = tuple(int(item) for item in items)
+    except ValueError:
+        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1") from None
+    if not indices or any(index < 0 for index in indices):
+        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1")
+    return indices
+
+
+def port_number(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise ValueError("a port is at most 65535")
+    return port
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pd-energy-bench"
+
+
+def resolve_settings(config: pytest.Config, on_gpu: bool) -> Settings:
+    """Read every option once; raise ``pytest.UsageError`` with the fix for any bad value."""
+    device_sizes = GPU_SIZES if on_gpu else CPU_SIZES
+    sizes = Sizes(
+        prefill_input_lens=_parsed(config, "input-lens", positive_int_list, device_sizes.prefill_input_lens),
+        decode_output_lens=_parsed(config, "output-lens", positive_int_list, device_sizes.decode_output_lens),
+        decode_prompt_len=_parsed(config, "decode-prompt-len", positive_int, device_sizes.decode_prompt_len),
+        e2e_input_len=_parsed(config, "e2e-input-len", positive_int, device_sizes.e2e_input_len),
+        e2e_output_len=_parsed(config, "e2e-output-len", positive_int, device_sizes.e2e_output_len),
+        concurrency=_parsed(config, "concurrency", positive_int_list, device_sizes.concurrency),
+        num_requests=_parsed(config, "num-requests", positive_int, device_sizes.num_requests),
+    )
+    vllm_args = tuple(config.getoption("vllm_args") or config.getini("vllm_args"))
+    return Settings(
+        model=_raw(config, "model"),
+        model_cache_dir=Path(_raw(config, "model-cache-dir") or default_cache_dir()).expanduser(),
+        vllm_url=(_raw(config, "vllm-url") or "").rstrip("/") or None,
+        vllm_python=_raw(config, "vllm-python") or sys.executable,
+        gpus=_parsed(config, "gpus", gpu_list, (0,) if on_gpu else ()),
+        max_model_len=_parsed(config, "max-model-len", positive_int, None),
+        dtype=_raw(config, "dtype") or (None if on_gpu else "bfloat16"),
+        vllm_args=vllm_args,
+        vllm_port=_parsed(config, "vllm-port", port_number, None),
+        server_start_timeout_s=_parsed(config, "server-start-timeout-s", positive_float, 900.0),
+        request_timeout_s=_parsed(config, "request-timeout-s", positive_float, 600.0),
+        sizes=sizes,
+        rounds=_parsed(config, "rounds", positive_int, 1),
+        reports_dir=Path(_raw(config, "reports-dir") or config.rootpath / "reports"),
+    )

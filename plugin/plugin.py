@@ -1,0 +1,122 @@
+"""The pytest plugin's hooks, and nothing else: options, markers, preflight checks, parametrization, summary."""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime, timezone
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from plugin import options, servers
+from plugin.devices import inventory
+from plugin.errors import BenchError
+from plugin.session import RunSession
+from plugin.stash import SESSION_KEY
+from plugin.workload import PHASES, longest_sequence, workloads_for
+
+pytest_plugins = ["plugin.fixtures"]
+
+MARKERS = {
+    "traditional": "benchmark on one vLLM server that does both prefill and decode",
+    "disaggregated": "benchmark on separate prefill and decode vLLM instances with KV transfer",
+    "prefill": "prefill-phase benchmark (max_tokens=1, parametrized over input lengths)",
+    "decode": "decode-phase benchmark (short prompt, parametrized over output lengths)",
+    "e2e": "end-to-end benchmark (prompt and answer of realistic lengths)",
+}
+_PREVIOUS_SIGTERM = pytest.StashKey[Any]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    found = inventory()
+    settings = options.resolve_settings(config, on_gpu=bool(found.gpus))
+    try:
+        found.check_indices(settings.gpus)
+    except ValueError as error:
+        raise pytest.UsageError(f"--gpus: {error}") from None
+    if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings.sizes):
+        raise pytest.UsageError(
+            f"--max-model-len {settings.max_model_len} is shorter than the largest workload "
+            f"({longest_sequence(settings.sizes)} tokens of prompt and output): raise it or shorten the workloads"
+        )
+    config.stash[SESSION_KEY] = RunSession(settings, found, list(config.invocation_params.args))
+    config.stash[_PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM ends the run like Ctrl-C does, so fixtures stop their servers and the results are closed."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PREVIOUS_SIGTERM in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[_PREVIOUS_SIGTERM])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``workload`` from the test's phase marker and the sizes in the settings."""
+    if "workload" not in metafunc.fixturenames:
+        return
+    phases = [phase for phase in PHASES if metafunc.definition.get_closest_marker(phase)]
+    if len(phases) != 1:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark it with exactly one of {PHASES}")
+    sizes = metafunc.config.stash[SESSION_KEY].settings.sizes
+    cases = workloads_for(phases[0], sizes)
+    metafunc.parametrize("workload", cases, ids=[case.id for case in cases])
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Check what would make the server fail before starting it, so bad input fails in a second or two."""
+    if not any("vllm_endpoint" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    if hasattr(session.config, "workerinput") or getattr(session.config.option, "numprocesses", None):
+        raise pytest.UsageError("benchmarks share GPUs and ports: run them without pytest-xdist (-n)")
+    settings = session.config.stash[SESSION_KEY].settings
+    try:
+        if settings.vllm_url:
+            servers.require_reachable(settings.vllm_url)
+            return
+        servers.vllm_version(settings.vllm_python)
+        if settings.model:
+            servers.check_model(settings.model)
+        if settings.vllm_port:
+            servers.require_port_free(settings.vllm_port)
+    except BenchError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    results = session.config.stash[SESSION_KEY].results if SESSION_KEY in session.config.stash else None
+    if results is None:
+        return
+    status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "complete"
+    results.finish(status, datetime.now(timezone.utc).isoformat())
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    run = config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
+    if run is None or run.results is None:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("pd-energy-bench")
+    header = f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10}"
+    write(header)
+    for entry in run.results.data["benchmarks"]:
+        s = entry["summary"]
+        write(
+            f"{entry['name'][:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
+            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
+            f"{_ms(s['output_throughput']):>10}"
+        )
+    write(f"results: {run.results.path}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -1,0 +1,80 @@
+"""The versioned ``results.json`` of a run (schema in docs/results-schema.md), rewritten atomically after every
+benchmark so that an interrupted run keeps what it measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+_SECRET_WORDS = re.compile(r"token|key|secret|password|passwd|auth", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+REDACTED = "***"
+
+
+def redact_command_line(args: list[str]) -> list[str]:
+    """Hide the values of options that look secret (``--hf-token X``, ``--api-key=X``) and URL credentials."""
+    cleaned: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            cleaned.append(REDACTED)
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if name.startswith("-") and _SECRET_WORDS.search(name):
+            if equals:
+                cleaned.append(f"{name}={REDACTED}")
+            else:
+                cleaned.append(arg)
+                hide_next = True
+            continue
+        cleaned.append(_URL_CREDENTIALS.sub(rf"\1{REDACTED}@", arg))
+    return cleaned
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=1, default=str)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class ResultsFile:
+    """The run's results document; every change is written through to disk at once."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            **header,
+            "status": "running",
+            "benchmarks": [],
+        }
+        write_json_atomic(self.path, self.data)
+
+    def finish(self, status: str, finished_at: str) -> None:
+        self.data.update(status=status, finished_at=finished_at)
+        write_json_atomic(self.path, self.data)
+
+    def add_benchmark(self, entry: dict[str, Any]) -> None:
+        self.data["benchmarks"].append(entry)
+        write_json_atomic(self.path, self.data)
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+    return data

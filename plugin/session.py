@@ -1,0 +1,85 @@
+"""One run: its id and folder under ``reports/``, its environment record and its results file.
+
+The folder is made only when a benchmark first needs a server, so ``pytest --help`` or the suite's own tests
+leave no empty runs behind.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import secrets
+import socket
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from plugin.devices import Inventory, cpu_count, cpu_model
+from plugin.options import Settings
+from plugin.results import ResultsFile, redact_command_line
+
+DISTRIBUTION = "pd-energy-bench"
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class RunSession:
+    def __init__(self, settings: Settings, inventory: Inventory, args: list[str]) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.args = args
+        self.started_at = datetime.now(timezone.utc)
+        self.run_id = new_run_id(self.started_at)
+        self.folder = settings.reports_dir / self.run_id
+        # Random per run: prompts differ from any earlier run's, so a reused server's prefix cache cannot hit.
+        self.prompt_seed = secrets.randbits(32)
+        self.results: ResultsFile | None = None
+
+    def start(self, server: dict[str, Any], vllm_version: str | None) -> ResultsFile:
+        """Create the run folder and its results file (once)."""
+        if self.results is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.results = ResultsFile(self.folder / "results.json", self._header(server, vllm_version))
+        return self.results
+
+    def rng_for(self, benchmark_id: str) -> random.Random:
+        return random.Random(f"{self.prompt_seed}:{benchmark_id}")
+
+    def _header(self, server: dict[str, Any], vllm_version: str | None) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at.isoformat(),
+            "command_line": redact_command_line([Path(sys.argv[0]).name, *self.args]),
+            "prompt_seed": self.prompt_seed,
+            "environment": {
+                "hostname": socket.gethostname(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "suite_version": package_version(DISTRIBUTION),
+                "vllm_version": vllm_version,
+                "pytest_benchmark_version": package_version("pytest-benchmark"),
+                "cpu": cpu_model(),
+                "cpu_count": cpu_count(),
+                "gpus": [asdict(gpu) for gpu in self.inventory.gpus],
+                "driver_version": self.inventory.driver_version,
+                "nvml_error": self.inventory.nvml_error,
+            },
+            "settings": {
+                "rounds": self.settings.rounds,
+                "request_timeout_s": self.settings.request_timeout_s,
+                "sizes": asdict(self.settings.sizes),
+            },
+            "server": server,
+        }

@@ -1,0 +1,88 @@
+"""Summary metrics from request records, named as vLLM's ``bench serve`` names them so numbers compare directly.
+
+Definitions (all per request, from the client's clock):
+- TTFT = first token - send; queue = send - due (waiting for a concurrency slot, kept out of TTFT).
+- TBT (ITL) = gap between consecutive output tokens; a request with n tokens gives n - 1 gaps.
+- TPOT = (E2E - TTFT) / (output tokens - 1), for requests with more than one output token.
+- E2E = last byte - send.
+- prefill tokens/s = prompt tokens / (first send -> last first token); decode tokens/s = output tokens after
+  the first / (first first token -> last end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from plugin.client import RequestRecord
+
+PERCENTILES = (50, 90, 99)
+
+
+def distribution(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
+    """mean/median/p90/p99 of ``values_s`` in milliseconds under vLLM's keys (``mean_ttft_ms`` ...)."""
+    if not values_s:
+        return {f"{kind}_{name}_ms": None for kind in ("mean", "median", "p90", "p99")}
+    values_ms = np.asarray(values_s, dtype=float) * 1000.0
+    p50, p90, p99 = np.percentile(values_ms, PERCENTILES)
+    return {
+        f"mean_{name}_ms": float(values_ms.mean()),
+        f"median_{name}_ms": float(p50),
+        f"p90_{name}_ms": float(p90),
+        f"p99_{name}_ms": float(p99),
+    }
+
+
+def tbt_gaps_s(record: RequestRecord) -> list[float]:
+    times = record.token_times_s
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+def _rate(count: float, start: Iterable[float], end: Iterable[float]) -> float | None:
+    starts, ends = list(start), list(end)
+    if not starts or not ends:
+        return None
+    span = max(ends) - min(starts)
+    return count / span if span > 0 else None
+
+
+def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    done = [r for r in records if r.ok and r.first_token_s is not None]
+    ttft = [r.first_token_s - r.send_s for r in done if r.first_token_s is not None]
+    e2e = [r.end_s - r.send_s for r in done]
+    tpot = [
+        (r.end_s - r.first_token_s) / (len(r.token_times_s) - 1)
+        for r in done
+        if r.first_token_s is not None and len(r.token_times_s) > 1
+    ]
+    prompt_tokens = sum(r.prompt_tokens or 0 for r in done)
+    output_tokens = sum(r.completion_tokens or 0 for r in done)
+    duration_s = (max(r.end_s for r in records) - min(r.due_s for r in records)) if records else 0.0
+    summary: dict[str, Any] = {
+        "requests": len(records),
+        "completed": len(done),
+        "failed": len(records) - len(done),
+        "errors": sorted({r.error for r in records if r.error})[:5],
+        "duration_s": duration_s,
+        "total_input_tokens": prompt_tokens,
+        "total_output_tokens": output_tokens,
+        "request_throughput": len(done) / duration_s if duration_s > 0 else None,
+        "output_throughput": output_tokens / duration_s if duration_s > 0 else None,
+        "total_token_throughput": (prompt_tokens + output_tokens) / duration_s if duration_s > 0 else None,
+        "prefill_tokens_per_s": _rate(
+            prompt_tokens, (r.send_s for r in done), (r.first_token_s for r in done if r.first_token_s)
+        ),
+        "decode_tokens_per_s": _rate(
+            sum(max((r.completion_tokens or 0) - 1, 0) for r in done),
+            (r.first_token_s for r in done if r.first_token_s),
+            (r.end_s for r in done),
+        ),
+    }
+    summary.update(distribution("ttft", ttft))
+    summary.update(distribution("tbt", [gap for r in done for gap in tbt_gaps_s(r)]))
+    summary.update(distribution("tpot", tpot))
+    summary.update(distribution("e2el", e2e))
+    summary.update(distribution("queue", [r.send_s - r.due_s for r in done]))
+    return summary
