@@ -25,6 +25,7 @@ MARKERS = {
     "decode": "decode-phase benchmark (short prompt, parametrized over output lengths)",
     "e2e": "end-to-end benchmark (prompt and answer of realistic lengths)",
 }
+UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 
 
@@ -35,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+    # run_workload always uses pytest-benchmark's fixture; it goes unused only when a run is interrupted or a
+    # warm-up fails, and then its warning (an error under filterwarnings=error) would hide the real outcome.
+    config.addinivalue_line("filterwarnings", f"ignore:{UNUSED_BENCHMARK_WARNING}")
     found = inventory()
     settings = options.resolve_settings(config, on_gpu=bool(found.gpus))
     try:

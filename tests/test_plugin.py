@@ -1,0 +1,151 @@
+"""The plugin seen from pytest: markers, options and ini keys, bad input, parametrization (inner pytest runs)."""
+
+from __future__ import annotations
+
+import socket
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+OPTIONS = [
+    "--model", "--model-cache-dir", "--vllm-url", "--vllm-python", "--gpus", "--max-model-len", "--dtype",
+    "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
+    "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
+    "--reports-dir", "--vllm-arg",
+]  # fmt: skip
+NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
+
+
+@pytest.fixture
+def benchmarks_copy(pytester: pytest.Pytester) -> Path:
+    """The real benchmark module, in the inner run's folder."""
+    target = pytester.path / "test_traditional.py"
+    shutil.copy(ROOT / "benchmarks" / "test_traditional.py", target)
+    return target
+
+
+def test_markers_are_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    for marker in ("traditional", "disaggregated", "prefill", "decode", "e2e"):
+        result.stdout.fnmatch_lines([f"@pytest.mark.{marker}: *"])
+
+
+def test_help_describes_every_option_and_ini_key(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    text = result.stdout.str()
+    for option in OPTIONS:
+        assert option in text
+    for ini in ("model (string)", "input_lens (string)", "vllm_args (linelist)"):
+        assert ini in text
+
+
+def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n\n@pytest.mark.decode\n@pytest.mark.traditional\ndef test_x():\n    pass\n")
+    pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("--input-lens=0", "--input-lens='0': must be a positive whole number"),
+        ("--input-lens=-5,10", "--input-lens='-5,10': must be a positive whole number"),
+        ("--concurrency=abc", "--concurrency='abc': expected a whole number"),
+        ("--rounds=0", "--rounds='0': must be a positive whole number"),
+        ("--output-lens=,", "--output-lens=',': expected a comma-separated list"),
+        ("--vllm-port=70000", "--vllm-port='70000': a port is at most 65535"),
+        ("--server-start-timeout-s=-1", "--server-start-timeout-s='-1': must be a positive number"),
+        ("--gpus=x", "--gpus='x': expected comma-separated GPU indices"),
+        ("--gpus=99", "--gpus: no*"),
+        ("--max-model-len=64", "--max-model-len 64 is shorter than the largest workload*"),
+    ],
+)
+def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
+    result = pytester.runpytest(argument)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+def test_ini_value_applies_and_the_command_line_wins(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
+    pytester.makeini("[pytest]\ninput_lens = 300,600\nconcurrency = 2\n")
+    from_ini = pytester.runpytest("--collect-only", "-q", "-k", "prefill")
+    from_ini.stdout.fnmatch_lines(["*test_prefill[[]in300-out1-c2[]]", "*test_prefill[[]in600-out1-c2[]]"])
+    overridden = pytester.runpytest("--collect-only", "-q", "-k", "prefill", "--input-lens=700")
+    overridden.stdout.fnmatch_lines(["*test_prefill[[]in700-out1-c2[]]"])
+    assert "in300" not in overridden.stdout.str()
+
+
+def test_benchmarks_are_parametrized_per_phase(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
+    result = pytester.runpytest(
+        "--collect-only", "-q", "--input-lens=256", "--output-lens=8,16", "--decode-prompt-len=4",
+        "--e2e-input-len=100", "--e2e-output-len=20", "--concurrency=1,4",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            "*test_prefill[[]in256-out1-c1[]]",
+            "*test_prefill[[]in256-out1-c4[]]",
+            "*test_decode[[]in4-out8-c1[]]",
+            "*test_decode[[]in4-out16-c4[]]",
+            "*test_e2e[[]in100-out20-c4[]]",
+            "*8 tests collected*",
+        ]
+    )
+
+
+def test_marker_selection(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
+    result = pytester.runpytest("--collect-only", "-q", "-m", "decode", "--output-lens=8", "--concurrency=1")
+    result.stdout.fnmatch_lines(["*test_decode[[]in16-out8-c1[]]", "*1/4 tests collected (3 deselected)*"])
+
+
+def test_workload_needs_one_phase_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(workload):\n    pass\n")
+    result = pytester.runpytest()
+    assert result.ret != 0
+    assert "mark it with exactly one of" in result.stdout.str() + result.stderr.str()
+
+
+def test_missing_model_folder_fails_before_anything_starts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NEEDS_SERVER)
+    reports = pytester.path / "reports"
+    result = pytester.runpytest(f"--model={pytester.path / 'no-such-model'}", f"--reports-dir={reports}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --model */no-such-model: no such folder*"])
+    assert not reports.exists()
+
+
+def test_vllm_not_installed_is_a_clear_error(pytester: pytest.Pytester, python_without_vllm: str) -> None:
+    pytester.makepyfile(NEEDS_SERVER)
+    result = pytester.runpytest(f"--vllm-python={python_without_vllm}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: vLLM is not installed for *make venv*"])
+
+
+def test_busy_port_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NEEDS_SERVER)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = pytester.runpytest(f"--vllm-port={port}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: port {port} on 127.0.0.1 is in use*"])
+
+
+def test_unreachable_server_url_is_a_clear_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(NEEDS_SERVER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = pytester.runpytest(f"--vllm-url=http://127.0.0.1:{port}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --vllm-url http://127.0.0.1:{port}: no server answers*"])
+
+
+def test_runs_without_benchmarks_leave_no_run_folder(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    reports = pytester.path / "reports"
+    pytester.runpytest(f"--reports-dir={reports}").assert_outcomes(passed=1)
+    assert not reports.exists()

@@ -1,0 +1,108 @@
+"""Process lifecycle on real child processes: readiness, early exit, time-out, group stop, cleanup after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plugin.cleanup import cleanup
+from plugin.errors import ServerStartError
+from plugin.process import ManagedProcess, group_pids, start, wait_ready
+from plugin.servers import free_port
+
+# A server that also starts a child, like vLLM's API server and its engine core: both must go on stop.
+SERVER_WITH_CHILD = """
+import http.server, subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print("serving", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+
+
+def spawn(tmp_path: Path, code: str, *args: str) -> ManagedProcess:
+    return start("server", [sys.executable, "-c", code, *args], dict(os.environ), tmp_path / "s.log", tmp_path / "pids")
+
+
+def test_ready_server_is_stopped_with_its_children(tmp_path: Path) -> None:
+    port = free_port()
+    process = spawn(tmp_path, SERVER_WITH_CHILD, str(port))
+    try:
+        wait_ready(process, f"http://127.0.0.1:{port}/", timeout_s=30, hint="")
+        assert (tmp_path / "pids" / "server.pid").read_text().strip() == str(process.pid)
+        deadline = time.monotonic() + 10
+        while len(group_pids(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(group_pids(process.pid)) == 2
+    finally:
+        process.stop()
+    assert group_pids(process.pid) == []
+    assert not (tmp_path / "pids" / "server.pid").exists()
+    assert "serving" in (tmp_path / "s.log").read_text()
+
+
+def test_exit_before_ready_shows_code_log_and_hint(tmp_path: Path) -> None:
+    process = spawn(tmp_path, "import sys; print('model not found: /x'); sys.exit(3)")
+    with pytest.raises(ServerStartError) as failure:
+        wait_ready(process, "http://127.0.0.1:9/health", timeout_s=30, hint="What to do: check --model")
+    process.stop()
+    message = str(failure.value)
+    assert "exited with code 3" in message
+    assert "model not found: /x" in message
+    assert "What to do: check --model" in message
+
+
+def test_not_ready_in_time_fails_without_waiting_for_real(tmp_path: Path) -> None:
+    process = spawn(tmp_path, "import time; time.sleep(600)")
+    now = [0.0]
+    try:
+        with pytest.raises(ServerStartError, match="was not ready at .* after 5 s"):
+            wait_ready(
+                process,
+                "http://unused/health",
+                timeout_s=5,
+                hint="",
+                clock=lambda: now[0],
+                sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+                probe=lambda url: False,
+            )
+        assert now[0] >= 5
+    finally:
+        process.stop()
+
+
+def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    process = spawn(tmp_path, IGNORES_SIGTERM)
+    time.sleep(0.3)  # let it install its handler
+    process.stop(grace_s=1.0)
+    assert process.exit_code() == -signal.SIGKILL
+    assert group_pids(process.pid) == []
+
+
+def test_cleanup_stops_servers_left_by_a_killed_run(tmp_path: Path) -> None:
+    run_folder = tmp_path / "reports" / "run-1"
+    # Started outside ManagedProcess, as a server survives a `kill -9` of pytest; "vllm" is in its command line.
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "vllm.entrypoints.openai.api_server"],
+        start_new_session=True,
+    )
+    (run_folder / "pids").mkdir(parents=True)
+    (run_folder / "pids" / "server.pid").write_text(f"{orphan.pid}\n")
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    (run_folder / "pids" / "other.pid").write_text(f"{unrelated.pid}\n")
+    try:
+        actions = cleanup(tmp_path / "reports", grace_s=5)
+        assert orphan.wait(timeout=10) == -signal.SIGTERM
+        assert actions == [f"stopped process group {orphan.pid} ({run_folder / 'pids' / 'server.pid'})"]
+        assert unrelated.poll() is None  # not a vLLM server: a reused pid must not be killed
+        assert list((run_folder / "pids").iterdir()) == []
+    finally:
+        for process in (orphan, unrelated):
+            process.kill()
+            process.wait()
