@@ -100,7 +100,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = session.config.stash[SESSION_KEY].results if SESSION_KEY in session.config.stash else None
     if results is None:
         return
-    status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "complete"
+    status = {pytest.ExitCode.OK: "complete", pytest.ExitCode.INTERRUPTED: "interrupted"}.get(exitstatus, "failed")
     results.finish(status, datetime.now(timezone.utc).isoformat())
 
 
