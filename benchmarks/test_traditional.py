@@ -3,7 +3,8 @@ the phase marker and the sizes in the options (``--input-lens``, ``--output-lens
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -70,6 +70,7 @@ async def stream_completion(
                 if response.status != 200:
                     text = await response.text()
                     raise _HttpError(f"HTTP {response.status}: {text[:300]}")
+                finished = False
                 async for raw_line in response.content:
                     arrived_s = now_s()
                     line = raw_line.strip()
@@ -77,17 +78,18 @@ async def stream_completion(
                         continue
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
+                        finished = True
                         break
-                    chunk = json.loads(payload)
-                    if "error" in chunk:
-                        raise _HttpError(f"error in stream: {chunk['error']}")
+                    chunk = _parse_chunk(payload)
                     for choice in chunk.get("choices") or []:
                         token_times.extend([arrived_s] * _tokens_in(choice))
                     usage = chunk.get("usage") or usage
+                if not finished:
+                    raise _HttpError("the stream ended without [DONE]: the server closed it early")
     except _HttpError as failure:
         error = str(failure)
     except TimeoutError:
-        error = f"timed out after {timeout_s:.0f} s (--request-timeout-s)"
+        error = f"timed out after {timeout_s:g} s (--request-timeout-s)"
     except (aiohttp.ClientError, ValueError) as failure:
         error = f"{type(failure).__name__}: {failure}"
     return RequestRecord(
@@ -107,6 +109,19 @@ async def stream_completion(
 
 class _HttpError(Exception):
     pass
+
+
+def _parse_chunk(payload: bytes) -> dict[str, Any]:
+    """One SSE ``data:`` payload as a completion chunk; anything else is a recorded error, not a crash."""
+    chunk = json.loads(payload)
+    if not isinstance(chunk, dict):
+        raise _HttpError(f"malformed chunk: {payload[:200]!r}")
+    if "error" in chunk:
+        raise _HttpError(f"error in stream: {chunk['error']}")
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
+        raise _HttpError(f"malformed chunk: {payload[:200]!r}")
+    return chunk
 
 
 def _tokens_in(choice: dict[str, Any]) -> int:

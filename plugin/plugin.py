@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -100,8 +100,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = session.config.stash[SESSION_KEY].results if SESSION_KEY in session.config.stash else None
     if results is None:
         return
-    status = {pytest.ExitCode.OK: "complete", pytest.ExitCode.INTERRUPTED: "interrupted"}.get(exitstatus, "failed")
-    results.finish(status, datetime.now(timezone.utc).isoformat())
+    if exitstatus == pytest.ExitCode.OK:
+        status = "complete"
+    elif exitstatus == pytest.ExitCode.INTERRUPTED:
+        status = "interrupted"
+    else:
+        status = "failed"
+    results.finish(status, datetime.now(UTC).isoformat())
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -11,29 +11,35 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-_SECRET_WORDS = re.compile(r"token|key|secret|password|passwd|auth", re.IGNORECASE)
+_SECRET_WORDS = frozenset({"token", "key", "apikey", "secret", "password", "passwd", "auth"})
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+_WRAPPER = "--vllm-arg"
 REDACTED = "***"
 
 
+def _is_secret_option(arg: str) -> bool:
+    """``--hf-token`` and ``--api-key`` are secret; ``--max-num-batched-tokens`` is not (whole words only)."""
+    return arg.startswith("-") and not _SECRET_WORDS.isdisjoint(re.split(r"[-_]+", arg.lstrip("-").lower()))
+
+
 def redact_command_line(args: list[str]) -> list[str]:
-    """Hide the values of options that look secret (``--hf-token X``, ``--api-key=X``) and URL credentials."""
+    """Hide the values of secret-looking options and URL credentials, also inside ``--vllm-arg``."""
     cleaned: list[str] = []
     hide_next = False
     for arg in args:
-        if hide_next:
-            cleaned.append(REDACTED)
-            hide_next = False
+        if arg == _WRAPPER:  # `--vllm-arg --hf-token --vllm-arg VALUE`: the value follows a second wrapper
+            cleaned.append(arg)
             continue
-        name, equals, _ = arg.partition("=")
-        if name.startswith("-") and _SECRET_WORDS.search(name):
-            if equals:
-                cleaned.append(f"{name}={REDACTED}")
-            else:
-                cleaned.append(arg)
-                hide_next = True
-            continue
-        cleaned.append(_URL_CREDENTIALS.sub(rf"\1{REDACTED}@", arg))
+        prefix = f"{_WRAPPER}=" if arg.startswith(f"{_WRAPPER}=") else ""
+        inner = arg[len(prefix) :]
+        name, equals, _ = inner.partition("=")
+        if hide_next and not inner.startswith("-"):
+            cleaned.append(f"{prefix}{REDACTED}")
+        elif _is_secret_option(name) and equals:
+            cleaned.append(f"{prefix}{name}={REDACTED}")
+        else:
+            cleaned.append(_URL_CREDENTIALS.sub(rf"\1{REDACTED}@", arg))
+        hide_next = _is_secret_option(inner) and not equals
     return cleaned
 
 
@@ -42,6 +48,7 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(handle, 0o644)  # mkstemp makes it private; results are meant to be shared
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=1, default=str)
             stream.write("\n")

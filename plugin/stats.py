@@ -12,6 +12,7 @@ Definitions (all per request, from the client's clock):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,7 @@ def distribution(name: str, values_s: Sequence[float]) -> dict[str, float | None
 
 
 def tbt_gaps_s(record: RequestRecord) -> list[float]:
-    times = record.token_times_s
-    return [later - earlier for earlier, later in zip(times, times[1:])]
+    return [later - earlier for earlier, later in pairwise(record.token_times_s)]
 
 
 def _rate(count: float, start: Iterable[float], end: Iterable[float]) -> float | None:
@@ -72,11 +72,11 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
         "output_throughput": output_tokens / duration_s if duration_s > 0 else None,
         "total_token_throughput": (prompt_tokens + output_tokens) / duration_s if duration_s > 0 else None,
         "prefill_tokens_per_s": _rate(
-            prompt_tokens, (r.send_s for r in done), (r.first_token_s for r in done if r.first_token_s)
+            prompt_tokens, (r.send_s for r in done), (r.first_token_s for r in done if r.first_token_s is not None)
         ),
         "decode_tokens_per_s": _rate(
             sum(max((r.completion_tokens or 0) - 1, 0) for r in done),
-            (r.first_token_s for r in done if r.first_token_s),
+            (r.first_token_s for r in done if r.first_token_s is not None),
             (r.end_s for r in done),
         ),
     }

@@ -84,7 +84,9 @@ def _build(folder: Path) -> None:
         show_progress=False,
     )
     tokenizer.train_from_iterator(_TOKENIZER_CORPUS * 20, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>")
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>"
+    )
     fast.save_pretrained(folder)
 
     torch.manual_seed(int(MODEL_SPEC["seed"]))
@@ -101,7 +103,7 @@ def _build(folder: Path) -> None:
         eos_token_id=fast.eos_token_id,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)  # type: ignore[no-untyped-call,arg-type]
     model.save_pretrained(folder)
 
 

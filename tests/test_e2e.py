@@ -18,8 +18,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path
     reports = tmp_path_factory.mktemp("reports")
     benchmark_json = reports / "pytest-benchmark.json"
     done = subprocess.run(
-        benchmark_command(reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}",
-                          *SMALL_SIZES),
+        benchmark_command(
+            reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}", *SMALL_SIZES
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,236 @@
+"""The measuring client against a real local aiohttp server that streams ``/v1/completions`` the way vLLM does.
+
+A real socket, not a mocked session: the timestamps, the SSE line splitting and the failure paths are what the
+benchmarks rely on, and only a server on the other end exercises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, web
+
+from plugin.client import RequestRecord, completion_body, run_load, stream_completion
+from plugin.clock import now_s
+from plugin.servers import free_port
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+GAP_S = 0.01
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return f"data: {data}\n\n".encode()
+
+
+def token_chunk(text: str, token_ids: list[int] | None) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None, "finish_reason": None, "stop_reason": None}
+    if token_ids is not None:
+        choice["token_ids"] = token_ids
+    return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [choice]}
+
+
+def usage_chunk(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    total = prompt_tokens + completion_tokens
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": total, "completion_tokens": completion_tokens}
+    return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": [], "usage": usage}
+
+
+async def open_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+def streaming(events: list[bytes]) -> Handler:
+    """A handler that sends ``events`` with a short gap before each, so arrival times are distinct."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_stream(request)
+        for event in events:
+            await asyncio.sleep(GAP_S)
+            await response.write(event)
+        return response
+
+    return handler
+
+
+@asynccontextmanager
+async def serving(handler: Handler) -> AsyncIterator[str]:
+    """Serve ``handler`` on a free port of 127.0.0.1; handlers still running when the client is gone are cancelled."""
+    app = web.Application()
+    app.router.add_post("/v1/completions", handler)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def request_once(url: str, timeout_s: float = 5.0) -> RequestRecord:
+    body = completion_body("m", [11, 12, 13], max_tokens=5)
+    async with ClientSession() as session:
+        return await stream_completion(session, url, body, index=7, due_s=now_s(), timeout_s=timeout_s)
+
+
+def complete(handler: Handler, timeout_s: float = 5.0) -> RequestRecord:
+    async def main() -> RequestRecord:
+        async with serving(handler) as url:
+            return await request_once(url, timeout_s)
+
+    return asyncio.run(main())
+
+
+def test_normal_stream_gives_one_time_per_token_and_usage() -> None:
+    events = [sse(token_chunk(f" t{i}", [100 + i])) for i in range(5)]
+    record = complete(streaming([*events, sse(usage_chunk(3, 5)), sse("[DONE]")]))
+    assert record.error is None and record.ok
+    assert len(record.token_times_s) == 5
+    assert record.first_token_s == record.token_times_s[0]
+    assert record.due_s <= record.send_s <= record.first_token_s <= record.end_s
+    assert list(record.token_times_s) == sorted(record.token_times_s)
+    assert record.token_times_s[-1] <= record.end_s
+    # Each chunk arrives GAP_S after the last; allow a little timer slack below it.
+    assert record.token_times_s[-1] - record.token_times_s[0] >= 4 * GAP_S * 0.8
+    assert (record.prompt_tokens, record.completion_tokens) == (3, 5)
+    assert (record.index, record.prompt_len, record.max_tokens) == (7, 3, 5)
+
+
+def test_chunk_with_two_token_ids_counts_two_tokens_at_one_time() -> None:
+    events = [sse(token_chunk(" a", [1])), sse(token_chunk(" bc", [2, 3])), sse(token_chunk(" d", [4]))]
+    record = complete(streaming([*events, sse(usage_chunk(3, 4)), sse("[DONE]")]))
+    assert record.ok
+    first, second, third, fourth = record.token_times_s
+    assert first < second == third < fourth
+
+
+def test_chunks_without_token_ids_count_one_token_each() -> None:
+    events = [sse(token_chunk(f" w{i}", None)) for i in range(3)]
+    record = complete(streaming([*events, sse(usage_chunk(3, 3)), sse("[DONE]")]))
+    assert record.ok
+    assert len(record.token_times_s) == 3
+    assert len(set(record.token_times_s)) == 3
+
+
+def test_http_500_becomes_an_error_record() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text="engine dead")
+
+    record = complete(handler)
+    assert not record.ok
+    assert record.error is not None and "HTTP 500" in record.error and "engine dead" in record.error
+    assert record.token_times_s == () and record.first_token_s is None
+    assert record.completion_tokens is None
+
+
+def test_connection_refused_becomes_an_error_record() -> None:
+    record = asyncio.run(request_once(f"http://127.0.0.1:{free_port()}"))
+    assert not record.ok
+    assert record.error is not None and "ClientConnectorError" in record.error
+    assert record.first_token_s is None
+
+
+def test_stalled_server_times_out_within_timeout() -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = await open_stream(request)
+        await response.write(sse(token_chunk(" a", [1])))
+        await asyncio.sleep(30)
+        return response
+
+    timeout_s = 0.3
+    record = complete(handler, timeout_s=timeout_s)
+    assert record.error is not None and "timed out" in record.error
+    assert timeout_s * 0.9 <= record.end_s - record.send_s < timeout_s + 0.5
+
+
+def test_malformed_json_in_stream_becomes_an_error_record() -> None:
+    record = complete(streaming([sse(token_chunk(" a", [1])), b"data: {not json\n\n", sse("[DONE]")]))
+    assert not record.ok
+    assert record.error is not None and "JSONDecodeError" in record.error
+
+
+@pytest.mark.parametrize("payload", [b"data: 123\n\n", b"data: null\n\n", b'data: {"choices": ["x"]}\n\n'])
+def test_json_that_is_not_a_chunk_becomes_an_error_record(payload: bytes) -> None:
+    record = complete(streaming([sse(token_chunk(" a", [1])), payload, sse("[DONE]")]))
+    assert record.error is not None and record.error.startswith("malformed chunk")
+
+
+def test_stream_closed_without_done_is_an_error() -> None:
+    record = complete(streaming([sse(token_chunk(" a", [1]))]))
+    assert record.error is not None and "without [DONE]" in record.error
+
+
+def test_error_object_in_stream_becomes_an_error_record() -> None:
+    """vLLM reports a failure that happens mid-stream as an ``error`` chunk on a 200 response."""
+    error = {"error": {"message": "KV cache exhausted", "type": "InternalServerError", "code": 500}}
+    record = complete(streaming([sse(token_chunk(" a", [1])), sse(error), sse("[DONE]")]))
+    assert record.error is not None and record.error.startswith("error in stream")
+    assert "KV cache exhausted" in record.error
+
+
+def test_run_load_caps_in_flight_and_keeps_prompt_order() -> None:
+    concurrency, hold_s = 2, 0.06
+    prompts = [[10 + i] * (i + 1) for i in range(6)]  # prompt i has i + 1 tokens, so records can be matched
+    in_flight = [0]
+    peak = [0]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        body = await request.json()
+        response = await open_stream(request)
+        await response.write(sse(token_chunk(" a", [1])))
+        await asyncio.sleep(hold_s)
+        await response.write(sse(usage_chunk(len(body["prompt"]), 1)))
+        # Leave before [DONE]: the client frees its slot on [DONE], so the next request comes strictly after.
+        in_flight[0] -= 1
+        await response.write(sse("[DONE]"))
+        return response
+
+    async def main() -> list[RequestRecord]:
+        async with serving(handler) as url:
+            return await run_load(url, "m", prompts, max_tokens=1, concurrency=concurrency, timeout_s=5.0)
+
+    records = asyncio.run(main())
+    assert peak[0] == concurrency
+    assert [r.index for r in records] == list(range(len(prompts)))
+    assert [r.prompt_len for r in records] == [len(p) for p in prompts]
+    assert [r.prompt_tokens for r in records] == [len(p) for p in prompts]
+    assert all(r.ok for r in records)
+    assert len({r.due_s for r in records}) == 1
+    queue_s = [r.send_s - r.due_s for r in records]
+    # Three waves of two: the first goes at once, the last waits for two holds.
+    assert max(queue_s[:2]) < min(queue_s[2:4])  # lower bounds only: a loaded machine is slower, never faster
+    assert min(queue_s[2:4]) >= hold_s * 0.9
+    assert min(queue_s[4:]) >= 2 * hold_s * 0.9
+
+
+def test_request_body_asks_for_exact_streamed_output() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.json())
+        return await streaming([sse(token_chunk(" a", [1])), sse(usage_chunk(3, 1)), sse("[DONE]")])(request)
+
+    async def main() -> list[RequestRecord]:
+        async with serving(handler) as url:
+            return await run_load(url, "tiny", [[5, 6, 7]], max_tokens=9, concurrency=1, timeout_s=5.0)
+
+    (record,) = asyncio.run(main())
+    assert record.ok
+    (body,) = bodies
+    assert body["model"] == "tiny"
+    assert body["prompt"] == [5, 6, 7]
+    assert body["max_tokens"] == 9
+    assert body["ignore_eos"] is True
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["return_token_ids"] is True

@@ -1,0 +1,91 @@
+"""Workload shapes per phase and prompts of an exact token length that the prefix cache cannot reuse."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from plugin.options import Sizes
+from plugin.workload import FALLBACK_VOCAB, Workload, longest_sequence, make_prompts, vocab_range, workloads_for
+
+SIZES = Sizes(
+    prefill_input_lens=(8, 16),
+    decode_output_lens=(4,),
+    decode_prompt_len=3,
+    e2e_input_len=10,
+    e2e_output_len=5,
+    concurrency=(1, 4),
+    num_requests=2,
+)
+
+
+def test_prompts_have_exact_length_distinct_ids_in_range() -> None:
+    prompts = make_prompts(50, 7, (2, 40), random.Random(0))
+    assert len(prompts) == 50
+    assert all(len(prompt) == 7 for prompt in prompts)
+    assert len({tuple(prompt) for prompt in prompts}) == 50
+    assert all(2 <= token <= 39 for prompt in prompts for token in prompt)
+
+
+def test_prompts_follow_the_seed() -> None:
+    assert make_prompts(3, 5, (2, 1000), random.Random(1)) == make_prompts(3, 5, (2, 1000), random.Random(1))
+    assert make_prompts(3, 5, (2, 1000), random.Random(1)) != make_prompts(3, 5, (2, 1000), random.Random(2))
+
+
+def test_every_possible_prompt_when_count_is_exactly_reachable() -> None:
+    prompts = make_prompts(4, 2, (5, 7), random.Random(0))
+    assert sorted(prompts) == [[5, 5], [5, 6], [6, 5], [6, 6]]
+
+
+def test_impossible_prompt_count_raises() -> None:
+    with pytest.raises(ValueError, match="cannot make 5 distinct prompts of 2 tokens from 2 token ids"):
+        make_prompts(5, 2, (5, 7), random.Random(0))
+
+
+def test_prefill_workloads_ask_for_one_token_per_input_length_and_concurrency() -> None:
+    assert workloads_for("prefill", SIZES) == [
+        Workload("prefill", 8, 1, 1, 2),
+        Workload("prefill", 8, 1, 4, 4),  # at least one request per slot
+        Workload("prefill", 16, 1, 1, 2),
+        Workload("prefill", 16, 1, 4, 4),
+    ]
+
+
+def test_decode_and_e2e_workloads() -> None:
+    assert workloads_for("decode", SIZES) == [Workload("decode", 3, 4, 1, 2), Workload("decode", 3, 4, 4, 4)]
+    assert workloads_for("e2e", SIZES) == [Workload("e2e", 10, 5, 1, 2), Workload("e2e", 10, 5, 4, 4)]
+    assert [w.id for w in workloads_for("e2e", SIZES)] == ["in10-out5-c1", "in10-out5-c4"]
+
+
+def test_unknown_phase_raises() -> None:
+    with pytest.raises(ValueError, match="unknown phase 'prefil'"):
+        workloads_for("prefil", SIZES)
+
+
+def test_longest_sequence_takes_the_largest_workload_of_any_phase() -> None:
+    assert longest_sequence(SIZES) == 17  # prefill 16 + 1
+    assert longest_sequence(replace(SIZES, decode_output_lens=(4, 40))) == 43  # decode 3 + 40
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "expected"),
+    [(512, (2, 512)), (5000, (100, 5000)), (128256, (100, 30000))],
+)
+def test_vocab_range_from_config(tmp_path: Path, vocab_size: int, expected: tuple[int, int]) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"vocab_size": vocab_size}))
+    assert vocab_range(str(tmp_path)) == expected
+
+
+@pytest.mark.parametrize("config", [None, "{not json", json.dumps({"hidden_size": 64})])
+def test_vocab_range_falls_back_without_a_readable_config(tmp_path: Path, config: str | None) -> None:
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+    assert vocab_range(str(tmp_path)) == FALLBACK_VOCAB
+
+
+def test_vocab_range_of_a_hub_name_falls_back() -> None:
+    assert vocab_range("meta-llama/Llama-3.1-8B") == FALLBACK_VOCAB
