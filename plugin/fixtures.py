@@ -16,6 +16,8 @@ import pytest
 from plugin import metrics, servers
 from plugin.client import RequestRecord, run_load
 from plugin.errors import BenchError
+from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
+from plugin.power_results import benchmark_power, session_power
 from plugin.process import start, wait_ready
 from plugin.session import RunSession
 from plugin.stash import SESSION_KEY
@@ -114,11 +116,46 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
         process.stop()
 
 
+def power_backend(bench_session: RunSession) -> PowerBackend:
+    settings = bench_session.settings
+    if settings.power_backend == "none":
+        return NoneBackend("power not measured: --power-backend none")
+    if not settings.gpus:
+        why = bench_session.inventory.nvml_error or "no GPU was given with --gpus"
+        return NoneBackend(f"power not measured: this run uses no NVIDIA GPU ({why})")
+    return open_backend(settings.power_backend, settings.gpus, round(settings.gpu_sample_ms))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def power_sampler(
+    request: pytest.FixtureRequest, bench_session: RunSession, vllm_endpoint: Endpoint
+) -> Iterator[Sampler]:
+    """Samples the server's GPUs for the whole run into the run folder; idle baseline once, before any benchmark."""
+    settings = bench_session.settings
+    results = bench_session.results
+    assert results is not None, "vllm_endpoint starts the run"
+    try:
+        sampler = Sampler(power_backend(bench_session), results.path.parent, period_ms=settings.gpu_sample_ms)
+    except PowerError as error:
+        request.session.shouldstop = str(error)
+        pytest.fail(f"power sampling cannot start: {error}; use --power-backend none to run without", pytrace=False)
+    with sampler:
+        idle = None
+        if sampler.backend.gpus and settings.idle_baseline_s > 0:
+            idle = sampler.measure_idle(settings.idle_baseline_s)
+        results.update(power=session_power(sampler, idle))
+        try:
+            yield sampler
+        finally:
+            results.update(power=session_power(sampler, idle))
+
+
 @pytest.fixture
 def run_workload(
     request: pytest.FixtureRequest,
     benchmark: Any,
     vllm_endpoint: Endpoint,
+    power_sampler: Sampler,
     bench_session: RunSession,
 ) -> Callable[[Workload], dict[str, Any]]:
     """Runs a workload: one warm-up request, then ``--rounds`` measured rounds through pytest-benchmark."""
@@ -146,15 +183,22 @@ def run_workload(
         round_prompts = iter(prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds))
         rounds: list[list[RequestRecord]] = []
         before = metrics.scrape(vllm_endpoint.url)
-        benchmark.pedantic(
-            lambda: rounds.append(load(next(round_prompts), workload)),
-            rounds=settings.rounds,
-            iterations=1,
-        )
+        power_sampler.begin_window(request.node.nodeid)
+        try:
+            benchmark.pedantic(
+                lambda: rounds.append(load(next(round_prompts), workload)),
+                rounds=settings.rounds,
+                iterations=1,
+            )
+        finally:
+            window = power_sampler.end_window(request.node.nodeid)
         after = metrics.scrape(vllm_endpoint.url)
         records = [record for one_round in rounds for record in one_round]
         summary = summarize(records)
         summary["prefix_cache"] = metrics.prefix_cache_delta(before, after)
+        power = benchmark_power(power_sampler, window, records)
+        for key in ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token_j", "energy_per_request_j"):
+            summary[key] = power.get(key)
         results.add_benchmark(
             {
                 "id": request.node.nodeid,
@@ -163,6 +207,7 @@ def run_workload(
                 "phase": workload.phase,
                 "workload": asdict(workload),
                 "summary": summary,
+                "power": power,
                 "rounds": [summarize(one_round) for one_round in rounds],
                 "warmup": [asdict(record) for record in warmup],
                 "requests": [asdict(record) for record in records],

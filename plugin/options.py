@@ -70,6 +70,9 @@ class Settings:
     sizes: Sizes
     rounds: int
     reports_dir: Path
+    gpu_sample_ms: float
+    power_backend: str
+    idle_baseline_s: float
 
 
 # name, help, parser (None: plain string); each becomes --name and the ini key name_with_underscores.
@@ -93,7 +96,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("num-requests", "requests per measured round (at least the concurrency level is sent)"),
     ("rounds", "measured rounds per benchmark, each a full load run (default: 1)"),
     ("reports-dir", "where runs are written (default: reports)"),
+    ("gpu-sample-ms", "power/clock sampling period per GPU in milliseconds (default: 100)"),
+    ("power-backend", "where power comes from: auto (NVML, else nvidia-smi, else none), nvml, smi or none"),
+    ("idle-baseline-s", "seconds of idle power measured once before the first benchmark (default: 3; 0: none)"),
 ]
+POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -177,6 +184,22 @@ def port_number(text: str) -> int:
     return port
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value >= 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def power_backend(text: str) -> str:
+    if text not in POWER_BACKENDS:
+        raise ValueError(f"expected one of {', '.join(POWER_BACKENDS)}")
+    return text
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pd-energy-bench"
@@ -210,4 +233,7 @@ def resolve_settings(config: pytest.Config, on_gpu: bool) -> Settings:
         sizes=sizes,
         rounds=_parsed(config, "rounds", positive_int, 1),
         reports_dir=Path(_raw(config, "reports-dir") or config.rootpath / "reports"),
+        gpu_sample_ms=_parsed(config, "gpu-sample-ms", positive_float, 100.0),
+        power_backend=_parsed(config, "power-backend", power_backend, "auto"),
+        idle_baseline_s=_parsed(config, "idle-baseline-s", non_negative_float, 3.0),
     )

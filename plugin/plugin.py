@@ -106,7 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         status = "interrupted"
     else:
         status = "failed"
-    results.finish(status, datetime.now(UTC).isoformat())
+    results.update(status=status, finished_at=datetime.now(UTC).isoformat())
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -115,15 +115,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     write = terminalreporter.write_line
     terminalreporter.section("pd-energy-bench")
-    header = f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10}"
+    header = (
+        f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
+        f"{'energy J':>9}"
+    )
     write(header)
     for entry in run.results.data["benchmarks"]:
         s = entry["summary"]
         write(
             f"{entry['name'][:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
-            f"{_ms(s['output_throughput']):>10}"
+            f"{_ms(s['output_throughput']):>10} {_ms(s.get('energy_j')):>9}"
         )
+    power = run.results.data.get("power") or {}
+    if power.get("unmeasured_reason"):
+        write(power["unmeasured_reason"])
     write(f"results: {run.results.path}")
 
 

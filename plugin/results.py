@@ -71,8 +71,8 @@ class ResultsFile:
         }
         write_json_atomic(self.path, self.data)
 
-    def finish(self, status: str, finished_at: str) -> None:
-        self.data.update(status=status, finished_at=finished_at)
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
         write_json_atomic(self.path, self.data)
 
     def add_benchmark(self, entry: dict[str, Any]) -> None:

@@ -11,12 +11,14 @@ import random
 import secrets
 import socket
 import sys
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from plugin.clock import now_s
 from plugin.devices import Inventory, cpu_count, cpu_model
 from plugin.options import Settings
 from plugin.results import ResultsFile, redact_command_line
@@ -63,6 +65,8 @@ class RunSession:
             "started_at": self.started_at.isoformat(),
             "command_line": redact_command_line([Path(sys.argv[0]).name, *self.args]),
             "prompt_seed": self.prompt_seed,
+            # Anchors the monotonic timestamps of records and power samples to wall-clock time.
+            "clock": {"monotonic_s": now_s(), "unix_s": time.time()},
             "environment": {
                 "hostname": socket.gethostname(),
                 "platform": platform.platform(),

@@ -14,7 +14,7 @@ OPTIONS = [
     "--model", "--model-cache-dir", "--vllm-url", "--vllm-python", "--gpus", "--max-model-len", "--dtype",
     "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
     "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
-    "--reports-dir", "--vllm-arg",
+    "--reports-dir", "--vllm-arg", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s",
 ]  # fmt: skip
 NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
 
@@ -39,7 +39,7 @@ def test_help_describes_every_option_and_ini_key(pytester: pytest.Pytester) -> N
     text = result.stdout.str()
     for option in OPTIONS:
         assert option in text
-    for ini in ("model (string)", "input_lens (string)", "vllm_args (linelist)"):
+    for ini in ("model (string)", "input_lens (string)", "vllm_args (linelist)", "gpu_sample_ms (string)"):
         assert ini in text
 
 
@@ -60,6 +60,11 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--server-start-timeout-s=-1", "--server-start-timeout-s='-1': must be a positive number"),
         ("--gpus=x", "--gpus='x': expected comma-separated GPU indices"),
         ("--gpus=99", "--gpus: no*"),
+        ("--gpu-sample-ms=0", "--gpu-sample-ms='0': must be a positive number"),
+        ("--gpu-sample-ms=-20", "--gpu-sample-ms='-20': must be a positive number"),
+        ("--gpu-sample-ms=fast", "--gpu-sample-ms='fast': expected a number"),
+        ("--power-backend=dcgm", "--power-backend='dcgm': expected one of auto, nvml, smi, none"),
+        ("--idle-baseline-s=-1", "--idle-baseline-s='-1': must be zero or more"),
         ("--max-model-len=64", "--max-model-len 64 is shorter than the largest workload*"),
     ],
 )

@@ -69,9 +69,9 @@ def test_results_file_writes_through(tmp_path: Path) -> None:
     assert load(path)["benchmarks"] == [{"id": "prefill[in8]", "mean_ttft_ms": 1.5}]
     results.add_benchmark({"id": "decode[out4]"})
     assert [b["id"] for b in load(path)["benchmarks"]] == ["prefill[in8]", "decode[out4]"]
-    results.finish("passed", "2025-01-01T00:00:00")
+    results.update(status="complete", finished_at="2025-01-01T00:00:00")
     on_disk = load(path)
-    assert (on_disk["status"], on_disk["finished_at"]) == ("passed", "2025-01-01T00:00:00")
+    assert (on_disk["status"], on_disk["finished_at"]) == ("complete", "2025-01-01T00:00:00")
     assert len(on_disk["benchmarks"]) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 

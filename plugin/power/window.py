@@ -1,0 +1,264 @@
+"""Window arithmetic: energy from the counter and from integrating power samples, and what a window reports.
+
+Power between two samples is taken as the straight line joining them (the trapezoid rule); before the first
+and after the last sample it is held at that sample's value, so that a window's edges need no sample of
+their own. Throttle reasons are held from one sample to the next.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from plugin.power.backend import SLOWDOWN_MASK, Sample, reason_names
+
+COUNTER_MODULUS = 2**64
+"""``nvmlDeviceGetTotalEnergyConsumption`` is an unsigned 64-bit count of mJ."""
+
+
+def counter_delta_mj(begin_mj: int, end_mj: int) -> int:
+    """Energy between two counter readings, across one wrap-around of the 64-bit counter."""
+    return (end_mj - begin_mj) % COUNTER_MODULUS
+
+
+def segment_energy_j(t0_s: float, p0_w: float, t1_s: float, p1_w: float, a_s: float, b_s: float) -> float:
+    """The integral over ``[a_s, b_s]`` of the straight line from ``(t0_s, p0_w)`` to ``(t1_s, p1_w)``."""
+    lo, hi = max(a_s, t0_s), min(b_s, t1_s)
+    if hi <= lo:
+        return 0.0
+    slope = (p1_w - p0_w) / (t1_s - t0_s)
+    return (2 * p0_w + slope * (lo - t0_s + hi - t0_s)) / 2 * (hi - lo)
+
+
+class PowerCurve:
+    """Power over time from one GPU's samples, for energy over any interval in O(log n)."""
+
+    def __init__(self, samples: Iterable[Sample]) -> None:
+        points = sorted((s.t_s, s.power_w) for s in samples if s.power_w is not None)
+        self._times = [t for t, _ in points]
+        self._powers = [p for _, p in points if p is not None]
+        # Energy from the first sample to each sample.
+        self._cumulative_j = [0.0]
+        for i in range(1, len(self._times)):
+            step = (self._powers[i - 1] + self._powers[i]) / 2 * (self._times[i] - self._times[i - 1])
+            self._cumulative_j.append(self._cumulative_j[-1] + step)
+
+    def __bool__(self) -> bool:
+        return bool(self._times)
+
+    def energy_j(self, start_s: float, end_s: float) -> float | None:
+        """Energy over ``[start_s, end_s]``; ``None`` when there is no power sample at all."""
+        if not self._times:
+            return None
+        return self._energy_to(end_s) - self._energy_to(start_s)
+
+    def _energy_to(self, t_s: float) -> float:
+        times, powers = self._times, self._powers
+        if t_s <= times[0]:
+            return powers[0] * (t_s - times[0])
+        i = bisect_right(times, t_s) - 1
+        if i == len(times) - 1:
+            return self._cumulative_j[i] + powers[i] * (t_s - times[i])
+        return self._cumulative_j[i] + segment_energy_j(times[i], powers[i], times[i + 1], powers[i + 1], times[i], t_s)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuWindow:
+    """One GPU over one window. ``energy_j`` is the counter's figure where there is one, else the samples'."""
+
+    gpu: int
+    start_s: float
+    end_s: float
+    energy_counter_j: float | None
+    energy_samples_j: float | None
+    disagreement_pct: float | None
+    """(samples - counter) / counter, in %."""
+    mean_power_w: float | None
+    """``energy_j`` over the window's duration."""
+    max_power_w: float | None
+    mean_sm_clock_mhz: float | None
+    throttled_s: float | None
+    """Time with a slowdown reason (power cap, thermal, power brake...); ``None`` when reasons were not read."""
+    throttle_reasons_s: tuple[tuple[str, float], ...]
+    """Seconds spent with each clocks-event reason, slowdowns or not (``gpu_idle`` included)."""
+    idle_power_w: float | None
+    energy_above_idle_j: float | None
+    samples: int
+    sample_errors: int
+    power_source: str | None
+    """``instant`` (field-values API), ``average`` (1 s average), ``mixed``, or ``None`` without samples."""
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def energy_j(self) -> float | None:
+        return self.energy_counter_j if self.energy_counter_j is not None else self.energy_samples_j
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMeasurement:
+    """What ``Sampler.end_window`` returns. Without a power backend, ``gpus`` is empty and the reason says why."""
+
+    name: str
+    backend: str
+    start_s: float
+    end_s: float
+    gpus: tuple[GpuWindow, ...]
+    notes: tuple[str, ...]
+    unmeasured_reason: str | None
+
+    @property
+    def measured(self) -> bool:
+        return self.unmeasured_reason is None and bool(self.gpus)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    @property
+    def energy_j(self) -> float | None:
+        """All GPUs together; ``None`` when power was not measured or one GPU has no figure."""
+        energies = [gpu.energy_j for gpu in self.gpus]
+        if not energies or any(energy is None for energy in energies):
+            return None
+        return math.fsum(energy for energy in energies if energy is not None)
+
+    def gpu(self, index: int) -> GpuWindow:
+        for window in self.gpus:
+            if window.gpu == index:
+                return window
+        raise KeyError(f"GPU {index} is not in window {self.name!r} (GPUs: {[w.gpu for w in self.gpus]})")
+
+
+class WindowAccumulator:
+    """One GPU's window, fed sample by sample, so that the sampler keeps no list of samples."""
+
+    def __init__(self, gpu: int, start_s: float, counter_start_mj: int | None, seed: Sample | None = None) -> None:
+        """``seed`` is the last sample before the window: it lets the trapezoid start exactly at ``start_s``."""
+        self.gpu = gpu
+        self.start_s = start_s
+        self.counter_start_mj = counter_start_mj
+        self._last_power: tuple[float, float] | None = None
+        self._energy_j = 0.0  # from start_s to the last power sample
+        self._sources: set[str] = set()
+        self._count = 0
+        self._errors = 0
+        self._max_power_w: float | None = None
+        self._sm_clocks: list[float] = []
+        self._last_reasons: tuple[float, int] | None = None
+        self._reason_s: dict[str, float] = {}
+        self._throttled_s = 0.0
+        if seed is not None:
+            self._take_power(seed)
+            self._take_reasons(seed)
+
+    def add(self, sample: Sample) -> None:
+        if sample.t_s >= self.start_s:
+            self._count += 1
+            self._errors += sample.error is not None
+            if sample.power_w is not None:
+                if self._max_power_w is None or sample.power_w > self._max_power_w:
+                    self._max_power_w = sample.power_w
+                self._sources.add("instant" if sample.power_instant_w is not None else "average")
+            if sample.sm_clock_mhz is not None:
+                self._sm_clocks.append(sample.sm_clock_mhz)
+        self._take_power(sample)
+        self._take_reasons(sample)
+
+    def finish(self, end_s: float, counter_end_mj: int | None, idle_power_w: float | None = None) -> GpuWindow:
+        duration_s = end_s - self.start_s
+        samples_j: float | None = None
+        if self._last_power is not None:
+            last_t, last_p = self._last_power
+            samples_j = self._energy_j + last_p * max(0.0, end_s - max(last_t, self.start_s))
+        counter_j: float | None = None
+        if self.counter_start_mj is not None and counter_end_mj is not None:
+            counter_j = counter_delta_mj(self.counter_start_mj, counter_end_mj) / 1000.0
+        energy_j = counter_j if counter_j is not None else samples_j
+        above_idle_j = None if energy_j is None or idle_power_w is None else energy_j - idle_power_w * duration_s
+        self._hold_reasons_until(end_s)
+        return GpuWindow(
+            gpu=self.gpu,
+            start_s=self.start_s,
+            end_s=end_s,
+            energy_counter_j=counter_j,
+            energy_samples_j=samples_j,
+            disagreement_pct=_disagreement_pct(samples_j, counter_j),
+            mean_power_w=None if energy_j is None or duration_s <= 0 else energy_j / duration_s,
+            max_power_w=self._max_power_w,
+            mean_sm_clock_mhz=math.fsum(self._sm_clocks) / len(self._sm_clocks) if self._sm_clocks else None,
+            throttled_s=self._throttled_s if self._last_reasons is not None else None,
+            throttle_reasons_s=tuple(sorted(self._reason_s.items())),
+            idle_power_w=idle_power_w,
+            energy_above_idle_j=above_idle_j,
+            samples=self._count,
+            sample_errors=self._errors,
+            power_source=_power_source(self._sources),
+        )
+
+    def _take_power(self, sample: Sample) -> None:
+        power_w = sample.power_w
+        if power_w is None:
+            return  # a failed read: the line from the previous sample bridges the gap
+        if self._last_power is None:
+            self._energy_j = power_w * max(0.0, sample.t_s - self.start_s)
+        else:
+            last_t, last_p = self._last_power
+            if sample.t_s <= last_t:
+                return
+            self._energy_j += segment_energy_j(last_t, last_p, sample.t_s, power_w, self.start_s, math.inf)
+        self._last_power = (sample.t_s, power_w)
+
+    def _take_reasons(self, sample: Sample) -> None:
+        if sample.throttle_reasons is None:
+            return
+        self._hold_reasons_until(sample.t_s)
+        self._last_reasons = (sample.t_s, sample.throttle_reasons)
+
+    def _hold_reasons_until(self, t_s: float) -> None:
+        if self._last_reasons is None:
+            return
+        since_s, mask = self._last_reasons
+        held_s = t_s - max(since_s, self.start_s)
+        if held_s <= 0:
+            return
+        for name in reason_names(mask):
+            self._reason_s[name] = self._reason_s.get(name, 0.0) + held_s
+        if mask & SLOWDOWN_MASK:
+            self._throttled_s += held_s
+        self._last_reasons = (t_s, mask)
+
+
+def measure_window(
+    gpu: int,
+    samples: Sequence[Sample],
+    start_s: float,
+    end_s: float,
+    counter_start_mj: int | None = None,
+    counter_end_mj: int | None = None,
+    idle_power_w: float | None = None,
+) -> GpuWindow:
+    """The sampler's figures from a list of samples (read back from the CSV, or made in a test).
+
+    Samples after ``end_s`` are left out, as they did not exist yet when the sampler closed the window.
+    """
+    accumulator = WindowAccumulator(gpu, start_s, counter_start_mj)
+    for sample in sorted((s for s in samples if s.gpu == gpu and s.t_s <= end_s), key=lambda s: s.t_s):
+        accumulator.add(sample)
+    return accumulator.finish(end_s, counter_end_mj, idle_power_w)
+
+
+def _disagreement_pct(samples_j: float | None, counter_j: float | None) -> float | None:
+    if samples_j is None or counter_j is None or counter_j == 0:
+        return None
+    return (samples_j - counter_j) / counter_j * 100.0
+
+
+def _power_source(sources: set[str]) -> str | None:
+    if not sources:
+        return None
+    return next(iter(sources)) if len(sources) == 1 else "mixed"

@@ -1,0 +1,62 @@
+"""The ``power`` entries of results.json from a real sampler thread on the fake NVML, and without any GPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from plugin.client import RequestRecord
+from plugin.clock import now_s
+from plugin.power import NoneBackend, Sampler
+from plugin.power.nvml import NvmlBackend
+from plugin.power_results import benchmark_power, session_power
+from tests.fake_pynvml import FakeGpu, FakeNvml, Step
+
+POWER_W = 300.0
+
+
+def record(send_s: float, first_token_s: float, end_s: float) -> RequestRecord:
+    tokens = tuple(first_token_s + i * (end_s - first_token_s) / 9 for i in range(10))
+    return RequestRecord(0, 100, 10, send_s, send_s, first_token_s, tokens, end_s, 100, 10, None)
+
+
+def test_benchmark_power_splits_a_known_trace_by_phase(tmp_path: Path) -> None:
+    fake = FakeNvml([FakeGpu((Step(1.0, POWER_W),), update_interval_s=0.0)])
+    with Sampler(NvmlBackend(nvml=fake.module()), tmp_path, period_ms=5) as sampler:
+        sampler.begin_window("bench")
+        start_s = now_s()
+        time.sleep(0.1)
+        first_token_s = now_s()
+        time.sleep(0.2)
+        end_s = now_s()
+        window = sampler.end_window("bench")
+        entry = benchmark_power(sampler, window, [record(start_s, first_token_s, end_s)])
+        session = session_power(sampler, None)
+    assert entry["measured"] is True
+    assert entry["energy_j"] == pytest.approx(POWER_W * window.duration_s, rel=0.02)
+    assert entry["energy_per_output_token_j"] == pytest.approx(entry["energy_j"] / 10)
+    assert entry["energy_per_prompt_token_j"] == pytest.approx(entry["energy_j"] / 100)
+    phases = entry["gpus"]["0"]["phases"]
+    assert phases["prefill_j"] == pytest.approx(POWER_W * (first_token_s - start_s), rel=0.05)
+    assert phases["decode_j"] == pytest.approx(POWER_W * (end_s - first_token_s), rel=0.05)
+    assert phases["j_per_output_token"] == pytest.approx(phases["decode_j"] / 10)
+    assert entry["gpus"]["0"]["energy_counter_j"] is not None
+    assert session["backend"] == "nvml" and session["samples_csv"] == {"0": "power_gpu0.csv"}
+    assert (tmp_path / "power_gpu0.csv").stat().st_size > 0
+
+
+def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> None:
+    with Sampler(NoneBackend("power not measured: no GPU"), tmp_path, period_ms=100) as sampler:
+        sampler.begin_window("bench")
+        window = sampler.end_window("bench")
+        entry = benchmark_power(sampler, window, [record(0.0, 0.1, 0.2)])
+        session = session_power(sampler, None)
+    assert entry == {
+        "measured": False,
+        "backend": "none",
+        "unmeasured_reason": "power not measured: no GPU",
+        "notes": [],
+    }
+    assert session["unmeasured_reason"] == "power not measured: no GPU" and session["samples_csv"] == {}
