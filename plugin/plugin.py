@@ -128,8 +128,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             f"{_ms(s['output_throughput']):>10} {_ms(s.get('energy_j')):>9}"
         )
     power = run.results.data.get("power") or {}
-    if power.get("unmeasured_reason"):
-        write(power["unmeasured_reason"])
+    for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
+        if line:
+            write(f"power: {line}")
     write(f"results: {run.results.path}")
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plugin.fixtures import build_tiny_model
+from plugin.process import start, wait_ready
+from plugin.servers import ServerSpec, command, environment, free_port
 from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port
 from tests.conftest import ROOT
 
@@ -86,3 +90,32 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     prefill = by_name["test_prefill[in300-out1-c3]"]["extra_info"]
     assert prefill["input_len"] == 300 and prefill["concurrency"] == 3
     assert prefill["mean_ttft_ms"] > 0
+
+
+def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_cache_dir: Path) -> None:
+    """``--vllm-url``: the suite starts and stops nothing; the server it was pointed at keeps running."""
+    model = build_tiny_model(sys.executable, model_cache_dir)
+    spec = ServerSpec("external", sys.executable, model, free_port(), (), 1024, "bfloat16")
+    server = start("external", command(spec), environment(spec), tmp_path / "external.log", tmp_path / "pids")
+    try:
+        wait_ready(server, f"{spec.url}/health", timeout_s=600, hint="")
+        reports = tmp_path / "reports"
+        done = subprocess.run(
+            benchmark_command(reports, model_cache_dir, "-m", "e2e", f"--vllm-url={spec.url}", *SMALL_SIZES),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        results = load_results(only_run(reports))
+        assert results["server"] == {"mode": "external", "url": spec.url, "model": model}
+        assert [entry["name"] for entry in results["benchmarks"]] == [
+            "test_e2e[in200-out16-c1]",
+            "test_e2e[in200-out16-c3]",
+        ]
+        assert all(entry["summary"]["failed"] == 0 for entry in results["benchmarks"])
+        assert server.exit_code() is None
+        assert not (only_run(reports) / "server.log").exists()
+    finally:
+        server.stop()
