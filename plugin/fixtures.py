@@ -43,6 +43,7 @@ class Endpoint:
 
 @pytest.fixture(scope="session")
 def bench_session(pytestconfig: pytest.Config) -> RunSession:
+    """The run: resolved settings, run folder and results file, shared by every benchmark."""
     return pytestconfig.stash[SESSION_KEY]
 
 

@@ -154,3 +154,34 @@ def test_runs_without_benchmarks_leave_no_run_folder(pytester: pytest.Pytester) 
     reports = pytester.path / "reports"
     pytester.runpytest(f"--reports-dir={reports}").assert_outcomes(passed=1)
     assert not reports.exists()
+
+
+def test_fixtures_are_registered_with_their_docs(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures")
+    for fixture, doc in [
+        ("vllm_endpoint [[]session scope[]]", "The server every traditional benchmark talks to*"),
+        ("power_sampler [[]session scope[]]", "Samples the server's GPUs for the whole run*"),
+        ("bench_session [[]session scope[]]", "The run: resolved settings, run folder and results file*"),
+        ("run_workload", "Runs a workload: one warm-up request*"),
+    ]:
+        result.stdout.fnmatch_lines([f"{fixture} -- *plugin/fixtures.py:*", f"*{doc}"])
+
+
+def test_bench_session_fixture_carries_the_resolved_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from pathlib import Path
+
+        def test_settings(bench_session):
+            settings = bench_session.settings
+            assert settings.sizes.prefill_input_lens == (300, 900)
+            assert settings.sizes.concurrency == (2,)
+            assert settings.vllm_args == ("--enforce-eager", "--seed=1")
+            assert settings.gpu_sample_ms == 50.0
+            assert settings.gpus == ()  # no GPU on this machine: the server runs on the CPU
+            assert bench_session.results is None  # no run folder until a server is needed
+        """
+    )
+    pytester.makeini("[pytest]\nvllm_args =\n    --enforce-eager\n    --seed=1\n")
+    result = pytester.runpytest("--input-lens=300,900", "--concurrency=2", "--gpu-sample-ms=50")
+    result.assert_outcomes(passed=1)
