@@ -60,3 +60,14 @@ def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> 
         "notes": [],
     }
     assert session["unmeasured_reason"] == "power not measured: no GPU" and session["samples_csv"] == {}
+
+
+def test_the_sampler_reports_its_own_cpu_share(tmp_path: Path) -> None:
+    fake = FakeNvml([FakeGpu((Step(1.0, POWER_W),), update_interval_s=0.0)])
+    sampler = Sampler(NvmlBackend(nvml=fake.module()), tmp_path, period_ms=5, flush_period_s=0.05)
+    assert sampler.cpu_share is None
+    with sampler:
+        time.sleep(0.3)
+    share = sampler.cpu_share
+    assert share is not None and 0 < share < 1.0
+    assert session_power(sampler, None)["sampler_cpu_share"] == share

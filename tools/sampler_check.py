@@ -62,6 +62,7 @@ def check_period(gpu: int, period_ms: float, load_s: float, idle_s: float, cpu_s
         samples = sampler.samples(gpu, window.start_s, window.end_s)
         update_interval_s = sampler.update_interval_s(gpu)
         notes = sampler.notes
+    thread_share = sampler.cpu_share
     gaps_ms = np.diff([s.t_s for s in sampler.samples(gpu)]) * 1000.0
     measured = window.gpu(gpu)
     counter_j = measured.energy_counter_j
@@ -78,6 +79,7 @@ def check_period(gpu: int, period_ms: float, load_s: float, idle_s: float, cpu_s
         "period_p99_ms": float(np.percentile(gaps_ms, 99)),
         "jitter_p99_minus_p50_ms": float(np.percentile(gaps_ms, 99) - np.percentile(gaps_ms, 50)),
         "sampler_cpu_pct_of_core": 100.0 * cpu_per_s,
+        "sampler_thread_cpu_pct_of_core": None if thread_share is None else 100.0 * thread_share,
         "sensor_update_interval_ms": None if update_interval_s is None else 1000.0 * update_interval_s,
         "load_s": measured.duration_s,
         "matmuls": products,
@@ -114,12 +116,24 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
     keys = [
-        "period_ms", "samples", "period_p50_ms", "period_p99_ms", "sampler_cpu_pct_of_core",
-        "sensor_update_interval_ms", "energy_counter_j", "energy_instant_integrated_j", "instant_vs_counter_pct",
-        "interior_instant_vs_counter_pct", "energy_average_integrated_j", "average_vs_counter_pct", "mean_power_w",
-        "idle_power_w", "mean_sm_clock_mhz",
+        "period_ms",
+        "samples",
+        "period_p50_ms",
+        "period_p99_ms",
+        "sampler_cpu_pct_of_core",
+        "sampler_thread_cpu_pct_of_core",
+        "sensor_update_interval_ms",
+        "energy_counter_j",
+        "energy_instant_integrated_j",
+        "instant_vs_counter_pct",
+        "interior_instant_vs_counter_pct",
+        "energy_average_integrated_j",
+        "average_vs_counter_pct",
+        "mean_power_w",
+        "idle_power_w",
+        "mean_sm_clock_mhz",
         "throttled_s",
-    ]  # fmt: skip
+    ]
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(fmt(row[key]) for key in keys) + " |" for row in rows]
     return "\n".join(lines)

@@ -66,6 +66,9 @@ class Sampler:
         self._notes: dict[str, str] = {}  # keyed so that each note is given once
         self._error_count = 0
         self._recent_errors: deque[str] = deque(maxlen=20)
+        self._thread_cpu_s = 0.0
+        self._thread_started_s: float | None = None
+        self._thread_stopped_s: float | None = None
 
     # -- life cycle ---------------------------------------------------------------------------------------
 
@@ -183,6 +186,14 @@ class Sampler:
     def recent_errors(self) -> tuple[str, ...]:
         return tuple(self._recent_errors)
 
+    @property
+    def cpu_share(self) -> float | None:
+        """The sampler thread's own CPU time per second of running (1.0 = one core), updated about once a second."""
+        if self._thread_started_s is None:
+            return None
+        elapsed_s = (self._thread_stopped_s or self._clock()) - self._thread_started_s
+        return self._thread_cpu_s / elapsed_s if elapsed_s > 0 else None
+
     def update_interval_s(self, gpu: int) -> float | None:
         """The sensor's measured update interval (time between changes of the power reading), once known."""
         with self._lock:
@@ -212,6 +223,7 @@ class Sampler:
         next_tick_s = now
         next_energy_s = now if self._energy_period_s is not None else float("inf")
         next_flush_s = now + self._flush_period_s
+        cpu_start_s, self._thread_started_s = time.thread_time(), now
         try:
             while not self._stop_event.is_set():
                 now = self._clock()
@@ -221,6 +233,7 @@ class Sampler:
                 self._tick(read_energy)
                 if now >= next_flush_s:
                     next_flush_s = now + self._flush_period_s
+                    self._thread_cpu_s = time.thread_time() - cpu_start_s
                     with self._lock:
                         for writer in self._writers.values():
                             writer.flush()
@@ -232,6 +245,9 @@ class Sampler:
                 self._stop_event.wait(delay_s)
         except Exception as error:  # a bug, not a read error: keep it for stop() to raise
             self._crash = error
+        finally:
+            self._thread_cpu_s = time.thread_time() - cpu_start_s
+            self._thread_stopped_s = self._clock()
 
     def _tick(self, read_energy: bool) -> None:
         try:
