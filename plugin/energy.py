@@ -79,16 +79,16 @@ class PhaseEnergy:
 
     @property
     def j_per_prompt_token(self) -> float | None:
-        return _ratio(self.prefill_j, self.prompt_tokens)
+        return per_unit(self.prefill_j, self.prompt_tokens)
 
     @property
     def j_per_output_token(self) -> float | None:
-        return _ratio(self.decode_j, self.output_tokens)
+        return per_unit(self.decode_j, self.output_tokens)
 
     @property
     def j_per_request(self) -> float | None:
         active_j = None if self.prefill_j is None or self.decode_j is None else self.prefill_j + self.decode_j
-        return _ratio(active_j, self.requests)
+        return per_unit(active_j, self.requests)
 
 
 def attribute_energy(
@@ -184,5 +184,5 @@ def _curves(samples: Iterable[Sample]) -> list[PowerCurve]:
     return [PowerCurve(gpu_samples) for _, gpu_samples in sorted(by_gpu.items())]
 
 
-def _ratio(energy_j: float | None, count: int) -> float | None:
-    return None if energy_j is None or count == 0 else energy_j / count
+def per_unit(energy_j: float | None, count: int) -> float | None:
+    return None if energy_j is None or count <= 0 else energy_j / count

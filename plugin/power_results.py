@@ -7,12 +7,8 @@ from dataclasses import asdict
 from typing import Any
 
 from plugin.client import RequestRecord
-from plugin.energy import PhaseEnergy, attribute_energy
+from plugin.energy import PhaseEnergy, attribute_energy, per_unit
 from plugin.power import Sampler, WindowMeasurement
-
-
-def _ratio(energy_j: float | None, count: int) -> float | None:
-    return None if energy_j is None or count <= 0 else energy_j / count
 
 
 def phase_entry(phases: PhaseEnergy) -> dict[str, Any]:
@@ -50,9 +46,9 @@ def benchmark_power(sampler: Sampler, window: WindowMeasurement, records: Sequen
         start_s=window.start_s,
         end_s=window.end_s,
         energy_j=window.energy_j,
-        energy_per_prompt_token_j=_ratio(window.energy_j, prompt_tokens),
-        energy_per_output_token_j=_ratio(window.energy_j, output_tokens),
-        energy_per_request_j=_ratio(window.energy_j, len(done)),
+        energy_per_prompt_token_j=per_unit(window.energy_j, prompt_tokens),
+        energy_per_output_token_j=per_unit(window.energy_j, output_tokens),
+        energy_per_request_j=per_unit(window.energy_j, len(done)),
         gpus=gpus,
     )
     return entry
