@@ -2,7 +2,8 @@
 
 For each sampling period it reports the achieved period and its jitter, the energy counter against the
 integrated power (instant field and averaged reading), the sampler's CPU time per second, and the sensor update
-interval it detected. Usage: ``python tools/sampler_check.py --periods-ms 100,20 --out DIR``.
+interval it detected, with the sampler thread's CPU time split between the NVML reads and the rest.
+Usage: ``python tools/sampler_check.py --periods-ms 100,20 --energy-periods-s 10 --out DIR``.
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from plugin.clock import now_s
 from plugin.power import Sampler, open_backend
-from plugin.power.backend import Sample
+from plugin.power.backend import PowerBackend, Sample
 from plugin.power.samples_csv import read_energy_readings
 from plugin.power.window import PowerCurve
 
@@ -38,6 +42,36 @@ def matmul_load(seconds: float, size: int = 8192) -> int:
         done += 20
     return done
 
+T = TypeVar("T")
+
+
+class TimedBackend:
+    """A backend wrapper that adds up the CPU time of each read, per method, in the sampler's thread only."""
+
+    def __init__(self, backend: PowerBackend) -> None:
+        self._backend = backend
+        self.cpu_s: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def read_samples(self) -> list[Sample]:
+        return self._timed("read_samples", self._backend.read_samples)
+
+    def read_energy_mj(self, gpu: int) -> int | None:
+        return self._timed("read_energy_mj", lambda: self._backend.read_energy_mj(gpu))
+
+    def _timed(self, name: str, read: Callable[[], T]) -> T:
+        if threading.current_thread() is threading.main_thread():
+            return read()  # window edges: the caller's cost, not the sampler's
+        start_s = time.thread_time()
+        try:
+            return read()
+        finally:
+            self.cpu_s[name] += time.thread_time() - start_s
+            self.calls[name] += 1
+
 
 def integrate_j(samples: list[Sample], field: str) -> float | None:
     points = [(s.t_s, getattr(s, field)) for s in samples if getattr(s, field) is not None]
@@ -47,10 +81,12 @@ def integrate_j(samples: list[Sample], field: str) -> float | None:
     return float(np.sum((watts[1:] + watts[:-1]) / 2 * np.diff(times)))  # trapezoids, any numpy version
 
 
-def check_period(gpu: int, period_ms: float, load_s: float, idle_s: float, cpu_s: float, out: Path) -> dict[str, Any]:
-    folder = out / f"period-{period_ms:g}ms"
-    backend = open_backend("nvml", [gpu], int(period_ms))
-    with Sampler(backend, folder, period_ms=period_ms) as sampler:
+def check_period(
+    gpu: int, period_ms: float, energy_period_s: float | None, load_s: float, idle_s: float, cpu_s: float, out: Path
+) -> dict[str, Any]:
+    folder = out / f"period-{period_ms:g}ms-energy-{energy_period_s or 'edges'}"
+    backend = TimedBackend(open_backend("nvml", [gpu], int(period_ms)))
+    with Sampler(backend, folder, period_ms=period_ms, energy_period_s=energy_period_s) as sampler:
         # The process does nothing else meanwhile: its CPU time is the sampler's.
         cpu_start, wall_start = time.process_time(), now_s()
         time.sleep(cpu_s)
@@ -63,6 +99,7 @@ def check_period(gpu: int, period_ms: float, load_s: float, idle_s: float, cpu_s
         update_interval_s = sampler.update_interval_s(gpu)
         notes = sampler.notes
     thread_share = sampler.cpu_share
+    thread_s = (sampler.samples(gpu)[-1].t_s - sampler.samples(gpu)[0].t_s) or 1.0
     gaps_ms = np.diff([s.t_s for s in sampler.samples(gpu)]) * 1000.0
     measured = window.gpu(gpu)
     counter_j = measured.energy_counter_j
@@ -80,6 +117,9 @@ def check_period(gpu: int, period_ms: float, load_s: float, idle_s: float, cpu_s
         "jitter_p99_minus_p50_ms": float(np.percentile(gaps_ms, 99) - np.percentile(gaps_ms, 50)),
         "sampler_cpu_pct_of_core": 100.0 * cpu_per_s,
         "sampler_thread_cpu_pct_of_core": None if thread_share is None else 100.0 * thread_share,
+        "energy_period_s": energy_period_s,
+        "thread_cpu_pct_by_read": {name: 100.0 * cpu / thread_s for name, cpu in backend.cpu_s.items()},
+        "thread_cpu_ms_per_call": {name: 1000.0 * cpu / backend.calls[name] for name, cpu in backend.cpu_s.items()},
         "sensor_update_interval_ms": None if update_interval_s is None else 1000.0 * update_interval_s,
         "load_s": measured.duration_s,
         "matmuls": products,
@@ -117,6 +157,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     keys = [
         "period_ms",
+        "energy_period_s",
         "samples",
         "period_p50_ms",
         "period_p99_ms",
@@ -143,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gpu", type=int, default=0)
     parser.add_argument("--periods-ms", default="100,20")
+    parser.add_argument(
+        "--energy-periods-s", default="10", help="cadences of the extra counter reads; 'edges': window edges only"
+    )
     parser.add_argument("--load-s", type=float, default=6.0)
     parser.add_argument("--idle-s", type=float, default=2.0)
     parser.add_argument("--cpu-s", type=float, default=3.0, help="seconds of sampling alone, for its CPU cost")
@@ -151,12 +195,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     matmul_load(1.0)  # import torch and make the CUDA context before sampling, so neither lands in a window
     rows = [
-        check_period(args.gpu, float(period), args.load_s, args.idle_s, args.cpu_s, args.out)
+        check_period(args.gpu, float(period), energy_period_s, args.load_s, args.idle_s, args.cpu_s, args.out)
         for period in args.periods_ms.split(",")
+        for energy_period_s in [None if e == "edges" else float(e) for e in args.energy_periods_s.split(",")]
     ]
     (args.out / "sampler_check.json").write_text(json.dumps(rows, indent=1))
     for row in rows:  # flatten the CSVs next to the JSON, so that they come back from the device machine
-        shutil.copy(args.out / row["csv"], args.out / f"power_gpu{args.gpu}_{row['period_ms']:g}ms.csv")
+        flat = f"power_gpu{args.gpu}_{row['period_ms']:g}ms_energy_{row['energy_period_s'] or 'edges'}.csv"
+        shutil.copy(args.out / row["csv"], args.out / flat)
     print(markdown(rows))
     print(json.dumps(rows, indent=1))
 

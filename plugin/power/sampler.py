@@ -2,8 +2,9 @@
 
 ``begin_window(name)`` / ``end_window(name)`` bracket a stretch of work, Zeus-style, and return a frozen
 ``WindowMeasurement``: energy from the counter (read at both edges) and from the samples, fed to the open
-windows as they arrive, so that no list of samples is held in memory. The counter is also read at a slower
-cadence for the CSV (one read costs about 4 ms on an H100). Problems are reported as notes, never as warnings
+windows as they arrive, so that no list of samples is held in memory. The counter is also read every 10 s for
+the CSV: one read spins the CPU for about 4 ms on an H100, so a once-a-second read alone would cost 0.4 % of a
+core (docs/validation.md). Problems are reported as notes, never as warnings
 (pytest's ``filterwarnings = error`` would turn a warning from this thread into a crash).
 """
 
@@ -36,7 +37,7 @@ class Sampler:
         backend: PowerBackend,
         out_dir: Path,
         period_ms: float = 50.0,
-        energy_period_s: float | None = 1.0,
+        energy_period_s: float | None = 10.0,
         flush_period_s: float = 1.0,
         clock: Callable[[], float] = now_s,
     ) -> None:
