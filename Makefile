@@ -38,7 +38,7 @@ test: venv
 	$(VENV)/bin/pytest tests $(ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check plugin tests benchmarks tools
+	$(VENV)/bin/ruff check plugin proxy tests benchmarks tools
 	$(VENV)/bin/mypy
 
 cleanup: venv

@@ -1,0 +1,66 @@
+"""How the proxy speaks to the instances for each vLLM KV connector: what the prefill copy of a request carries,
+what the decode request gets from the prefill answer, and which headers both need.
+
+- ``example`` (vLLM's ``ExampleConnector``, shared storage): decode finds the KV that prefill stored by the
+  prompt itself, so decode gets the original request unchanged.
+- ``nixl`` (``NixlConnector``): prefill is told that a remote decode follows (``do_remote_decode``) and answers
+  with ``kv_transfer_params``, which decode needs to pull the KV blocks.
+- ``p2pnccl`` (``P2pNcclConnector``, vLLM about 0.10): both instances find each other through the request id,
+  which names the prefill and the decode instance's ZMQ addresses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+CONNECTORS = ("example", "nixl", "p2pnccl")
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One vLLM instance behind the proxy: its HTTP URL and, for ``p2pnccl``, its KV ZMQ address (host:port)."""
+
+    url: str
+    kv_address: str | None = None
+
+
+def request_id(connector: str, prefill: Instance, decode: Instance) -> str:
+    """The id sent as ``X-Request-Id`` to both instances; ``p2pnccl`` routes the KV by it."""
+    if connector == "p2pnccl":
+        return f"___prefill_addr_{prefill.kv_address}___decode_addr_{decode.kv_address}_{uuid.uuid4().hex}"
+    return uuid.uuid4().hex
+
+
+def prefill_body(connector: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The prefill copy: one token, not streamed (it only has to fill and hand over the KV cache)."""
+    copy = dict(body)
+    copy["max_tokens"] = 1
+    if "max_completion_tokens" in copy:
+        copy["max_completion_tokens"] = 1
+    copy["stream"] = False
+    for unwanted in ("stream_options", "min_tokens", "min_completion_tokens"):  # at most 1 token: no minimum
+        copy.pop(unwanted, None)
+    if connector == "nixl":
+        copy["kv_transfer_params"] = {
+            "do_remote_decode": True,
+            "do_remote_prefill": False,
+            "remote_engine_id": None,
+            "remote_block_ids": None,
+            "remote_host": None,
+            "remote_port": None,
+        }
+    return copy
+
+
+def decode_body(connector: str, body: dict[str, Any], prefill_answer: dict[str, Any]) -> dict[str, Any]:
+    """The original request, plus what decode needs from the prefill answer to find the KV."""
+    if connector != "nixl":
+        return body
+    params = prefill_answer.get("kv_transfer_params")
+    if not isinstance(params, dict):
+        raise ValueError(
+            "the prefill answer has no kv_transfer_params: is the prefill instance running with NixlConnector?"
+        )
+    return {**body, "kv_transfer_params": params}

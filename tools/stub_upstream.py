@@ -1,0 +1,133 @@
+"""A fast stand-in for a vLLM instance, for the proxy's tests and its performance check: it answers
+``/v1/completions`` and ``/v1/chat/completions`` like vLLM does (one SSE chunk per token, a usage chunk,
+``[DONE]``; or one JSON answer when not streamed), and can misbehave on purpose (``--fault``).
+
+``GET /stats`` tells what it saw: requests started and finished, streams open now, streams whose client went
+away, and the last request bodies and ``X-Request-Id`` headers. Usage:
+``python tools/stub_upstream.py --port 8101 [--fault hang] [--token-delay-ms 1] [--kv-transfer-params]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+FAULTS = ("none", "status500", "hang", "cut", "not-json", "empty")
+
+
+class Stub:
+    def __init__(self, fault: str, token_delay_s: float, kv_transfer_params: bool) -> None:
+        self.fault = fault
+        self.token_delay_s = token_delay_s
+        self.kv_transfer_params = kv_transfer_params
+        self.started = 0
+        self.finished = 0
+        self.open = 0
+        self.disconnected = 0
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=200)
+        self.request_ids: deque[str | None] = deque(maxlen=200)
+
+    async def completion(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.bodies.append(body)
+        self.request_ids.append(request.headers.get("X-Request-Id"))
+        self.started += 1
+        if self.fault == "status500":
+            return web.json_response({"error": {"message": "the stub fails on purpose"}}, status=500)
+        if self.fault == "hang":
+            await asyncio.sleep(3600)
+        if self.fault == "not-json":
+            return web.Response(text="<html>not json</html>", content_type="text/html")
+        count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+        if not body.get("stream"):
+            self.finished += 1
+            return web.json_response(self._answer(count))
+        return await self._stream(request, count)
+
+    def _answer(self, count: int) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "id": "cmpl-stub",
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": "".join(f" t{i}" for i in range(count)), "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": count, "total_tokens": 4 + count},
+        }
+        if self.kv_transfer_params:
+            answer["kv_transfer_params"] = {"remote_engine_id": "stub-engine", "remote_block_ids": [1, 2, 3]}
+        return answer
+
+    async def _stream(self, request: web.Request, count: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        self.open += 1
+        try:
+            if self.fault == "empty":
+                return response
+            for index in range(count):
+                if self.fault == "cut" and index == count // 2:
+                    assert request.transport is not None
+                    request.transport.close()  # an instance that dies mid-answer
+                    return response
+                chunk = {"id": "cmpl-stub", "choices": [{"index": 0, "text": f" t{index}", "token_ids": [index]}]}
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+            usage = {"prompt_tokens": 4, "completion_tokens": count, "total_tokens": 4 + count}
+            await response.write(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+            self.finished += 1
+        except (ConnectionError, asyncio.CancelledError):
+            self.disconnected += 1  # the proxy closed its request: what a client leaving must cause
+            raise
+        finally:
+            self.open -= 1
+        return response
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "started": self.started,
+                "finished": self.finished,
+                "open": self.open,
+                "disconnected": self.disconnected,
+                "bodies": list(self.bodies),
+                "request_ids": list(self.request_ids),
+            }
+        )
+
+
+def make_app(stub: Stub) -> web.Application:
+    app = web.Application(handler_args={"handler_cancellation": True})
+    app.router.add_post("/v1/completions", stub.completion)
+    app.router.add_post("/v1/chat/completions", stub.completion)
+    app.router.add_get("/stats", stub.stats)
+    app.router.add_get("/health", lambda request: _ok())
+    app.router.add_get("/v1/models", lambda request: _models())
+    return app
+
+
+async def _ok() -> web.Response:
+    return web.json_response({})
+
+
+async def _models() -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--kv-transfer-params", action="store_true", help="answer like a NixlConnector prefill")
+    args = parser.parse_args()
+    stub = Stub(args.fault, args.token_delay_ms / 1000.0, args.kv_transfer_params)
+    web.run_app(make_app(stub), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
