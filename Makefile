@@ -32,7 +32,7 @@ endif
 	touch $@
 
 bench: venv
-	$(VENV)/bin/pytest benchmarks -m traditional $(ARGS)
+	$(VENV)/bin/pytest benchmarks $(ARGS)
 
 test: venv
 	$(VENV)/bin/pytest tests $(ARGS)

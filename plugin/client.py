@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,10 @@ class RequestRecord:
     prompt_tokens: int | None
     completion_tokens: int | None
     error: str | None
+    proxy_prefill_ms: float | None = None
+    """Disaggregated only, from the proxy's headers: its prefill request, sent to answered."""
+    kv_handoff_ms: float | None = None
+    """Disaggregated only: prefill answered to decode's first bytes at the proxy (KV transfer, first step)."""
 
     @property
     def ok(self) -> bool:
@@ -63,6 +68,7 @@ async def stream_completion(
     token_times: list[float] = []
     usage: dict[str, Any] = {}
     error: str | None = None
+    proxy_timing: dict[str, float | None] = {}
     send_s = now_s()
     try:
         async with asyncio.timeout(timeout_s):
@@ -70,6 +76,7 @@ async def stream_completion(
                 if response.status != 200:
                     text = await response.text()
                     raise _HttpError(f"HTTP {response.status}: {text[:300]}")
+                proxy_timing = _proxy_timing(response.headers)
                 finished = False
                 async for raw_line in response.content:
                     arrived_s = now_s()
@@ -104,11 +111,23 @@ async def stream_completion(
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         error=error,
+        **proxy_timing,
     )
 
 
 class _HttpError(Exception):
     pass
+
+
+def _proxy_timing(headers: Mapping[str, str]) -> dict[str, float | None]:
+    """The proxy's ``x-pd-*`` timing headers (``proxy/app.py``); none from a plain vLLM server."""
+    timing: dict[str, float | None] = {}
+    for field, header in (("proxy_prefill_ms", "x-pd-prefill-ms"), ("kv_handoff_ms", "x-pd-kv-handoff-ms")):
+        try:
+            timing[field] = float(headers[header]) if header in headers else None
+        except ValueError:
+            timing[field] = None  # a malformed header is no timing, not a failed request
+    return timing
 
 
 def _parse_chunk(payload: bytes) -> dict[str, Any]:

@@ -28,7 +28,9 @@ class Inventory:
         if not unknown:
             return
         if not self.gpus:
-            raise ValueError(f"no NVIDIA GPU is visible here ({self.nvml_error}); leave --gpus out to run on the CPU")
+            raise ValueError(
+                f"no NVIDIA GPU is visible here ({self.nvml_error}); leave the option out to run on the CPU"
+            )
         listing = ", ".join(f"{gpu.index}: {gpu.name}" for gpu in self.gpus)
         raise ValueError(f"no GPU with index {unknown[0]}; this machine has {listing}")
 

@@ -1,13 +1,15 @@
-"""Fixtures: the vLLM server of the run (started or external) and the per-benchmark load runner."""
+"""Fixtures: the vLLM server of the run (started or external), the disaggregated cluster (prefill and decode
+instances behind the proxy), the power sampler, and the per-benchmark load runner."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +17,12 @@ import pytest
 
 from plugin import metrics, servers
 from plugin.client import RequestRecord, run_load
+from plugin.cluster import cluster_instances, proxy_command
 from plugin.errors import BenchError
+from plugin.options import Settings
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power_results import benchmark_power, session_power
-from plugin.process import start, wait_ready
+from plugin.process import ManagedProcess, start, wait_ready
 from plugin.session import RunSession
 from plugin.stash import SESSION_KEY
 from plugin.stats import summarize
@@ -32,13 +36,21 @@ START_HINT = (
 )
 
 
+ARCHITECTURES = ("traditional", "disaggregated")
+ENDPOINT_FIXTURES = {"traditional": "vllm_endpoint", "disaggregated": "disagg_cluster"}
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A ready OpenAI-compatible server: where it is, the model name it serves, token ids safe to send."""
+    """A ready OpenAI-compatible server (or the proxy): where it is, the model name it serves, token ids safe to
+    send, and the GPUs behind it with each one's role (``prefill``, ``decode`` or ``prefill+decode``)."""
 
     url: str
     model: str
     vocab: tuple[int, int]
+    gpu_roles: Mapping[int, str] = field(default_factory=dict)
+    metrics_url: str | None = None
+    """Where ``/metrics`` is (the proxy has none: a decode instance's); default: ``url``."""
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +80,35 @@ def build_tiny_model(python: str, cache_dir: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+def _model_and_version(settings: Settings) -> tuple[str, str]:
+    """The vLLM version (a clear error when the interpreter has none) and the model: the user's or the tiny one."""
+    version = servers.vllm_version(settings.vllm_python)
+    return settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir), version
+
+
+def _base_spec(settings: Settings, model: str, role: str, port: int) -> servers.ServerSpec:
+    return servers.ServerSpec(
+        role=role,
+        python=settings.vllm_python,
+        model=model,
+        port=port,
+        gpus=settings.gpus,
+        max_model_len=settings.max_model_len or longest_sequence(settings.sizes),
+        dtype=settings.dtype,
+        extra_args=settings.vllm_args,
+    )
+
+
+def _start_server(name: str, spec: servers.ServerSpec, folder: Path) -> ManagedProcess:
+    return start(name, servers.command(spec), servers.environment(spec), folder / f"{name}.log", folder / "pids")
+
+
+def _fail_session(request: pytest.FixtureRequest, why: str, error: BenchError) -> None:
+    """Stop the session: every later benchmark would meet the same broken server."""
+    request.session.shouldstop = why
+    pytest.fail(str(error), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[Endpoint]:
     """The server every traditional benchmark talks to; stopped (whole process group) at the end of the run."""
@@ -76,20 +117,11 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
         if settings.vllm_url:
             model = served_model(settings.vllm_url)
             bench_session.start({"mode": "external", "url": settings.vllm_url, "model": model}, None)
-            yield Endpoint(settings.vllm_url, model, vocab_range(model))
+            # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
+            yield Endpoint(settings.vllm_url, model, vocab_range(model), dict.fromkeys(settings.gpus, "prefill+decode"))
             return
-        version = servers.vllm_version(settings.vllm_python)
-        model = settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir)
-        spec = servers.ServerSpec(
-            role="server",
-            python=settings.vllm_python,
-            model=model,
-            port=settings.vllm_port or servers.free_port(),
-            gpus=settings.gpus,
-            max_model_len=settings.max_model_len or longest_sequence(settings.sizes),
-            dtype=settings.dtype,
-            extra_args=settings.vllm_args,
-        )
+        model, version = _model_and_version(settings)
+        spec = _base_spec(settings, model, "server", settings.vllm_port or servers.free_port())
         command = servers.command(spec)
         results = bench_session.start(
             {
@@ -102,41 +134,96 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
             },
             version,
         )
-        folder = results.path.parent
-        process = start("server", command, servers.environment(spec), folder / "server.log", folder / "pids")
+        process = _start_server("server", spec, results.path.parent)
     except BenchError as error:
-        request.session.shouldstop = str(error)
-        pytest.fail(str(error), pytrace=False)
+        _fail_session(request, str(error), error)
     try:
         wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT)
-        yield Endpoint(spec.url, model, vocab_range(model))
+        yield Endpoint(spec.url, model, vocab_range(model), dict.fromkeys(spec.gpus, "prefill+decode"))
     except BenchError as error:
-        request.session.shouldstop = "the vLLM server did not start"
-        pytest.fail(str(error), pytrace=False)
+        _fail_session(request, "the vLLM server did not start", error)
     finally:
         process.stop()
 
 
-def power_backend(bench_session: RunSession) -> PowerBackend:
+@pytest.fixture(scope="session")
+def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[Endpoint]:
+    """Prefill and decode vLLM instances (started together, one per GPU of ``--prefill-gpus`` and
+    ``--decode-gpus``, one each on CPU) with the ``--kv-connector``, and the proxy in front of them; everything
+    is stopped at the end of the run, and the KV files of the ``example`` connector are removed."""
+    settings = bench_session.settings
+    processes: list[ManagedProcess] = []
+    try:
+        model, version = _model_and_version(settings)
+        results = bench_session.start(None, version)
+        folder = results.path.parent
+        store = folder / "kv_store"
+        base = _base_spec(settings, model, "prefill", 0)
+        instances = cluster_instances(base, settings.kv_connector, settings.prefill_gpus, settings.decode_gpus, store)
+        proxy_port = servers.free_port()
+        proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
+        results.update(
+            disaggregated={
+                "kv_connector": settings.kv_connector,
+                "url": f"http://127.0.0.1:{proxy_port}",
+                "model": model,
+                "proxy": {"command": proxy, "log": "proxy.log"},
+                "instances": [
+                    {
+                        "name": instance.name,
+                        "role": instance.role,
+                        "url": instance.spec.url,
+                        "gpus": list(instance.spec.gpus),
+                        "command": servers.command(instance.spec),
+                        "log": f"{instance.name}.log",
+                    }
+                    for instance in instances
+                ],
+            }
+        )
+        processes += [_start_server(instance.name, instance.spec, folder) for instance in instances]
+        for process, instance in zip(processes, instances, strict=True):
+            wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT)
+        proxy_process = start("proxy", proxy, servers.environment(base), folder / "proxy.log", folder / "pids")
+        processes.append(proxy_process)
+        url = f"http://127.0.0.1:{proxy_port}"
+        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.")
+    except BenchError as error:
+        for process in reversed(processes):
+            process.stop()
+        _fail_session(request, "the disaggregated cluster did not start", error)
+    roles = {gpu: instance.role for instance in instances for gpu in instance.spec.gpus}
+    shared = {gpu for gpu in roles if sum(gpu in i.spec.gpus for i in instances) > 1}
+    try:
+        gpu_roles = {**roles, **dict.fromkeys(shared, "prefill+decode")}
+        decode = next(instance for instance in instances if instance.role == "decode")
+        yield Endpoint(url, model, vocab_range(model), gpu_roles, metrics_url=decode.spec.url)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def power_backend(bench_session: RunSession, gpus: tuple[int, ...]) -> PowerBackend:
     settings = bench_session.settings
     if settings.power_backend == "none":
         return NoneBackend("power not measured: --power-backend none")
-    if not settings.gpus:
+    if not gpus:
         why = bench_session.inventory.nvml_error or "no GPU was given with --gpus"
         return NoneBackend(f"power not measured: this run uses no NVIDIA GPU ({why})")
-    return open_backend(settings.power_backend, settings.gpus, round(settings.gpu_sample_ms))  # type: ignore[arg-type]
+    return open_backend(settings.power_backend, gpus, round(settings.gpu_sample_ms))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
-def power_sampler(
-    request: pytest.FixtureRequest, bench_session: RunSession, vllm_endpoint: Endpoint
-) -> Iterator[Sampler]:
-    """Samples the server's GPUs for the whole run into the run folder; idle baseline once, before any benchmark."""
+def power_sampler(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[Sampler]:
+    """Samples the GPUs of every architecture the session runs into the run folder; idle baseline once, before
+    any benchmark. ``run_workload`` asks for it after the first server is up, which created the run folder."""
     settings = bench_session.settings
     results = bench_session.results
-    assert results is not None, "vllm_endpoint starts the run"
+    assert results is not None, "a server fixture starts the run before the sampler"
     try:
-        sampler = Sampler(power_backend(bench_session), results.path.parent, period_ms=settings.gpu_sample_ms)
+        backend = power_backend(bench_session, sampled_gpus(settings, request.session))
+        sampler = Sampler(backend, results.path.parent, period_ms=settings.gpu_sample_ms)
     except PowerError as error:
         request.session.shouldstop = str(error)
         pytest.fail(f"power sampling cannot start: {error}; use --power-backend none to run without", pytrace=False)
@@ -151,24 +238,39 @@ def power_sampler(
             results.update(power=session_power(sampler, idle))
 
 
+def sampled_gpus(settings: Settings, session: pytest.Session) -> tuple[int, ...]:
+    """The GPUs of the architectures among the session's benchmarks, each once."""
+    architectures = {architecture_of(item) for item in session.items}
+    gpus: list[int] = []
+    if "traditional" in architectures:
+        gpus += settings.gpus
+    if "disaggregated" in architectures:
+        gpus += [*settings.prefill_gpus, *settings.decode_gpus]
+    return tuple(sorted(set(gpus)))
+
+
+def architecture_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("architecture")
+
+
 @pytest.fixture
 def run_workload(
-    request: pytest.FixtureRequest,
-    benchmark: Any,
-    vllm_endpoint: Endpoint,
-    power_sampler: Sampler,
-    bench_session: RunSession,
+    request: pytest.FixtureRequest, benchmark: Any, architecture: str, bench_session: RunSession
 ) -> Callable[[Workload], dict[str, Any]]:
-    """Runs a workload: one warm-up request, then ``--rounds`` measured rounds through pytest-benchmark."""
+    """Runs a workload on the test's architecture: one warm-up request, then ``--rounds`` measured rounds
+    through pytest-benchmark, inside a power window over that architecture's GPUs."""
     settings = bench_session.settings
+    endpoint: Endpoint = request.getfixturevalue(ENDPOINT_FIXTURES[architecture])
+    power_sampler: Sampler = request.getfixturevalue("power_sampler")
     results = bench_session.results
-    assert results is not None, "vllm_endpoint starts the run before any benchmark"
+    assert results is not None, "the server fixtures start the run before any benchmark"
 
     def load(prompts: list[list[int]], workload: Workload) -> list[RequestRecord]:
         return asyncio.run(
             run_load(
-                vllm_endpoint.url,
-                vllm_endpoint.model,
+                endpoint.url,
+                endpoint.model,
                 prompts,
                 workload.output_len,
                 workload.concurrency,
@@ -179,12 +281,12 @@ def run_workload(
     def run(workload: Workload) -> dict[str, Any]:
         rng = bench_session.rng_for(request.node.nodeid)
         count = workload.num_requests
-        prompts = make_prompts(1 + settings.rounds * count, workload.input_len, vllm_endpoint.vocab, rng)
+        prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
         warmup = load(prompts[:1], workload)
         round_prompts = iter(prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds))
         rounds: list[list[RequestRecord]] = []
-        before = metrics.scrape(vllm_endpoint.url)
-        power_sampler.begin_window(request.node.nodeid)
+        before = metrics.scrape(endpoint.metrics_url or endpoint.url)
+        power_sampler.begin_window(request.node.nodeid, tuple(endpoint.gpu_roles))
         try:
             benchmark.pedantic(
                 lambda: rounds.append(load(next(round_prompts), workload)),
@@ -193,18 +295,19 @@ def run_workload(
             )
         finally:
             window = power_sampler.end_window(request.node.nodeid)
-        after = metrics.scrape(vllm_endpoint.url)
+        after = metrics.scrape(endpoint.metrics_url or endpoint.url)
         records = [record for one_round in rounds for record in one_round]
         summary = summarize(records)
         summary["prefix_cache"] = metrics.prefix_cache_delta(before, after)
         power = benchmark_power(power_sampler, window, records)
+        power["gpu_roles"] = {str(gpu): role for gpu, role in endpoint.gpu_roles.items()}
         for key in ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token_j", "energy_per_request_j"):
             summary[key] = power.get(key)
         results.add_benchmark(
             {
                 "id": request.node.nodeid,
                 "name": request.node.name,
-                "architecture": "traditional",
+                "architecture": architecture,
                 "phase": workload.phase,
                 "workload": asdict(workload),
                 "summary": summary,

@@ -73,6 +73,9 @@ class Settings:
     gpu_sample_ms: float
     power_backend: str
     idle_baseline_s: float
+    prefill_gpus: tuple[int, ...]
+    decode_gpus: tuple[int, ...]
+    kv_connector: str
 
 
 # name, help, parser (None: plain string); each becomes --name and the ini key name_with_underscores.
@@ -99,8 +102,12 @@ _OPTIONS: list[tuple[str, str]] = [
     ("gpu-sample-ms", "power/clock sampling period per GPU in milliseconds (default: 100)"),
     ("power-backend", "where power comes from: auto (NVML, else nvidia-smi, else none), nvml, smi or none"),
     ("idle-baseline-s", "seconds of idle power measured once before the first benchmark (default: 3; 0: none)"),
+    ("prefill-gpus", "disaggregated: GPUs of the prefill instances, one instance each (default: GPU 0)"),
+    ("decode-gpus", "disaggregated: GPUs of the decode instances, one instance each (default: GPU 1, else 0)"),
+    ("kv-connector", "disaggregated: example (files; default on CPU), nixl (default on GPU) or p2pnccl"),
 ]
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
+KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -200,13 +207,20 @@ def power_backend(text: str) -> str:
     return text
 
 
+def kv_connector(text: str) -> str:
+    if text not in KV_CONNECTORS:
+        raise ValueError(f"expected one of {', '.join(KV_CONNECTORS)}")
+    return text
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "pd-energy-bench"
 
 
-def resolve_settings(config: pytest.Config, on_gpu: bool) -> Settings:
+def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
     """Read every option once; raise ``pytest.UsageError`` with the fix for any bad value."""
+    on_gpu = gpu_count > 0
     device_sizes = GPU_SIZES if on_gpu else CPU_SIZES
     sizes = Sizes(
         prefill_input_lens=_parsed(config, "input-lens", positive_int_list, device_sizes.prefill_input_lens),
@@ -236,4 +250,7 @@ def resolve_settings(config: pytest.Config, on_gpu: bool) -> Settings:
         gpu_sample_ms=_parsed(config, "gpu-sample-ms", positive_float, 100.0),
         power_backend=_parsed(config, "power-backend", power_backend, "auto"),
         idle_baseline_s=_parsed(config, "idle-baseline-s", non_negative_float, 3.0),
+        prefill_gpus=_parsed(config, "prefill-gpus", gpu_list, (0,) if on_gpu else ()),
+        decode_gpus=_parsed(config, "decode-gpus", gpu_list, ((1,) if gpu_count > 1 else (0,)) if on_gpu else ()),
+        kv_connector=_parsed(config, "kv-connector", kv_connector, "nixl" if on_gpu else "example"),
     )

@@ -12,6 +12,7 @@ import pytest
 from plugin import options, servers
 from plugin.devices import inventory
 from plugin.errors import BenchError
+from plugin.fixtures import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of
 from plugin.session import RunSession
 from plugin.stash import SESSION_KEY
 from plugin.workload import PHASES, longest_sequence, workloads_for
@@ -40,11 +41,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # warm-up fails, and then its warning (an error under filterwarnings=error) would hide the real outcome.
     config.addinivalue_line("filterwarnings", f"ignore:{UNUSED_BENCHMARK_WARNING}")
     found = inventory()
-    settings = options.resolve_settings(config, on_gpu=bool(found.gpus))
-    try:
-        found.check_indices(settings.gpus)
-    except ValueError as error:
-        raise pytest.UsageError(f"--gpus: {error}") from None
+    settings = options.resolve_settings(config, gpu_count=len(found.gpus))
+    for option, gpus in (
+        ("gpus", settings.gpus),
+        ("prefill-gpus", settings.prefill_gpus),
+        ("decode-gpus", settings.decode_gpus),
+    ):
+        try:
+            found.check_indices(gpus)
+        except ValueError as error:
+            raise pytest.UsageError(f"--{option}: {error}") from None
     if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings.sizes):
         raise pytest.UsageError(
             f"--max-model-len {settings.max_model_len} is shorter than the largest workload "
@@ -65,7 +71,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``workload`` from the test's phase marker and the sizes in the settings."""
+    """Parametrize ``architecture`` (marked ``traditional`` / ``disaggregated``, so ``-m`` picks one) and
+    ``workload`` from the test's phase marker and the sizes in the settings: both architectures run exactly the
+    same workloads."""
+    if "architecture" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "architecture", [pytest.param(name, marks=getattr(pytest.mark, name), id=name) for name in ARCHITECTURES]
+        )
     if "workload" not in metafunc.fixturenames:
         return
     phases = [phase for phase in PHASES if metafunc.definition.get_closest_marker(phase)]
@@ -76,13 +88,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("workload", cases, ids=[case.id for case in cases])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every traditional benchmark before any disaggregated one, each architecture's servers together."""
+    items.sort(key=lambda item: ARCHITECTURES.index(architecture_of(item) or ARCHITECTURES[0]))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Check what would make the server fail before starting it, so bad input fails in a second or two."""
-    if not any("vllm_endpoint" in getattr(item, "fixturenames", ()) for item in session.items):
+    """Check what would make the servers fail before starting them, so bad input fails in a second or two."""
+    server_fixtures = {"run_workload", *ENDPOINT_FIXTURES.values()}
+    if not any(server_fixtures & set(getattr(item, "fixturenames", ())) for item in session.items):
         return
     if hasattr(session.config, "workerinput") or getattr(session.config.option, "numprocesses", None):
         raise pytest.UsageError("benchmarks share GPUs and ports: run them without pytest-xdist (-n)")
     settings = session.config.stash[SESSION_KEY].settings
+    if settings.vllm_url and any(architecture_of(item) == "disaggregated" for item in session.items):
+        raise pytest.UsageError(
+            "--vllm-url benchmarks one server that is already running; the disaggregated benchmarks start their "
+            "own prefill and decode instances. Add -m traditional, or leave --vllm-url out."
+        )
     try:
         if settings.vllm_url:
             servers.require_reachable(settings.vllm_url)

@@ -49,17 +49,19 @@ class RunSession:
         self.prompt_seed = secrets.randbits(32)
         self.results: ResultsFile | None = None
 
-    def start(self, server: dict[str, Any], vllm_version: str | None) -> ResultsFile:
-        """Create the run folder and its results file (once)."""
+    def start(self, server: dict[str, Any] | None, vllm_version: str | None) -> ResultsFile:
+        """Create the run folder and its results file (once); ``server`` is the traditional server, if any."""
         if self.results is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.results = ResultsFile(self.folder / "results.json", self._header(server, vllm_version))
+        elif server is not None:
+            self.results.update(server=server)
         return self.results
 
     def rng_for(self, benchmark_id: str) -> random.Random:
         return random.Random(f"{self.prompt_seed}:{benchmark_id}")
 
-    def _header(self, server: dict[str, Any], vllm_version: str | None) -> dict[str, Any]:
+    def _header(self, server: dict[str, Any] | None, vllm_version: str | None) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "started_at": self.started_at.isoformat(),

@@ -5,6 +5,7 @@ Definitions (all per request, from the client's clock):
 - TBT (ITL) = gap between consecutive output tokens; a request with n tokens gives n - 1 gaps.
 - TPOT = (E2E - TTFT) / (output tokens - 1), for requests with more than one output token.
 - E2E = last byte - send.
+- KV hand-off (disaggregated) = prefill answered -> decode's first bytes, timed by the proxy (its headers).
 - prefill tokens/s = prompt tokens / (first send -> last first token); decode tokens/s = output tokens after
   the first / (first first token -> last end).
 """
@@ -85,4 +86,10 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     summary.update(distribution("tpot", tpot))
     summary.update(distribution("e2el", e2e))
     summary.update(distribution("queue", [r.send_s - r.due_s for r in done]))
+    handoffs_s = [r.kv_handoff_ms / 1000.0 for r in done if r.kv_handoff_ms is not None]
+    if handoffs_s:  # disaggregated runs: the proxy's own timing (PEERS trap 7)
+        summary.update(distribution("kv_handoff", handoffs_s))
+        summary.update(
+            distribution("proxy_prefill", [r.proxy_prefill_ms / 1000.0 for r in done if r.proxy_prefill_ms is not None])
+        )
     return summary

@@ -43,9 +43,9 @@ def test_results_file_holds_every_benchmark(finished_run: tuple[Path, str, Path]
     assert results["server"]["mode"] == "started"
     names = sorted(entry["name"] for entry in results["benchmarks"])
     assert names == sorted(
-        [f"test_prefill[in{n}-out1-c{c}]" for n in (200, 300) for c in (1, 3)]
-        + [f"test_decode[in16-out{n}-c{c}]" for n in (8, 24) for c in (1, 3)]
-        + [f"test_e2e[in200-out16-c{c}]" for c in (1, 3)]
+        [f"test_prefill[traditional-in{n}-out1-c{c}]" for n in (200, 300) for c in (1, 3)]
+        + [f"test_decode[traditional-in16-out{n}-c{c}]" for n in (8, 24) for c in (1, 3)]
+        + [f"test_e2e[traditional-in200-out16-c{c}]" for c in (1, 3)]
     )
 
 
@@ -87,7 +87,7 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     assert f"results: {run_folder / 'results.json'}" in stdout
     stored = json.loads(benchmark_json.read_text())
     by_name = {bench["name"]: bench for bench in stored["benchmarks"]}
-    prefill = by_name["test_prefill[in300-out1-c3]"]["extra_info"]
+    prefill = by_name["test_prefill[traditional-in300-out1-c3]"]["extra_info"]
     assert prefill["input_len"] == 300 and prefill["concurrency"] == 3
     assert prefill["mean_ttft_ms"] > 0
 
@@ -101,7 +101,9 @@ def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_c
         wait_ready(server, f"{spec.url}/health", timeout_s=600, hint="")
         reports = tmp_path / "reports"
         done = subprocess.run(
-            benchmark_command(reports, model_cache_dir, "-m", "e2e", f"--vllm-url={spec.url}", *SMALL_SIZES),
+            benchmark_command(
+                reports, model_cache_dir, "-m", "e2e and traditional", f"--vllm-url={spec.url}", *SMALL_SIZES
+            ),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -111,8 +113,8 @@ def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_c
         results = load_results(only_run(reports))
         assert results["server"] == {"mode": "external", "url": spec.url, "model": model}
         assert [entry["name"] for entry in results["benchmarks"]] == [
-            "test_e2e[in200-out16-c1]",
-            "test_e2e[in200-out16-c3]",
+            "test_e2e[traditional-in200-out16-c1]",
+            "test_e2e[traditional-in200-out16-c3]",
         ]
         assert all(entry["summary"]["failed"] == 0 for entry in results["benchmarks"])
         assert server.exit_code() is None

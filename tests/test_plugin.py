@@ -14,7 +14,8 @@ OPTIONS = [
     "--model", "--model-cache-dir", "--vllm-url", "--vllm-python", "--gpus", "--max-model-len", "--dtype",
     "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
     "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
-    "--reports-dir", "--vllm-arg", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s",
+    "--reports-dir", "--vllm-arg", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s", "--prefill-gpus",
+    "--decode-gpus", "--kv-connector",
 ]  # fmt: skip
 NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
 
@@ -22,8 +23,8 @@ NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
 @pytest.fixture
 def benchmarks_copy(pytester: pytest.Pytester) -> Path:
     """The real benchmark module, in the inner run's folder."""
-    target = pytester.path / "test_traditional.py"
-    shutil.copy(ROOT / "benchmarks" / "test_traditional.py", target)
+    target = pytester.path / "test_phases.py"
+    shutil.copy(ROOT / "benchmarks" / "test_phases.py", target)
     return target
 
 
@@ -65,6 +66,9 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--gpu-sample-ms=fast", "--gpu-sample-ms='fast': expected a number"),
         ("--power-backend=dcgm", "--power-backend='dcgm': expected one of auto, nvml, smi, none"),
         ("--idle-baseline-s=-1", "--idle-baseline-s='-1': must be zero or more"),
+        ("--kv-connector=lmcache", "--kv-connector='lmcache': expected one of example, nixl, p2pnccl"),
+        ("--prefill-gpus=a", "--prefill-gpus='a': expected comma-separated GPU indices"),
+        ("--decode-gpus=7", "--decode-gpus: no*"),
         ("--max-model-len=64", "--max-model-len 64 is shorter than the largest workload*"),
     ],
 )
@@ -77,32 +81,48 @@ def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, m
 def test_ini_value_applies_and_the_command_line_wins(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
     pytester.makeini("[pytest]\ninput_lens = 300,600\nconcurrency = 2\n")
     from_ini = pytester.runpytest("--collect-only", "-q", "-k", "prefill")
-    from_ini.stdout.fnmatch_lines(["*test_prefill[[]in300-out1-c2[]]", "*test_prefill[[]in600-out1-c2[]]"])
+    from_ini.stdout.fnmatch_lines(
+        ["*test_prefill[[]traditional-in300-out1-c2[]]", "*test_prefill[[]traditional-in600-out1-c2[]]"]
+    )
     overridden = pytester.runpytest("--collect-only", "-q", "-k", "prefill", "--input-lens=700")
-    overridden.stdout.fnmatch_lines(["*test_prefill[[]in700-out1-c2[]]"])
+    overridden.stdout.fnmatch_lines(["*test_prefill[[]traditional-in700-out1-c2[]]"])
     assert "in300" not in overridden.stdout.str()
 
 
-def test_benchmarks_are_parametrized_per_phase(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
+def test_benchmarks_are_parametrized_per_architecture_and_phase(
+    pytester: pytest.Pytester, benchmarks_copy: Path
+) -> None:
     result = pytester.runpytest(
         "--collect-only", "-q", "--input-lens=256", "--output-lens=8,16", "--decode-prompt-len=4",
         "--e2e-input-len=100", "--e2e-output-len=20", "--concurrency=1,4",
     )  # fmt: skip
+    # Every traditional benchmark first, then the same workloads disaggregated.
     result.stdout.fnmatch_lines(
         [
-            "*test_prefill[[]in256-out1-c1[]]",
-            "*test_prefill[[]in256-out1-c4[]]",
-            "*test_decode[[]in4-out8-c1[]]",
-            "*test_decode[[]in4-out16-c4[]]",
-            "*test_e2e[[]in100-out20-c4[]]",
-            "*8 tests collected*",
+            "*test_prefill[[]traditional-in256-out1-c1[]]",
+            "*test_prefill[[]traditional-in256-out1-c4[]]",
+            "*test_decode[[]traditional-in4-out8-c1[]]",
+            "*test_decode[[]traditional-in4-out16-c4[]]",
+            "*test_e2e[[]traditional-in100-out20-c4[]]",
+            "*test_prefill[[]disaggregated-in256-out1-c1[]]",
+            "*test_decode[[]disaggregated-in4-out16-c4[]]",
+            "*test_e2e[[]disaggregated-in100-out20-c4[]]",
+            "*16 tests collected*",
         ]
     )
 
 
 def test_marker_selection(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:
     result = pytester.runpytest("--collect-only", "-q", "-m", "decode", "--output-lens=8", "--concurrency=1")
-    result.stdout.fnmatch_lines(["*test_decode[[]in16-out8-c1[]]", "*1/4 tests collected (3 deselected)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_decode[[]traditional-in16-out8-c1[]]",
+            "*test_decode[[]disaggregated-in16-out8-c1[]]",
+            "*2/8 tests collected (6 deselected)*",
+        ]
+    )
+    result = pytester.runpytest("--collect-only", "-q", "-m", "disaggregated and prefill", "--concurrency=1")
+    result.stdout.fnmatch_lines(["*test_prefill[[]disaggregated-in256-out1-c1[]]", "*2/10 tests collected*"])
 
 
 def test_workload_needs_one_phase_marker(pytester: pytest.Pytester) -> None:
@@ -149,6 +169,14 @@ def test_unreachable_server_url_is_a_clear_error(pytester: pytest.Pytester) -> N
     result.stderr.fnmatch_lines([f"ERROR: --vllm-url http://127.0.0.1:{port}: no server answers*"])
 
 
+def test_server_url_with_disaggregated_benchmarks_is_a_clear_error(
+    pytester: pytest.Pytester, benchmarks_copy: Path
+) -> None:
+    result = pytester.runpytest("--vllm-url=http://127.0.0.1:9", "-m", "e2e")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --vllm-url benchmarks one server*Add -m traditional*"])
+
+
 def test_runs_without_benchmarks_leave_no_run_folder(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain():\n    pass\n")
     reports = pytester.path / "reports"
@@ -160,9 +188,10 @@ def test_fixtures_are_registered_with_their_docs(pytester: pytest.Pytester) -> N
     result = pytester.runpytest("--fixtures")
     for fixture, doc in [
         ("vllm_endpoint [[]session scope[]]", "The server every traditional benchmark talks to*"),
-        ("power_sampler [[]session scope[]]", "Samples the server's GPUs for the whole run*"),
+        ("disagg_cluster [[]session scope[]]", "Prefill and decode vLLM instances*"),
+        ("power_sampler [[]session scope[]]", "Samples the GPUs of every architecture the session runs*"),
         ("bench_session [[]session scope[]]", "The run: resolved settings, run folder and results file*"),
-        ("run_workload", "Runs a workload: one warm-up request*"),
+        ("run_workload", "Runs a workload on the test's architecture*"),
     ]:
         result.stdout.fnmatch_lines([f"{fixture} -- *plugin/fixtures.py:*", f"*{doc}"])
 

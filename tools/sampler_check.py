@@ -42,6 +42,7 @@ def matmul_load(seconds: float, size: int = 8192) -> int:
         done += 20
     return done
 
+
 T = TypeVar("T")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -118,12 +118,14 @@ class Sampler:
 
     # -- windows ------------------------------------------------------------------------------------------
 
-    def begin_window(self, name: str) -> None:
-        """Open a window: read each GPU's energy counter now. Several windows may be open at once."""
+    def begin_window(self, name: str, gpus: Sequence[int] | None = None) -> None:
+        """Open a window over ``gpus`` (default: every GPU sampled; GPUs not sampled are left out): read each
+        one's energy counter now. Several windows may be open at once."""
         self._check_running()
         if name in self._windows:
             raise PowerError(f"power window {name!r} is already open")
-        edges = {gpu: self._counter_at_edge(gpu) for gpu in self.backend.gpus}
+        watched = [gpu for gpu in self.backend.gpus if gpus is None or gpu in gpus]
+        edges = {gpu: self._counter_at_edge(gpu) for gpu in watched}
         with self._lock:
             if name in self._windows:
                 raise PowerError(f"power window {name!r} is already open")

@@ -1,5 +1,7 @@
-"""Prefill, decode and end-to-end benchmarks on one vLLM server; ``workload`` is parametrized by the plugin from
-the phase marker and the sizes in the options (``--input-lens``, ``--output-lens``, ``--concurrency`` ...)."""
+"""Prefill, decode and end-to-end benchmarks. The plugin runs each on both architectures (``architecture``,
+marked ``traditional``: one vLLM server; ``disaggregated``: prefill and decode instances behind the proxy) and
+parametrizes ``workload`` from the phase marker and the sizes in the options (``--input-lens``,
+``--output-lens``, ``--concurrency`` ...), so the two architectures run exactly the same workloads."""
 
 from __future__ import annotations
 
@@ -9,8 +11,6 @@ from typing import Any
 import pytest
 
 from plugin.workload import Workload
-
-pytestmark = pytest.mark.traditional
 
 RunWorkload = Callable[[Workload], dict[str, Any]]
 

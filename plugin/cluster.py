@@ -1,0 +1,104 @@
+"""The disaggregated cluster's parts: one vLLM instance per prefill GPU and per decode GPU (one of each on CPU),
+each with the KV-transfer config of the chosen connector, and the proxy in front of them.
+
+Connectors (``--kv-connector``): ``example`` is vLLM's ``ExampleConnector`` (KV through files in a shared
+folder; works on CPU, the embedded default), ``nixl`` is ``NixlConnector`` (GPU to GPU, the default with a
+GPU), ``p2pnccl`` is the ``P2pNcclConnector`` of vLLM about 0.10. Instances that share a GPU split its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from plugin.servers import ServerSpec, free_port
+
+KV_CONNECTORS = {"example": "ExampleConnector", "nixl": "NixlConnector", "p2pnccl": "P2pNcclConnector"}
+ROLES = ("prefill", "decode")
+GPU_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization, split between the instances on one GPU
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInstance:
+    """One vLLM instance of the cluster: its role, how to start it, and its KV address (``p2pnccl`` only)."""
+
+    role: str
+    name: str
+    spec: ServerSpec
+    kv_address: str | None = None
+
+    @property
+    def proxy_argument(self) -> str:
+        """How ``python -m proxy`` takes this instance: ``URL`` or ``URL=HOST:PORT``."""
+        return self.spec.url if self.kv_address is None else f"{self.spec.url}={self.kv_address}"
+
+
+def kv_transfer_config(connector: str, role: str, store_dir: Path, kv_port: int, http_port: int) -> dict[str, object]:
+    """vLLM's ``--kv-transfer-config`` for one instance."""
+    config: dict[str, object] = {"kv_connector": KV_CONNECTORS[connector]}
+    if connector == "nixl":
+        config["kv_role"] = "kv_both"
+        return config
+    config["kv_role"] = "kv_producer" if role == "prefill" else "kv_consumer"
+    if connector == "example":
+        config["kv_connector_extra_config"] = {"shared_storage_path": str(store_dir)}
+    else:  # p2pnccl: the instance's KV port; it registers with a proxy at proxy_port, which ours does not need
+        config["kv_port"] = str(kv_port)
+        config["kv_connector_extra_config"] = {
+            "proxy_ip": "127.0.0.1",
+            "proxy_port": str(free_port()),
+            "http_port": str(http_port),
+            "send_type": "PUT_ASYNC",
+        }
+    return config
+
+
+def cluster_instances(
+    base: ServerSpec,
+    connector: str,
+    prefill_gpus: tuple[int, ...],
+    decode_gpus: tuple[int, ...],
+    store_dir: Path,
+) -> list[ClusterInstance]:
+    """One instance per GPU of each role (one per role on CPU), built from ``base`` (model, lengths, args)."""
+    per_gpu = Counter([*prefill_gpus, *decode_gpus])
+    instances = []
+    for role, gpus in (("prefill", prefill_gpus), ("decode", decode_gpus)):
+        for index, gpu in enumerate(gpus or (None,)):
+            port, kv_port = free_port(), free_port()
+            config = kv_transfer_config(connector, role, store_dir, kv_port, port)
+            args = [*base.extra_args, "--kv-transfer-config", json.dumps(config)]
+            sharing = 1 if gpu is None else per_gpu[gpu]
+            if sharing > 1 and not any(arg.startswith("--gpu-memory-utilization") for arg in base.extra_args):
+                args += ["--gpu-memory-utilization", f"{GPU_MEMORY_SHARE / sharing:.2f}"]
+            spec = replace(
+                base,
+                role=role,
+                port=port,
+                gpus=() if gpu is None else (gpu,),
+                extra_args=tuple(args),
+                extra_env=base.extra_env + _connector_env(connector),
+            )
+            kv_address = f"127.0.0.1:{kv_port}" if connector == "p2pnccl" else None
+            instances.append(ClusterInstance(role, f"{role}{index}", spec, kv_address))
+    return instances
+
+
+def _connector_env(connector: str) -> tuple[tuple[str, str], ...]:
+    if connector == "nixl":  # each instance's NIXL handshake listens on its own port
+        return (("VLLM_NIXL_SIDE_CHANNEL_PORT", str(free_port())),)
+    if connector == "p2pnccl":  # both instances must see the proxy's request id as is (vLLM issue 33947)
+        return (("VLLM_DISABLE_REQUEST_ID_RANDOMIZATION", "1"),)
+    return ()
+
+
+def proxy_command(instances: list[ClusterInstance], connector: str, port: int, timeout_s: float) -> list[str]:
+    """``python -m proxy`` in this interpreter (it has Quart), in front of the instances."""
+    args = [sys.executable, "-m", "proxy", "--kv-connector", connector, "--port", str(port)]
+    args += ["--timeout-s", f"{timeout_s:g}"]
+    for instance in instances:
+        args.append(f"--{instance.role}={instance.proxy_argument}")
+    return args
