@@ -1,0 +1,61 @@
+"""The disaggregated cluster's commands: one instance per GPU and role, the connector's config, shared GPUs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from plugin.cluster import cluster_instances, proxy_command
+from plugin.servers import ServerSpec
+
+BASE = ServerSpec("prefill", "python", "model", 0, (), 1024, None, extra_args=("--enforce-eager",))
+
+
+def transfer_config(args: tuple[str, ...]) -> dict[str, object]:
+    return dict(json.loads(args[args.index("--kv-transfer-config") + 1]))
+
+
+def test_example_connector_on_cpu_stores_in_the_given_folder(tmp_path: Path) -> None:
+    instances = cluster_instances(BASE, "example", (), (), tmp_path / "kv")
+    assert [(i.name, i.role, i.spec.gpus) for i in instances] == [
+        ("prefill0", "prefill", ()),
+        ("decode0", "decode", ()),
+    ]
+    prefill, decode = (transfer_config(i.spec.extra_args) for i in instances)
+    assert prefill["kv_role"] == "kv_producer" and decode["kv_role"] == "kv_consumer"
+    assert prefill["kv_connector_extra_config"] == {"shared_storage_path": str(tmp_path / "kv")}
+    assert all(i.spec.extra_args[0] == "--enforce-eager" for i in instances)
+    assert len({i.spec.port for i in instances}) == 2
+
+
+def test_one_instance_per_gpu_and_shared_gpus_split_memory(tmp_path: Path) -> None:
+    instances = cluster_instances(BASE, "nixl", (0, 1), (1,), tmp_path)
+    assert [(i.name, i.spec.gpus) for i in instances] == [("prefill0", (0,)), ("prefill1", (1,)), ("decode0", (1,))]
+    utilization = {i.name: i.spec.extra_args for i in instances}
+    assert "--gpu-memory-utilization" not in utilization["prefill0"]
+    for name in ("prefill1", "decode0"):
+        args = utilization[name]
+        assert args[args.index("--gpu-memory-utilization") + 1] == "0.45"
+    assert all(
+        transfer_config(i.spec.extra_args) == {"kv_connector": "NixlConnector", "kv_role": "kv_both"} for i in instances
+    )
+    side_ports = {dict(i.spec.extra_env)["VLLM_NIXL_SIDE_CHANNEL_PORT"] for i in instances}
+    assert len(side_ports) == 3  # every instance its own NIXL handshake port
+
+
+def test_users_memory_share_is_kept(tmp_path: Path) -> None:
+    base = ServerSpec("prefill", "python", "model", 0, (), 1024, None, extra_args=("--gpu-memory-utilization=0.3",))
+    for instance in cluster_instances(base, "nixl", (0,), (0,), tmp_path):
+        assert instance.spec.extra_args.count("--gpu-memory-utilization") == 0
+
+
+def test_p2pnccl_instances_have_kv_addresses_the_proxy_is_given(tmp_path: Path) -> None:
+    instances = cluster_instances(BASE, "p2pnccl", (0,), (1,), tmp_path)
+    for instance in instances:
+        config = transfer_config(instance.spec.extra_args)
+        assert instance.kv_address == f"127.0.0.1:{config['kv_port']}"
+        assert dict(instance.spec.extra_env)["VLLM_DISABLE_REQUEST_ID_RANDOMIZATION"] == "1"
+    command = proxy_command(instances, "p2pnccl", 8000, 30)
+    assert f"--prefill={instances[0].spec.url}={instances[0].kv_address}" in command
+    assert f"--decode={instances[1].spec.url}={instances[1].kv_address}" in command
+    assert command[command.index("--port") + 1] == "8000"
