@@ -11,7 +11,7 @@ EXTRA := $(if $(HAS_GPU),gpu,cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 PIP := $(VENV)/bin/python -m pip
 
-.PHONY: venv bench test lint cleanup
+.PHONY: venv bench test lint cleanup chromium
 
 venv: $(STAMP)
 
@@ -34,8 +34,14 @@ endif
 bench: venv
 	$(VENV)/bin/pytest benchmarks $(ARGS)
 
-test: venv
+test: venv chromium
 	$(VENV)/bin/pytest tests $(ARGS)
+
+# The report's browser test opens pages in Debian's chromium, driven by playwright (no browser download).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 lint: venv
 	$(VENV)/bin/ruff check plugin proxy tests benchmarks tools

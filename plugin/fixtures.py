@@ -137,6 +137,7 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
         process = _start_server("server", spec, results.path.parent)
     except BenchError as error:
         _fail_session(request, str(error), error)
+    bench_session.server_stoppers["traditional"] = process.stop
     try:
         wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT)
         yield Endpoint(spec.url, model, vocab_range(model), dict.fromkeys(spec.gpus, "prefill+decode"))
@@ -189,9 +190,12 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         url = f"http://127.0.0.1:{proxy_port}"
         wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.")
     except BenchError as error:
-        for process in reversed(processes):
-            process.stop()
+        _stop_all(processes)
         _fail_session(request, "the disaggregated cluster did not start", error)
+    except BaseException:  # Ctrl-C while the instances load: none may outlive the run
+        _stop_all(processes)
+        raise
+    bench_session.server_stoppers["disaggregated"] = lambda: _stop_all(processes)
     roles = {gpu: instance.role for instance in instances for gpu in instance.spec.gpus}
     shared = {gpu for gpu in roles if sum(gpu in i.spec.gpus for i in instances) > 1}
     try:
@@ -199,9 +203,14 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         decode = next(instance for instance in instances if instance.role == "decode")
         yield Endpoint(url, model, vocab_range(model), gpu_roles, metrics_url=decode.spec.url)
     finally:
-        for process in reversed(processes):
-            process.stop()
+        _stop_all(processes)
         shutil.rmtree(store, ignore_errors=True)
+
+
+def _stop_all(processes: list[ManagedProcess]) -> None:
+    """The proxy first, then the instances (each stop is safe to repeat)."""
+    for process in reversed(processes):
+        process.stop()
 
 
 def power_backend(bench_session: RunSession, gpus: tuple[int, ...]) -> PowerBackend:

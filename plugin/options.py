@@ -76,6 +76,7 @@ class Settings:
     prefill_gpus: tuple[int, ...]
     decode_gpus: tuple[int, ...]
     kv_connector: str
+    report_baseline: str | None
 
 
 # name, help, parser (None: plain string); each becomes --name and the ini key name_with_underscores.
@@ -105,6 +106,10 @@ _OPTIONS: list[tuple[str, str]] = [
     ("prefill-gpus", "disaggregated: GPUs of the prefill instances, one instance each (default: GPU 0)"),
     ("decode-gpus", "disaggregated: GPUs of the decode instances, one instance each (default: GPU 1, else 0)"),
     ("kv-connector", "disaggregated: example (files; default on CPU), nixl (default on GPU) or p2pnccl"),
+    (
+        "report-baseline",
+        "run id or folder the report compares with (default: the last run of the same model and devices)",
+    ),
 ]
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
@@ -253,4 +258,5 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         prefill_gpus=_parsed(config, "prefill-gpus", gpu_list, (0,) if on_gpu else ()),
         decode_gpus=_parsed(config, "decode-gpus", gpu_list, ((1,) if gpu_count > 1 else (0,)) if on_gpu else ()),
         kv_connector=_parsed(config, "kv-connector", kv_connector, "nixl" if on_gpu else "example"),
+        report_baseline=_raw(config, "report-baseline"),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -28,6 +29,7 @@ MARKERS = {
 }
 UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
+_REPORT = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,8 +58,18 @@ def pytest_configure(config: pytest.Config) -> None:
             f"--max-model-len {settings.max_model_len} is shorter than the largest workload "
             f"({longest_sequence(settings.sizes)} tokens of prompt and output): raise it or shorten the workloads"
         )
+    if settings.report_baseline and not _baseline_folder(settings).joinpath("results.json").is_file():
+        raise pytest.UsageError(
+            f"--report-baseline {settings.report_baseline}: no results.json in {_baseline_folder(settings)}; give "
+            f"a run id from {settings.reports_dir} or a run folder, or leave it out to compare with the last run"
+        )
     config.stash[SESSION_KEY] = RunSession(settings, found, list(config.invocation_params.args))
     config.stash[_PREVIOUS_SIGTERM] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def _baseline_folder(settings: options.Settings) -> Path:
+    asked = Path(str(settings.report_baseline))
+    return asked if asked.is_dir() else settings.reports_dir / asked
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -91,6 +103,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run every traditional benchmark before any disaggregated one, each architecture's servers together."""
     items.sort(key=lambda item: ARCHITECTURES.index(architecture_of(item) or ARCHITECTURES[0]))
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop an architecture's servers as soon as its last benchmark is done (they idle on the same cores or
+    GPUs the next architecture measures); the fixtures stop whatever is left at the end of the session."""
+    architecture = architecture_of(item)
+    if architecture is None or nextitem is None or architecture_of(nextitem) == architecture:
+        return
+    stop = item.config.stash[SESSION_KEY].server_stoppers.pop(architecture, None)
+    if stop is not None:
+        stop()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -130,6 +153,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         status = "failed"
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
+    session.config.stash[_REPORT] = _build_report(session.config.stash[SESSION_KEY])
+
+
+def _build_report(run: RunSession) -> str:
+    """The report's page, or why there is none: a failing report must not cost the measured results."""
+    assert run.results is not None
+    folder = run.results.path.parent
+    try:
+        from plugin.report import build_report
+
+        return f"report: {build_report(folder, run.settings.reports_dir, run.settings.report_baseline)}"
+    except Exception as error:  # the results are safe on disk; say how to retry
+        return f"report not made ({type(error).__name__}: {error}); retry with: python -m plugin.report {folder}"
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -155,6 +191,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         if line:
             write(f"power: {line}")
     write(f"results: {run.results.path}")
+    if _REPORT in config.stash:
+        write(config.stash[_REPORT])
 
 
 def _ms(value: float | None) -> str:

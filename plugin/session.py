@@ -12,6 +12,7 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
@@ -48,6 +49,8 @@ class RunSession:
         # Random per run: prompts differ from any earlier run's, so a reused server's prefix cache cannot hit.
         self.prompt_seed = secrets.randbits(32)
         self.results: ResultsFile | None = None
+        # architecture -> stops its servers: the next architecture must not share the CPU or GPU with idle ones.
+        self.server_stoppers: dict[str, Callable[[], None]] = {}
 
     def start(self, server: dict[str, Any] | None, vllm_version: str | None) -> ResultsFile:
         """Create the run folder and its results file (once); ``server`` is the traditional server, if any."""

@@ -85,6 +85,7 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     run_folder, stdout, benchmark_json = finished_run
     assert "pd-energy-bench" in stdout
     assert f"results: {run_folder / 'results.json'}" in stdout
+    assert f"report: {run_folder / 'index.html'}" in stdout and (run_folder / "charts" / "latency.png").is_file()
     stored = json.loads(benchmark_json.read_text())
     by_name = {bench["name"]: bench for bench in stored["benchmarks"]}
     prefill = by_name["test_prefill[traditional-in300-out1-c3]"]["extra_info"]

@@ -15,7 +15,7 @@ OPTIONS = [
     "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
     "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
     "--reports-dir", "--vllm-arg", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s", "--prefill-gpus",
-    "--decode-gpus", "--kv-connector",
+    "--decode-gpus", "--kv-connector", "--report-baseline",
 ]  # fmt: skip
 NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
 
@@ -69,6 +69,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--kv-connector=lmcache", "--kv-connector='lmcache': expected one of example, nixl, p2pnccl"),
         ("--prefill-gpus=a", "--prefill-gpus='a': expected comma-separated GPU indices"),
         ("--decode-gpus=7", "--decode-gpus: no*"),
+        ("--report-baseline=nope", "--report-baseline nope: no results.json in*"),
         ("--max-model-len=64", "--max-model-len 64 is shorter than the largest workload*"),
     ],
 )

@@ -1,0 +1,9 @@
+"""The report: charts and HTML pages made from a run folder's ``results.json`` and power CSVs only, so that a run
+copied from a GPU machine can be viewed anywhere. ``python -m plugin.report reports/<run-id>`` rebuilds it.
+
+matplotlib, pandas and Jinja2 are imported by the modules of this package, never by ``plugin.plugin`` at import.
+"""
+
+from plugin.report.build import build_report
+
+__all__ = ["build_report"]

@@ -1,0 +1,136 @@
+"""Builds ``reports/<run-id>/index.html`` with its charts, and ``reports/index.html`` listing every run."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from plugin.report import charts
+from plugin.report.compare import choose_baseline, compare
+from plugin.report.data import HEADLINE, Run, load_run
+
+CHART_FOLDER = "charts"
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("plugin.report", "templates"),
+    autoescape=True,  # every string from a run (model, command, errors, notes) is escaped
+    undefined=jinja2.StrictUndefined,
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    path: str
+    width: int
+    height: int
+    alt: str
+
+
+def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | None = None) -> Path:
+    """Write the run's page and charts, then the index of every run in ``reports_dir`` (default: the run
+    folder's parent); returns the run page's path."""
+    run = load_run(folder)
+    reports_dir = reports_dir or folder.parent
+    charts_dir = folder / CHART_FOLDER
+    charts_dir.mkdir(exist_ok=True)
+    overview = [
+        _image(charts.latency_distributions(run, charts_dir / "latency.png"), "TTFT, TBT and E2E per benchmark"),
+        _image(charts.energy_per_token(run, charts_dir / "energy_per_token.png"), "Energy per token"),
+        _image(charts.architectures(run, charts_dir / "architectures.png"), "Traditional vs disaggregated"),
+    ]
+    timelines = [
+        _image(charts.timeline(run, entry, charts_dir / f"timeline-{index}.png"), f"Timeline of {entry['name']}")
+        for index, entry in enumerate(run.results.get("benchmarks", []))
+    ]
+    base = choose_baseline(run, reports_dir, baseline)
+    changes = compare(run, base) if base is not None else []
+    page = folder / "index.html"
+    page.write_text(
+        _TEMPLATES.get_template("run.html.j2").render(
+            run=run,
+            notes=run_notes(run),
+            table=_table(run),
+            headline=HEADLINE,
+            overview=overview,
+            timelines=timelines,
+            baseline=base,
+            changes=changes,
+            index_href=_relative_index(folder, reports_dir),
+        ),
+        encoding="utf-8",
+    )
+    write_index(reports_dir)
+    return page
+
+
+def run_notes(run: Run) -> list[str]:
+    """What a reader must know before trusting the figures: status, and whether power was measured."""
+    notes = []
+    if run.status == "interrupted":
+        notes.append("This run was interrupted: it holds only the benchmarks that finished before the interruption.")
+    elif run.status == "failed":
+        notes.append("A benchmark of this run failed or errored: what finished is shown.")
+    elif run.status == "running":
+        notes.append("This run had not finished when the report was made (or it was killed with no chance to write).")
+    if not run.power_measured:
+        notes.append(f"{run.power_reason[0].upper()}{run.power_reason[1:]}. No energy figure is shown.")
+    notes += [f"power: {note}" for note in (run.results.get("power") or {}).get("notes", [])]
+    return notes
+
+
+def write_index(reports_dir: Path) -> Path:
+    """``reports/index.html``: every run folder with results, newest first."""
+    runs = []
+    for folder in sorted((p for p in reports_dir.iterdir() if p.is_dir()), reverse=True):
+        try:
+            runs.append(_summary(load_run(folder)))
+        except (OSError, ValueError):
+            continue  # no results.json, or not one we can read
+    path = reports_dir / "index.html"
+    path.write_text(_TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
+    return path
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    table = run.benchmarks()
+    e2e = table[table["phase"] == "e2e"]
+    return {
+        "run": run,
+        "href": f"{run.folder.name}/index.html",
+        "has_page": (run.folder / "index.html").is_file(),
+        "benchmarks": len(table),
+        "architectures": ", ".join(sorted(table["architecture"].unique())) if len(table) else "-",
+        "e2e_ttft_ms": _best(e2e["median_ttft_ms"]),
+        "e2e_tpot_ms": _best(e2e["median_tpot_ms"]),
+        "j_per_output_token": _best(table["energy_per_output_token_j"]) if run.power_measured else None,
+    }
+
+
+def _best(column: Any) -> float | None:
+    values = column.dropna()
+    return float(values.min()) if len(values) else None
+
+
+def _table(run: Run) -> list[dict[str, Any]]:
+    rows = run.benchmarks().to_dict("records")
+    return [{key: (None if value != value else value) for key, value in row.items()} for row in rows]  # NaN: None
+
+
+def _image(path: Path, alt: str) -> Image:
+    width, height = png_size(path)
+    return Image(f"{CHART_FOLDER}/{path.name}", width, height, alt)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG header (the IHDR chunk)."""
+    with path.open("rb") as file:
+        header = file.read(24)
+    width, height = struct.unpack(">II", header[16:24])
+    return int(width), int(height)
+
+
+def _relative_index(folder: Path, reports_dir: Path) -> str | None:
+    return "../index.html" if folder.parent.resolve() == reports_dir.resolve() else None

@@ -1,0 +1,197 @@
+"""The report's charts as PNG files of a fixed pixel size (``SIZE`` x ``DPI``), so the page can state each
+image's real size. A chart whose data the run does not have says so in the image, never drawing zeros."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display, safe in a pytest process and on a server
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from plugin.report.data import Run  # noqa: E402
+
+DPI = 100
+WIDE = (11.0, 4.2)
+PREFILL_COLOR, DECODE_COLOR = "tab:orange", "tab:blue"
+ARCHITECTURE_COLORS = {"traditional": "tab:green", "disaggregated": "tab:purple"}
+
+
+def pixel_size(figsize: tuple[float, float]) -> tuple[int, int]:
+    return round(figsize[0] * DPI), round(figsize[1] * DPI)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=DPI)  # no bbox_inches="tight": the pixel size stays exactly figsize x DPI
+    plt.close(figure)
+    return path
+
+
+def placeholder(path: Path, title: str, message: str, figsize: tuple[float, float] = WIDE) -> Path:
+    """A chart that cannot be drawn from this run: its title and why, in the image itself."""
+    figure = plt.figure(figsize=figsize, layout="constrained")
+    figure.suptitle(title)
+    figure.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=12, color="dimgray")
+    return _save(figure, path)
+
+
+def timeline(run: Run, entry: dict[str, Any], path: Path) -> Path:
+    """Each GPU's power and SM clock over the benchmark, with every request's prefill and decode shaded; without
+    power data, the requests' phases alone, and the reason in the title."""
+    requests = run.requests(entry)
+    power = entry.get("power") or {}
+    start_s = power.get("start_s") or (requests["send_s"].min() if len(requests) else 0.0)
+    end_s = power.get("end_s") or (requests["end_s"].max() if len(requests) else 1.0)
+    gpus = list((power.get("gpus") or {}).keys()) if power.get("measured") else []
+    frames: dict[str, pd.DataFrame] = {}
+    for gpu in gpus:
+        frame = run.samples(gpu, start_s, end_s)
+        if frame is not None and len(frame):
+            frames[gpu] = frame
+    title = entry["name"]
+    if not frames:
+        return _request_phases(requests, start_s, path, f"{title}\n{run.power_reason}")
+    figsize = (WIDE[0], 2.8 * len(frames) + 0.6)
+    figure, axes = plt.subplots(len(frames), 1, figsize=figsize, layout="constrained", squeeze=False)
+    figure.suptitle(title)
+    roles = power.get("gpu_roles") or {}
+    for axis, (gpu, frame) in zip(axes[:, 0], frames.items(), strict=True):
+        watts = frame["power_instant_w"].fillna(frame["power_avg_w"])
+        axis.plot(frame["t_s"] - start_s, watts, color="black", label="power (W)")
+        axis.set_ylabel("power (W)")
+        axis.set_title(f"GPU {gpu} ({roles.get(gpu, 'role unknown')})", fontsize=10)
+        clock = axis.twinx()
+        clock.plot(frame["t_s"] - start_s, frame["sm_clock_mhz"], color="tab:red", alpha=0.6, label="SM clock")
+        clock.set_ylabel("SM clock (MHz)", color="tab:red")
+        _shade_phases(axis, requests, start_s)
+        axis.set_xlabel("time since the benchmark began (s)")
+        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles(axis)])
+    return _save(figure, path)
+
+
+def _request_phases(requests: pd.DataFrame, start_s: float, path: Path, title: str) -> Path:
+    figure, axis = plt.subplots(figsize=WIDE, layout="constrained")
+    figure.suptitle(title, fontsize=10)
+    for row, request in enumerate(requests.itertuples()):
+        if request.first_token_s is None or pd.isna(request.first_token_s):
+            continue
+        send, first, end = request.send_s - start_s, request.first_token_s - start_s, request.end_s - start_s
+        axis.barh(row, first - send, left=send, color=PREFILL_COLOR)
+        axis.barh(row, end - first, left=first, color=DECODE_COLOR)
+    axis.set_xlabel("time since the benchmark began (s)")
+    axis.set_ylabel("request")
+    axis.legend(handles=_phase_handles(axis), loc="lower right")
+    return _save(figure, path)
+
+
+def _shade_phases(axis: Any, requests: pd.DataFrame, start_s: float) -> None:
+    for request in requests.itertuples():
+        if request.first_token_s is None or pd.isna(request.first_token_s):
+            continue
+        axis.axvspan(request.send_s - start_s, request.first_token_s - start_s, color=PREFILL_COLOR, alpha=0.12)
+        axis.axvspan(request.first_token_s - start_s, request.end_s - start_s, color=DECODE_COLOR, alpha=0.08)
+
+
+def _phase_handles(axis: Any) -> list[Any]:
+    from matplotlib.patches import Patch
+
+    return [Patch(color=PREFILL_COLOR, label="prefill"), Patch(color=DECODE_COLOR, label="decode")]
+
+
+def latency_distributions(run: Run, path: Path) -> Path:
+    """TTFT, TBT and E2E of every request, one box per benchmark."""
+    entries = run.results.get("benchmarks", [])
+    if not entries:
+        return placeholder(path, "Latency distributions", "no benchmark finished in this run")
+    labels = [_short(entry) for entry in entries]
+    frames = [run.requests(entry) for entry in entries]
+    figsize = (WIDE[0], 9.0)
+    figure, axes = plt.subplots(3, 1, figsize=figsize, layout="constrained", sharex=True)
+    figure.suptitle("Latency per request (box: quartiles, whiskers: 1.5 IQR)")
+    series = {
+        "TTFT (ms)": [frame["ttft_ms"].dropna().tolist() for frame in frames],
+        "TBT (ms)": [[gap for gaps in frame["tbt_ms"] for gap in gaps] for frame in frames],
+        "E2E (ms)": [frame["e2e_ms"].tolist() for frame in frames],
+    }
+    for axis, (name, values) in zip(axes, series.items(), strict=True):
+        axis.boxplot([v if v else [float("nan")] for v in values], showfliers=False)
+        axis.set_ylabel(name)
+        axis.set_yscale("log")
+    axes[-1].set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=8)
+    return _save(figure, path)
+
+
+def energy_per_token(run: Run, path: Path) -> Path:
+    """J per prompt token against prompt length (prefill benchmarks) and J per output token against output
+    length (decode benchmarks), one line per architecture and concurrency."""
+    title = "Energy per token"
+    if not run.power_measured:
+        return placeholder(path, title, run.power_reason)
+    table = run.benchmarks()
+    figure, (prefill_axis, decode_axis) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
+    figure.suptitle(title)
+    for axis, phase, x, y, label in (
+        (prefill_axis, "prefill", "input_len", "energy_per_prompt_token_j", "J per prompt token"),
+        (decode_axis, "decode", "output_len", "energy_per_output_token_j", "J per output token"),
+    ):
+        rows = table[(table["phase"] == phase) & table[y].notna()]
+        for (architecture, concurrency), group in rows.groupby(["architecture", "concurrency"]):
+            group = group.sort_values(x)
+            axis.plot(group[x], group[y], marker="o", label=f"{architecture}, c={concurrency}",
+                      color=ARCHITECTURE_COLORS.get(str(architecture)))  # fmt: skip
+        axis.set_xlabel(f"{x.replace('_', ' ')} (tokens)")
+        axis.set_ylabel(label)
+        axis.set_title(f"{phase} benchmarks", fontsize=10)
+        if len(rows):
+            axis.legend(fontsize=8)
+        else:
+            axis.text(0.5, 0.5, f"no {phase} benchmark with energy", ha="center", transform=axis.transAxes)
+    return _save(figure, path)
+
+
+def architectures(run: Run, path: Path) -> Path:
+    """Traditional against disaggregated on the workloads both ran: latency and, where measured, energy."""
+    title = "Traditional vs disaggregated, same workloads"
+    table = run.benchmarks()
+    both = table.groupby("workload_id")["architecture"].nunique()
+    shared = sorted(both[both > 1].index)
+    if not shared:
+        found = ", ".join(sorted(table["architecture"].unique())) or "none"
+        return placeholder(path, title, f"this run has one architecture only ({found}): run both to compare them")
+    metrics = {"median_ttft_ms": "TTFT p50 (ms)", "median_tpot_ms": "TPOT p50 (ms)", "median_e2el_ms": "E2E p50 (ms)"}
+    energy = "energy_per_output_token_j"
+    figure, axes = plt.subplots(1, len(metrics) + 1, figsize=(WIDE[0], 5.0), layout="constrained")
+    figure.suptitle(title)
+    pivot = table[table["workload_id"].isin(shared)].pivot_table(
+        index="workload_id", columns="architecture", values=[*metrics, energy], aggfunc="first"
+    )
+    for axis, (metric, label) in zip(axes, [*metrics.items(), (energy, "J per output token")], strict=True):
+        if metric == energy and not run.power_measured:
+            axis.text(0.5, 0.5, "power not measured", ha="center", va="center", transform=axis.transAxes)
+            axis.set_title(label, fontsize=10)
+            axis.set_xticks([])
+            continue
+        values = pivot[metric] if metric in pivot.columns.get_level_values(0) else pd.DataFrame()
+        values.plot.barh(ax=axis, color=[ARCHITECTURE_COLORS.get(str(c)) for c in values.columns], legend=False)
+        axis.set_title(label, fontsize=10)
+        axis.set_ylabel("")
+        if axis is not axes[0]:
+            axis.set_yticklabels([])
+        else:
+            axis.tick_params(axis="y", labelsize=8)
+    axes[0].legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _short(entry: dict[str, Any]) -> str:
+    workload = entry.get("workload", {})
+    architecture = {"traditional": "trad", "disaggregated": "disagg"}.get(entry.get("architecture", ""), "?")
+    return (
+        f"{architecture} {workload.get('phase')} in{workload.get('input_len')} out{workload.get('output_len')}"
+        f" c{workload.get('concurrency')}"
+    )
