@@ -6,6 +6,8 @@ import os
 import platform
 from dataclasses import dataclass
 
+from plugin.nvml_loader import load_nvml
+
 
 @dataclass(frozen=True, slots=True)
 class GpuInfo:
@@ -37,7 +39,7 @@ class Inventory:
 
 def inventory() -> Inventory:
     try:
-        import pynvml
+        pynvml = load_nvml()
     except ImportError as error:
         return Inventory((), None, f"nvidia-ml-py is not installed: {error}")
     try:

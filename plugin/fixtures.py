@@ -16,9 +16,12 @@ from typing import Any
 import pytest
 
 from plugin import metrics, servers
+from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
 from plugin.client import RequestRecord, run_load
 from plugin.cluster import cluster_instances, proxy_command
+from plugin.dvfs import DvfsController, DvfsSetting
 from plugin.errors import BenchError
+from plugin.nvml_loader import load_nvml
 from plugin.options import Settings
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power_results import benchmark_power, session_power
@@ -34,10 +37,6 @@ START_HINT = (
     "--gpus and free GPU memory; pass vLLM options with --vllm-arg; raise --server-start-timeout-s if the "
     "model is still loading."
 )
-
-
-ARCHITECTURES = ("traditional", "disaggregated")
-ENDPOINT_FIXTURES = {"traditional": "vllm_endpoint", "disaggregated": "disagg_cluster"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +195,10 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         _stop_all(processes)
         raise
     bench_session.server_stoppers["disaggregated"] = lambda: _stop_all(processes)
-    roles = {gpu: instance.role for instance in instances for gpu in instance.spec.gpus}
-    shared = {gpu for gpu in roles if sum(gpu in i.spec.gpus for i in instances) > 1}
     try:
-        gpu_roles = {**roles, **dict.fromkeys(shared, "prefill+decode")}
         decode = next(instance for instance in instances if instance.role == "decode")
-        yield Endpoint(url, model, vocab_range(model), gpu_roles, metrics_url=decode.spec.url)
+        roles = gpu_roles_of(settings, "disaggregated")
+        yield Endpoint(url, model, vocab_range(model), roles, metrics_url=decode.spec.url)
     finally:
         _stop_all(processes)
         shutil.rmtree(store, ignore_errors=True)
@@ -247,33 +244,35 @@ def power_sampler(request: pytest.FixtureRequest, bench_session: RunSession) -> 
             results.update(power=session_power(sampler, idle))
 
 
-def sampled_gpus(settings: Settings, session: pytest.Session) -> tuple[int, ...]:
-    """The GPUs of the architectures among the session's benchmarks, each once."""
-    architectures = {architecture_of(item) for item in session.items}
-    gpus: list[int] = []
-    if "traditional" in architectures:
-        gpus += settings.gpus
-    if "disaggregated" in architectures:
-        gpus += [*settings.prefill_gpus, *settings.decode_gpus]
-    return tuple(sorted(set(gpus)))
-
-
-def architecture_of(item: pytest.Item) -> str | None:
-    callspec = getattr(item, "callspec", None)
-    return None if callspec is None else callspec.params.get("architecture")
+@pytest.fixture(scope="session")
+def dvfs_controller(bench_session: RunSession) -> Iterator[DvfsController]:
+    """Sets and restores the run's GPU clocks and power limits (only when a DVFS option asks for a sweep)."""
+    settings = bench_session.settings
+    gpus = sorted({gpu for architecture in ARCHITECTURES for gpu in gpu_roles_of(settings, architecture)})
+    controller = DvfsController(load_nvml(), gpus, settings.reports_dir)
+    try:
+        yield controller
+    finally:
+        controller.close()
 
 
 @pytest.fixture
 def run_workload(
-    request: pytest.FixtureRequest, benchmark: Any, architecture: str, bench_session: RunSession
+    request: pytest.FixtureRequest,
+    benchmark: Any,
+    architecture: str,
+    dvfs: DvfsSetting,
+    bench_session: RunSession,
 ) -> Callable[[Workload], dict[str, Any]]:
-    """Runs a workload on the test's architecture: one warm-up request, then ``--rounds`` measured rounds
-    through pytest-benchmark, inside a power window over that architecture's GPUs."""
+    """Runs a workload on the test's architecture and DVFS setting: the setting applied, one warm-up request,
+    then ``--rounds`` measured rounds through pytest-benchmark inside a power window over that architecture's
+    GPUs, and the GPUs restored as found."""
     settings = bench_session.settings
     endpoint: Endpoint = request.getfixturevalue(ENDPOINT_FIXTURES[architecture])
     power_sampler: Sampler = request.getfixturevalue("power_sampler")
     results = bench_session.results
     assert results is not None, "the server fixtures start the run before any benchmark"
+    controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
 
     def load(prompts: list[list[int]], workload: Workload) -> list[RequestRecord]:
         return asyncio.run(
@@ -288,6 +287,16 @@ def run_workload(
         )
 
     def run(workload: Workload) -> dict[str, Any]:
+        if controller is None:
+            return measure(workload, None)
+        with controller.applied(dvfs, endpoint.gpu_roles) as record:
+            if record["refused"]:
+                refused = [*results.data.get("dvfs_refused", []), {"benchmark": request.node.name, **record}]
+                results.update(dvfs_refused=refused)
+                pytest.skip(f"the GPU refused setting {dvfs.id}: {'; '.join(record['refused'])}")
+            return measure(workload, record)
+
+    def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> dict[str, Any]:
         rng = bench_session.rng_for(request.node.nodeid)
         count = workload.num_requests
         prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
@@ -321,6 +330,7 @@ def run_workload(
                 "workload": asdict(workload),
                 "summary": summary,
                 "power": power,
+                "dvfs": dvfs_record,
                 "rounds": [summarize(one_round) for one_round in rounds],
                 "warmup": [asdict(record) for record in warmup],
                 "requests": [asdict(record) for record in records],

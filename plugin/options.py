@@ -77,6 +77,18 @@ class Settings:
     decode_gpus: tuple[int, ...]
     kv_connector: str
     report_baseline: str | None
+    sm_clocks: tuple[int, ...]
+    mem_clocks: tuple[int, ...]
+    power_limits: tuple[int, ...]
+    prefill_sm_clocks: tuple[int, ...]
+    decode_sm_clocks: tuple[int, ...]
+    dvfs_dry_run: bool
+    slo_ttft_ms: float | None
+    slo_tbt_ms: float | None
+
+    @property
+    def dvfs_requested(self) -> bool:
+        return any((self.sm_clocks, self.mem_clocks, self.power_limits, self.prefill_sm_clocks, self.decode_sm_clocks))
 
 
 # name, help, parser (None: plain string); each becomes --name and the ini key name_with_underscores.
@@ -106,6 +118,16 @@ _OPTIONS: list[tuple[str, str]] = [
     ("prefill-gpus", "disaggregated: GPUs of the prefill instances, one instance each (default: GPU 0)"),
     ("decode-gpus", "disaggregated: GPUs of the decode instances, one instance each (default: GPU 1, else 0)"),
     ("kv-connector", "disaggregated: example (files; default on CPU), nixl (default on GPU) or p2pnccl"),
+    ("sm-clocks", "DVFS: SM clocks in MHz to sweep: a list (1980,1500,900) or a range start:stop:step (900:1980:180)"),
+    ("mem-clocks", "DVFS: memory clocks in MHz to sweep (list or range)"),
+    ("power-limits", "DVFS: power limits in W to sweep (list or range)"),
+    ("prefill-sm-clocks", "DVFS, disaggregated: the prefill GPUs' SM clocks (default: --sm-clocks)"),
+    (
+        "decode-sm-clocks",
+        "DVFS, disaggregated: the decode GPUs' SM clocks (default: --sm-clocks), crossed with prefill's",
+    ),
+    ("slo-ttft-ms", "latency target for TTFT: the report names the lowest-energy setting that meets it"),
+    ("slo-tbt-ms", "latency target for TBT (time between tokens): as --slo-ttft-ms, for decode"),
     (
         "report-baseline",
         "run id or folder the report compares with (default: the last run of the same model and devices)",
@@ -128,6 +150,9 @@ def add_options(parser: pytest.Parser) -> None:
         help="extra argument passed to vLLM as is; repeat it, e.g. --vllm-arg=--enforce-eager",
     )
     parser.addini("vllm_args", help="extra vLLM arguments, one per line", type="linelist", default=[])
+    dry_run_help = "DVFS: plan the sweep and check it against the GPUs' supported values, change nothing, run nothing"
+    group.addoption("--dvfs-dry-run", dest="dvfs_dry_run", action="store_true", default=False, help=dry_run_help)
+    parser.addini("dvfs_dry_run", help=dry_run_help, type="bool", default=False)
 
 
 def _dest(name: str) -> str:
@@ -212,6 +237,27 @@ def power_backend(text: str) -> str:
     return text
 
 
+def value_list(text: str) -> tuple[int, ...]:
+    """``1980,1500,900``, ``900:1980:180`` (stop included when a step lands on it), or both mixed."""
+    values: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if ":" in item:
+            try:
+                start, stop, step = (int(x) for x in item.split(":"))
+            except ValueError:
+                raise ValueError(f"{item!r}: a range is start:stop:step in whole numbers, e.g. 900:1980:180") from None
+            if step <= 0 or start > stop or start <= 0:
+                raise ValueError(f"{item!r}: a range needs 0 < start <= stop and a positive step")
+            values += range(start, stop + 1, step)
+        else:
+            values.append(positive_int(item))
+    if not values:
+        raise ValueError("expected values such as 1980,1500 or a range such as 900:1980:180")
+    return tuple(dict.fromkeys(values))  # in the order given, each once
+
+
 def kv_connector(text: str) -> str:
     if text not in KV_CONNECTORS:
         raise ValueError(f"expected one of {', '.join(KV_CONNECTORS)}")
@@ -259,4 +305,12 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         decode_gpus=_parsed(config, "decode-gpus", gpu_list, ((1,) if gpu_count > 1 else (0,)) if on_gpu else ()),
         kv_connector=_parsed(config, "kv-connector", kv_connector, "nixl" if on_gpu else "example"),
         report_baseline=_raw(config, "report-baseline"),
+        sm_clocks=_parsed(config, "sm-clocks", value_list, ()),
+        mem_clocks=_parsed(config, "mem-clocks", value_list, ()),
+        power_limits=_parsed(config, "power-limits", value_list, ()),
+        prefill_sm_clocks=_parsed(config, "prefill-sm-clocks", value_list, ()),
+        decode_sm_clocks=_parsed(config, "decode-sm-clocks", value_list, ()),
+        dvfs_dry_run=bool(config.getoption("dvfs_dry_run") or config.getini("dvfs_dry_run")),
+        slo_ttft_ms=_parsed(config, "slo-ttft-ms", positive_float, None),
+        slo_tbt_ms=_parsed(config, "slo-tbt-ms", positive_float, None),
     )

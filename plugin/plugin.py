@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from plugin import options, servers
+from plugin import dvfs, options, servers
+from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
 from plugin.devices import inventory
+from plugin.dvfs import AS_FOUND, DvfsSetting, sweep
+from plugin.dvfs_analysis import analyse
 from plugin.errors import BenchError
-from plugin.fixtures import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of
+from plugin.nvml_loader import STAND_IN_ENV, load_nvml, stand_in
 from plugin.session import RunSession
 from plugin.stash import SESSION_KEY
 from plugin.workload import PHASES, longest_sequence, workloads_for
@@ -30,6 +33,7 @@ MARKERS = {
 UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 _REPORT = pytest.StashKey[str]()
+_DVFS_PLAN = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,23 +90,46 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``architecture`` (marked ``traditional`` / ``disaggregated``, so ``-m`` picks one) and
     ``workload`` from the test's phase marker and the sizes in the settings: both architectures run exactly the
     same workloads."""
+    settings = metafunc.config.stash[SESSION_KEY].settings
     if "architecture" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "architecture", [pytest.param(name, marks=getattr(pytest.mark, name), id=name) for name in ARCHITECTURES]
-        )
+        params = [
+            pytest.param(name, setting, marks=getattr(pytest.mark, name), id=_architecture_id(name, setting, settings))
+            for name in ARCHITECTURES
+            for setting in _sweep(settings, name)
+        ]
+        metafunc.parametrize(("architecture", "dvfs"), params)
     if "workload" not in metafunc.fixturenames:
         return
     phases = [phase for phase in PHASES if metafunc.definition.get_closest_marker(phase)]
     if len(phases) != 1:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark it with exactly one of {PHASES}")
-    sizes = metafunc.config.stash[SESSION_KEY].settings.sizes
-    cases = workloads_for(phases[0], sizes)
+    cases = workloads_for(phases[0], settings.sizes)
     metafunc.parametrize("workload", cases, ids=[case.id for case in cases])
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run every traditional benchmark before any disaggregated one, each architecture's servers together."""
     items.sort(key=lambda item: ARCHITECTURES.index(architecture_of(item) or ARCHITECTURES[0]))
+
+
+def _sweep(settings: options.Settings, architecture: str) -> list[DvfsSetting]:
+    """The DVFS settings an architecture's benchmarks run under: one, as found, without a DVFS option."""
+    if not settings.dvfs_requested:
+        return [AS_FOUND]
+    shared = bool(set(settings.prefill_gpus) & set(settings.decode_gpus))
+    return sweep(
+        architecture,
+        settings.sm_clocks,
+        settings.mem_clocks,
+        settings.power_limits,
+        settings.prefill_sm_clocks,
+        settings.decode_sm_clocks,
+        shared_gpu=shared,
+    )
+
+
+def _architecture_id(name: str, setting: DvfsSetting, settings: options.Settings) -> str:
+    return f"{name}-{setting.id}" if settings.dvfs_requested else name
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -124,6 +151,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput") or getattr(session.config.option, "numprocesses", None):
         raise pytest.UsageError("benchmarks share GPUs and ports: run them without pytest-xdist (-n)")
     settings = session.config.stash[SESSION_KEY].settings
+    if settings.dvfs_requested or settings.dvfs_dry_run:
+        _dvfs_preflight(session, settings)
+        if settings.dvfs_dry_run:
+            return
     if settings.vllm_url and any(architecture_of(item) == "disaggregated" for item in session.items):
         raise pytest.UsageError(
             "--vllm-url benchmarks one server that is already running; the disaggregated benchmarks start their "
@@ -142,7 +173,27 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(str(error)) from None
 
 
+def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None:
+    """Check the sweep against the GPUs (and the right to change them) before any server starts; a dry run
+    stops here, with the plan in the terminal summary and nothing run."""
+    if not settings.dvfs_requested:
+        raise pytest.UsageError("--dvfs-dry-run plans a sweep: give --sm-clocks, --mem-clocks or --power-limits")
+    plans = [(a, _sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
+    try:
+        lines = dvfs.preflight(load_nvml(), plans, settings.dvfs_dry_run)
+    except (dvfs.DvfsError, ImportError) as error:
+        raise pytest.UsageError(f"DVFS: {error}") from None
+    except Exception as error:  # an NVML error: no GPU, no driver
+        raise pytest.UsageError(f"DVFS: cannot read the GPUs' supported settings through NVML: {error}") from None
+    if settings.dvfs_dry_run:
+        session.config.stash[_DVFS_PLAN] = lines
+        session.config.hook.pytest_deselected(items=list(session.items))
+        session.items.clear()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _DVFS_PLAN in session.config.stash:
+        session.exitstatus = pytest.ExitCode.OK  # a dry run runs nothing by design
     results = session.config.stash[SESSION_KEY].results if SESSION_KEY in session.config.stash else None
     if results is None:
         return
@@ -153,6 +204,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         status = "failed"
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
+    settings = session.config.stash[SESSION_KEY].settings
+    if settings.dvfs_requested:
+        analysis = analyse(results.data["benchmarks"], settings.slo_ttft_ms, settings.slo_tbt_ms)
+        results.update(dvfs={"nvml": stand_in() or "pynvml", "slo_ttft_ms": settings.slo_ttft_ms,
+                             "slo_tbt_ms": settings.slo_tbt_ms, "analysis": analysis})  # fmt: skip
     session.config.stash[_REPORT] = _build_report(session.config.stash[SESSION_KEY])
 
 
@@ -169,10 +225,16 @@ def _build_report(run: RunSession) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    write = terminalreporter.write_line
+    if _DVFS_PLAN in config.stash:
+        terminalreporter.section("pd-energy-bench: DVFS dry run (nothing changed, nothing run)")
+        for line in config.stash[_DVFS_PLAN]:
+            write(line)
+        _write_stand_in(write)
+        return
     run = config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
     if run is None or run.results is None:
         return
-    write = terminalreporter.write_line
     terminalreporter.section("pd-energy-bench")
     header = (
         f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
@@ -190,9 +252,18 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
         if line:
             write(f"power: {line}")
+    for refused in run.results.data.get("dvfs_refused", []):
+        write(f"dvfs refused: {refused['benchmark']}: {'; '.join(refused['refused'])}")
+    if run.settings.dvfs_requested:
+        _write_stand_in(write)
     write(f"results: {run.results.path}")
     if _REPORT in config.stash:
         write(config.stash[_REPORT])
+
+
+def _write_stand_in(write: Any) -> None:
+    if stand_in():
+        write(f"NVML STAND-IN ({STAND_IN_ENV}={stand_in()}): no GPU setting was changed; this checks the plumbing")
 
 
 def _ms(value: float | None) -> str:

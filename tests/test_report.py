@@ -216,3 +216,23 @@ def test_stored_run_is_real() -> None:
     results = stored()
     assert results["environment"]["vllm_version"] and results["status"] == "complete"
     assert all(request["error"] is None for entry in results["benchmarks"] for request in entry["requests"])
+
+
+def test_a_dvfs_sweep_gets_its_table_and_chart(tmp_path: Path) -> None:
+    from plugin.dvfs_analysis import analyse
+
+    folder, results = write_power_run(tmp_path)
+    for index, entry in enumerate(results["benchmarks"]):
+        entry["dvfs"] = {"setting": ("sm1980", "sm1500")[index % 2]}
+        entry["summary"]["energy_per_request_j"] = 1.0 + index
+    results["dvfs"] = {
+        "nvml": "tests.fake_dvfs_nvml", "slo_ttft_ms": 10_000, "slo_tbt_ms": None,
+        "analysis": analyse(results["benchmarks"], 10_000, None),
+    }  # fmt: skip
+    (folder / "results.json").write_text(json.dumps({**results, "run_id": RUN_ID}))
+    page = build_report(folder)
+    check_page(page)
+    text = page.read_text()
+    assert "DVFS sweep" in text and "NVML stand-in (tests.fake_dvfs_nvml)" in text
+    assert (folder / "charts" / "dvfs.png").is_file()
+    assert all(row["best_setting"] in ("sm1980", "sm1500") for row in results["dvfs"]["analysis"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from plugin.clock import now_s
+from plugin.nvml_loader import load_nvml
 from plugin.power.backend import PowerError, PowerReadError, Sample
 
 _MIB = 2**20
@@ -21,10 +22,9 @@ class NvmlBackend:
         """Initialise NVML and take handles for ``gpus`` (default: all). ``nvml`` replaces ``pynvml`` in tests."""
         if nvml is None:
             try:
-                import pynvml
+                nvml = load_nvml()
             except ImportError as error:
                 raise PowerError(f"nvidia-ml-py is not installed ({error}); pip install nvidia-ml-py") from error
-            nvml = pynvml
         self._nvml: Any = nvml
         self._clock = clock
         try:

@@ -41,6 +41,8 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
         _image(charts.energy_per_token(run, charts_dir / "energy_per_token.png"), "Energy per token"),
         _image(charts.architectures(run, charts_dir / "architectures.png"), "Traditional vs disaggregated"),
     ]
+    if run.results.get("dvfs"):
+        overview.append(_image(charts.dvfs_tradeoff(run, charts_dir / "dvfs.png"), "DVFS: energy against latency"))
     timelines = [
         _image(charts.timeline(run, entry, charts_dir / f"timeline-{index}.png"), f"Timeline of {entry['name']}")
         for index, entry in enumerate(run.results.get("benchmarks", []))
@@ -58,6 +60,8 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             timelines=timelines,
             baseline=base,
             changes=changes,
+            dvfs=run.results.get("dvfs"),
+            refused=run.results.get("dvfs_refused", []),
             index_href=_relative_index(folder, reports_dir),
         ),
         encoding="utf-8",

@@ -195,3 +195,32 @@ def _short(entry: dict[str, Any]) -> str:
         f"{architecture} {workload.get('phase')} in{workload.get('input_len')} out{workload.get('output_len')}"
         f" c{workload.get('concurrency')}"
     )
+
+
+def dvfs_tradeoff(run: Run, path: Path) -> Path:
+    """Energy per token against latency for every DVFS setting, one panel per phase, Pareto front joined."""
+    analysis = (run.results.get("dvfs") or {}).get("analysis") or []
+    title = "DVFS: energy against latency per setting"
+    measured = [a for a in analysis if any(p["energy_j"] is not None for p in a["points"])]
+    if not measured:
+        why = run.power_reason if not run.power_measured else "no benchmark ran under more than one setting"
+        return placeholder(path, title, f"{why}: the settings cannot be compared by energy")
+    phases = sorted({a["phase"] for a in measured})
+    figure, axes = plt.subplots(1, len(phases), figsize=WIDE, layout="constrained", squeeze=False)
+    figure.suptitle(title)
+    for axis, phase in zip(axes[0], phases, strict=True):
+        groups = [a for a in measured if a["phase"] == phase]
+        for group in groups:
+            points = [p for p in group["points"] if p["energy_j"] is not None]
+            label = f"{group['architecture']} {group['workload']}"
+            color = ARCHITECTURE_COLORS.get(group["architecture"])
+            axis.scatter([p["latency_ms"] for p in points], [p["energy_j"] for p in points], color=color, label=label)
+            front = sorted((p for p in points if p["pareto"]), key=lambda p: p["latency_ms"])
+            axis.plot([p["latency_ms"] for p in front], [p["energy_j"] for p in front], color=color, alpha=0.5)
+            for point in points:
+                axis.annotate(point["setting"], (point["latency_ms"], point["energy_j"]), fontsize=7)
+        axis.set_title(phase, fontsize=10)
+        axis.set_xlabel(groups[0]["latency_metric"])
+        axis.set_ylabel(groups[0]["energy_metric"])
+        axis.legend(fontsize=7)
+    return _save(figure, path)

@@ -1,0 +1,107 @@
+"""What a DVFS sweep says, per architecture, phase and workload: energy per token against latency for every
+setting, the Pareto front (no other setting is both lower in energy and in latency), and the lowest-energy
+setting that meets the latency targets (``--slo-ttft-ms``, ``--slo-tbt-ms``). For disaggregated end-to-end
+workloads that setting is the best (prefill clock, decode clock) pair.
+
+Per phase: prefill is judged on median TTFT and J per prompt token; decode on median TBT and J per output
+token; end to end on both latencies and J per request.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PHASE_METRICS = {
+    "prefill": ("median_ttft_ms", "energy_per_prompt_token_j"),
+    "decode": ("median_tbt_ms", "energy_per_output_token_j"),
+    "e2e": ("median_e2el_ms", "energy_per_request_j"),
+}
+
+
+@dataclass(frozen=True)
+class Point:
+    setting: str
+    benchmark: str
+    latency_ms: float
+    energy_j: float | None
+    ttft_ms: float | None
+    tbt_ms: float | None
+    pareto: bool = False
+    meets_slo: bool = True
+
+
+def analyse(
+    benchmarks: list[dict[str, Any]], slo_ttft_ms: float | None, slo_tbt_ms: float | None
+) -> list[dict[str, Any]]:
+    """One entry per (architecture, phase, workload) that ran under more than one setting."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for entry in benchmarks:
+        if entry.get("dvfs"):
+            workload = entry["workload"]
+            key = f"in{workload['input_len']}-out{workload['output_len']}-c{workload['concurrency']}"
+            groups[(entry["architecture"], entry["phase"], key)].append(entry)
+    analyses = []
+    for (architecture, phase, workload), entries in groups.items():
+        points = [_point(entry, phase, slo_ttft_ms, slo_tbt_ms) for entry in entries]
+        points = _mark_pareto(points)
+        candidates = [p for p in points if p.meets_slo and p.energy_j is not None]
+        best = min(candidates, key=lambda p: p.energy_j or 0.0) if candidates else None
+        analyses.append(
+            {
+                "architecture": architecture,
+                "phase": phase,
+                "workload": workload,
+                "latency_metric": PHASE_METRICS[phase][0],
+                "energy_metric": PHASE_METRICS[phase][1],
+                "points": [asdict(p) for p in points],
+                "best_setting": None if best is None else best.setting,
+                "why_no_best": _why_no_best(points, best),
+            }
+        )
+    return analyses
+
+
+def _point(entry: dict[str, Any], phase: str, slo_ttft_ms: float | None, slo_tbt_ms: float | None) -> Point:
+    latency_key, energy_key = PHASE_METRICS[phase]
+    summary = entry["summary"]
+    ttft, tbt = summary.get("median_ttft_ms"), summary.get("median_tbt_ms")
+    meets = (slo_ttft_ms is None or phase == "decode" or (ttft is not None and ttft <= slo_ttft_ms)) and (
+        slo_tbt_ms is None or phase == "prefill" or (tbt is not None and tbt <= slo_tbt_ms)
+    )
+    return Point(
+        setting=entry["dvfs"]["setting"],
+        benchmark=entry["name"],
+        latency_ms=float(summary.get(latency_key) or 0.0),
+        energy_j=summary.get(energy_key),
+        ttft_ms=ttft,
+        tbt_ms=tbt,
+        meets_slo=meets,
+    )
+
+
+def _mark_pareto(points: list[Point]) -> list[Point]:
+    """A point is on the front when no other is at most as high in both and lower in one (needs energy)."""
+    marked = []
+    for point in points:
+        if point.energy_j is None:
+            marked.append(point)
+            continue
+        dominated = any(
+            other.energy_j is not None
+            and other.energy_j <= point.energy_j
+            and other.latency_ms <= point.latency_ms
+            and (other.energy_j < point.energy_j or other.latency_ms < point.latency_ms)
+            for other in points
+        )
+        marked.append(Point(**{**asdict(point), "pareto": not dominated}))
+    return marked
+
+
+def _why_no_best(points: list[Point], best: Point | None) -> str | None:
+    if best is not None:
+        return None
+    if all(p.energy_j is None for p in points):
+        return "power not measured: no energy to compare the settings by"
+    return "no setting met the latency targets"
