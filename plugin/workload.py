@@ -56,12 +56,18 @@ def longest_sequence(sizes: Sizes) -> int:
 
 
 def vocab_range(model: str) -> tuple[int, int]:
-    """Token ids safe to send: skip the low ids where most tokenizers keep special tokens, stay in the vocab."""
-    config_path = Path(model).expanduser() / "config.json"
+    """Token ids safe to send: skip the low ids where most tokenizers keep special tokens, stay in the vocab of
+    both the model and its tokenizer (a ``plugin.shape_model`` folder pairs a big model with a tiny tokenizer)."""
+    folder = Path(model).expanduser()
     try:
-        vocab_size = int(json.loads(config_path.read_text())["vocab_size"])
+        vocab_size = int(json.loads((folder / "config.json").read_text())["vocab_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return FALLBACK_VOCAB
+    try:
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+        vocab_size = min(vocab_size, len(tokenizer["model"]["vocab"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no tokenizer.json (or another format): the model's vocabulary it is
     if vocab_size <= 2000:  # the tiny model: ids 0 and 1 are <s> and </s>
         return (2, vocab_size)
     return (FALLBACK_VOCAB[0], min(vocab_size, FALLBACK_VOCAB[1]))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The suite on the lent H100 (docs/validation/gpu-h100/): run after tools/gpu_wheels.py has installed vLLM 0.26
+# and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPU: the DVFS part is a dry run.
+# Usage: tools/gpu_validation.sh traditional|disaggregated|dry-run OUT
+set -euo pipefail
+step=$1
+out=$2
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+mkdir -p "$out/reports"
+pytest=(python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports")
+sizes=(--input-lens 512,2048 --output-lens 128 --decode-prompt-len 32 --e2e-input-len 1024 --e2e-output-len 128
+       --concurrency 1,8 --num-requests 16 --gpu-sample-ms 100)
+model=/tmp/llama-3.1-8b-shape
+[ -d "$model" ] || python3 -m plugin.shape_model configs/llama-3.1-8b "$model"
+case $step in
+  dry-run)
+    "${pytest[@]}" --sm-clocks 900:1980:180,1410 --power-limits 400,700 --dvfs-dry-run --model "$model" \
+      2>&1 | tee "$out/dvfs-dry-run.txt" ;;
+  traditional)
+    "${pytest[@]}" -m traditional --model "$model" --vllm-arg=--load-format=dummy "${sizes[@]}" \
+      2>&1 | tee "$out/traditional.txt" ;;
+  disaggregated)
+    "${pytest[@]}" -m disaggregated --kv-connector nixl --model "$model" --vllm-arg=--load-format=dummy \
+      "${sizes[@]}" 2>&1 | tee "$out/disaggregated.txt" ;;
+esac
+# Every run folder, with its report, in one archive (the device tool brings back at most 8 files).
+tar czf "$out/$step-reports.tgz" -C "$out/reports" .
+rm -rf "$out/reports"
