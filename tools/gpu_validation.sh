@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The suite on the lent H100 (docs/validation/gpu-h100/): run after tools/gpu_wheels.py has installed vLLM 0.26
 # and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPU: the DVFS part is a dry run.
-# Usage: tools/gpu_validation.sh traditional|disaggregated|dry-run OUT
+# Usage: tools/gpu_validation.sh traditional|disaggregated|disaggregated-2gpu|dry-run OUT
 set -euo pipefail
 step=$1
 out=$2
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# NVLink multicast stays off on the shared multi-GPU machines (device KINDS.md); every server inherits these.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 mkdir -p "$out/reports"
 pytest=(python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports")
 sizes=(--input-lens 512,2048 --output-lens 128 --decode-prompt-len 32 --e2e-input-len 1024 --e2e-output-len 128
@@ -22,6 +24,9 @@ case $step in
   disaggregated)
     "${pytest[@]}" -m disaggregated --kv-connector nixl --model "$model" --vllm-arg=--load-format=dummy \
       "${sizes[@]}" 2>&1 | tee "$out/disaggregated.txt" ;;
+  disaggregated-2gpu)
+    "${pytest[@]}" -m disaggregated --kv-connector nixl --prefill-gpus 0 --decode-gpus 1 --model "$model" \
+      --vllm-arg=--load-format=dummy "${sizes[@]}" 2>&1 | tee "$out/disaggregated-2gpu.txt" ;;
 esac
 # Every run folder, with its report, in one archive (the device tool brings back at most 8 files).
 tar czf "$out/$step-reports.tgz" -C "$out/reports" .
