@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,9 @@ def processes_using_port(port: int) -> list[int]:
         for proc in Path("/proc").iterdir()
         if proc.name.isdigit() and f"--port {port}" in command_line(int(proc.name))
     ]
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a run the test will interrupt: a shell that starts the tests in the background makes them
+    ignore SIGINT, children inherit that, and Python then never turns SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

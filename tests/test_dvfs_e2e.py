@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench_cli import benchmark_command, load_results, only_run
+from tests.bench_cli import benchmark_command, load_results, only_run, sigint_default
 from tests.conftest import ROOT
 
 HOLD = """
@@ -50,7 +50,10 @@ def test_settings_are_restored_when_pytest_is_interrupted(tmp_path: Path, signum
     log = tmp_path / "calls.jsonl"
     command = [sys.executable, "-m", "pytest", "test_hold.py", "-s", "-p", "no:cacheprovider",
                f"--reports-dir={tmp_path / 'reports'}", f"--rootdir={tmp_path}"]  # fmt: skip
-    with subprocess.Popen(command, cwd=tmp_path, env=stand_in_env(log), stdout=subprocess.PIPE, text=True) as run:
+    env = stand_in_env(log)
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True, preexec_fn=sigint_default
+    ) as run:
         assert run.stdout is not None
         deadline = time.monotonic() + 60
         for line in run.stdout:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from plugin.process import group_pids
-from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, processes_using_port
+from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, processes_using_port, sigint_default
 from tests.conftest import ROOT
 
 
@@ -36,7 +36,9 @@ def test_interrupted_run_leaves_no_server_and_keeps_results(
     reports = tmp_path / "reports"
     # Many decode benchmarks, so that the run is still going when the first one is written.
     command = benchmark_command(reports, model_cache_dir, "-m", "decode", *SMALL_SIZES, "--output-lens=8,64,96,128")
-    run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=sigint_default
+    )
     try:
         run_folder = wait_for_first_benchmark(reports, run, timeout_s=600)
         server_group = int((run_folder / "pids" / "server.pid").read_text())
