@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from plugin.errors import BenchError
+from plugin.options import Settings
 
 STATE_FILE = "dvfs-state.json"
 
@@ -101,6 +102,21 @@ def sweep(
             continue
         settings.append(DvfsSetting(GpuSetting(p_sm, mem, limit), GpuSetting(d_sm, mem, limit)))
     return settings
+
+
+def planned_sweep(settings: Settings, architecture: str) -> list[DvfsSetting]:
+    """The settings an architecture's benchmarks run under: one, as found, without a DVFS option."""
+    if not settings.dvfs_requested:
+        return [AS_FOUND]
+    return sweep(
+        architecture,
+        settings.sm_clocks,
+        settings.mem_clocks,
+        settings.power_limits,
+        settings.prefill_sm_clocks,
+        settings.decode_sm_clocks,
+        shared_gpu=bool(set(settings.prefill_gpus) & set(settings.decode_gpus)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

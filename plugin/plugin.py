@@ -13,7 +13,7 @@ import pytest
 from plugin import dvfs, options, servers
 from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
 from plugin.devices import inventory
-from plugin.dvfs import AS_FOUND, DvfsSetting, sweep
+from plugin.dvfs import DvfsSetting, planned_sweep
 from plugin.dvfs_analysis import analyse
 from plugin.errors import BenchError
 from plugin.nvml_loader import STAND_IN_ENV, load_nvml, stand_in
@@ -95,7 +95,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [
             pytest.param(name, setting, marks=getattr(pytest.mark, name), id=_architecture_id(name, setting, settings))
             for name in ARCHITECTURES
-            for setting in _sweep(settings, name)
+            for setting in planned_sweep(settings, name)
         ]
         metafunc.parametrize(("architecture", "dvfs"), params)
     if "workload" not in metafunc.fixturenames:
@@ -110,22 +110,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run every traditional benchmark before any disaggregated one, each architecture's servers together."""
     items.sort(key=lambda item: ARCHITECTURES.index(architecture_of(item) or ARCHITECTURES[0]))
-
-
-def _sweep(settings: options.Settings, architecture: str) -> list[DvfsSetting]:
-    """The DVFS settings an architecture's benchmarks run under: one, as found, without a DVFS option."""
-    if not settings.dvfs_requested:
-        return [AS_FOUND]
-    shared = bool(set(settings.prefill_gpus) & set(settings.decode_gpus))
-    return sweep(
-        architecture,
-        settings.sm_clocks,
-        settings.mem_clocks,
-        settings.power_limits,
-        settings.prefill_sm_clocks,
-        settings.decode_sm_clocks,
-        shared_gpu=shared,
-    )
 
 
 def _architecture_id(name: str, setting: DvfsSetting, settings: options.Settings) -> str:
@@ -178,7 +162,7 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
     stops here, with the plan in the terminal summary and nothing run."""
     if not settings.dvfs_requested:
         raise pytest.UsageError("--dvfs-dry-run plans a sweep: give --sm-clocks, --mem-clocks or --power-limits")
-    plans = [(a, _sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
+    plans = [(a, planned_sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
     try:
         lines = dvfs.preflight(load_nvml(), plans, settings.dvfs_dry_run)
     except (dvfs.DvfsError, ImportError) as error:
