@@ -168,11 +168,18 @@ class DvfsController:
     """Applies settings to the run's GPUs and restores them; the one place that calls an NVML set function."""
 
     def __init__(self, nvml: ModuleType, gpus: Sequence[int], state_dir: Path) -> None:
+        """Refuses to start over a state file left by a run that could not restore (its "found" values would be
+        the changed ones): that run's settings must be restored first."""
+        self._state_path = state_dir / STATE_FILE
+        if self._state_path.is_file():
+            raise DvfsError(
+                f"{self._state_path} says an earlier run left GPU settings changed; restore them first with "
+                f"python -m plugin.dvfs restore --reports-dir {state_dir}"
+            )
         self._nvml = nvml
         nvml.nvmlInit()
         self._handles = {gpu: nvml.nvmlDeviceGetHandleByIndex(gpu) for gpu in gpus}
         self.limits = {gpu: read_limits(nvml, handle) for gpu, handle in self._handles.items()}
-        self._state_path = state_dir / STATE_FILE
         self._changed: dict[int, set[str]] = {}
         self.restore_errors: list[str] = []
         atexit.register(self.restore_all)
@@ -251,8 +258,8 @@ class DvfsController:
                 self._nvml, self._handles[gpu], gpu, knobs, self.limits[gpu].found_power_limit_w
             )
             del self._changed[gpu]
-        if not self.restore_errors:
-            self._state_path.unlink(missing_ok=True)
+        if not self.restore_errors and not self._changed:
+            self._state_path.unlink(missing_ok=True)  # ours: the constructor refused to start over another's
 
     def close(self) -> None:
         self.restore_all()
@@ -328,19 +335,18 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(1, f"error: {error}\n")
 
 
-if __name__ == "__main__":
-    main()
-
-
 def preflight(
-    nvml: ModuleType, plans: Sequence[tuple[str, Sequence[DvfsSetting], Mapping[int, str]]], dry_run: bool
+    nvml: ModuleType,
+    plans: Sequence[tuple[str, Sequence[DvfsSetting], Mapping[int, str]]],
+    dry_run: bool,
+    state_dir: Path,
 ) -> list[str]:
     """Check every setting of every architecture's sweep against its GPUs before anything starts (``DvfsError``
     when one cannot be made), and the right to change them unless it is a dry run; returns the plan as lines."""
     gpus = sorted({gpu for _, _, roles in plans for gpu in roles})
     if not gpus:
         raise DvfsError("DVFS needs NVIDIA GPUs: this run uses none (see --gpus, --prefill-gpus, --decode-gpus)")
-    controller = DvfsController(nvml, gpus, Path(os.devnull).parent)
+    controller = DvfsController(nvml, gpus, state_dir)
     try:
         lines = []
         for architecture, settings, roles in plans:
@@ -353,3 +359,7 @@ def preflight(
         return lines
     finally:
         controller.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -164,7 +164,7 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
         raise pytest.UsageError("--dvfs-dry-run plans a sweep: give --sm-clocks, --mem-clocks or --power-limits")
     plans = [(a, planned_sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
     try:
-        lines = dvfs.preflight(load_nvml(), plans, settings.dvfs_dry_run)
+        lines = dvfs.preflight(load_nvml(), plans, settings.dvfs_dry_run, settings.reports_dir)
     except (dvfs.DvfsError, ImportError) as error:
         raise pytest.UsageError(f"DVFS: {error}") from None
     except Exception as error:  # an NVML error: no GPU, no driver

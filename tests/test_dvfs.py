@@ -117,22 +117,25 @@ def test_clamped_and_refused_settings_are_reported(controller: DvfsController, m
     assert fake.STATE.gpus[0].locked_sm is None
 
 
-def test_out_of_range_and_no_permission_stop_the_run_before_anything_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_range_and_no_permission_stop_the_run_before_anything_changes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     plan = [("traditional", [DvfsSetting(GpuSetting(3000), GpuSetting(3000))], ONE_GPU)]
     with pytest.raises(DvfsError, match="SM clock 3000 MHz is outside 345 to 1980 MHz"):
-        preflight(fake, plan, dry_run=False)  # type: ignore[arg-type]
+        preflight(fake, plan, False, tmp_path)  # type: ignore[arg-type]
     with pytest.raises(DvfsError, match="power limit 900 W is outside 200 to 700 W"):
-        preflight(fake, [("traditional", [DvfsSetting(GpuSetting(None, None, 900), GpuSetting())], ONE_GPU)], False)  # type: ignore[arg-type]
+        preflight(
+            fake, [("traditional", [DvfsSetting(GpuSetting(None, None, 900), GpuSetting())], ONE_GPU)], False, tmp_path
+        )  # type: ignore[arg-type]
     assert fake.set_calls() == []
     monkeypatch.setenv("FAKE_NVML_NO_PERMISSION", "1")
     with pytest.raises(DvfsError, match="no permission to change clocks or power limits"):
-        preflight(fake, [("traditional", [SM_1500], ONE_GPU)], dry_run=False)  # type: ignore[arg-type]
+        preflight(fake, [("traditional", [SM_1500], ONE_GPU)], False, tmp_path)  # type: ignore[arg-type]
 
 
-def test_dry_run_makes_no_set_call() -> None:
-    lines = preflight(
-        fake, [("traditional", [SM_1500, DvfsSetting(GpuSetting(1505), GpuSetting(1505))], ONE_GPU)], True
-    )  # type: ignore[arg-type]
+def test_dry_run_makes_no_set_call(tmp_path: Path) -> None:
+    plan = [("traditional", [SM_1500, DvfsSetting(GpuSetting(1505), GpuSetting(1505))], ONE_GPU)]
+    lines = preflight(fake, plan, True, tmp_path)  # type: ignore[arg-type]
     assert lines[0] == "traditional sm1500-pl400: GPU 0 (prefill+decode): sm1500-pl400"
     assert "clamps it (expected 1500 MHz)" in lines[1]
     assert fake.set_calls() == []
@@ -143,6 +146,8 @@ def test_restore_command_after_a_crash(tmp_path: Path) -> None:
     left_applied = crashed.applied(SM_1500, ONE_GPU)
     left_applied.__enter__()  # applied, then never restored: as after `kill -9`
     assert fake.STATE.gpus[0].locked_sm == (1500, 1500)
+    with pytest.raises(DvfsError, match="an earlier run left GPU settings changed; restore them first"):
+        DvfsController(fake, [0], tmp_path)  # type: ignore[arg-type]  # its "found" limit would be the changed one
     done = restore_from_state(fake, tmp_path)  # type: ignore[arg-type]
     assert done == ["GPU 0: reset power_limit, sm_clock (power limit 700 W)"]
     assert fake.STATE.gpus[0].locked_sm is None and fake.STATE.gpus[0].limit_mw == 700_000
