@@ -70,7 +70,7 @@ def timeline(run: Run, entry: dict[str, Any], path: Path) -> Path:
         clock.set_ylabel("SM clock (MHz)", color="tab:red")
         _shade_phases(axis, requests, start_s)
         axis.set_xlabel("time since the benchmark began (s)")
-        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles(axis)])
+        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles()])
     return _save(figure, path)
 
 
@@ -85,7 +85,7 @@ def _request_phases(requests: pd.DataFrame, start_s: float, path: Path, title: s
         axis.barh(row, end - first, left=first, color=DECODE_COLOR)
     axis.set_xlabel("time since the benchmark began (s)")
     axis.set_ylabel("request")
-    axis.legend(handles=_phase_handles(axis), loc="lower right")
+    axis.legend(handles=_phase_handles(), loc="lower right")
     return _save(figure, path)
 
 
@@ -97,7 +97,7 @@ def _shade_phases(axis: Any, requests: pd.DataFrame, start_s: float) -> None:
         axis.axvspan(request.first_token_s - start_s, request.end_s - start_s, color=DECODE_COLOR, alpha=0.08)
 
 
-def _phase_handles(axis: Any) -> list[Any]:
+def _phase_handles() -> list[Any]:
     from matplotlib.patches import Patch
 
     return [Patch(color=PREFILL_COLOR, label="prefill"), Patch(color=DECODE_COLOR, label="decode")]
