@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from plugin import metrics, servers
-from plugin.architectures import ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
+from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
 from plugin.client import RequestRecord, run_load
 from plugin.cluster import cluster_instances, proxy_command
 from plugin.dvfs import DvfsController, DvfsSetting
@@ -245,11 +245,12 @@ def power_sampler(request: pytest.FixtureRequest, bench_session: RunSession) -> 
 
 
 @pytest.fixture(scope="session")
-def dvfs_controller(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[DvfsController]:
-    """Sets and restores the GPU clocks and power limits of the session's architectures (only when a DVFS option
-    asks for a sweep)."""
+def dvfs_controller(bench_session: RunSession) -> Iterator[DvfsController]:
+    """Sets and restores the run's GPU clocks and power limits (only when a DVFS option asks for a sweep). It opens
+    every GPU the options name, whichever benchmarks were selected; it changes only a benchmark's own."""
     settings = bench_session.settings
-    controller = DvfsController(load_nvml(), sampled_gpus(settings, request.session), settings.reports_dir)
+    gpus = sorted({gpu for architecture in ARCHITECTURES for gpu in gpu_roles_of(settings, architecture)})
+    controller = DvfsController(load_nvml(), gpus, settings.reports_dir)
     try:
         yield controller
     finally:
