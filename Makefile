@@ -48,4 +48,4 @@ lint: venv
 	$(VENV)/bin/mypy
 
 cleanup: venv
-	$(VENV)/bin/python -m plugin.cleanup reports
+	$(VENV)/bin/python -m plugin.serving.cleanup reports

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from plugin.workload import Workload
+from plugin.load.workload import Workload
 
 RunWorkload = Callable[[Workload], dict[str, Any]]
 

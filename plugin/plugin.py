@@ -10,16 +10,18 @@ from typing import Any
 
 import pytest
 
-from plugin import dvfs, options, servers
-from plugin.architectures import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
-from plugin.devices import inventory
-from plugin.dvfs import DvfsSetting, planned_sweep
-from plugin.dvfs_analysis import analyse
+from plugin import options
+from plugin.analysis.dvfs import analyse
+from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
+from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.nvml_loader import STAND_IN_ENV, load_nvml, stand_in
-from plugin.session import RunSession
-from plugin.stash import SESSION_KEY
-from plugin.workload import PHASES, longest_sequence, workloads_for
+from plugin.load.workload import PHASES, longest_sequence, workloads_for
+from plugin.power.devices import inventory
+from plugin.power.nvml_loader import load_nvml, stand_in
+from plugin.serving import servers
+from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
+from plugin.session import SESSION_KEY, RunSession
+from plugin.terminal import write_dvfs_plan, write_summary
 
 pytest_plugins = ["plugin.fixtures"]
 
@@ -164,8 +166,8 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
         raise pytest.UsageError("--dvfs-dry-run plans a sweep: give --sm-clocks, --mem-clocks or --power-limits")
     plans = [(a, planned_sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
     try:
-        lines = dvfs.preflight(load_nvml(), plans, settings.dvfs_dry_run, settings.reports_dir)
-    except (dvfs.DvfsError, ImportError) as error:
+        lines = preflight(load_nvml(), plans, settings.dvfs_dry_run, settings.reports_dir)
+    except (DvfsError, ImportError) as error:
         raise pytest.UsageError(f"DVFS: {error}") from None
     except Exception as error:  # an NVML error: no GPU, no driver
         raise pytest.UsageError(f"DVFS: cannot read the GPUs' supported settings through NVML: {error}") from None
@@ -209,46 +211,8 @@ def _build_report(run: RunSession) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    write = terminalreporter.write_line
-    if _DVFS_PLAN in config.stash:
-        terminalreporter.section("pd-energy-bench: DVFS dry run (nothing changed, nothing run)")
-        for line in config.stash[_DVFS_PLAN]:
-            write(line)
-        _write_stand_in(write)
-        return
     run = config.stash[SESSION_KEY] if SESSION_KEY in config.stash else None
-    if run is None or run.results is None:
-        return
-    terminalreporter.section("pd-energy-bench")
-    header = (
-        f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
-        f"{'energy J':>9}"
-    )
-    write(header)
-    for entry in run.results.data["benchmarks"]:
-        s = entry["summary"]
-        write(
-            f"{entry['name'][:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
-            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
-            f"{_ms(s['output_throughput']):>10} {_ms(s.get('energy_j')):>9}"
-        )
-    power = run.results.data.get("power") or {}
-    for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
-        if line:
-            write(f"power: {line}")
-    for refused in run.results.data.get("dvfs_refused", []):
-        write(f"dvfs refused: {refused['benchmark']}: {'; '.join(refused['refused'])}")
-    if run.settings.dvfs_requested:
-        _write_stand_in(write)
-    write(f"results: {run.results.path}")
-    if _REPORT in config.stash:
-        write(config.stash[_REPORT])
-
-
-def _write_stand_in(write: Any) -> None:
-    if stand_in():
-        write(f"NVML STAND-IN ({STAND_IN_ENV}={stand_in()}): no GPU setting was changed; this checks the plumbing")
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    if _DVFS_PLAN in config.stash:
+        write_dvfs_plan(terminalreporter, config.stash[_DVFS_PLAN])
+    elif run is not None and run.results is not None:
+        write_summary(terminalreporter, run, config.stash.get(_REPORT, None))

@@ -19,10 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from plugin.clock import now_s
-from plugin.devices import Inventory, cpu_count, cpu_model
 from plugin.options import Settings
-from plugin.results import ResultsFile, redact_command_line
+from plugin.power.devices import Inventory, cpu_count, cpu_model
+from plugin.results.store import ResultsFile, redact_command_line
 
 DISTRIBUTION = "pd-energy-bench"
 
@@ -92,3 +94,7 @@ class RunSession:
             },
             "server": server,
         }
+
+
+SESSION_KEY = pytest.StashKey[RunSession]()
+"""Where the plugin keeps the run in ``config.stash`` (no module-level mutable state)."""

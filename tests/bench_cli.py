@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plugin.process import command_line
+from plugin.serving.process import command_line
 from tests.conftest import ROOT
 
 SMALL_SIZES = [

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from plugin.client import RequestRecord, completion_body, run_load, stream_completion
 from plugin.clock import now_s
-from plugin.servers import free_port
+from plugin.load.client import RequestRecord, completion_body, run_load, stream_completion
+from plugin.serving.servers import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GAP_S = 0.01

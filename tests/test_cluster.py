@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from plugin.cluster import cluster_instances, proxy_command
-from plugin.servers import ServerSpec
+from plugin.serving.cluster import cluster_instances, proxy_command
+from plugin.serving.servers import ServerSpec
 
 BASE = ServerSpec("prefill", "python", "model", 0, (), 1024, None, extra_args=("--enforce-eager",))
 

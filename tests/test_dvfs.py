@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 
 import tests.fake_dvfs_nvml as fake
-from plugin.dvfs import (
-    STATE_FILE,
-    DvfsController,
-    DvfsError,
-    DvfsSetting,
-    GpuSetting,
-    preflight,
-    restore_from_state,
-    sweep,
-)
-from plugin.dvfs_analysis import analyse
+from plugin.analysis.dvfs import analyse
+from plugin.dvfs.controller import STATE_FILE, DvfsController, restore_from_state
+from plugin.dvfs.plan import DvfsError, DvfsSetting, GpuSetting, sweep
+from plugin.dvfs.preflight import preflight
 from plugin.options import value_list
 from tests.conftest import ROOT
 
@@ -162,7 +155,7 @@ def test_restored_at_interpreter_exit(tmp_path: Path) -> None:
     script = (
         "import tests.fake_dvfs_nvml as fake\n"
         "from pathlib import Path\n"
-        "from plugin.dvfs import DvfsController, DvfsSetting, GpuSetting\n"
+        "from plugin.dvfs.controller import DvfsController\nfrom plugin.dvfs.plan import DvfsSetting, GpuSetting\n"
         f"controller = DvfsController(fake, [0], Path({str(tmp_path)!r}))\n"
         "left_applied = controller.applied(DvfsSetting(GpuSetting(1200), GpuSetting(1200)), {0: 'decode'})\n"
         "left_applied.__enter__()\n"

@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 
 HOLD = """
 import time
-from plugin.dvfs import DvfsSetting, GpuSetting
+from plugin.dvfs.plan import DvfsSetting, GpuSetting
 
 def test_hold(dvfs_controller):
     with dvfs_controller.applied(DvfsSetting(GpuSetting(1200, None, 300), GpuSetting(1200, None, 300)), {0: "decode"}):

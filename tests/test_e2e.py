@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from plugin.fixtures import build_tiny_model
-from plugin.process import start, wait_ready
-from plugin.servers import ServerSpec, command, environment, free_port
+from plugin.serving.endpoint import build_tiny_model
+from plugin.serving.process import start, wait_ready
+from plugin.serving.servers import ServerSpec, command, environment, free_port
 from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port
 from tests.conftest import ROOT
 

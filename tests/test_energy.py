@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from plugin.client import RequestRecord
-from plugin.energy import attribute_energy
+from plugin.analysis.energy import attribute_energy
+from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.process import group_pids
+from plugin.serving.process import group_pids
 from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, processes_using_port, sigint_default
 from tests.conftest import ROOT
 

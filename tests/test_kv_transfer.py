@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from plugin.cluster import ClusterInstance, cluster_instances, proxy_command
-from plugin.fixtures import build_tiny_model
-from plugin.process import ManagedProcess, start, wait_ready
-from plugin.servers import ServerSpec, command, environment, free_port
-from plugin.workload import vocab_range
+from plugin.load.workload import vocab_range
+from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
+from plugin.serving.endpoint import build_tiny_model
+from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.servers import ServerSpec, command, environment, free_port
 
 # Over the CPU block of 128 tokens (shorter prompts store nothing) and not 1 past a block boundary, where
 # ExampleConnector's lookup rounds down one block short of what it stored (a miss, not a transfer).

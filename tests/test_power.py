@@ -254,7 +254,7 @@ def test_nvml_backend_imports_pynvml_lazily(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_importing_the_power_modules_does_not_import_pynvml() -> None:
     code = (
-        "import sys, plugin.power, plugin.power.nvml, plugin.power.sampler, plugin.power.smi, plugin.energy; "
+        "import sys, plugin.power, plugin.power.nvml, plugin.power.sampler, plugin.power.smi, plugin.analysis.energy; "
         "assert 'pynvml' not in sys.modules, 'pynvml imported at module import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

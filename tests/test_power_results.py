@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from plugin.client import RequestRecord
+from plugin.analysis.power_entry import benchmark_power, session_power
 from plugin.clock import now_s
+from plugin.load.client import RequestRecord
 from plugin.power import NoneBackend, Sampler
 from plugin.power.nvml import NvmlBackend
-from plugin.power_results import benchmark_power, session_power
 from tests.fake_pynvml import FakeGpu, FakeNvml, Step
 
 POWER_W = 300.0

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from plugin.cleanup import cleanup
 from plugin.errors import ServerStartError
-from plugin.process import ManagedProcess, group_pids, start, wait_ready
-from plugin.servers import free_port
+from plugin.serving.cleanup import cleanup
+from plugin.serving.process import ManagedProcess, group_pids, start, wait_ready
+from plugin.serving.servers import free_port
 
 # A server that also starts a child, like vLLM's API server and its engine core: both must go on stop.
 SERVER_WITH_CHILD = """

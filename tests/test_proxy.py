@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from plugin.process import ManagedProcess, start, wait_ready
-from plugin.servers import free_port
+from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 Launch = Callable[..., str]

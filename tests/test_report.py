@@ -219,7 +219,7 @@ def test_stored_run_is_real() -> None:
 
 
 def test_a_dvfs_sweep_gets_its_table_and_chart(tmp_path: Path) -> None:
-    from plugin.dvfs_analysis import analyse
+    from plugin.analysis.dvfs import analyse
 
     folder, results = write_power_run(tmp_path)
     for index, entry in enumerate(results["benchmarks"]):

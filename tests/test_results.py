@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.results import REDACTED, SCHEMA_VERSION, ResultsFile, load, redact_command_line, write_json_atomic
+from plugin.results.store import REDACTED, SCHEMA_VERSION, ResultsFile, load, redact_command_line, write_json_atomic
 
 
 def test_secret_option_values_are_hidden() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.client import RequestRecord
-from plugin.stats import summarize, tbt_gaps_s
+from plugin.analysis.stats import summarize, tbt_gaps_s
+from plugin.load.client import RequestRecord
 
 METRICS = ("ttft", "tbt", "tpot", "e2el", "queue")
 KINDS = ("mean", "median", "p90", "p99")

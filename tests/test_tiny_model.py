@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plugin.tiny_model import MODEL_SPEC, model_dir
+from plugin.serving.tiny_model import MODEL_SPEC, model_dir
 from tests.conftest import ROOT
 
 
 def build(cache_dir: Path) -> Path:
     done = subprocess.run(
-        [sys.executable, "-m", "plugin.tiny_model", str(cache_dir)],
+        [sys.executable, "-m", "plugin.serving.tiny_model", str(cache_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from plugin.load.workload import FALLBACK_VOCAB, Workload, longest_sequence, make_prompts, vocab_range, workloads_for
 from plugin.options import Sizes
-from plugin.workload import FALLBACK_VOCAB, Workload, longest_sequence, make_prompts, vocab_range, workloads_for
 
 SIZES = Sizes(
     prefill_input_lens=(8, 16),

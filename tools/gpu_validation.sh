@@ -13,7 +13,7 @@ pytest=(python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W def
 sizes=(--input-lens 512,2048 --output-lens 128 --decode-prompt-len 32 --e2e-input-len 1024 --e2e-output-len 128
        --concurrency 1,8 --num-requests 16 --gpu-sample-ms 100)
 model=/tmp/llama-3.1-8b-shape
-[ -d "$model" ] || python3 -m plugin.shape_model configs/llama-3.1-8b "$model"
+[ -d "$model" ] || python3 -m plugin.serving.shape_model configs/llama-3.1-8b "$model"
 case $step in
   dry-run)
     "${pytest[@]}" --sm-clocks 900:1980:180,1410 --power-limits 400,700 --dvfs-dry-run --model "$model" \

@@ -38,7 +38,7 @@ import numpy as np
 from aiohttp import web
 
 from plugin.errors import BenchError
-from plugin.process import ManagedProcess, start, wait_ready
+from plugin.serving.process import ManagedProcess, start, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 

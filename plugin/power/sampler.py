@@ -210,7 +210,7 @@ class Sampler:
         return 0 if writer is None else writer.rows
 
     def samples(self, gpu: int, start_s: float | None = None, end_s: float | None = None) -> list[Sample]:
-        """One GPU's samples between two times, read back from its CSV (for ``plugin.energy``)."""
+        """One GPU's samples between two times, read back from its CSV (for ``plugin.analysis.energy``)."""
         with self._lock:
             writer = self._writers.get(gpu)
             if writer is None:

@@ -22,10 +22,6 @@ PREFILL_COLOR, DECODE_COLOR = "tab:orange", "tab:blue"
 ARCHITECTURE_COLORS = {"traditional": "tab:green", "disaggregated": "tab:purple"}
 
 
-def pixel_size(figsize: tuple[float, float]) -> tuple[int, int]:
-    return round(figsize[0] * DPI), round(figsize[1] * DPI)
-
-
 def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI)  # no bbox_inches="tight": the pixel size stays exactly figsize x DPI
     plt.close(figure)

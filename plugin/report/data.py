@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from plugin import results as results_file
+from plugin.results import store as results_file
 
 HEADLINE = {
     "median_ttft_ms": "TTFT p50 (ms)",

@@ -6,7 +6,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from plugin.nvml_loader import load_nvml
+from plugin.power.nvml_loader import load_nvml
 
 
 @dataclass(frozen=True, slots=True)

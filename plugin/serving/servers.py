@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.process import http_ok
+from plugin.serving.process import http_ok
 
 # CPU: 1 GiB of KV cache is plenty for the tiny model, and thread binding fails on small shared machines.
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}

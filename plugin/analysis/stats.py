@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from plugin.client import RequestRecord
+from plugin.load.client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
 

@@ -1,12 +1,12 @@
-"""``python -m plugin.cleanup [REPORTS_DIR]``: stop servers left running by a run that no handler could end
-(``kill -9`` of pytest). It reads the pid files that ``plugin.process`` writes into each run folder."""
+"""``python -m plugin.serving.cleanup [REPORTS_DIR]``: stop servers left running by a run that no handler could end
+(``kill -9`` of pytest). It reads the pid files that ``plugin.serving.process`` writes into each run folder."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from plugin.process import PID_SUFFIX, command_line, group_pids, kill_group
+from plugin.serving.process import PID_SUFFIX, command_line, group_pids, kill_group
 
 
 def cleanup(reports_dir: Path, grace_s: float = 10.0) -> list[str]:

@@ -1,6 +1,6 @@
 """The embedded default model: a tiny random-weight Llama built locally, so no hub or network is needed.
 
-Run as ``python -m plugin.tiny_model CACHE_DIR``: it prints the model folder. It runs in the interpreter that
+Run as ``python -m plugin.serving.tiny_model CACHE_DIR``: it prints the model folder. It runs in the interpreter that
 serves vLLM (which has torch and transformers), not inside pytest.
 """
 
@@ -109,5 +109,5 @@ def _build(folder: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m plugin.tiny_model CACHE_DIR")
+        sys.exit("usage: python -m plugin.serving.tiny_model CACHE_DIR")
     print(ensure_tiny_model(Path(sys.argv[1])))

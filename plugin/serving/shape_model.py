@@ -1,6 +1,7 @@
 """A model folder to serve with ``--load-format dummy``: a real architecture's ``config.json`` (``configs/``) and
 the suite's tiny tokenizer, so nothing is downloaded and prompts are token ids below that tokenizer's vocabulary
-(``plugin.workload.vocab_range`` reads it). Usage: ``python -m plugin.shape_model configs/llama-3.1-8b OUT``.
+(``plugin.load.workload.vocab_range`` reads it).
+Usage: ``python -m plugin.serving.shape_model configs/llama-3.1-8b OUT``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from plugin.options import default_cache_dir
-from plugin.tiny_model import ensure_tiny_model
+from plugin.serving.tiny_model import ensure_tiny_model
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -27,7 +28,7 @@ def build_shape_model(config_dir: Path, out: Path, cache_dir: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m plugin.shape_model", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m plugin.serving.shape_model", description=__doc__)
     parser.add_argument("config_dir", type=Path, help="a folder with the architecture's config.json")
     parser.add_argument("out", type=Path)
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="where the tiny model is")

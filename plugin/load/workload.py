@@ -57,7 +57,8 @@ def longest_sequence(sizes: Sizes) -> int:
 
 def vocab_range(model: str) -> tuple[int, int]:
     """Token ids safe to send: skip the low ids where most tokenizers keep special tokens, stay in the vocab of
-    both the model and its tokenizer (a ``plugin.shape_model`` folder pairs a big model with a tiny tokenizer)."""
+    both the model and its tokenizer (a ``plugin.serving.shape_model`` folder pairs a big model with a tiny
+    tokenizer)."""
     folder = Path(model).expanduser()
     try:
         vocab_size = int(json.loads((folder / "config.json").read_text())["vocab_size"])

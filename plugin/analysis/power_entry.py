@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from plugin.client import RequestRecord
-from plugin.energy import PhaseEnergy, attribute_energy, per_unit
+from plugin.analysis.energy import PhaseEnergy, attribute_energy, per_unit
+from plugin.load.client import RequestRecord
 from plugin.power import Sampler, WindowMeasurement
 
 
@@ -21,7 +21,7 @@ def phase_entry(phases: PhaseEnergy) -> dict[str, Any]:
 
 
 def benchmark_power(sampler: Sampler, window: WindowMeasurement, records: Sequence[RequestRecord]) -> dict[str, Any]:
-    """The window's energy per GPU, split into prefill and decode by ``plugin.energy``'s rule, and per token.
+    """The window's energy per GPU, split into prefill and decode by ``plugin.analysis.energy``'s rule, and per token.
 
     The per-token figures of the whole window (``energy_per_prompt_token_j`` and ``_output_``) are the
     phase-isolating view: in a prefill benchmark nearly all energy is prefill's, in a decode one decode's.

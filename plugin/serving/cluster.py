@@ -14,10 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from plugin.servers import ServerSpec, free_port
+from plugin.serving.servers import ServerSpec, free_port
 
 KV_CONNECTORS = {"example": "ExampleConnector", "nixl": "NixlConnector", "p2pnccl": "P2pNcclConnector"}
-ROLES = ("prefill", "decode")
 GPU_MEMORY_SHARE = 0.9  # vLLM's default --gpu-memory-utilization, split between the instances on one GPU
 
 

@@ -30,7 +30,7 @@ from plugin.power.window import PowerCurve
 
 
 class PhaseRecord(Protocol):
-    """What attribution needs of ``plugin.client.RequestRecord``."""
+    """What attribution needs of ``plugin.load.client.RequestRecord``."""
 
     @property
     def send_s(self) -> float: ...

@@ -2,7 +2,7 @@
 
 Servers get a process group of their own so that stopping them also stops their children (vLLM's engine
 core and workers), and a parent-death signal so that a ``kill -9`` of pytest still ends them. Their process
-group ids go into a pid file in the run folder, which ``python -m plugin.cleanup`` reads after a crash.
+group ids go into a pid file in the run folder, which ``python -m plugin.serving.cleanup`` reads after a crash.
 """
 
 from __future__ import annotations
