@@ -77,6 +77,42 @@ def test_not_ready_in_time_fails_without_waiting_for_real(tmp_path: Path) -> Non
         process.stop()
 
 
+def test_waiting_reports_the_log_loading_every_15_s_and_ready(tmp_path: Path) -> None:
+    process = spawn(tmp_path, "import time; time.sleep(600)")
+    now = [100.0]
+    said: list[str] = []
+    try:
+        wait_ready(
+            process,
+            "http://unused/health",
+            timeout_s=900,
+            hint="",
+            poll_s=2.0,
+            clock=lambda: now[0],
+            sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+            probe=lambda url: now[0] >= 140,
+            report=said.append,
+        )
+    finally:
+        process.stop()
+    assert said == [
+        f"starting server, log: {tmp_path / 's.log'}",
+        "still loading server (16 s)",
+        "still loading server (30 s)",
+        "server ready after 40 s",
+    ]
+
+
+def test_a_server_that_fails_to_load_was_announced_first(tmp_path: Path) -> None:
+    process = spawn(tmp_path, "import sys; sys.exit(1)")
+    process.popen.wait()
+    said: list[str] = []
+    with pytest.raises(ServerStartError, match="exited with code 1"):
+        wait_ready(process, "http://unused/health", timeout_s=30, hint="", report=said.append)
+    process.stop()
+    assert said == [f"starting server, log: {tmp_path / 's.log'}"]
+
+
 def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     process = spawn(tmp_path, IGNORES_SIGTERM)
     time.sleep(0.3)  # let it install its handler

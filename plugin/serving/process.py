@@ -166,9 +166,19 @@ def wait_ready(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     probe: Callable[[str], bool] = http_ok,
+    report: Callable[[str], None] | None = None,
+    report_every_s: float = 15.0,
 ) -> None:
-    """Poll ``health_url`` until it answers 200; fail at once if the process exits, or after ``timeout_s``."""
-    deadline = clock() + timeout_s
+    """Poll ``health_url`` until it answers 200; fail at once if the process exits, or after ``timeout_s``.
+
+    ``report`` is told where the log is, that the server is still loading (every ``report_every_s``; a large
+    model takes minutes, which must not look like a hang) and when it is ready.
+    """
+    say = report or (lambda text: None)
+    started = clock()
+    deadline = started + timeout_s
+    next_report = started + report_every_s
+    say(f"starting {process.name}, log: {process.log_path}")
     while True:
         code = process.exit_code()
         if code is not None:
@@ -177,8 +187,14 @@ def wait_ready(
                 f"Last lines of {process.log_path}:\n{log_tail(process.log_path)}\n{hint}"
             )
         if probe(health_url):
+            say(f"{process.name} ready after {clock() - started:.0f} s")
             return
-        if clock() >= deadline:
+        now = clock()
+        if now >= next_report:
+            say(f"still loading {process.name} ({now - started:.0f} s)")
+            while next_report <= now:
+                next_report += report_every_s
+        if now >= deadline:
             raise ServerStartError(
                 f"{process.name} was not ready at {health_url} after {timeout_s:.0f} s.\n"
                 f"Last lines of {process.log_path}:\n{log_tail(process.log_path)}\n{hint}"
