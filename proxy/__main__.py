@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-connector", choices=CONNECTORS, default="example")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for an instance's answer")
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=600.0,
+        help="longest wait from a request to decode's first bytes (prefill included), then between decode's bytes",
+    )
     parser.add_argument("--connect-timeout-s", type=float, default=10.0)
     args = parser.parse_args(argv)
     try:

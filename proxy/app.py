@@ -7,7 +7,8 @@ measured by the proxy, not guessed from the client): ``x-pd-prefill-ms`` (the pr
 answered) and ``x-pd-kv-handoff-ms`` (prefill answered to decode's first bytes: the KV transfer and load plus
 decode's first step), and which instances served it. Faults never hang: a bad request gets 400, an instance
 that is unreachable, fails or times out gets 502 naming it, and a client that goes away mid-stream closes the
-decode request, so that vLLM aborts it.
+decode request, so that vLLM aborts it. ``timeout_s`` bounds the whole wait for decode's first bytes, prefill
+included, so a KV transfer that never arrives (decode waits for good) ends in a 502 naming decode within it.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class ProxySettings:
     decode: tuple[Instance, ...]
     connector: str = "example"
     timeout_s: float = 600.0
-    """Longest wait for an instance: the whole prefill answer, or any gap between decode's streamed bytes."""
+    """Longest wait: from the request to decode's first bytes (the prefill answer included), and then any gap
+    between decode's streamed bytes."""
     connect_timeout_s: float = 10.0
 
 
@@ -123,12 +125,7 @@ class _Relay:
             decode_request = decode_body(connector, body, answer)
         except ValueError as error:
             raise ProxyError(502, f"prefill instance {prefill.url}: {error}") from None
-        upstream = await self._open(decode, "decode", path, decode_request, headers)
-        try:
-            first = await self._first_bytes(upstream, decode)
-        except BaseException:
-            upstream.close()
-            raise
+        upstream, first = await self._decode_start(decode, path, decode_request, headers, prefilled_s - sent_s)
         timing = {
             "x-pd-prefill-ms": f"{(prefilled_s - sent_s) * 1000:.3f}",
             "x-pd-kv-handoff-ms": f"{(time.perf_counter() - prefilled_s) * 1000:.3f}",
@@ -160,16 +157,38 @@ class _Relay:
             raise ProxyError(502, f"prefill instance {prefill.url} answered with a JSON {kind}, not an object")
         return answer
 
+    async def _decode_start(
+        self, decode: Instance, path: str, body: dict[str, Any], headers: dict[str, str], prefill_s: float
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """Decode's answer and its first bytes within what prefill left of ``timeout_s``, so a decode that waits
+        for a KV transfer that never comes gets a 502 naming it ``timeout_s`` after the request, not later."""
+        timeout_s = self.settings.timeout_s
+        try:
+            async with asyncio.timeout(timeout_s - prefill_s):
+                upstream = await self._open(decode, "decode", path, body, headers)
+                try:
+                    return upstream, await self._first_bytes(upstream, decode)
+                except BaseException:
+                    upstream.close()  # vLLM aborts the request it was holding
+                    raise
+        except TimeoutError:
+            raise ProxyError(
+                502,
+                f"decode instance {decode.url} did not answer within {timeout_s:g} s of the request (the proxy's "
+                f"--timeout-s), though prefill answered in {prefill_s:.3f} s: is the KV transfer stuck?",
+            ) from None
+
     async def _open(
         self, instance: Instance, role: str, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
-        """POST to an instance; an answer other than 200 becomes a ``ProxyError`` (4xx passed on, else 502)."""
+        """POST to an instance; an answer other than 200 becomes a ``ProxyError`` (4xx passed on, else 502).
+        A timeout is left to the caller, whose deadline covers more than this call."""
         try:
             upstream = await self.session.post(f"{instance.url}{path}", json=body, headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ClientOSError) as error:
             raise ProxyError(502, f"{role} instance {instance.url} is unreachable: {error}") from None
         except TimeoutError:
-            raise ProxyError(502, _timed_out(role, instance, self.settings.timeout_s)) from None
+            raise
         except aiohttp.ClientError as error:
             raise ProxyError(502, f"{role} instance {instance.url} failed: {error!r}") from None
         if upstream.status == 200:
@@ -183,7 +202,7 @@ class _Relay:
         try:
             first = await upstream.content.readany()
         except TimeoutError:
-            raise ProxyError(502, _timed_out("decode", decode, self.settings.timeout_s)) from None
+            raise  # _decode_start names it
         except aiohttp.ClientError as error:
             raise ProxyError(502, f"decode instance {decode.url} failed before answering: {error!r}") from None
         if not first:

@@ -5,8 +5,9 @@ what the decode request gets from the prefill answer, and which headers both nee
   prompt itself, so decode gets the original request unchanged.
 - ``nixl`` (``NixlConnector``): prefill is told that a remote decode follows (``do_remote_decode``) and answers
   with ``kv_transfer_params``, which decode needs to pull the KV blocks.
-- ``p2pnccl`` (``P2pNcclConnector``, vLLM about 0.10): both instances find each other through the request id,
-  which names the prefill and the decode instance's ZMQ addresses.
+- ``p2pnccl`` (``P2pNcclConnector``, vLLM 0.9.2 to before 0.14): both instances find each other through the
+  request id, which names the prefill and the decode instance's ZMQ addresses. From vLLM 0.14 each engine adds
+  its own suffix to that id, so the KV is sent and awaited under different keys and decode waits for good.
 """
 
 from __future__ import annotations

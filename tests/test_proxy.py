@@ -1,4 +1,4 @@
-"""The proxy against real upstream processes (``tools/stub_upstream.py``, a fast stand-in for vLLM): the KV
+"""The proxy against real upstream processes (``tests/stub_upstream.py``, a fast stand-in for vLLM): the KV
 connector protocols, every fault the issue names, and 64 concurrent streams with clients leaving at random."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import socket
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from plugin.load.client import run_load
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.servers import free_port
 
@@ -58,7 +60,7 @@ def _env() -> dict[str, str]:
 
 
 def stub(launch: Launch, name: str, *options: str) -> str:
-    return launch(name, [str(ROOT / "tools" / "stub_upstream.py"), *options])
+    return launch(name, [str(ROOT / "tests" / "stub_upstream.py"), *options])
 
 
 def proxy(launch: Launch, prefill: list[str], decode: list[str], *options: str) -> str:
@@ -167,6 +169,31 @@ def test_failing_instance_gets_502_naming_it(launch: Launch, role: str, fault: s
     assert status == 502
     error = json.loads(data)["error"]["message"]
     assert f"{role} instance {broken}" in error and message in error
+
+
+def test_hung_kv_transfer_ends_the_request_with_a_502_naming_decode_within_the_timeout(launch: Launch) -> None:
+    """A decode instance waiting for KV that never comes (P2P NCCL on vLLM 0.14 and later) must not hang a run:
+    the proxy's --timeout-s counts from the request, slow prefill included, so its 502 reaches the client before
+    the client's own timeout would, and the client records that error."""
+    prefill_s, proxy_timeout_s, client_timeout_s = 1.5, 3.0, 4.5
+    prefill = stub(launch, "prefill", "--delay-ms", f"{prefill_s * 1000:g}")
+    decode = stub(launch, "decode", "--fault", "hang")
+    url = proxy(launch, [prefill], [decode], "--timeout-s", f"{proxy_timeout_s:g}")
+    started_s = time.monotonic()
+    (record,) = asyncio.run(run_load(url, "m", [[1, 2, 3]], 5, concurrency=1, timeout_s=client_timeout_s))
+    elapsed_s = time.monotonic() - started_s
+    # Not prefill + timeout (4.5 s): the deadline covers the prefill.
+    assert proxy_timeout_s <= elapsed_s < client_timeout_s
+    assert record.error is not None and record.error.startswith("HTTP 502")
+    assert f"decode instance {decode} did not answer within 3 s of the request" in record.error
+    answered = re.search(r"prefill answered in ([0-9.]+) s: is the KV transfer stuck\?", record.error)
+    assert answered is not None and prefill_s <= float(answered[1]) < proxy_timeout_s
+    assert record.first_token_s is None and record.token_times_s == ()
+    assert stats(prefill)["finished"] == 1
+    deadline_s = time.monotonic() + 10
+    while stats(decode)["disconnected"] == 0 and time.monotonic() < deadline_s:
+        time.sleep(0.05)
+    assert stats(decode)["disconnected"] == 1, "the proxy left the hung decode request open"
 
 
 def test_prefill_that_answers_garbage_gets_502(launch: Launch) -> None:

@@ -202,7 +202,7 @@ class CpuSnapshot:
 def running_servers(settings: Settings, token_delay_ms: float) -> Iterator[Servers]:
     """Prefill and decode stubs, the pass-through (to the decode stub) and the proxy; all stopped on the way out."""
     python = sys.executable
-    stub = str(ROOT / "tools" / "stub_upstream.py")
+    stub = str(ROOT / "tests" / "stub_upstream.py")
     ports = {name: free_port() for name in ("prefill", "decode", "passthrough", "proxy")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     commands = {

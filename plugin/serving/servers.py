@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from plugin.errors import BenchError
 from plugin.serving.process import http_ok
 
@@ -104,6 +106,62 @@ def vllm_version(python: str) -> str:
             "interpreter that has it with --vllm-python, or a running server with --vllm-url."
         )
     return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorVersions:
+    """The vLLM releases a ``--kv-connector`` works with (``first`` <= release < ``end``) and why not outside."""
+
+    first: str
+    end: str
+    before: str
+    """Why a release before ``first`` fails."""
+    after: str
+    """Why ``end`` and later releases fail."""
+    instead: str
+
+
+# Only connectors that fail badly (a hang) outside their range are here; vLLM refuses one it lacks at start.
+CONNECTOR_VERSIONS = {
+    "p2pnccl": ConnectorVersions(
+        first="0.9.2",
+        end="0.14",
+        before="P2pNcclConnector first shipped in vLLM 0.9.2",
+        after=(
+            "from vLLM 0.14 each engine appends its own random suffix to the request id (vLLM PR #27987), so prefill "
+            "sends the KV cache and decode waits for it under different keys and every decode request hangs (vLLM "
+            "issue #42839; the fixes were never merged; VLLM_DISABLE_REQUEST_ID_RANDOMIZATION=1 makes the prefill "
+            "engine crash instead), and vLLM 0.24 and later no longer ship P2pNcclConnector (vLLM PR #44854)"
+        ),
+        instead="use --kv-connector nixl (NixlConnector)",
+    ),
+}
+
+
+def check_kv_connector(connector: str, version: str) -> str | None:
+    """Refuse a connector with a vLLM it hangs or fails with, before any server starts (a ``BenchError`` that
+    names the version, why and what to use instead); a warning to show when the version cannot be read."""
+    supported = CONNECTOR_VERSIONS.get(connector)
+    if supported is None:
+        return None
+    span = f"vLLM {supported.first} to before {supported.end}"
+    try:
+        release = Version(Version(version).base_version)  # 0.14.0rc1 and 0.14.0.dev3 are 0.14 already
+    except InvalidVersion:
+        return (
+            f"--kv-connector {connector} works only with {span}, and the vLLM version here cannot be read "
+            f"({version!r}): not checked. If the decode requests hang, {supported.instead}."
+        )
+    if release < Version(supported.first):
+        reason = supported.before
+    elif release >= Version(supported.end):
+        reason = supported.after
+    else:
+        return None
+    raise BenchError(
+        f"--kv-connector {connector} does not work with vLLM {version}: it works only with {span}; {reason}. "
+        f"What to do: {supported.instead}, or name an interpreter with a vLLM in that range with --vllm-python."
+    )
 
 
 def check_model(model: str) -> None:

@@ -2,9 +2,11 @@
 ``/v1/completions`` and ``/v1/chat/completions`` like vLLM does (one SSE chunk per token, a usage chunk,
 ``[DONE]``; or one JSON answer when not streamed), and can misbehave on purpose (``--fault``).
 
-``GET /stats`` tells what it saw: requests started and finished, streams open now, streams whose client went
+``GET /stats`` tells what it saw: requests started and finished, streams open now, requests whose client went
 away, and the last request bodies and ``X-Request-Id`` headers. Usage:
-``python tools/stub_upstream.py --port 8101 [--fault hang] [--token-delay-ms 1] [--kv-transfer-params]``.
+``python tests/stub_upstream.py --port 8101 [--fault hang] [--delay-ms 500] [--token-delay-ms 1]
+[--kv-transfer-params] [--exit-after N] [--served-model-name NAME]``. It answers only requests for its served
+model name, when given one (404 otherwise, as vLLM does).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from collections import deque
 from typing import Any
 
@@ -21,8 +24,19 @@ FAULTS = ("none", "status500", "hang", "cut", "not-json", "empty")
 
 
 class Stub:
-    def __init__(self, fault: str, token_delay_s: float, kv_transfer_params: bool) -> None:
+    def __init__(
+        self,
+        fault: str,
+        token_delay_s: float,
+        kv_transfer_params: bool,
+        delay_s: float = 0.0,
+        exit_after: int | None = None,
+        served_model_name: str | None = None,
+    ) -> None:
         self.fault = fault
+        self.exit_after = exit_after
+        self.served_model_name = served_model_name
+        self.delay_s = delay_s
         self.token_delay_s = token_delay_s
         self.kv_transfer_params = kv_transfer_params
         self.started = 0
@@ -37,10 +51,21 @@ class Stub:
         self.bodies.append(body)
         self.request_ids.append(request.headers.get("X-Request-Id"))
         self.started += 1
+        if self.exit_after is not None and self.started > self.exit_after:
+            os._exit(3)  # an engine that crashes: in-flight requests lose their connection
+        if self.served_model_name and body.get("model") != self.served_model_name:  # as vLLM answers then
+            message = f"The model `{body.get('model')}` does not exist."
+            return web.json_response({"error": {"message": message}}, status=404)
         if self.fault == "status500":
             return web.json_response({"error": {"message": "the stub fails on purpose"}}, status=500)
-        if self.fault == "hang":
-            await asyncio.sleep(3600)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # a slow prefill
+        if self.fault == "hang":  # a decode waiting for KV that never comes
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.disconnected += 1  # the proxy gave up and closed the request
+                raise
         if self.fault == "not-json":
             return web.Response(text="<html>not json</html>", content_type="text/html")
         count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
@@ -105,7 +130,7 @@ def make_app(stub: Stub) -> web.Application:
     app.router.add_post("/v1/chat/completions", stub.completion)
     app.router.add_get("/stats", stub.stats)
     app.router.add_get("/health", lambda request: _ok())
-    app.router.add_get("/v1/models", lambda request: _models())
+    app.router.add_get("/v1/models", lambda request: _models(stub.served_model_name or "stub-model"))
     return app
 
 
@@ -113,8 +138,8 @@ async def _ok() -> web.Response:
     return web.json_response({})
 
 
-async def _models() -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "stub-model", "object": "model"}]})
+async def _models(name: str) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": name, "object": "model"}]})
 
 
 def main() -> None:
@@ -122,10 +147,20 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before answering a completion")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--kv-transfer-params", action="store_true", help="answer like a NixlConnector prefill")
+    parser.add_argument("--exit-after", type=int, help="exit with code 3 when completion N + 1 arrives (a crash)")
+    parser.add_argument("--served-model-name", help="the only model name it answers to (default: any)")
     args = parser.parse_args()
-    stub = Stub(args.fault, args.token_delay_ms / 1000.0, args.kv_transfer_params)
+    stub = Stub(
+        args.fault,
+        args.token_delay_ms / 1000.0,
+        args.kv_transfer_params,
+        args.delay_ms / 1000.0,
+        args.exit_after,
+        args.served_model_name,
+    )
     web.run_app(make_app(stub), host=args.host, port=args.port, print=None, access_log=None)
 
 
