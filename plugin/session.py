@@ -24,7 +24,9 @@ import pytest
 from plugin.clock import now_s
 from plugin.options import Settings
 from plugin.power.devices import Inventory, cpu_count, cpu_model
-from plugin.results.store import ResultsFile, redact_command_line
+from plugin.results.redaction import redact_command_line
+from plugin.results.store import ResultsFile
+from plugin.serving.process import ManagedProcess
 
 DISTRIBUTION = "pd-energy-bench"
 
@@ -53,6 +55,9 @@ class RunSession:
         self.results: ResultsFile | None = None
         # architecture -> stops its servers: the next architecture must not share the CPU or GPU with idle ones.
         self.server_stoppers: dict[str, Callable[[], None]] = {}
+        # architecture -> its server processes, and why an architecture's servers are gone (it is skipped then).
+        self.server_processes: dict[str, list[ManagedProcess]] = {}
+        self.dead_architectures: dict[str, str] = {}
 
     def start(self, server: dict[str, Any] | None, vllm_version: str | None) -> ResultsFile:
         """Create the run folder and its results file (once); ``server`` is the traditional server, if any."""

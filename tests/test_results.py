@@ -1,4 +1,5 @@
-"""The results file: secrets kept out of it, written atomically after every change, versioned on load."""
+"""The results store: secrets kept out of it, written atomically after every change, versioned on load, request
+records in one JSONL file per benchmark, typed results that survive the round trip through JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from plugin.results.store import REDACTED, SCHEMA_VERSION, ResultsFile, load, redact_command_line, write_json_atomic
+from plugin.analysis.power_entry import benchmark_power
+from plugin.load.client import RequestRecord
+from plugin.load.workload import Workload
+from plugin.results.redaction import REDACTED, redact_command_line
+from plugin.results.schema import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
+from plugin.results.store import ResultsFile, load_run, requests_file_name, write_json_atomic
 
 
 def test_secret_option_values_are_hidden() -> None:
@@ -61,24 +67,67 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-def test_results_file_writes_through(tmp_path: Path) -> None:
+def _record(index: int, ok: bool = True) -> RequestRecord:
+    return RequestRecord(
+        index=index, prompt_len=8, max_tokens=2, due_s=1.0, send_s=1.0, first_token_s=1.5 if ok else None,
+        token_times_s=(1.5, 1.75) if ok else (), end_s=1.75, prompt_tokens=8 if ok else None,
+        completion_tokens=2 if ok else None, error=None if ok else "HTTP 502: decode instance decode0 timed out",
+    )  # fmt: skip
+
+
+def _result(index: int, name: str) -> BenchmarkResult:
+    power = benchmark_power([], "none", "power not measured: --power-backend none", {})
+    return BenchmarkResult(
+        id=f"benchmarks/test_phases.py::{name}", name=name, architecture="traditional", phase="decode",
+        workload=Workload("decode", 8, 2, 1, 2), summary={"mean_ttft_ms": 500.0, "p99_ttft_ms": None},
+        rounds=({"mean_ttft_ms": 500.0},), power=power, dvfs=None, requests_file=requests_file_name(index, name),
+    )  # fmt: skip
+
+
+def test_results_file_writes_through_and_keeps_requests_out(tmp_path: Path) -> None:
     path = tmp_path / "results.json"
     results = ResultsFile(path, {"run_id": "r1"})
-    assert load(path) == {"schema_version": SCHEMA_VERSION, "run_id": "r1", "status": "running", "benchmarks": []}
-    results.add_benchmark({"id": "prefill[in8]", "mean_ttft_ms": 1.5})
-    assert load(path)["benchmarks"] == [{"id": "prefill[in8]", "mean_ttft_ms": 1.5}]
-    results.add_benchmark({"id": "decode[out4]"})
-    assert [b["id"] for b in load(path)["benchmarks"]] == ["prefill[in8]", "decode[out4]"]
+    assert json.loads(path.read_text()) == {
+        "schema_version": SCHEMA_VERSION, "run_id": "r1", "status": "running", "benchmarks": []
+    }  # fmt: skip
+    first = _result(0, "test_decode[traditional-in8-out2-c1]")
+    results.add_benchmark(
+        first, [StoredRequest(None, _record(0)), StoredRequest(0, _record(1)), StoredRequest(0, _record(2, False))]
+    )
+    results.add_benchmark(
+        _result(1, "test_decode[disaggregated]"), [], entry={**to_json(first), "name": "x", "mine": 1}
+    )
     results.update(status="complete", finished_at="2025-01-01T00:00:00")
-    on_disk = load(path)
+    on_disk = json.loads(path.read_text())
     assert (on_disk["status"], on_disk["finished_at"]) == ("complete", "2025-01-01T00:00:00")
-    assert len(on_disk["benchmarks"]) == 2
-    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    assert "requests" not in on_disk["benchmarks"][0] and on_disk["benchmarks"][1]["mine"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [
+            "results.json",
+            "requests-000-test_decode-traditional-in8-out2-c1.jsonl",
+            "requests-001-test_decode-disaggregated.jsonl",
+        ]
+    )
+    run = load_run(tmp_path)
+    assert run.benchmarks[0] == first and run.header["run_id"] == "r1"
+    measured = run.requests(run.benchmarks[0])
+    assert [(r.round, r.record.index, r.record.ok) for r in measured] == [(0, 1, True), (0, 2, False)]
+    assert [r.round for r in run.requests(run.benchmarks[0], warmup=True)] == [None, 0, 0]
+    assert results.benchmarks[0] is first
 
 
-@pytest.mark.parametrize("version", [None, SCHEMA_VERSION + 1, str(SCHEMA_VERSION)])
+def test_typed_results_survive_json(tmp_path: Path) -> None:
+    """Nested dataclasses, tuples and ``None`` come back equal, and a missing latency stays ``None``."""
+    result = _result(0, "test_decode[traditional]")
+    again = from_json(BenchmarkResult, json.loads(json.dumps(to_json(result))))
+    assert again == result
+    assert again.summary["p99_ttft_ms"] is None and isinstance(again.workload, Workload)
+    record = StoredRequest(3, _record(7))
+    assert from_json(StoredRequest, json.loads(json.dumps(to_json(record)))) == record
+
+
+@pytest.mark.parametrize("version", [None, 1, SCHEMA_VERSION + 1, str(SCHEMA_VERSION)])
 def test_load_rejects_another_schema_version(tmp_path: Path, version: object) -> None:
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps({"schema_version": version, "benchmarks": []}))
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": version, "benchmarks": []}))
     with pytest.raises(ValueError, match="schema_version"):
-        load(path)
+        load_run(tmp_path)

@@ -13,21 +13,22 @@ Exit status: 0 when every input length agrees within ``--tolerance-ms``, 1 when 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.analysis.stats import summarize
 from plugin.errors import BenchError
-from plugin.load.client import RequestRecord, run_load
 from plugin.load.workload import make_prompts, vocab_range
 from plugin.options import default_cache_dir, positive_float, positive_int, positive_int_list
+from plugin.power import NoneBackend, Sampler
 from plugin.power.devices import inventory
+from plugin.runner import Runner
 from plugin.serving import prometheus as metrics
 from plugin.serving import servers
-from plugin.serving.endpoint import PACKAGE_ROOT, build_tiny_model, served_model
+from plugin.serving.endpoint import PACKAGE_ROOT, Endpoint, build_tiny_model, served_model
 from plugin.serving.process import http_ok, start, wait_ready
 
 START_HINT = (
@@ -54,24 +55,6 @@ class Agreement:
         return abs(self.difference_ms) <= tolerance_ms
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A ready server and what to send it."""
-
-    url: str
-    model: str
-    vocab: tuple[int, int]
-
-
-def load(target: Target, prompts: list[list[int]], output_len: int, timeout_s: float) -> list[RequestRecord]:
-    """Send ``prompts`` one at a time; raise on the first failed request."""
-    records = asyncio.run(run_load(target.url, target.model, prompts, output_len, 1, timeout_s))
-    failed = [record for record in records if not record.ok or record.first_token_s is None]
-    if failed:
-        raise BenchError(f"{len(failed)} of {len(records)} requests failed; first: {failed[0].error}")
-    return records
-
-
 def server_ttft(before: dict[str, float], after: dict[str, float], requests: int) -> float:
     """Mean server-side TTFT in ms between two scrapes, which must have counted exactly our requests."""
     if metrics.TTFT_COUNT not in before or metrics.TTFT_COUNT not in after:
@@ -86,23 +69,26 @@ def server_ttft(before: dict[str, float], after: dict[str, float], requests: int
 
 
 def measure(
-    target: Target, input_len: int, requests: int, output_len: int, timeout_s: float, rng: random.Random
+    target: Endpoint, input_len: int, requests: int, output_len: int, timeout_s: float, rng: random.Random
 ) -> Agreement:
-    """One warm-up request (not counted), then ``requests`` sequential ones between two ``/metrics`` reads."""
+    """One warm-up request (not counted), then ``requests`` sequential ones between two ``/metrics`` reads (the
+    suite's own runner, with power off); raise on the first failed request."""
     prompts = make_prompts(requests + 1, input_len, target.vocab, rng)
-    load(target, prompts[:1], output_len, timeout_s)
-    before = metrics.scrape(target.url)
-    records = load(target, prompts[1:], output_len, timeout_s)
-    after = metrics.scrape(target.url)
+    with Sampler(NoneBackend("power is not part of this check"), Path(tempfile.gettempdir())) as sampler:
+        measurement = Runner(target, sampler, timeout_s).measure("ttft", [prompts[1:]], output_len, 1, prompts[:1])
+    records = measurement.records
+    failed = [record for record in [*measurement.warmup, *records] if not record.ok or record.first_token_s is None]
+    if failed:
+        raise BenchError(f"{len(failed)} of {len(records) + 1} requests failed; first: {failed[0].error}")
     return Agreement(
         input_len=input_len,
         requests=requests,
         client_ttft_ms=float(summarize(records)["mean_ttft_ms"]),
-        server_ttft_ms=server_ttft(before, after, requests),
+        server_ttft_ms=server_ttft(measurement.metrics_before, measurement.metrics_after, requests),
     )
 
 
-def measure_all(target: Target, args: argparse.Namespace) -> list[Agreement]:
+def measure_all(target: Endpoint, args: argparse.Namespace) -> list[Agreement]:
     rng = random.Random(args.seed)
     return [
         measure(target, input_len, args.requests, args.output_len, args.request_timeout_s, rng)
@@ -132,7 +118,7 @@ def with_started_server(args: argparse.Namespace) -> list[Agreement]:
     process = start("server", command, servers.environment(spec), log_dir / "server.log", log_dir / "pids")
     try:
         wait_ready(process, f"{spec.url}/health", args.server_start_timeout_s, START_HINT)
-        return measure_all(Target(spec.url, model, vocab_range(model)), args)
+        return measure_all(Endpoint(spec.url, model, vocab_range(model)), args)
     finally:
         process.stop()
 
@@ -236,7 +222,7 @@ def main(argv: list[str]) -> int:
             if not http_ok(f"{url}/health"):
                 raise BenchError(f"--url {url}: no server answers {url}/health; start it, or leave --url out")
             model = served_model(url)
-            rows = measure_all(Target(url, model, vocab_range(model)), args)
+            rows = measure_all(Endpoint(url, model, vocab_range(model)), args)
         else:
             rows = with_started_server(args)
     except BenchError as error:

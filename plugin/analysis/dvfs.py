@@ -10,8 +10,12 @@ token; end to end on both latencies and J per request.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from plugin.load.workload import workload_id
+from plugin.results.schema import BenchmarkResult
 
 PHASE_METRICS = {
     "prefill": ("median_ttft_ms", "energy_per_prompt_token_j"),
@@ -24,7 +28,7 @@ PHASE_METRICS = {
 class Point:
     setting: str
     benchmark: str
-    latency_ms: float
+    latency_ms: float | None
     energy_j: float | None
     ttft_ms: float | None
     tbt_ms: float | None
@@ -33,20 +37,18 @@ class Point:
 
 
 def analyse(
-    benchmarks: list[dict[str, Any]], slo_ttft_ms: float | None, slo_tbt_ms: float | None
+    benchmarks: Sequence[BenchmarkResult], slo_ttft_ms: float | None, slo_tbt_ms: float | None
 ) -> list[dict[str, Any]]:
     """One entry per (architecture, phase, workload) that ran under more than one setting."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[BenchmarkResult]] = defaultdict(list)
     for entry in benchmarks:
-        if entry.get("dvfs"):
-            workload = entry["workload"]
-            key = f"in{workload['input_len']}-out{workload['output_len']}-c{workload['concurrency']}"
-            groups[(entry["architecture"], entry["phase"], key)].append(entry)
+        if entry.dvfs:
+            groups[(entry.architecture, entry.phase, workload_id(entry.workload))].append(entry)
     analyses = []
     for (architecture, phase, workload), entries in groups.items():
         points = [_point(entry, phase, slo_ttft_ms, slo_tbt_ms) for entry in entries]
         points = _mark_pareto(points)
-        candidates = [p for p in points if p.meets_slo and p.energy_j is not None]
+        candidates = [p for p in points if p.meets_slo and p.energy_j is not None and p.latency_ms is not None]
         best = min(candidates, key=lambda p: p.energy_j or 0.0) if candidates else None
         analyses.append(
             {
@@ -63,17 +65,18 @@ def analyse(
     return analyses
 
 
-def _point(entry: dict[str, Any], phase: str, slo_ttft_ms: float | None, slo_tbt_ms: float | None) -> Point:
+def _point(entry: BenchmarkResult, phase: str, slo_ttft_ms: float | None, slo_tbt_ms: float | None) -> Point:
     latency_key, energy_key = PHASE_METRICS[phase]
-    summary = entry["summary"]
+    summary = entry.summary
+    assert entry.dvfs is not None
     ttft, tbt = summary.get("median_ttft_ms"), summary.get("median_tbt_ms")
     meets = (slo_ttft_ms is None or phase == "decode" or (ttft is not None and ttft <= slo_ttft_ms)) and (
         slo_tbt_ms is None or phase == "prefill" or (tbt is not None and tbt <= slo_tbt_ms)
     )
     return Point(
-        setting=entry["dvfs"]["setting"],
-        benchmark=entry["name"],
-        latency_ms=float(summary.get(latency_key) or 0.0),
+        setting=entry.dvfs["setting"],
+        benchmark=entry.name,
+        latency_ms=summary.get(latency_key),
         energy_j=summary.get(energy_key),
         ttft_ms=ttft,
         tbt_ms=tbt,
@@ -82,14 +85,16 @@ def _point(entry: dict[str, Any], phase: str, slo_ttft_ms: float | None, slo_tbt
 
 
 def _mark_pareto(points: list[Point]) -> list[Point]:
-    """A point is on the front when no other is at most as high in both and lower in one (needs energy)."""
+    """A point is on the front when no other is at most as high in both and lower in one (needs energy and
+    latency; a point missing either is never on it)."""
     marked = []
     for point in points:
-        if point.energy_j is None:
+        if point.energy_j is None or point.latency_ms is None:
             marked.append(point)
             continue
         dominated = any(
             other.energy_j is not None
+            and other.latency_ms is not None
             and other.energy_j <= point.energy_j
             and other.latency_ms <= point.latency_ms
             and (other.energy_j < point.energy_j or other.latency_ms < point.latency_ms)

@@ -10,9 +10,13 @@ with 2 requests in prefill and 1 in decode gives 2/3 of its energy to prefill. A
 is idle: its energy is reported apart and charged to neither phase. Given an idle power, each slice's idle
 share (idle power x slice length) is also taken off before splitting, for the ``*_above_idle_j`` figures.
 
+Counter-anchored: the samples give the split its shape, the energy counter its size. Where a counter total is
+given (``anchor_j``), every slice's energy is scaled by counter / integral, so prefill + decode + idle equals the
+counter exactly; the integral and the scale stay on record, as the measure of how far the two disagree.
+
 Per token: prefill energy over prompt tokens, decode energy over output tokens; per request: prefill plus
 decode energy over the requests counted. A request without a first token (it failed before one) has no phase
-boundary to split on: it is skipped and counted in ``skipped_requests``. Samples of several GPUs are summed.
+boundary to split on: it is skipped and counted in ``skipped_requests``. Curves of several GPUs are summed.
 Pure functions: no I/O.
 """
 
@@ -70,6 +74,10 @@ class PhaseEnergy:
     skipped_requests: int
     prompt_tokens: int
     output_tokens: int
+    integral_j: float | None = None
+    """The power samples' energy over the window, before anchoring."""
+    scale: float = 1.0
+    """Counter / integral, applied to every slice (1.0 without a counter)."""
 
     @property
     def total_j(self) -> float | None:
@@ -92,15 +100,17 @@ class PhaseEnergy:
 
 
 def attribute_energy(
-    samples: Iterable[Sample],
+    curves: Sequence[PowerCurve],
     records: Sequence[PhaseRecord],
     start_s: float | None = None,
     end_s: float | None = None,
     idle_power_w: float | None = None,
+    anchor_j: float | None = None,
 ) -> PhaseEnergy:
-    """Split the samples' energy over ``[start_s, end_s]`` (default: first send to last end) by the rule above.
+    """Split the curves' energy over ``[start_s, end_s]`` (default: first send to last end) by the rule above,
+    scaled so that the parts add up to ``anchor_j`` (the counter's energy of the same GPUs) when it is given.
 
-    ``idle_power_w`` is the sum over the GPUs in ``samples``. Tokens are counted for every request used, so
+    ``idle_power_w`` is the sum over the GPUs of ``curves``. Tokens are counted for every request used, so
     the window should cover the requests whole.
     """
     used = [r for r in records if r.first_token_s is not None]
@@ -109,7 +119,9 @@ def attribute_energy(
         start_s = min((send for send, _, _ in phases), default=0.0)
     if end_s is None:
         end_s = max((end for _, _, end in phases), default=start_s)
-    curves = [curve for curve in _curves(samples) if curve]
+    curves = [curve for curve in curves if curve]
+    integral_j = math.fsum(curve.energy_j(start_s, end_s) or 0.0 for curve in curves) if curves else None
+    scale = anchor_j / integral_j if anchor_j is not None and integral_j else 1.0
 
     # Changes of the number of requests in prefill and in decode, by time.
     changes: dict[float, list[int]] = defaultdict(lambda: [0, 0])
@@ -131,7 +143,7 @@ def attribute_energy(
             in_decode += delta[1]
             next_change += 1
         span_s = b_s - a_s
-        energy_j = math.fsum(curve.energy_j(a_s, b_s) or 0.0 for curve in curves)
+        energy_j = scale * math.fsum(curve.energy_j(a_s, b_s) or 0.0 for curve in curves)
         active = in_prefill + in_decode
         if active == 0:
             idle_j += energy_j
@@ -167,6 +179,8 @@ def attribute_energy(
         output_tokens=sum(
             r.completion_tokens if r.completion_tokens is not None else len(r.token_times_s) for r in used
         ),
+        integral_j=integral_j,
+        scale=scale,
     )
 
 
@@ -177,7 +191,8 @@ def _phases(record: PhaseRecord) -> tuple[float, float, float]:
     return record.send_s, first_s, max(record.end_s, first_s)
 
 
-def _curves(samples: Iterable[Sample]) -> list[PowerCurve]:
+def curves_of(samples: Iterable[Sample]) -> list[PowerCurve]:
+    """One curve per GPU from a list of samples (a CSV read back, or a test's)."""
     by_gpu: dict[int, list[Sample]] = defaultdict(list)
     for sample in samples:
         by_gpu[sample.gpu].append(sample)

@@ -1,57 +1,104 @@
-"""Turns power windows into the ``power`` entries of ``results.json``: per GPU, per benchmark, per phase."""
+"""Power windows (one per round) and the requests they covered, turned into a benchmark's typed power results:
+per GPU and round, the counter-anchored phase split; per round, all GPUs together; per benchmark, the rounds
+together. Nothing is read back from disk: the windows carry their power curves."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from plugin.analysis.energy import PhaseEnergy, attribute_energy, per_unit
 from plugin.load.client import RequestRecord
 from plugin.power import Sampler, WindowMeasurement
+from plugin.results.schema import BenchmarkPower, GpuEnergy, PhaseSplit, PowerWindow
+
+_ENERGIES = ("prefill_j", "decode_j", "idle_j", "prefill_above_idle_j", "decode_above_idle_j", "integral_j")
+_TIMES = ("prefill_s", "decode_s", "overlap_s", "idle_s")
+_COUNTS = ("requests", "prompt_tokens", "output_tokens")
 
 
-def phase_entry(phases: PhaseEnergy) -> dict[str, Any]:
-    return {
-        **asdict(phases),
-        "j_per_prompt_token": phases.j_per_prompt_token,
-        "j_per_output_token": phases.j_per_output_token,
-        "j_per_request": phases.j_per_request,
-    }
-
-
-def benchmark_power(sampler: Sampler, window: WindowMeasurement, records: Sequence[RequestRecord]) -> dict[str, Any]:
-    """The window's energy per GPU, split into prefill and decode by ``plugin.analysis.energy``'s rule, and per token.
-
-    The per-token figures of the whole window (``energy_per_prompt_token_j`` and ``_output_``) are the
-    phase-isolating view: in a prefill benchmark nearly all energy is prefill's, in a decode one decode's.
-    """
-    entry: dict[str, Any] = {
-        "measured": window.measured,
-        "backend": window.backend,
-        "unmeasured_reason": window.unmeasured_reason,
-        "notes": list(window.notes),
-    }
-    if not window.measured:
-        return entry
+def window_power(
+    index: int, window: WindowMeasurement, records: Sequence[RequestRecord], gpu_roles: Mapping[int, str]
+) -> PowerWindow:
+    """One round's window: each GPU's split anchored to its own counter, and their sum."""
     done = [record for record in records if record.ok]
-    prompt_tokens = sum(record.prompt_tokens or 0 for record in done)
-    output_tokens = sum(record.completion_tokens or 0 for record in done)
-    gpus: dict[str, Any] = {}
+    gpus: dict[str, GpuEnergy] = {}
     for gpu_window in window.gpus:
-        samples = sampler.samples(gpu_window.gpu, window.start_s, window.end_s)
-        phases = attribute_energy(samples, done, window.start_s, window.end_s, gpu_window.idle_power_w)
-        gpus[str(gpu_window.gpu)] = {**asdict(gpu_window), "phases": phase_entry(phases)}
-    entry.update(
+        curve = window.curves.get(gpu_window.gpu)
+        phases = None
+        if curve:
+            energy = attribute_energy(
+                [curve], done, window.start_s, window.end_s, gpu_window.idle_power_w, gpu_window.energy_counter_j
+            )
+            phases = split_of(energy)
+        gpus[str(gpu_window.gpu)] = GpuEnergy(gpu_roles.get(gpu_window.gpu, "unknown"), gpu_window, phases)
+    splits = [gpu.phases for gpu in gpus.values() if gpu.phases is not None]
+    return PowerWindow(
+        round=index,
         start_s=window.start_s,
         end_s=window.end_s,
-        energy_j=window.energy_j,
-        energy_per_prompt_token_j=per_unit(window.energy_j, prompt_tokens),
-        energy_per_output_token_j=per_unit(window.energy_j, output_tokens),
-        energy_per_request_j=per_unit(window.energy_j, len(done)),
+        energy_j=window.energy_j if window.measured else None,
         gpus=gpus,
+        phases=combine(splits, same_requests=True) if len(splits) == len(gpus) else None,
+        notes=window.notes,
     )
-    return entry
+
+
+def benchmark_power(
+    windows: Sequence[PowerWindow], backend: str, unmeasured_reason: str | None, gpu_roles: Mapping[int, str]
+) -> BenchmarkPower:
+    """The rounds together: energy summed over the windows, per token over every round's tokens."""
+    measured = unmeasured_reason is None and bool(windows) and all(window.gpus for window in windows)
+    energies = [window.energy_j for window in windows]
+    energy_j = math.fsum(e for e in energies if e is not None) if measured and None not in energies else None
+    splits = [window.phases for window in windows if window.phases is not None]
+    phases = combine(splits, same_requests=False) if measured and len(splits) == len(windows) else None
+    return BenchmarkPower(
+        measured=measured,
+        backend=backend,
+        unmeasured_reason=unmeasured_reason,
+        gpu_roles={str(gpu): role for gpu, role in gpu_roles.items()},
+        energy_j=energy_j,
+        energy_per_prompt_token_j=per_unit(energy_j, phases.prompt_tokens) if phases else None,
+        energy_per_output_token_j=per_unit(energy_j, phases.output_tokens) if phases else None,
+        energy_per_request_j=per_unit(energy_j, phases.requests) if phases else None,
+        phases=phases,
+        windows=tuple(windows),
+        notes=tuple(dict.fromkeys(note for window in windows for note in window.notes)),
+    )
+
+
+def split_of(energy: PhaseEnergy) -> PhaseSplit:
+    return _split({name: getattr(energy, name) for name in (*_ENERGIES, *_TIMES, *_COUNTS)})
+
+
+def combine(splits: Sequence[PhaseSplit], same_requests: bool) -> PhaseSplit | None:
+    """Energies add up. Over the GPUs of one window (``same_requests``) times and counts are the same on each GPU
+    and are taken once; over rounds they add up too."""
+    if not splits:
+        return None
+    values: dict[str, Any] = {name: _sum_or_none(getattr(s, name) for s in splits) for name in _ENERGIES}
+    for name in (*_TIMES, *_COUNTS):
+        values[name] = getattr(splits[0], name) if same_requests else sum(getattr(s, name) for s in splits)
+    return _split(values)
+
+
+def _split(values: dict[str, Any]) -> PhaseSplit:
+    prefill_j, decode_j = values["prefill_j"], values["decode_j"]
+    active_j = None if prefill_j is None or decode_j is None else prefill_j + decode_j
+    return PhaseSplit(
+        **values,
+        j_per_prompt_token=per_unit(prefill_j, values["prompt_tokens"]),
+        j_per_output_token=per_unit(decode_j, values["output_tokens"]),
+        j_per_request=per_unit(active_j, values["requests"]),
+    )
+
+
+def _sum_or_none(values: Iterable[float | None]) -> float | None:
+    items = list(values)
+    return None if any(v is None for v in items) else math.fsum(v for v in items if v is not None)
 
 
 def session_power(sampler: Sampler, idle: WindowMeasurement | None) -> dict[str, Any]:

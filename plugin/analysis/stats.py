@@ -37,8 +37,28 @@ def distribution(name: str, values_s: Sequence[float]) -> dict[str, float | None
     }
 
 
+def ttft_s(record: RequestRecord) -> float | None:
+    """Send to first token; ``None`` for a failed request or one without a token."""
+    return None if not record.ok or record.first_token_s is None else record.first_token_s - record.send_s
+
+
+def e2e_s(record: RequestRecord) -> float | None:
+    return None if not record.ok or record.first_token_s is None else record.end_s - record.send_s
+
+
+def tpot_s(record: RequestRecord) -> float | None:
+    """(E2E - TTFT) / (output tokens - 1); ``None`` with fewer than two tokens."""
+    if not record.ok or record.first_token_s is None or len(record.token_times_s) < 2:
+        return None
+    return (record.end_s - record.first_token_s) / (len(record.token_times_s) - 1)
+
+
 def tbt_gaps_s(record: RequestRecord) -> list[float]:
     return [later - earlier for earlier, later in pairwise(record.token_times_s)]
+
+
+def _present(values: Iterable[float | None]) -> list[float]:
+    return [value for value in values if value is not None]
 
 
 def _rate(count: float, start: Iterable[float], end: Iterable[float]) -> float | None:
@@ -51,13 +71,9 @@ def _rate(count: float, start: Iterable[float], end: Iterable[float]) -> float |
 
 def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     done = [r for r in records if r.ok and r.first_token_s is not None]
-    ttft = [r.first_token_s - r.send_s for r in done if r.first_token_s is not None]
-    e2e = [r.end_s - r.send_s for r in done]
-    tpot = [
-        (r.end_s - r.first_token_s) / (len(r.token_times_s) - 1)
-        for r in done
-        if r.first_token_s is not None and len(r.token_times_s) > 1
-    ]
+    ttft = _present(ttft_s(r) for r in done)
+    e2e = _present(e2e_s(r) for r in done)
+    tpot = _present(tpot_s(r) for r in done)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in done)
     output_tokens = sum(r.completion_tokens or 0 for r in done)
     duration_s = (max(r.end_s for r in records) - min(r.due_s for r in records)) if records else 0.0

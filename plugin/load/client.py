@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,17 +155,25 @@ async def run_load(
     max_tokens: int,
     concurrency: int,
     timeout_s: float,
+    on_done: Callable[[int, int], None] | None = None,
 ) -> list[RequestRecord]:
-    """Send every prompt with at most ``concurrency`` in flight; all are due at the start (a closed loop)."""
+    """Send every prompt with at most ``concurrency`` in flight; all are due at the start (a closed loop).
+    ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop)."""
     slots = asyncio.Semaphore(concurrency)
+    done = 0
     # aiohttp's default pool of 100 connections would cap concurrency above 100 without saying so.
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         due_s = now_s()
 
         async def one(index: int, prompt: list[int]) -> RequestRecord:
+            nonlocal done
             async with slots:
                 body = completion_body(model, prompt, max_tokens)
-                return await stream_completion(session, url, body, index, due_s, timeout_s)
+                record = await stream_completion(session, url, body, index, due_s, timeout_s)
+            done += 1
+            if on_done is not None:
+                on_done(done, len(prompts))
+            return record
 
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))

@@ -30,7 +30,12 @@ class Workload:
 
     @property
     def id(self) -> str:
-        return f"in{self.input_len}-out{self.output_len}-c{self.concurrency}"
+        return workload_id(self)
+
+
+def workload_id(workload: Workload) -> str:
+    """``in512-out1-c4``: the one name of a workload shape, in test ids, results and the report."""
+    return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
 
 
 def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:

@@ -158,6 +158,7 @@ class Sampler:
             gpus=tuple(gpus),
             notes=self.notes + window_notes,
             unmeasured_reason=self.backend.unmeasured_reason,
+            curves={gpu: accumulator.curve for gpu, accumulator in window.gpus.items()},
         )
 
     def measure_idle(self, duration_s: float = 3.0, name: str = "idle") -> WindowMeasurement:

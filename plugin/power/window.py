@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from plugin.power.backend import SLOWDOWN_MASK, Sample, reason_names
 
@@ -33,20 +33,36 @@ def segment_energy_j(t0_s: float, p0_w: float, t1_s: float, p1_w: float, a_s: fl
 
 
 class PowerCurve:
-    """Power over time from one GPU's samples, for energy over any interval in O(log n)."""
+    """Power over time from one GPU's samples, built as they arrive, for energy over any interval in O(log n).
 
-    def __init__(self, samples: Iterable[Sample]) -> None:
-        points = sorted((s.t_s, s.power_w) for s in samples if s.power_w is not None)
-        self._times = [t for t, _ in points]
-        self._powers = [p for _, p in points if p is not None]
-        # Energy from the first sample to each sample.
-        self._cumulative_j = [0.0]
-        for i in range(1, len(self._times)):
-            step = (self._powers[i - 1] + self._powers[i]) / 2 * (self._times[i] - self._times[i - 1])
-            self._cumulative_j.append(self._cumulative_j[-1] + step)
+    The suite's one integrator: a window's sample energy and the phase split both read it."""
+
+    def __init__(self, samples: Iterable[Sample] = ()) -> None:
+        self._times: list[float] = []
+        self._powers: list[float] = []
+        self._cumulative_j: list[float] = []  # energy from the first sample to each sample
+        for sample in sorted(samples, key=lambda s: s.t_s):
+            self.add(sample.t_s, sample.power_w)
+
+    def add(self, t_s: float, power_w: float | None) -> None:
+        """One more point; a failed read (``None``) or a time not after the last point is skipped, so the line
+        from the previous point bridges the gap."""
+        if power_w is None or (self._times and t_s <= self._times[-1]):
+            return
+        if self._times:
+            step_j = (self._powers[-1] + power_w) / 2 * (t_s - self._times[-1])
+            self._cumulative_j.append(self._cumulative_j[-1] + step_j)
+        else:
+            self._cumulative_j.append(0.0)
+        self._times.append(t_s)
+        self._powers.append(power_w)
 
     def __bool__(self) -> bool:
         return bool(self._times)
+
+    @property
+    def last_time_s(self) -> float | None:
+        return self._times[-1] if self._times else None
 
     def energy_j(self, start_s: float, end_s: float) -> float | None:
         """Energy over ``[start_s, end_s]``; ``None`` when there is no power sample at all."""
@@ -110,6 +126,8 @@ class WindowMeasurement:
     gpus: tuple[GpuWindow, ...]
     notes: tuple[str, ...]
     unmeasured_reason: str | None
+    curves: Mapping[int, PowerCurve] = field(default_factory=dict, compare=False, repr=False)
+    """Each GPU's power over the window, held in memory for the phase split (never written to results)."""
 
     @property
     def measured(self) -> bool:
@@ -142,8 +160,7 @@ class WindowAccumulator:
         self.gpu = gpu
         self.start_s = start_s
         self.counter_start_mj = counter_start_mj
-        self._last_power: tuple[float, float] | None = None
-        self._energy_j = 0.0  # from start_s to the last power sample
+        self.curve = PowerCurve()
         self._sources: set[str] = set()
         self._count = 0
         self._errors = 0
@@ -171,10 +188,7 @@ class WindowAccumulator:
 
     def finish(self, end_s: float, counter_end_mj: int | None, idle_power_w: float | None = None) -> GpuWindow:
         duration_s = end_s - self.start_s
-        samples_j: float | None = None
-        if self._last_power is not None:
-            last_t, last_p = self._last_power
-            samples_j = self._energy_j + last_p * max(0.0, end_s - max(last_t, self.start_s))
+        samples_j = self.curve.energy_j(self.start_s, end_s)
         counter_j: float | None = None
         if self.counter_start_mj is not None and counter_end_mj is not None:
             counter_j = counter_delta_mj(self.counter_start_mj, counter_end_mj) / 1000.0
@@ -201,17 +215,7 @@ class WindowAccumulator:
         )
 
     def _take_power(self, sample: Sample) -> None:
-        power_w = sample.power_w
-        if power_w is None:
-            return  # a failed read: the line from the previous sample bridges the gap
-        if self._last_power is None:
-            self._energy_j = power_w * max(0.0, sample.t_s - self.start_s)
-        else:
-            last_t, last_p = self._last_power
-            if sample.t_s <= last_t:
-                return
-            self._energy_j += segment_energy_j(last_t, last_p, sample.t_s, power_w, self.start_s, math.inf)
-        self._last_power = (sample.t_s, power_w)
+        self.curve.add(sample.t_s, sample.power_w)
 
     def _take_reasons(self, sample: Sample) -> None:
         if sample.throttle_reasons is None:

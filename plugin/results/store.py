@@ -1,5 +1,6 @@
-"""The versioned ``results.json`` of a run (schema in docs/results-schema.md), rewritten atomically after every
-benchmark so that an interrupted run keeps what it measured."""
+"""The run's results on disk: ``results.json`` (header and benchmark summaries, rewritten atomically after every
+benchmark so that an interrupted run keeps what it measured) and one JSONL file of request records per benchmark
+beside it, written once. ``load_run`` reads them back as typed results (``plugin.results.schema``)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,14 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-_SECRET_WORDS = frozenset({"token", "key", "apikey", "secret", "password", "passwd", "auth"})
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
-_WRAPPER = "--vllm-arg"
-REDACTED = "***"
+from plugin.results.schema import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
 
-
-def _is_secret_option(arg: str) -> bool:
-    """``--hf-token`` and ``--api-key`` are secret; ``--max-num-batched-tokens`` is not (whole words only)."""
-    return arg.startswith("-") and not _SECRET_WORDS.isdisjoint(re.split(r"[-_]+", arg.lstrip("-").lower()))
-
-
-def redact_command_line(args: list[str]) -> list[str]:
-    """Hide the values of secret-looking options and URL credentials, also inside ``--vllm-arg``."""
-    cleaned: list[str] = []
-    hide_next = False
-    for arg in args:
-        if arg == _WRAPPER:  # `--vllm-arg --hf-token --vllm-arg VALUE`: the value follows a second wrapper
-            cleaned.append(arg)
-            continue
-        prefix = f"{_WRAPPER}=" if arg.startswith(f"{_WRAPPER}=") else ""
-        inner = arg[len(prefix) :]
-        name, equals, _ = inner.partition("=")
-        if hide_next and not inner.startswith("-"):
-            cleaned.append(f"{prefix}{REDACTED}")
-        elif _is_secret_option(name) and equals:
-            cleaned.append(f"{prefix}{name}={REDACTED}")
-        else:
-            cleaned.append(_URL_CREDENTIALS.sub(rf"\1{REDACTED}@", arg))
-        hide_next = _is_secret_option(inner) and not equals
-    return cleaned
+RESULTS_FILE = "results.json"
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -69,19 +44,66 @@ class ResultsFile:
             "status": "running",
             "benchmarks": [],
         }
+        self.benchmarks: list[BenchmarkResult] = []
         write_json_atomic(self.path, self.data)
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         write_json_atomic(self.path, self.data)
 
-    def add_benchmark(self, entry: dict[str, Any]) -> None:
-        self.data["benchmarks"].append(entry)
+    def add_benchmark(
+        self, result: BenchmarkResult, requests: Iterable[StoredRequest], entry: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write the benchmark's request records to its JSONL file, then its entry: ``entry`` where conftest hooks
+        added fields to ``to_json(result)``, else that. ``benchmarks`` keeps the typed results in memory."""
+        write_requests(self.path.parent / result.requests_file, requests)
+        self.benchmarks.append(result)
+        self.data["benchmarks"].append(dict(entry) if entry is not None else to_json(result))
         write_json_atomic(self.path, self.data)
 
 
-def load(path: Path) -> dict[str, Any]:
+def requests_file_name(index: int, name: str) -> str:
+    """``requests-003-test_prefill-traditional-in512-out1-c4.jsonl``: ordered, and safe on any file system."""
+    return f"requests-{index:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')[:120]}.jsonl"
+
+
+def write_requests(path: Path, requests: Iterable[StoredRequest]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w") as stream:
+        for request in requests:
+            stream.write(json.dumps(to_json(request), separators=(",", ":")) + "\n")
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run folder read back: the header (everything in ``results.json`` but the benchmarks) and the benchmarks,
+    typed; request records are read from their JSONL files only when asked for."""
+
+    folder: Path
+    header: dict[str, Any]
+    benchmarks: tuple[BenchmarkResult, ...]
+
+    def requests(self, benchmark: BenchmarkResult, warmup: bool = False) -> list[StoredRequest]:
+        """The benchmark's measured request records (and the warm-up's, if asked), in the order they were sent."""
+        return [r for r in read_requests(self.folder / benchmark.requests_file) if warmup or r.round is not None]
+
+
+def read_requests(path: Path) -> Iterator[StoredRequest]:
+    with path.open() as stream:
+        for line in stream:
+            if line.strip():
+                yield from_json(StoredRequest, json.loads(line))
+
+
+def load_run(folder: Path) -> StoredRun:
+    """Read ``folder/results.json``; ``ValueError`` for another schema version, naming the one found."""
+    path = folder / RESULTS_FILE
     data: dict[str, Any] = json.loads(path.read_text())
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-    return data
+        raise ValueError(
+            f"{path}: schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION} "
+            "(a run made by another version of the suite)"
+        )
+    benchmarks = tuple(from_json(BenchmarkResult, entry) for entry in data.pop("benchmarks", []))
+    return StoredRun(folder, data, benchmarks)

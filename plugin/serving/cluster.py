@@ -3,7 +3,8 @@ each with the KV-transfer config of the chosen connector, and the proxy in front
 
 Connectors (``--kv-connector``): ``example`` is vLLM's ``ExampleConnector`` (KV through files in a shared
 folder; works on CPU, the embedded default), ``nixl`` is ``NixlConnector`` (GPU to GPU, the default with a
-GPU), ``p2pnccl`` is the ``P2pNcclConnector`` of vLLM about 0.10. Instances that share a GPU split its memory.
+GPU), ``p2pnccl`` is the ``P2pNcclConnector`` of vLLM 0.9.2 to before 0.14 (``servers.check_kv_connector``).
+Instances that share a GPU split its memory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,15 +63,17 @@ def cluster_instances(
     prefill_gpus: tuple[int, ...],
     decode_gpus: tuple[int, ...],
     store_dir: Path,
+    role_args: Mapping[str, Sequence[str]] | None = None,
 ) -> list[ClusterInstance]:
-    """One instance per GPU of each role (one per role on CPU), built from ``base`` (model, lengths, args)."""
+    """One instance per GPU of each role (one per role on CPU), built from ``base`` (model, lengths, args);
+    ``role_args`` (from conftest hooks) go before ``base``'s arguments, so the command line wins a clash."""
     per_gpu = Counter([*prefill_gpus, *decode_gpus])
     instances = []
     for role, gpus in (("prefill", prefill_gpus), ("decode", decode_gpus)):
         for index, gpu in enumerate(gpus or (None,)):
             port, kv_port = free_port(), free_port()
             config = kv_transfer_config(connector, role, store_dir, kv_port, port)
-            args = [*base.extra_args, "--kv-transfer-config", json.dumps(config)]
+            args = [*(role_args or {}).get(role, ()), *base.extra_args, "--kv-transfer-config", json.dumps(config)]
             sharing = 1 if gpu is None else per_gpu[gpu]
             if sharing > 1 and not any(arg.startswith("--gpu-memory-utilization") for arg in base.extra_args):
                 args += ["--gpu-memory-utilization", f"{GPU_MEMORY_SHARE / sharing:.2f}"]
@@ -86,18 +90,21 @@ def cluster_instances(
     return instances
 
 
+PROXY_TIMEOUT_SHARE = 0.9
+"""The proxy's share of ``--request-timeout-s``."""
+
+
 def _connector_env(connector: str) -> tuple[tuple[str, str], ...]:
     if connector == "nixl":  # each instance's NIXL handshake listens on its own port
         return (("VLLM_NIXL_SIDE_CHANNEL_PORT", str(free_port())),)
-    if connector == "p2pnccl":  # both instances must see the proxy's request id as is (vLLM issue 33947)
-        return (("VLLM_DISABLE_REQUEST_ID_RANDOMIZATION", "1"),)
     return ()
 
 
 def proxy_command(instances: list[ClusterInstance], connector: str, port: int, timeout_s: float) -> list[str]:
-    """``python -m proxy`` in this interpreter (it has Quart), in front of the instances."""
+    """``python -m proxy`` in this interpreter (it has Quart), in front of the instances. The proxy gives up before
+    the client does, so a hung instance (a stuck KV transfer) is named in the request's record."""
     args = [sys.executable, "-m", "proxy", "--kv-connector", connector, "--port", str(port)]
-    args += ["--timeout-s", f"{timeout_s:g}"]
+    args += ["--timeout-s", f"{timeout_s * PROXY_TIMEOUT_SHARE:g}"]
     for instance in instances:
         args.append(f"--{instance.role}={instance.proxy_argument}")
     return args

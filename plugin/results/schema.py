@@ -1,0 +1,159 @@
+"""The typed results of a run (docs/results-schema.md), shared by the writer, the DVFS analysis and the report.
+
+``results.json`` holds the run's header and one ``BenchmarkResult`` per benchmark: summaries, one power window
+per round, never per-request data. Every benchmark's request records go to its own JSONL file beside it (one
+``StoredRequest`` a line), so the summary file stays small at GPU sizes and across long sweeps. A figure that was
+not measured is ``None`` (``null``), never 0.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from plugin.load.client import RequestRecord
+from plugin.load.workload import Workload
+from plugin.power.window import GpuWindow
+
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseSplit:
+    """Energy of one window (or a benchmark's rounds together) split into prefill, decode and idle; the three add
+    up to the counter's energy (``plugin.analysis.energy``)."""
+
+    prefill_j: float | None
+    decode_j: float | None
+    idle_j: float | None
+    prefill_above_idle_j: float | None
+    decode_above_idle_j: float | None
+    prefill_s: float
+    decode_s: float
+    overlap_s: float
+    idle_s: float
+    requests: int
+    prompt_tokens: int
+    output_tokens: int
+    integral_j: float | None
+    """The power samples' energy before anchoring to the counter."""
+    j_per_prompt_token: float | None
+    j_per_output_token: float | None
+    j_per_request: float | None
+
+    @property
+    def total_j(self) -> float | None:
+        parts = (self.prefill_j, self.decode_j, self.idle_j)
+        return None if any(part is None for part in parts) else sum(part or 0.0 for part in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuEnergy:
+    """One GPU over one window: the sampler's figures, its role, and its own phase split."""
+
+    role: str
+    """``prefill``, ``decode`` or ``prefill+decode``."""
+    window: GpuWindow
+    phases: PhaseSplit | None
+
+
+@dataclass(frozen=True, slots=True)
+class PowerWindow:
+    """One round's power window over every GPU of the benchmark's architecture."""
+
+    round: int
+    start_s: float
+    end_s: float
+    energy_j: float | None
+    """The counters' energy of every GPU together (the samples' where a GPU has no counter)."""
+    gpus: dict[str, GpuEnergy]
+    phases: PhaseSplit | None
+    """All GPUs together."""
+    notes: tuple[str, ...]
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkPower:
+    """A benchmark's energy: its rounds' windows and their totals; ``measured`` is false (with the reason) when no
+    power source served this benchmark."""
+
+    measured: bool
+    backend: str
+    unmeasured_reason: str | None
+    gpu_roles: dict[str, str]
+    energy_j: float | None
+    energy_per_prompt_token_j: float | None
+    energy_per_output_token_j: float | None
+    energy_per_request_j: float | None
+    phases: PhaseSplit | None
+    windows: tuple[PowerWindow, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkResult:
+    """One benchmark: what ran, its summary over every measured round (``plugin.analysis.stats``), each round's
+    summary, its power, the DVFS setting it ran under, and where its request records are."""
+
+    id: str
+    name: str
+    architecture: str
+    phase: str
+    workload: Workload
+    summary: dict[str, Any]
+    rounds: tuple[dict[str, Any], ...]
+    power: BenchmarkPower
+    dvfs: dict[str, Any] | None
+    requests_file: str
+    """The JSONL file of this benchmark's request records, in the run folder. Fields that conftest hooks add
+    (``pytest_pd_energy_bench_update_benchmark_entry``) stay in the JSON entry and are not read back here."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """One line of a benchmark's JSONL file: a request record and the round it belongs to (``None``: warm-up)."""
+
+    round: int | None
+    record: RequestRecord
+
+
+def to_json(value: Any) -> Any:
+    """A dataclass (nested ones too) as plain JSON values."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """Rebuild a (nested) dataclass from ``to_json``'s output; keys the class does not know are ignored."""
+    return typing.cast(T, _build(cls, data))
+
+
+def _build(kind: Any, data: Any) -> Any:
+    if data is None:
+        return None
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        options = [option for option in get_args(kind) if option is not type(None)]
+        return _build(options[0], data) if len(options) == 1 else data
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = get_type_hints(kind)
+        known = {f.name for f in dataclasses.fields(kind) if f.init}
+        constructor: Any = kind
+        return constructor(**{name: _build(hints[name], value) for name, value in data.items() if name in known})
+    if origin is tuple:
+        args = get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], item) for item in data)
+        return tuple(_build(arg, item) for arg, item in zip(args, data, strict=True))
+    if origin is list:
+        return [_build(get_args(kind)[0], item) for item in data]
+    if origin is dict:
+        return {key: _build(get_args(kind)[1], value) for key, value in data.items()}
+    return data

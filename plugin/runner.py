@@ -1,0 +1,93 @@
+"""One benchmark's measurement, outside pytest: a warm-up request, then ``rounds`` rounds of load, each inside its
+own power window, so that energy has a spread between rounds. Endpoint, sampler and prompts in; a frozen
+``Measurement`` out. ``plugin.analysis.benchmark`` turns it into typed results; the fixtures and
+``tools/ttft_agreement.py`` both use it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from plugin.clock import now_s
+from plugin.errors import BenchError
+from plugin.load.client import RequestRecord, run_load
+from plugin.power import Sampler, WindowMeasurement
+from plugin.serving import prometheus
+from plugin.serving.endpoint import Endpoint
+
+
+class WarmupFailed(BenchError):
+    """The warm-up request failed: the measured rounds would meet the same fault, each after a full timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One round: its requests, its power window and how long it took."""
+
+    index: int
+    records: tuple[RequestRecord, ...]
+    window: WindowMeasurement
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    warmup: tuple[RequestRecord, ...]
+    rounds: tuple[Round, ...]
+    metrics_before: dict[str, float]
+    """The server's ``/metrics`` counters just before the first round and just after the last."""
+    metrics_after: dict[str, float]
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        return [record for one_round in self.rounds for record in one_round.records]
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Sends load to ``endpoint`` and measures the GPUs of ``endpoint.gpu_roles`` with ``sampler``."""
+
+    endpoint: Endpoint
+    sampler: Sampler
+    timeout_s: float
+    on_request_done: Callable[[int, int], None] | None = None
+    """Called with (done, total) of the current round after every request."""
+
+    def measure(
+        self,
+        name: str,
+        rounds: Sequence[list[list[int]]],
+        output_len: int,
+        concurrency: int,
+        warmup: list[list[int]] | None = None,
+    ) -> Measurement:
+        """Run the warm-up (not measured), then each round of prompts in a power window of its own;
+        ``WarmupFailed`` when a warm-up request fails."""
+        warmup_records = self._load(warmup, output_len, concurrency, measured=False) if warmup else []
+        failed = [record for record in warmup_records if not record.ok]
+        if failed:
+            raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")
+        metrics_url = self.endpoint.metrics_url or self.endpoint.url
+        before = prometheus.scrape(metrics_url)
+        measured = [self._round(f"{name} round {i}", i, prompts, output_len, concurrency) for i, prompts in
+                    enumerate(rounds)]  # fmt: skip
+        after = prometheus.scrape(metrics_url)
+        return Measurement(tuple(warmup_records), tuple(measured), before, after)
+
+    def _round(self, window: str, index: int, prompts: list[list[int]], output_len: int, concurrency: int) -> Round:
+        self.sampler.begin_window(window, tuple(self.endpoint.gpu_roles))
+        started_s = now_s()
+        try:
+            records = self._load(prompts, output_len, concurrency)
+        finally:
+            ended_s = now_s()
+            measurement = self.sampler.end_window(window)
+        return Round(index, tuple(records), measurement, ended_s - started_s)
+
+    def _load(
+        self, prompts: list[list[int]], output_len: int, concurrency: int, measured: bool = True
+    ) -> list[RequestRecord]:
+        on_done = self.on_request_done if measured else None
+        url, model = self.endpoint.url, self.endpoint.model
+        return asyncio.run(run_load(url, model, prompts, output_len, concurrency, self.timeout_s, on_done))
