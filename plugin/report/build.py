@@ -41,11 +41,11 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
         _image(charts.energy_per_token(run, charts_dir / "energy_per_token.png"), "Energy per token"),
         _image(charts.architectures(run, charts_dir / "architectures.png"), "Traditional vs disaggregated"),
     ]
-    if run.results.get("dvfs"):
+    if run.header.get("dvfs"):
         overview.append(_image(charts.dvfs_tradeoff(run, charts_dir / "dvfs.png"), "DVFS: energy against latency"))
     timelines = [
-        _image(charts.timeline(run, entry, charts_dir / f"timeline-{index}.png"), f"Timeline of {entry['name']}")
-        for index, entry in enumerate(run.results.get("benchmarks", []))
+        _image(charts.timeline(run, benchmark, charts_dir / f"timeline-{index}.png"), f"Timeline of {benchmark.name}")
+        for index, benchmark in enumerate(run.benchmarks)
     ]
     base = choose_baseline(run, reports_dir, baseline)
     changes = compare(run, base) if base is not None else []
@@ -54,14 +54,14 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
         _TEMPLATES.get_template("run.html.j2").render(
             run=run,
             notes=run_notes(run),
-            table=_table(run),
+            table=run.rows(),
             headline=HEADLINE,
             overview=overview,
             timelines=timelines,
             baseline=base,
             changes=changes,
-            dvfs=run.results.get("dvfs"),
-            refused=run.results.get("dvfs_refused", []),
+            dvfs=run.header.get("dvfs"),
+            refused=run.header.get("dvfs_refused", []),
             index_href=_relative_index(folder, reports_dir),
         ),
         encoding="utf-8",
@@ -81,26 +81,27 @@ def run_notes(run: Run) -> list[str]:
         notes.append("This run had not finished when the report was made (or it was killed with no chance to write).")
     if not run.power_measured:
         notes.append(f"{run.power_reason[0].upper()}{run.power_reason[1:]}. No energy figure is shown.")
-    notes += [f"power: {note}" for note in (run.results.get("power") or {}).get("notes", [])]
+    notes += [f"power: {note}" for note in run.power.get("notes", [])]
     return notes
 
 
 def write_index(reports_dir: Path) -> Path:
-    """``reports/index.html``: every run folder with results, newest first."""
+    """``reports/index.html``: every run folder with results of this schema version, newest first."""
     runs = []
     for folder in sorted((p for p in reports_dir.iterdir() if p.is_dir()), reverse=True):
         try:
             runs.append(_summary(load_run(folder)))
         except (OSError, ValueError):
-            continue  # no results.json, or not one we can read
+            continue  # no results.json, or another schema version
     path = reports_dir / "index.html"
     path.write_text(_TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
     return path
 
 
 def _summary(run: Run) -> dict[str, Any]:
-    table = run.benchmarks()
+    table = run.table()
     e2e = table[table["phase"] == "e2e"]
+    decode = table[table["phase"] == "decode"]
     return {
         "run": run,
         "href": f"{run.folder.name}/index.html",
@@ -109,18 +110,13 @@ def _summary(run: Run) -> dict[str, Any]:
         "architectures": ", ".join(sorted(table["architecture"].unique())) if len(table) else "-",
         "e2e_ttft_ms": _best(e2e["median_ttft_ms"]),
         "e2e_tpot_ms": _best(e2e["median_tpot_ms"]),
-        "j_per_output_token": _best(table["energy_per_output_token_j"]) if run.power_measured else None,
+        "j_per_output_token": _best(decode["j_per_output_token"]) if run.power_measured else None,
     }
 
 
 def _best(column: Any) -> float | None:
     values = column.dropna()
     return float(values.min()) if len(values) else None
-
-
-def _table(run: Run) -> list[dict[str, Any]]:
-    rows = run.benchmarks().to_dict("records")
-    return [{key: (None if value != value else value) for key, value in row.items()} for row in rows]  # NaN: None
 
 
 def _image(path: Path, alt: str) -> Image:

@@ -11,21 +11,50 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display, safe in a pytest process and on a server
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
+from plugin.load.workload import workload_id  # noqa: E402
 from plugin.report.data import Run  # noqa: E402
+from plugin.results.schema import BenchmarkResult, PowerWindow  # noqa: E402
 
 DPI = 100
 WIDE = (11.0, 4.2)
-PREFILL_COLOR, DECODE_COLOR = "tab:orange", "tab:blue"
+PREFILL_COLOR, DECODE_COLOR, ROUND_COLOR = "tab:orange", "tab:blue", "dimgray"
 ARCHITECTURE_COLORS = {"traditional": "tab:green", "disaggregated": "tab:purple"}
+PHASE_ENERGY = {
+    "prefill": ("j_per_prompt_token", "J/prompt tok"),
+    "decode": ("j_per_output_token", "J/output tok"),
+    "e2e": ("j_per_request", "J/request"),
+}
+"""The one energy figure of each phase (``plugin.report.data.energy_figures``) and its unit."""
 
 
 def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI)  # no bbox_inches="tight": the pixel size stays exactly figsize x DPI
     plt.close(figure)
     return path
+
+
+def plain_number(value: float, _position: Any = None) -> str:
+    """``400``, ``0.01``, ``1000000``: a tick label a reader takes in at a glance, never ``4×10²``."""
+    return str(np.format_float_positional(float(f"{value:.6g}"), trim="-"))
+
+
+class PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which ticks of a log axis get a label, written as plain numbers."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return plain_number(x) if super().__call__(x, pos) else ""
+
+
+def plain_log_ticks(axis: Axis) -> None:
+    """Label a log axis's major and minor ticks as plain numbers (matplotlib's default writes ``4×10²``)."""
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter())
 
 
 def placeholder(path: Path, title: str, message: str, figsize: tuple[float, float] = WIDE) -> Path:
@@ -36,26 +65,31 @@ def placeholder(path: Path, title: str, message: str, figsize: tuple[float, floa
     return _save(figure, path)
 
 
-def timeline(run: Run, entry: dict[str, Any], path: Path) -> Path:
-    """Each GPU's power and SM clock over the benchmark, with every request's prefill and decode shaded; without
-    power data, the requests' phases alone, and the reason in the title."""
-    requests = run.requests(entry)
-    power = entry.get("power") or {}
-    start_s = power.get("start_s") or (requests["send_s"].min() if len(requests) else 0.0)
-    end_s = power.get("end_s") or (requests["end_s"].max() if len(requests) else 1.0)
-    gpus = list((power.get("gpus") or {}).keys()) if power.get("measured") else []
+def timeline(run: Run, benchmark: BenchmarkResult, path: Path) -> Path:
+    """Each GPU's power and SM clock from the first round's window to the last's, with every request's prefill
+    and decode shaded and the rounds' edges marked; without power data, the requests' phases alone, and the
+    reason in the title."""
+    requests = run.requests(benchmark)
+    windows = benchmark.power.windows
+    if windows:
+        start_s, end_s = windows[0].start_s, windows[-1].end_s
+    else:
+        start_s = float(requests["send_s"].min()) if len(requests) else 0.0
+        end_s = float(requests["end_s"].max()) if len(requests) else 1.0
+    gpus = list(dict.fromkeys(gpu for window in windows for gpu in window.gpus)) if benchmark.power.measured else []
     frames: dict[str, pd.DataFrame] = {}
     for gpu in gpus:
         frame = run.samples(gpu, start_s, end_s)
         if frame is not None and len(frame):
             frames[gpu] = frame
-    title = entry["name"]
+    title = benchmark.name
     if not frames:
-        return _request_phases(requests, start_s, path, f"{title}\n{run.power_reason}")
+        reason = benchmark.power.unmeasured_reason or run.power_reason
+        return _request_phases(requests, windows, start_s, path, f"{title}\n{reason}")
     figsize = (WIDE[0], 2.8 * len(frames) + 0.6)
     figure, axes = plt.subplots(len(frames), 1, figsize=figsize, layout="constrained", squeeze=False)
     figure.suptitle(title)
-    roles = power.get("gpu_roles") or {}
+    roles = benchmark.power.gpu_roles
     for axis, (gpu, frame) in zip(axes[:, 0], frames.items(), strict=True):
         watts = frame["power_instant_w"].fillna(frame["power_avg_w"])
         axis.plot(frame["t_s"] - start_s, watts, color="black", label="power (W)")
@@ -65,12 +99,15 @@ def timeline(run: Run, entry: dict[str, Any], path: Path) -> Path:
         clock.plot(frame["t_s"] - start_s, frame["sm_clock_mhz"], color="tab:red", alpha=0.6, label="SM clock")
         clock.set_ylabel("SM clock (MHz)", color="tab:red")
         _shade_phases(axis, requests, start_s)
-        axis.set_xlabel("time since the benchmark began (s)")
-        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles()])
+        handles = _mark_rounds(axis, windows, start_s)
+        axis.set_xlabel("time since the first round began (s)")
+        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles(), *handles])
     return _save(figure, path)
 
 
-def _request_phases(requests: pd.DataFrame, start_s: float, path: Path, title: str) -> Path:
+def _request_phases(
+    requests: pd.DataFrame, windows: tuple[PowerWindow, ...], start_s: float, path: Path, title: str
+) -> Path:
     figure, axis = plt.subplots(figsize=WIDE, layout="constrained")
     figure.suptitle(title, fontsize=10)
     for row, request in enumerate(requests.itertuples()):
@@ -79,9 +116,10 @@ def _request_phases(requests: pd.DataFrame, start_s: float, path: Path, title: s
         send, first, end = request.send_s - start_s, request.first_token_s - start_s, request.end_s - start_s
         axis.barh(row, first - send, left=send, color=PREFILL_COLOR)
         axis.barh(row, end - first, left=first, color=DECODE_COLOR)
-    axis.set_xlabel("time since the benchmark began (s)")
+    handles = _mark_rounds(axis, windows, start_s)
+    axis.set_xlabel("time since the first round began (s)")
     axis.set_ylabel("request")
-    axis.legend(handles=_phase_handles(), loc="lower right")
+    axis.legend(handles=[*_phase_handles(), *handles], loc="lower right")
     return _save(figure, path)
 
 
@@ -93,6 +131,18 @@ def _shade_phases(axis: Any, requests: pd.DataFrame, start_s: float) -> None:
         axis.axvspan(request.first_token_s - start_s, request.end_s - start_s, color=DECODE_COLOR, alpha=0.08)
 
 
+def _mark_rounds(axis: Any, windows: tuple[PowerWindow, ...], start_s: float) -> list[Any]:
+    """Dashed lines where each round's power window began and ended, when there is more than one round."""
+    if len(windows) < 2:
+        return []
+    from matplotlib.lines import Line2D
+
+    for window in windows:
+        for edge_s in (window.start_s, window.end_s):
+            axis.axvline(edge_s - start_s, color=ROUND_COLOR, linestyle="--", linewidth=0.8)
+    return [Line2D([], [], color=ROUND_COLOR, linestyle="--", linewidth=0.8, label="round window")]
+
+
 def _phase_handles() -> list[Any]:
     from matplotlib.patches import Patch
 
@@ -101,23 +151,24 @@ def _phase_handles() -> list[Any]:
 
 def latency_distributions(run: Run, path: Path) -> Path:
     """TTFT, TBT and E2E of every request, one box per benchmark."""
-    entries = run.results.get("benchmarks", [])
-    if not entries:
+    benchmarks = run.benchmarks
+    if not benchmarks:
         return placeholder(path, "Latency distributions", "no benchmark finished in this run")
-    labels = [_short(entry) for entry in entries]
-    frames = [run.requests(entry) for entry in entries]
+    labels = [_short(benchmark) for benchmark in benchmarks]
+    frames = [run.requests(benchmark) for benchmark in benchmarks]
     figsize = (WIDE[0], 9.0)
     figure, axes = plt.subplots(3, 1, figsize=figsize, layout="constrained", sharex=True)
     figure.suptitle("Latency per request (box: quartiles, whiskers: 1.5 IQR)")
     series = {
         "TTFT (ms)": [frame["ttft_ms"].dropna().tolist() for frame in frames],
         "TBT (ms)": [[gap for gaps in frame["tbt_ms"] for gap in gaps] for frame in frames],
-        "E2E (ms)": [frame["e2e_ms"].tolist() for frame in frames],
+        "E2E (ms)": [frame["e2e_ms"].dropna().tolist() for frame in frames],
     }
     for axis, (name, values) in zip(axes, series.items(), strict=True):
         axis.boxplot([v if v else [float("nan")] for v in values], showfliers=False)
         axis.set_ylabel(name)
         axis.set_yscale("log")
+        plain_log_ticks(axis.yaxis)
     axes[-1].set_xticks(range(1, len(labels) + 1), labels, rotation=60, ha="right", fontsize=8)
     return _save(figure, path)
 
@@ -128,12 +179,12 @@ def energy_per_token(run: Run, path: Path) -> Path:
     title = "Energy per token"
     if not run.power_measured:
         return placeholder(path, title, run.power_reason)
-    table = run.benchmarks()
+    table = run.table()
     figure, (prefill_axis, decode_axis) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
     figure.suptitle(title)
     for axis, phase, x, y, label in (
-        (prefill_axis, "prefill", "input_len", "energy_per_prompt_token_j", "J per prompt token"),
-        (decode_axis, "decode", "output_len", "energy_per_output_token_j", "J per output token"),
+        (prefill_axis, "prefill", "input_len", "j_per_prompt_token", "J per prompt token"),
+        (decode_axis, "decode", "output_len", "j_per_output_token", "J per output token"),
     ):
         rows = table[(table["phase"] == phase) & table[y].notna()]
         for (architecture, concurrency), group in rows.groupby(["architecture", "concurrency"]):
@@ -151,63 +202,82 @@ def energy_per_token(run: Run, path: Path) -> Path:
 
 
 def architectures(run: Run, path: Path) -> Path:
-    """Traditional against disaggregated on the workloads both ran: latency and, where measured, energy."""
+    """Traditional against disaggregated on the workloads both ran: latency and, where measured, each phase's
+    energy figure (J per prompt token, per output token or per request, named on the panel's rows)."""
     title = "Traditional vs disaggregated, same workloads"
-    table = run.benchmarks()
+    table = run.table()
     both = table.groupby("workload_id")["architecture"].nunique()
     shared = sorted(both[both > 1].index)
     if not shared:
         found = ", ".join(sorted(table["architecture"].unique())) or "none"
         return placeholder(path, title, f"this run has one architecture only ({found}): run both to compare them")
     metrics = {"median_ttft_ms": "TTFT p50 (ms)", "median_tpot_ms": "TPOT p50 (ms)", "median_e2el_ms": "E2E p50 (ms)"}
-    energy = "energy_per_output_token_j"
+    energy = "phase_energy"
+    table[energy] = [row.get(PHASE_ENERGY.get(row["phase"], ("", ""))[0]) for _, row in table.iterrows()]
     figure, axes = plt.subplots(1, len(metrics) + 1, figsize=(WIDE[0], 5.0), layout="constrained")
     figure.suptitle(title)
     pivot = table[table["workload_id"].isin(shared)].pivot_table(
         index="workload_id", columns="architecture", values=[*metrics, energy], aggfunc="first"
     )
-    for axis, (metric, label) in zip(axes, [*metrics.items(), (energy, "J per output token")], strict=True):
+    drawn = 0
+    for axis, (metric, label) in zip(axes, [*metrics.items(), (energy, "energy of the phase")], strict=True):
         if metric == energy and not run.power_measured:
             axis.text(0.5, 0.5, "power not measured", ha="center", va="center", transform=axis.transAxes)
             axis.set_title(label, fontsize=10)
             axis.set_xticks([])
+            axis.set_yticks([])
             continue
-        values = pivot[metric] if metric in pivot.columns.get_level_values(0) else pd.DataFrame()
-        values.plot.barh(ax=axis, color=[ARCHITECTURE_COLORS.get(str(c)) for c in values.columns], legend=False)
+        values = pivot[metric].reindex(shared) if metric in pivot.columns.get_level_values(0) else pd.DataFrame()
         axis.set_title(label, fontsize=10)
+        if values.empty or values.isna().all().all():
+            axis.text(0.5, 0.5, "no value", ha="center", va="center", transform=axis.transAxes)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            continue
+        values.plot.barh(ax=axis, color=[ARCHITECTURE_COLORS.get(str(c)) for c in values.columns], legend=False)
         axis.set_ylabel("")
-        if axis is not axes[0]:
+        if metric == energy:
+            axis.set_yticklabels([PHASE_ENERGY.get(str(w).split()[0], ("", "?"))[1] for w in shared], fontsize=8)
+            axis.yaxis.tick_right()
+        elif drawn:
             axis.set_yticklabels([])
-        else:
+        else:  # the first panel drawn names the workloads and the architectures
             axis.tick_params(axis="y", labelsize=8)
-    axes[0].legend(fontsize=8)
+            axis.legend(fontsize=8)
+        drawn += 1
     return _save(figure, path)
 
 
-def _short(entry: dict[str, Any]) -> str:
-    workload = entry.get("workload", {})
-    architecture = {"traditional": "trad", "disaggregated": "disagg"}.get(entry.get("architecture", ""), "?")
-    return (
-        f"{architecture} {workload.get('phase')} in{workload.get('input_len')} out{workload.get('output_len')}"
-        f" c{workload.get('concurrency')}"
-    )
+def _short(benchmark: BenchmarkResult) -> str:
+    architecture = {"traditional": "trad", "disaggregated": "disagg"}.get(benchmark.architecture, "?")
+    return f"{architecture} {benchmark.phase} {workload_id(benchmark.workload)}"
+
+
+def dvfs_groups(analysis: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The DVFS analysis groups with only their points that have both energy and latency (a missing latency stays
+    missing, it is not drawn at zero), and only the groups left with a point."""
+    groups = [
+        {**group, "points": [p for p in group["points"] if p["energy_j"] is not None and p["latency_ms"] is not None]}
+        for group in analysis
+    ]
+    return [group for group in groups if group["points"]]
 
 
 def dvfs_tradeoff(run: Run, path: Path) -> Path:
-    """Energy per token against latency for every DVFS setting, one panel per phase, Pareto front joined."""
-    analysis = (run.results.get("dvfs") or {}).get("analysis") or []
+    """Energy per token against latency for every DVFS setting, one panel per phase, Pareto front joined. A
+    setting missing its energy or its latency is left out, never drawn at zero."""
     title = "DVFS: energy against latency per setting"
-    measured = [a for a in analysis if any(p["energy_j"] is not None for p in a["points"])]
+    measured = dvfs_groups((run.header.get("dvfs") or {}).get("analysis") or [])
     if not measured:
-        why = run.power_reason if not run.power_measured else "no benchmark ran under more than one setting"
+        why = run.power_reason if not run.power_measured else "no benchmark has both energy and latency"
         return placeholder(path, title, f"{why}: the settings cannot be compared by energy")
-    phases = sorted({a["phase"] for a in measured})
+    phases = sorted({group["phase"] for group in measured})
     figure, axes = plt.subplots(1, len(phases), figsize=WIDE, layout="constrained", squeeze=False)
     figure.suptitle(title)
     for axis, phase in zip(axes[0], phases, strict=True):
-        groups = [a for a in measured if a["phase"] == phase]
+        groups = [group for group in measured if group["phase"] == phase]
         for group in groups:
-            points = [p for p in group["points"] if p["energy_j"] is not None]
+            points = group["points"]
             label = f"{group['architecture']} {group['workload']}"
             color = ARCHITECTURE_COLORS.get(group["architecture"])
             axis.scatter([p["latency_ms"] for p in points], [p["energy_j"] for p in points], color=color, label=label)

@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from plugin.report.data import HEADLINE, Run, load_run
+from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
+from plugin.load.client import RequestRecord
+from plugin.report.data import HEADLINE, LATENCY, Run, energy_figures, load_run
+from plugin.results.schema import BenchmarkResult
 
-# The standard error of the median says nothing of a p99: that one needs rounds to get a noise figure.
-PER_REQUEST = {"median_ttft_ms": "ttft", "median_e2el_ms": "e2e", "median_tpot_ms": "tpot"}
+PER_REQUEST: dict[str, Callable[[RequestRecord], float | None]] = {
+    "median_ttft_ms": ttft_s,
+    "median_e2el_ms": e2e_s,
+    "median_tpot_ms": tpot_s,
+}
+"""Headline medians whose noise can come from the spread over requests (``plugin.analysis.stats``)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Change:
 
 def choose_baseline(run: Run, reports_dir: Path, asked: str | None) -> Run | None:
     """``asked`` (a run id in ``reports_dir`` or a folder), else the newest earlier run with the same model and
-    devices that has results."""
+    devices that has results of this schema version (a run of another version is skipped)."""
     if asked:
         folder = Path(asked) if Path(asked).is_dir() else reports_dir / asked
         if not (folder / "results.json").is_file():
@@ -52,53 +59,50 @@ def choose_baseline(run: Run, reports_dir: Path, asked: str | None) -> Run | Non
         try:
             candidate = load_run(folder)
         except (OSError, ValueError):
-            continue  # not a run folder, or an older schema
-        if candidate.model == run.model and candidate.devices == run.devices and candidate.results.get("benchmarks"):
+            continue  # not a run folder, or another schema version
+        if candidate.model == run.model and candidate.devices == run.devices and candidate.benchmarks:
             return candidate
     return None
 
 
 def compare(run: Run, baseline: Run) -> list[Change]:
-    """Every headline metric of every benchmark (by id) that both runs have."""
-    base_entries = {entry["id"]: entry for entry in baseline.results.get("benchmarks", [])}
+    """Every headline metric of every benchmark (by id) that both runs have; energy only as the figures of the
+    benchmark's phase (``energy_figures``)."""
+    base_benchmarks = {benchmark.id: benchmark for benchmark in baseline.benchmarks}
     changes = []
-    for entry in run.results.get("benchmarks", []):
-        base = base_entries.get(entry["id"])
+    for benchmark in run.benchmarks:
+        base = base_benchmarks.get(benchmark.id)
         if base is None:
             continue
+        now_figures, then_figures = _figures(benchmark), _figures(base)
         for metric in HEADLINE:
-            now, then = entry["summary"].get(metric), base["summary"].get(metric)
+            now, then = now_figures.get(metric), then_figures.get(metric)
             if now is None or then is None or then == 0:
                 continue
-            noises = [n for n in (noise_pct(entry, metric), noise_pct(base, metric)) if n is not None]
+            both = (noise_pct(run, benchmark, metric), noise_pct(baseline, base, metric))
+            noises = [noise for noise in both if noise is not None]
             changes.append(
-                Change(entry["name"], metric, then, now, 100.0 * (now - then) / then, max(noises) if noises else None)
+                Change(benchmark.name, metric, then, now, 100.0 * (now - then) / then, max(noises) if noises else None)
             )
     return changes
 
 
-def noise_pct(entry: dict[str, Any], metric: str) -> float | None:
+def _figures(benchmark: BenchmarkResult) -> dict[str, float | None]:
+    return {**{key: benchmark.summary.get(key) for key in LATENCY}, **energy_figures(benchmark)}
+
+
+def noise_pct(run: Run, benchmark: BenchmarkResult, metric: str) -> float | None:
     """The metric's own spread in this benchmark, in % (see the module's docstring)."""
-    rounds = [float(r[metric]) for r in entry.get("rounds", []) if r.get(metric) is not None]
+    rounds = [float(r[metric]) for r in benchmark.rounds if r.get(metric) is not None]
     if len(rounds) >= 2 and statistics.fmean(rounds):
         return 100.0 * (max(rounds) - min(rounds)) / abs(statistics.fmean(rounds))
-    kind = PER_REQUEST.get(metric)
-    values = [v for v in (_per_request(request, kind) for request in entry.get("requests", [])) if v is not None]
-    if kind is None or len(values) < 3:
+    per_request = PER_REQUEST.get(metric)
+    if per_request is None:
+        return None
+    values = [v for v in (per_request(stored.record) for stored in run.stored.requests(benchmark)) if v is not None]
+    if len(values) < 3:
         return None
     median = statistics.median(values)
     if median == 0:
         return None
     return 100.0 * 2 * 1.25 * statistics.stdev(values) / math.sqrt(len(values)) / abs(median)
-
-
-def _per_request(request: dict[str, Any], kind: str | None) -> float | None:
-    if request.get("error") is not None or request.get("first_token_s") is None:
-        return None
-    first, send, end = float(request["first_token_s"]), float(request["send_s"]), float(request["end_s"])
-    if kind == "ttft":
-        return first - send
-    if kind == "e2e":
-        return end - send
-    tokens = len(request.get("token_times_s") or [])
-    return (end - first) / (tokens - 1) if kind == "tpot" and tokens > 1 else None
