@@ -1,0 +1,74 @@
+"""Faults a user meets, injected with a stand-in vLLM (``tests/fake_vllm.py``: the stub upstream where vLLM's
+server would run; fault injection only, the measuring path is tested on real vLLM elsewhere):
+
+- a traditional server that dies mid-run fails one benchmark with its exit code and log tail, the rest of the
+  traditional benchmarks are skipped saying why, and the disaggregated ones still run;
+- a server that serves its model under another name (``--served-model-name``) is sent that name;
+- a decode instance that never answers (a hung KV transfer) ends the disaggregated benchmarks within the request
+  timeout, with the proxy's 502 naming it, instead of waiting a timeout per request.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.fake_vllm import wrapper
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    shutil.copy(ROOT / "benchmarks" / "test_phases.py", pytester.path / "test_phases.py")
+    model = pytester.path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"vocab_size": 512}))
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(
+        f"--vllm-python={wrapper(pytester.path)}", f"--model={pytester.path / 'model'}", "--power-backend=none",
+        f"--reports-dir={pytester.path / 'reports'}", "--input-lens=200", "--output-lens=8", "--decode-prompt-len=16",
+        "--e2e-input-len=200", "--e2e-output-len=8", "--concurrency=1", "--num-requests=2", "-p", "no:cacheprovider",
+        "--vllm-arg=--served-model-name=served-elsewhere", *args, timeout=240,
+    )  # fmt: skip
+
+
+def test_a_server_that_dies_stops_its_architecture_only(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VLLM_EXIT_AFTER", "4")  # warm-up + 2 requests of the first benchmark, then one more
+    result = run(inner, "-rA")
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("failed"), outcomes.get("skipped"), outcomes.get("passed")) == (1, 1, 4), result.stdout.str()
+    output = result.stdout.str()
+    assert "server exited with code 3 during the benchmark" in output
+    assert "fake vLLM: Application startup complete" in output  # the log tail came with the failure
+    assert "the traditional servers are gone: server exited with code 3 during the benchmark\n" in output
+    results = json.loads(next((inner.path / "reports").glob("*/results.json")).read_text())
+    ran = {entry["name"]: entry["summary"]["failed"] for entry in results["benchmarks"]}
+    assert ran["test_prefill[traditional-in200-out1-c1]"] == 0
+    assert ran["test_decode[traditional-in16-out8-c1]"] > 0  # measured, kept, and failed
+    assert all(ran[name] == 0 for name in ran if "disaggregated" in name) and len(ran) == 5
+
+
+def test_the_served_model_name_is_the_one_sent(inner: pytest.Pytester) -> None:
+    result = run(inner, "-m", "traditional and prefill")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_hung_kv_transfer_ends_within_the_timeout(inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_VLLM_HANG_DECODE", "1")
+    started = time.monotonic()
+    result = run(inner, "-m", "disaggregated", "--request-timeout-s=4")
+    elapsed_s = time.monotonic() - started
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("failed"), outcomes.get("skipped")) == (1, 2), result.stdout.str()
+    output = result.stdout.str()
+    assert "the warm-up request failed, so no round was measured: HTTP 502" in output
+    assert "decode instance" in output and "did not answer" in output
+    assert elapsed_s < 60  # one proxy timeout (0.9 x 4 s), not one per request of every benchmark
