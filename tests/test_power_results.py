@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from plugin.analysis.power_entry import benchmark_power, session_power
+from plugin.analysis.power_entry import benchmark_power, session_power, window_power
 from plugin.clock import now_s
 from plugin.load.client import RequestRecord
 from plugin.power import NoneBackend, Sampler
 from plugin.power.nvml import NvmlBackend
-from tests.fake_pynvml import FakeGpu, FakeNvml, Step
+from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 POWER_W = 300.0
 
@@ -32,17 +32,22 @@ def test_benchmark_power_splits_a_known_trace_by_phase(tmp_path: Path) -> None:
         time.sleep(0.2)
         end_s = now_s()
         window = sampler.end_window("bench")
-        entry = benchmark_power(sampler, window, [record(start_s, first_token_s, end_s)])
+        entry = benchmark_power(
+            [window_power(0, window, [record(start_s, first_token_s, end_s)], {0: "prefill+decode"})],
+            window.backend, window.unmeasured_reason, {0: "prefill+decode"},
+        )  # fmt: skip
         session = session_power(sampler, None)
-    assert entry["measured"] is True
-    assert entry["energy_j"] == pytest.approx(POWER_W * window.duration_s, rel=0.02)
-    assert entry["energy_per_output_token_j"] == pytest.approx(entry["energy_j"] / 10)
-    assert entry["energy_per_prompt_token_j"] == pytest.approx(entry["energy_j"] / 100)
-    phases = entry["gpus"]["0"]["phases"]
-    assert phases["prefill_j"] == pytest.approx(POWER_W * (first_token_s - start_s), rel=0.05)
-    assert phases["decode_j"] == pytest.approx(POWER_W * (end_s - first_token_s), rel=0.05)
-    assert phases["j_per_output_token"] == pytest.approx(phases["decode_j"] / 10)
-    assert entry["gpus"]["0"]["energy_counter_j"] is not None
+    assert entry.measured is True
+    assert entry.energy_j == pytest.approx(POWER_W * window.duration_s, rel=0.02)
+    assert entry.energy_per_output_token_j == pytest.approx(entry.energy_j / 10)
+    assert entry.energy_per_prompt_token_j == pytest.approx(entry.energy_j / 100)
+    gpu = entry.windows[0].gpus["0"]
+    phases = gpu.phases
+    assert phases is not None and gpu.window.energy_counter_j is not None
+    assert phases.prefill_j == pytest.approx(POWER_W * (first_token_s - start_s), rel=0.05)
+    assert phases.decode_j == pytest.approx(POWER_W * (end_s - first_token_s), rel=0.05)
+    assert phases.j_per_output_token == pytest.approx((phases.decode_j or 0) / 10)
+    assert phases.total_j == pytest.approx(gpu.window.energy_counter_j, rel=1e-9)  # anchored to the counter
     assert session["backend"] == "nvml" and session["samples_csv"] == {"0": "power_gpu0.csv"}
     assert (tmp_path / "power_gpu0.csv").stat().st_size > 0
 
@@ -51,14 +56,12 @@ def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> 
     with Sampler(NoneBackend("power not measured: no GPU"), tmp_path, period_ms=100) as sampler:
         sampler.begin_window("bench")
         window = sampler.end_window("bench")
-        entry = benchmark_power(sampler, window, [record(0.0, 0.1, 0.2)])
+        entry = benchmark_power(
+            [window_power(0, window, [record(0.0, 0.1, 0.2)], {})], window.backend, window.unmeasured_reason, {}
+        )
         session = session_power(sampler, None)
-    assert entry == {
-        "measured": False,
-        "backend": "none",
-        "unmeasured_reason": "power not measured: no GPU",
-        "notes": [],
-    }
+    assert (entry.measured, entry.backend, entry.unmeasured_reason) == (False, "none", "power not measured: no GPU")
+    assert entry.energy_j is None and entry.phases is None and entry.energy_per_output_token_j is None
     assert session["unmeasured_reason"] == "power not measured: no GPU" and session["samples_csv"] == {}
 
 

@@ -1,7 +1,8 @@
 """Which module plays ``pynvml``: nvidia-ml-py's, or a stand-in named by ``PD_ENERGY_BENCH_NVML_MODULE``.
 
-The suite's own tests use a stand-in (``tests/fake_dvfs_nvml.py``) to run the DVFS code end to end without a
-GPU; every run that uses one says so in its results and its terminal summary.
+Every NVML user goes through ``load_nvml`` (the GPU inventory, the power backend, the DVFS controller), so the
+suite's own tests can run a whole pytest subprocess on one fake (``tests/fake_nvml.py``) without a GPU; every run
+that uses a stand-in says so in its results and its terminal summary.
 """
 
 from __future__ import annotations
