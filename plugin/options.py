@@ -12,11 +12,30 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from plugin.option_values import (
+    DatasetSpec,
+    GoodputTargets,
+    RequestRates,
+    dataset_list,
+    goodput_targets,
+    gpu_list,
+    non_negative_float,
+    port_number,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    ratio,
+    request_rates,
+    value_list,
+)
+
 T = TypeVar("T")
+SHIPPED_SHAREGPT = Path(__file__).resolve().parent / "load" / "data" / "sharegpt-tiny.json"
+"""A small ShareGPT-format file written for this project: the CPU default of the serving benchmarks."""
 
 GROUP = "pd-energy-bench"
 
@@ -85,6 +104,16 @@ class Settings:
     dvfs_dry_run: bool
     slo_ttft_ms: float | None
     slo_tbt_ms: float | None
+    request_rates: RequestRates
+    burstiness: float
+    max_concurrency: int | None
+    datasets: tuple[DatasetSpec, ...]
+    random_range_ratio: float
+    duration_s: float | None
+    warmup_s: float
+    cooldown_s: float
+    goodput: GoodputTargets | None
+    seed: int | None
 
     @property
     def dvfs_requested(self) -> bool:
@@ -128,6 +157,16 @@ _OPTIONS: list[tuple[str, str]] = [
     ),
     ("slo-ttft-ms", "latency target for TTFT: the report names the lowest-energy setting that meets it"),
     ("slo-tbt-ms", "latency target for TBT (time between tokens): as --slo-ttft-ms, for decode"),
+    ("request-rate", "serving: open-loop arrival rates in requests/s, e.g. 2,8; inf (all at once); sweep:N"),
+    ("burstiness", "serving: gamma shape of the gaps between arrivals (1: Poisson; lower: burstier; default 1)"),
+    ("max-concurrency", "serving: at most this many requests in flight; later arrivals wait (default: no cap)"),
+    ("dataset", "serving: random, sharegpt:PATH or jsonl:PATH (comma-separated; default on CPU: a shipped file)"),
+    ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
+    ("duration-s", "serving: requests arrive for this many seconds (instead of --num-requests); steady state"),
+    ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
+    ("cooldown-s", "serving: seconds at the end of --duration-s left out likewise (default 0)"),
+    ("goodput", "latency targets in ms, any of ttft:N tpot:N e2el:N: SLO attainment, goodput, J per good request"),
+    ("seed", "seed of arrival schedules and dataset sampling (default: random per run, recorded in results)"),
     (
         "report-baseline",
         "run id or folder the report compares with (default: the last run of the same model and devices)",
@@ -140,7 +179,8 @@ KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "LLM inference phase benchmarks on vLLM")
     for name, help_text in _OPTIONS:
-        group.addoption(f"--{name}", dest=_dest(name), default=None, help=help_text)
+        nargs = "+" if name == "goodput" else None  # vLLM's syntax: --goodput ttft:200 tpot:50
+        group.addoption(f"--{name}", dest=_dest(name), default=None, nargs=nargs, help=help_text)
         parser.addini(_dest(name), help=help_text, default=None)
     group.addoption(
         "--vllm-arg",
@@ -163,6 +203,8 @@ def _raw(config: pytest.Config, name: str) -> str | None:
     value = config.getoption(_dest(name))
     if value is None:
         value = config.getini(_dest(name))
+    if isinstance(value, list):  # an option that takes several words
+        value = " ".join(value)
     return None if value in (None, "") else str(value)
 
 
@@ -176,86 +218,10 @@ def _parsed(config: pytest.Config, name: str, parse: Callable[[str], T], default
         raise pytest.UsageError(f"--{name}={raw!r}: {error}") from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if not value > 0:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def positive_int_list(text: str) -> tuple[int, ...]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise ValueError("expected a comma-separated list of positive whole numbers")
-    return tuple(positive_int(item) for item in items)
-
-
-def gpu_list(text: str) -> tuple[int, ...]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    try:
-        indices = tuple(int(item) for item in items)
-    except ValueError:
-        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1") from None
-    if not indices or any(index < 0 for index in indices):
-        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1")
-    return indices
-
-
-def port_number(text: str) -> int:
-    port = positive_int(text)
-    if port > 65535:
-        raise ValueError("a port is at most 65535")
-    return port
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if not value >= 0:
-        raise ValueError("must be zero or more")
-    return value
-
-
 def power_backend(text: str) -> str:
     if text not in POWER_BACKENDS:
         raise ValueError(f"expected one of {', '.join(POWER_BACKENDS)}")
     return text
-
-
-def value_list(text: str) -> tuple[int, ...]:
-    """``1980,1500,900``, ``900:1980:180`` (stop included when a step lands on it), or both mixed."""
-    values: list[int] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        if ":" in item:
-            try:
-                start, stop, step = (int(x) for x in item.split(":"))
-            except ValueError:
-                raise ValueError(f"{item!r}: a range is start:stop:step in whole numbers, e.g. 900:1980:180") from None
-            if step <= 0 or start > stop or start <= 0:
-                raise ValueError(f"{item!r}: a range needs 0 < start <= stop and a positive step")
-            values += range(start, stop + 1, step)
-        else:
-            values.append(positive_int(item))
-    if not values:
-        raise ValueError("expected values such as 1980,1500 or a range such as 900:1980:180")
-    return tuple(dict.fromkeys(values))  # in the order given, each once
 
 
 def kv_connector(text: str) -> str:
@@ -313,4 +279,36 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         dvfs_dry_run=bool(config.getoption("dvfs_dry_run") or config.getini("dvfs_dry_run")),
         slo_ttft_ms=_parsed(config, "slo-ttft-ms", positive_float, None),
         slo_tbt_ms=_parsed(config, "slo-tbt-ms", positive_float, None),
+        **_load_settings(config, on_gpu),
     )
+
+
+def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
+    """The serving benchmarks' load: rates, arrivals, datasets, steady-state windows and goodput targets."""
+    default_rates = RequestRates(sweep_points=5) if on_gpu else RequestRates((1.0, 4.0))
+    default_datasets: tuple[DatasetSpec, ...] = (
+        (DatasetSpec("random"),) if on_gpu else (DatasetSpec("sharegpt", SHIPPED_SHAREGPT),)
+    )
+    duration_s = _parsed(config, "duration-s", positive_float, None)
+    warmup_s = _parsed(config, "warmup-s", non_negative_float, 0.0)
+    cooldown_s = _parsed(config, "cooldown-s", non_negative_float, 0.0)
+    if duration_s is not None and warmup_s + cooldown_s >= duration_s:
+        raise pytest.UsageError(
+            f"--duration-s {duration_s:g} is not longer than --warmup-s {warmup_s:g} plus --cooldown-s "
+            f"{cooldown_s:g}: nothing would be measured; lengthen the duration or shorten the warm-up and cool-down"
+        )
+    if duration_s is None and (warmup_s or cooldown_s):
+        raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
+    seed = _parsed(config, "seed", int, None)
+    return {
+        "request_rates": _parsed(config, "request-rate", request_rates, default_rates),
+        "burstiness": _parsed(config, "burstiness", positive_float, 1.0),
+        "max_concurrency": _parsed(config, "max-concurrency", positive_int, None),
+        "datasets": _parsed(config, "dataset", dataset_list, default_datasets),
+        "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "cooldown_s": cooldown_s,
+        "goodput": _parsed(config, "goodput", goodput_targets, None),
+        "seed": seed,
+    }

@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 
-OPTIONS = [
+# Every option of the suite's group in `pytest --help`, by its exact name: a renamed, missing or extra one fails.
+OPTIONS = {
     "--model", "--model-cache-dir", "--vllm-url", "--vllm-python", "--gpus", "--max-model-len", "--dtype",
     "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
     "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
-    "--reports-dir", "--vllm-arg", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s", "--prefill-gpus",
-    "--decode-gpus", "--kv-connector", "--report-baseline",
-]  # fmt: skip
+    "--reports-dir", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s", "--prefill-gpus", "--decode-gpus",
+    "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
+    "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
+    "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
+    "--vllm-arg", "--dvfs-dry-run",
+}  # fmt: skip
+# Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
+INI_KEYS = {
+    **{option.removeprefix("--").replace("-", "_"): "string" for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run"}},
+    "vllm_args": "linelist",
+    "dvfs_dry_run": "bool",
+}
+MARKERS = [
+    "@pytest.mark.traditional: benchmark on one vLLM server that does both prefill and decode",
+    "@pytest.mark.disaggregated: benchmark on separate prefill and decode vLLM instances with KV transfer",
+    "@pytest.mark.prefill: prefill-phase benchmark (max_tokens=1, parametrized over input lengths)",
+    "@pytest.mark.decode: decode-phase benchmark (short prompt, parametrized over output lengths)",
+    "@pytest.mark.e2e: end-to-end benchmark (prompt and answer of realistic lengths)",
+    "@pytest.mark.serving: open-loop serving benchmark (dataset x request rate; goodput and energy per good request)",
+]
+GROUP_TITLE = "LLM inference phase benchmarks on vLLM:"
+WITHOUT_PLUGIN = ("-p", "no:pd_energy_bench")  # the pytest11 entry point's name
 NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
 
 
@@ -28,20 +51,58 @@ def benchmarks_copy(pytester: pytest.Pytester) -> Path:
     return target
 
 
-def test_markers_are_registered(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--markers")
-    for marker in ("traditional", "disaggregated", "prefill", "decode", "e2e"):
-        result.stdout.fnmatch_lines([f"@pytest.mark.{marker}: *"])
+def section(text: str, title: str) -> list[str]:
+    """One section of ``pytest --help``: the lines after its title (and the blank lines that may follow it), up
+    to the blank line that ends it."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    while not lines[start]:
+        start += 1
+    return lines[start : lines.index("", start)]
 
 
-def test_help_describes_every_option_and_ini_key(pytester: pytest.Pytester) -> None:
+def ini_keys(pytester: pytest.Pytester, *args: str) -> dict[str, str]:
+    """Every ini key of the ``--help`` run, with its type."""
+    result = pytester.runpytest("--help", *args)
+    assert result.ret == 0
+    lines = section(result.stdout.str(), "[pytest] ")
+    return {match[1]: match[2] for line in lines if (match := re.match(r"  (\w+) \((\w+)\):", line))}
+
+
+def test_markers_are_registered_with_their_descriptions(pytester: pytest.Pytester) -> None:
+    with_plugin = pytester.runpytest("--markers").stdout.lines
+    without_plugin = set(pytester.runpytest("--markers", *WITHOUT_PLUGIN).stdout.lines)
+    assert [line for line in with_plugin if line and line not in without_plugin] == MARKERS
+
+
+def test_help_lists_exactly_the_suites_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     assert result.ret == 0
-    text = result.stdout.str()
-    for option in OPTIONS:
-        assert option in text
-    for ini in ("model (string)", "input_lens (string)", "vllm_args (linelist)", "gpu_sample_ms (string)"):
-        assert ini in text
+    group = section(result.stdout.str(), GROUP_TITLE)
+    named = [match[1] for line in group if (match := re.match(r"  (--[\w-]+)", line))]
+    assert sorted(named) == sorted(OPTIONS)  # sorted lists, not sets: an option listed twice fails too
+
+
+def test_every_option_has_its_ini_twin(pytester: pytest.Pytester) -> None:
+    without_plugin = ini_keys(pytester, *WITHOUT_PLUGIN)
+    added = {key: kind for key, kind in ini_keys(pytester).items() if key not in without_plugin}
+    assert added == INI_KEYS
+
+
+def test_fast_lane_leaves_out_every_test_that_starts_vllm() -> None:
+    """``make test-fast`` (``-m "not vllm"``) keeps, of the modules that start real vLLM, only the DVFS interrupt
+    tests, which run the plugin without a server."""
+    modules = ["e2e", "e2e_disaggregated", "interrupt", "kv_transfer", "dvfs_e2e"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *(f"tests/test_{module}.py" for module in modules), "--collect-only", "-q",
+         "-m", "not vllm", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line for line in done.stdout.splitlines() if "::" in line] == [
+        "tests/test_dvfs_e2e.py::test_settings_are_restored_when_pytest_is_interrupted[SIGINT]",
+        "tests/test_dvfs_e2e.py::test_settings_are_restored_when_pytest_is_interrupted[SIGTERM]",
+    ]
 
 
 def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> None:
@@ -71,12 +132,50 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--decode-gpus=7", "--decode-gpus: no*"),
         ("--report-baseline=nope", "--report-baseline nope: no results.json in*"),
         ("--max-model-len=64", "--max-model-len 64 is shorter than the largest workload*"),
+        ("--request-rate=0", "--request-rate='0': must be a positive number"),
+        ("--request-rate=-2", "--request-rate='-2': must be a positive number"),
+        ("--request-rate=sweep:x", "--request-rate='sweep:x': a sweep is sweep:N*"),
+        ("--burstiness=0", "--burstiness='0': must be a positive number"),
+        ("--max-concurrency=0", "--max-concurrency='0': must be a positive whole number"),
+        ("--dataset=alpaca:x.json", "--dataset='alpaca:x.json': 'alpaca:x.json': the dataset kind is one of random*"),
+        ("--dataset=sharegpt:/no/such.json", "--dataset='sharegpt:/no/such.json': *no such file /no/such.json"),
+        ("--dataset=jsonl", "--dataset='jsonl': 'jsonl': name the file, e.g. jsonl:*"),
+        ("--random-range-ratio=1", "--random-range-ratio='1': must be at least 0 and below 1"),
+        ("--goodput=ttfb:200", "--goodput='ttfb:200': 'ttfb:200': a goodput target is one of ttft, tpot, e2el*"),
+        ("--goodput=ttft:fast", "--goodput='ttft:fast': 'ttft:fast': the target must be a positive number of*"),
+        ("--seed=x", "--seed='x': invalid literal*"),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
     result = pytester.runpytest(argument)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--duration-s=10", "--warmup-s=10"], "--duration-s 10 is not longer than --warmup-s 10 plus --cooldown-s 0*"),
+        (["--duration-s=10", "--warmup-s=6", "--cooldown-s=4"], "--duration-s 10 is not longer than*"),
+        (["--warmup-s=5"], "--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too"),
+    ],
+)
+def test_a_steady_state_window_must_leave_something_to_measure(
+    pytester: pytest.Pytester, arguments: list[str], message: str
+) -> None:
+    result = pytester.runpytest(*arguments)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+def test_goodput_takes_vllms_space_separated_targets(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from plugin.session import SESSION_KEY\n"
+        "def pytest_collection_finish(session):\n"
+        "    print('targets', session.config.stash[SESSION_KEY].settings.goodput)\n"
+    )
+    result = pytester.runpytest("-s", "--goodput", "ttft:200", "tpot:50", "--", "--collect-only")
+    result.stdout.fnmatch_lines(["targets GoodputTargets(ttft_ms=200.0, tpot_ms=50.0, e2el_ms=None)"])
 
 
 def test_ini_value_applies_and_the_command_line_wins(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:

@@ -1,0 +1,191 @@
+"""Parsers of option values, each raising ``ValueError`` with what was expected, and the typed values of the
+load options (request rates, datasets, goodput targets) shared by the options, the load and the analysis."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+DATASET_KINDS = ("random", "sharegpt", "jsonl")
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRates:
+    """Open-loop arrival rates in requests/s (``math.inf``: all at once), or a sweep: the synchronous rate and the
+    saturated throughput are measured first, then ``sweep_points`` rates spaced between them (guidellm's sweep)."""
+
+    rates: tuple[float, ...] = ()
+    sweep_points: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """Where prompts come from: ``random`` (exact-length token ids), a ShareGPT JSON file, or a JSONL file."""
+
+    kind: str
+    path: Path | None = None
+
+    @property
+    def id(self) -> str:
+        """``random``, ``sharegpt-<file stem>`` (the stem alone where it starts with the kind already)."""
+        if self.path is None:
+            return self.kind
+        stem = self.path.stem
+        return stem if stem.startswith(self.kind) else f"{self.kind}-{stem}"
+
+
+@dataclass(frozen=True, slots=True)
+class GoodputTargets:
+    """Per-request latency targets in ms (vLLM's ``--goodput``); a request is good when it meets every one given."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError("expected a comma-separated list of positive whole numbers")
+    return tuple(positive_int(item) for item in items)
+
+
+def gpu_list(text: str) -> tuple[int, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        indices = tuple(int(item) for item in items)
+    except ValueError:
+        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1") from None
+    if not indices or any(index < 0 for index in indices):
+        raise ValueError("expected comma-separated GPU indices such as 0 or 0,1")
+    return indices
+
+
+def port_number(text: str) -> int:
+    port = positive_int(text)
+    if port > 65535:
+        raise ValueError("a port is at most 65535")
+    return port
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not value >= 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def value_list(text: str) -> tuple[int, ...]:
+    """``1980,1500,900``, ``900:1980:180`` (stop included when a step lands on it), or both mixed."""
+    values: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if ":" in item:
+            try:
+                start, stop, step = (int(x) for x in item.split(":"))
+            except ValueError:
+                raise ValueError(f"{item!r}: a range is start:stop:step in whole numbers, e.g. 900:1980:180") from None
+            if step <= 0 or start > stop or start <= 0:
+                raise ValueError(f"{item!r}: a range needs 0 < start <= stop and a positive step")
+            values += range(start, stop + 1, step)
+        else:
+            values.append(positive_int(item))
+    if not values:
+        raise ValueError("expected values such as 1980,1500 or a range such as 900:1980:180")
+    return tuple(dict.fromkeys(values))  # in the order given, each once
+
+
+def request_rates(text: str) -> RequestRates:
+    """``2,8``, ``inf`` or ``sweep:N``."""
+    text = text.strip()
+    if text.startswith("sweep:"):
+        try:
+            points = int(text.removeprefix("sweep:"))
+        except ValueError:
+            raise ValueError("a sweep is sweep:N with N a whole number of rates, e.g. sweep:5") from None
+        if points < 1:
+            raise ValueError("a sweep needs at least one rate between the synchronous and the saturated one")
+        return RequestRates(sweep_points=points)
+    rates = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        rate = math.inf if item.lower() == "inf" else positive_float(item)
+        rates.append(rate)
+    if not rates:
+        raise ValueError("expected request rates in requests/s such as 2,8, inf (all at once) or sweep:5")
+    return RequestRates(tuple(dict.fromkeys(rates)))
+
+
+def dataset_list(text: str) -> tuple[DatasetSpec, ...]:
+    """``random``, ``sharegpt:PATH`` or ``jsonl:PATH``, comma-separated; the files must exist."""
+    specs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        kind, _, path = item.partition(":")
+        if kind not in DATASET_KINDS:
+            raise ValueError(f"{item!r}: the dataset kind is one of {', '.join(DATASET_KINDS)} (e.g. sharegpt:FILE)")
+        if kind == "random":
+            if path:
+                raise ValueError("'random' takes no file; its lengths come from --e2e-input-len/--e2e-output-len")
+            specs.append(DatasetSpec("random"))
+            continue
+        if not path:
+            raise ValueError(
+                f"{item!r}: name the file, e.g. {kind}:data/conversations.{'json' if kind == 'sharegpt' else 'jsonl'}"
+            )
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ValueError(f"{item!r}: no such file {file}")
+        specs.append(DatasetSpec(kind, file))
+    if not specs:
+        raise ValueError("expected random, sharegpt:PATH or jsonl:PATH")
+    return tuple(specs)
+
+
+def goodput_targets(text: str) -> GoodputTargets:
+    """``ttft:200 tpot:50 e2el:2000`` (any subset, milliseconds; spaces or commas between)."""
+    targets: dict[str, float] = {}
+    for item in text.replace(",", " ").split():
+        key, _, value = item.partition(":")
+        if key not in GOODPUT_KEYS:
+            raise ValueError(f"{item!r}: a goodput target is one of {', '.join(GOODPUT_KEYS)}, as KEY:MILLISECONDS")
+        try:
+            targets[key] = positive_float(value)
+        except ValueError:
+            raise ValueError(
+                f"{item!r}: the target must be a positive number of milliseconds, e.g. {key}:200"
+            ) from None
+    if not targets:
+        raise ValueError("expected targets such as ttft:200 tpot:50 e2el:2000 (milliseconds)")
+    return GoodputTargets(targets.get("ttft"), targets.get("tpot"), targets.get("e2el"))
+
+
+def ratio(text: str) -> float:
+    value = non_negative_float(text)
+    if value >= 1:
+        raise ValueError("must be at least 0 and below 1")
+    return value
