@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
 
+from plugin.analysis.stats import LAG_LIMIT_MS, summarize
 from plugin.clock import now_s
-from plugin.load.client import RequestRecord, completion_body, run_load, stream_completion
+from plugin.load.client import RequestRecord, completion_body, run_load, run_schedule, stream_completion
+from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.servers import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -206,6 +211,7 @@ def test_run_load_caps_in_flight_and_keeps_prompt_order() -> None:
     assert [r.prompt_tokens for r in records] == [len(p) for p in prompts]
     assert all(r.ok for r in records)
     assert len({r.due_s for r in records}) == 1
+    assert all(r.ready_s is not None for r in records)
     queue_s = [r.send_s - r.due_s for r in records]
     # Three waves of two: the first goes at once, the last waits for two holds.
     assert max(queue_s[:2]) < min(queue_s[2:4])  # lower bounds only: a loaded machine is slower, never faster
@@ -234,3 +240,127 @@ def test_request_body_asks_for_exact_streamed_output() -> None:
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert body["return_token_ids"] is True
+
+
+# --- open-loop schedules, against tests/stub_upstream.py as a process of its own ---------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+StartStub = Callable[[float], str]
+
+
+@pytest.fixture
+def stub_upstream(tmp_path: Path) -> Iterator[StartStub]:
+    """Starts the stub with a given ``--token-delay-ms``; returns its URL once ``/health`` answers."""
+    processes: list[ManagedProcess] = []
+
+    def run(token_delay_ms: float) -> str:
+        port = free_port()
+        command = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = start(
+            "stub", [*command, "--token-delay-ms", str(token_delay_ms)], env, tmp_path / "stub.log", tmp_path
+        )
+        processes.append(process)
+        wait_ready(process, f"http://127.0.0.1:{port}/health", 30, f"see {tmp_path}", poll_s=0.05)
+        return f"http://127.0.0.1:{port}"
+
+    yield run
+    for process in processes:
+        process.stop(grace_s=5)
+
+
+def schedule(
+    url: str, requests: list[tuple[list[int], int]], offsets_s: list[float], cap: int | None
+) -> list[RequestRecord]:
+    return asyncio.run(run_schedule(url, "m", requests, offsets_s, max_concurrency=cap, timeout_s=10.0))
+
+
+def test_requests_leave_when_due_while_earlier_ones_still_stream(stub_upstream: StartStub) -> None:
+    """Each stream lasts about 0.75 s; the next request is due every 0.1 s and must not wait for any answer."""
+    url = stub_upstream(25.0)
+    offsets_s = [0.0, 0.1, 0.2, 0.3, 0.4]
+    requests = [([7] * (i + 1), 30 + i) for i in range(len(offsets_s))]  # told apart by prompt and output length
+    records = schedule(url, requests, offsets_s, cap=None)
+    assert all(r.ok for r in records)
+    assert [r.index for r in records] == list(range(len(requests)))
+    assert [(r.prompt_len, r.max_tokens, r.completion_tokens) for r in records] == [
+        (i + 1, 30 + i, 30 + i) for i in range(len(requests))
+    ]
+    start_s = records[0].due_s
+    assert [r.due_s - start_s for r in records] == pytest.approx(offsets_s, abs=1e-9)
+    for r in records:
+        assert r.ready_s == r.due_s  # no cap: ready when due
+        assert r.first_token_s is not None
+        assert r.due_s <= r.send_s <= r.first_token_s <= r.end_s
+        assert r.send_s - r.due_s < 0.05  # sent on time, a tenth of a stream at most
+        assert r.end_s - r.send_s >= r.max_tokens * 0.025 * 0.9  # and the streams are long
+    assert records[-1].send_s < records[0].end_s  # the last left before the first had finished
+
+
+def test_a_cap_makes_later_arrivals_wait_and_the_wait_is_queue_not_send_lag(stub_upstream: StartStub) -> None:
+    """One slot, streams of about 0.2 s, arrivals every 0.02 s: each waits for the one before to end."""
+    url = stub_upstream(20.0)
+    offsets_s = [0.0, 0.02, 0.04, 0.06]
+    records = schedule(url, [([1, 2, 3], 10)] * len(offsets_s), offsets_s, cap=1)
+    assert all(r.ok for r in records)
+    first, *later = records
+    assert first.ready_s == first.due_s
+    for before, r in zip(records, later, strict=False):
+        assert r.ready_s is not None and r.first_token_s is not None
+        assert r.ready_s >= before.end_s  # its slot was the one the request before freed
+        assert r.due_s < r.ready_s <= r.send_s <= r.first_token_s <= r.end_s
+        assert r.ready_s - r.due_s >= 0.1  # queued for most of a stream
+        assert r.send_s - r.ready_s < 0.02  # and sent as soon as the slot was free
+    summary = summarize(records)
+    assert summary["median_queue_ms"] >= 100.0
+    assert summary["p99_send_lag_ms"] < 20.0 < summary["median_queue_ms"]
+    assert summary["client_kept_up"] is True
+
+
+def test_a_cap_larger_than_the_load_delays_nothing(stub_upstream: StartStub) -> None:
+    url = stub_upstream(20.0)
+    offsets_s = [0.0, 0.05, 0.1]
+    records = schedule(url, [([1], 10)] * 3, offsets_s, cap=8)
+    assert [r.ready_s for r in records] == [r.due_s for r in records]
+    assert records[-1].send_s < records[0].end_s
+
+
+def test_offsets_count_from_a_given_start(stub_upstream: StartStub) -> None:
+    """The runner opens its power window at a time of its choosing and needs the schedule to start there too."""
+    url = stub_upstream(0.0)
+
+    async def main() -> tuple[float, list[RequestRecord]]:
+        start_s = now_s() + 0.3
+        return start_s, await run_schedule(url, "m", [([1], 2)] * 2, [0.0, 0.1], None, 10.0, start_s=start_s)
+
+    start_s, records = asyncio.run(main())
+    assert [r.due_s for r in records] == [start_s, start_s + 0.1]
+    assert all(r.ok and r.send_s >= r.due_s for r in records)
+
+
+@pytest.mark.parametrize(
+    ("offsets_s", "cap", "message"),
+    [([0.0], None, "2 requests but 1"), ([0.0, -0.1], None, "zero or more"), ([0.0, 0.0], 0, "at least 1")],
+)
+def test_run_schedule_refuses_bad_input(offsets_s: list[float], cap: int | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        schedule(f"http://127.0.0.1:{free_port()}", [([1], 1)] * 2, offsets_s, cap)
+
+
+def timed(due_s: float, ready_s: float | None, send_s: float) -> RequestRecord:
+    return RequestRecord(
+        0, 1, 1, due_s, send_s, send_s + 0.1, (send_s + 0.1,), send_s + 0.1, 1, 1, None, ready_s=ready_s
+    )
+
+
+def test_summary_splits_queue_from_send_lag() -> None:
+    """Queue is ready - due and send lag send - ready; old records without ready_s keep queue = send - due."""
+    summary = summarize([timed(0.0, 0.5, 0.501), timed(1.0, 1.0, 1.003)])
+    assert summary["mean_queue_ms"] == pytest.approx(250.0)
+    assert summary["mean_send_lag_ms"] == pytest.approx(2.0)
+    assert summary["client_kept_up"] is True
+    late = summarize([timed(0.0, 0.0, 0.001), timed(1.0, 1.0, 1.0 + 2 * LAG_LIMIT_MS / 1000)])
+    assert late["client_kept_up"] is False
+    old = summarize([timed(0.0, None, 0.5)])
+    assert old["mean_queue_ms"] == pytest.approx(500.0)
+    assert "mean_send_lag_ms" not in old and old.get("client_kept_up") is None

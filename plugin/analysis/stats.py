@@ -1,7 +1,10 @@
 """Summary metrics from request records, named as vLLM's ``bench serve`` names them so numbers compare directly.
 
 Definitions (all per request, from the client's clock):
-- TTFT = first token - send; queue = send - due (waiting for a concurrency slot, kept out of TTFT).
+- TTFT = first token - send; queue = ready - due (waiting for a concurrency slot, kept out of TTFT); send lag =
+  send - ready (the client's own lateness: it should be near zero, ``client_kept_up`` says whether its p99 is
+  within ``LAG_LIMIT_MS``). Records without ``ready_s`` (stored before it was kept) give queue = send - due and no
+  send lag.
 - TBT (ITL) = gap between consecutive output tokens; a request with n tokens gives n - 1 gaps.
 - TPOT = (E2E - TTFT) / (output tokens - 1), for requests with more than one output token.
 - E2E = last byte - send.
@@ -21,6 +24,9 @@ import numpy as np
 from plugin.load.client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
+LAG_LIMIT_MS = 10.0
+"""A client whose p99 send lag is above this was too slow for the schedule: its arrivals were not the ones asked
+for, and the run measured the client as much as the server."""
 
 
 def distribution(name: str, values_s: Sequence[float]) -> dict[str, float | None]:
@@ -101,7 +107,13 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     summary.update(distribution("tbt", [gap for r in done for gap in tbt_gaps_s(r)]))
     summary.update(distribution("tpot", tpot))
     summary.update(distribution("e2el", e2e))
-    summary.update(distribution("queue", [r.send_s - r.due_s for r in done]))
+    summary.update(distribution("queue", [(r.send_s if r.ready_s is None else r.ready_s) - r.due_s for r in done]))
+    # Every sent request, failed ones too: lateness is the client's, whatever the server answered.
+    lags_s = [r.send_s - r.ready_s for r in records if r.ready_s is not None]
+    if lags_s:  # absent for records stored before ready_s was kept, as the KV hand-off is for aggregated runs
+        lag = distribution("send_lag", lags_s)
+        summary.update(lag)
+        summary["client_kept_up"] = bool(lag["p99_send_lag_ms"] is not None and lag["p99_send_lag_ms"] <= LAG_LIMIT_MS)
     handoffs_s = [r.kv_handoff_ms / 1000.0 for r in done if r.kv_handoff_ms is not None]
     if handoffs_s:  # disaggregated runs: the proxy's own timing (PEERS trap 7)
         summary.update(distribution("kv_handoff", handoffs_s))

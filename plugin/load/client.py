@@ -4,24 +4,34 @@ No statistics here (``stats.py`` does them). Timestamps come from ``plugin.clock
 sampler shares. The first token is the first SSE chunk that carries a choice (vLLM sends no role-only chunk
 on ``/v1/completions``); each chunk counts as many tokens as its ``token_ids`` lists (asked for with
 ``return_token_ids``), or one where the server does not send them.
+
+Sending follows a schedule of due times (``plugin.load.arrivals``): a request leaves when it is due, whether or
+not earlier ones have answered (an open loop), unless a concurrency cap makes it wait for a slot. TTFT is timed
+from the send (``send_s``), and the wait before it is kept apart: queue = ``ready_s - due_s`` (waiting for a slot,
+PEERS trap 2), send lag = ``send_s - ready_s`` (the client's own lateness, trap 3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from plugin.clock import now_s
+from plugin.load.arrivals import closed_loop
 
 
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
-    """One request as the client saw it. ``due_s`` is when it was ready to go: ``send_s - due_s`` is queueing."""
+    """One request as the client saw it: due (its schedule says go), ready (due and, under a cap, holding a slot),
+    sent, first token, end. Queue = ``ready_s - due_s``; send lag = ``send_s - ready_s``; TTFT = first token - send.
+    """
 
     index: int
     prompt_len: int
@@ -38,6 +48,9 @@ class RequestRecord:
     """Disaggregated only, from the proxy's headers: its prefill request, sent to answered."""
     kv_handoff_ms: float | None = None
     """Disaggregated only: prefill answered to decode's first bytes at the proxy (KV transfer, first step)."""
+    ready_s: float | None = None
+    """When it could have been sent: its due time, or when a slot was freed for it if it had to wait for one.
+    ``None`` in records from before it was kept (there ``send_s - due_s`` is queue and lag together)."""
 
     @property
     def ok(self) -> bool:
@@ -64,6 +77,7 @@ async def stream_completion(
     index: int,
     due_s: float,
     timeout_s: float,
+    ready_s: float | None = None,
 ) -> RequestRecord:
     token_times: list[float] = []
     usage: dict[str, Any] = {}
@@ -111,6 +125,7 @@ async def stream_completion(
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         error=error,
+        ready_s=ready_s,
         **proxy_timing,
     )
 
@@ -148,6 +163,113 @@ def _tokens_in(choice: dict[str, Any]) -> int:
     return len(token_ids) if isinstance(token_ids, list) else 1
 
 
+class _Slots:
+    """A FIFO concurrency cap that hands a freed slot to the next waiter with the time it was freed: that time is
+    the waiter's ``ready_s``, so the event loop's delay in waking it counts as send lag, not as queue."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: deque[asyncio.Future[float]] = deque()
+
+    async def acquire(self, due_s: float) -> float:
+        """Take a slot; returns ``ready_s``: ``due_s`` when one was free at once, else when one was freed."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return due_s
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot, then cancelled before using it: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(now_s())
+                return
+        self._free += 1
+
+
+_TIMER_SLACK_S = 0.0015
+"""How much earlier than due the schedule's timer is set: asyncio's timers wake up to 1 ms late, because epoll
+counts its timeout in whole milliseconds, rounded up."""
+
+
+async def _sleep_until(deadline_s: float) -> None:
+    """Sleep to just before ``deadline_s``, then yield to the loop (streams keep being read) until it is reached,
+    so that a send is late by one turn of the loop, not by the timer's rounding."""
+    wait_s = deadline_s - now_s() - _TIMER_SLACK_S
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
+    while now_s() < deadline_s:
+        await asyncio.sleep(0)
+
+
+async def run_schedule(
+    url: str,
+    model: str,
+    requests: Sequence[tuple[list[int], int]],
+    due_offsets_s: Sequence[float],
+    max_concurrency: int | None,
+    timeout_s: float,
+    on_done: Callable[[int, int], None] | None = None,
+    *,
+    start_s: float | None = None,
+) -> list[RequestRecord]:
+    """Send ``requests`` (prompt token ids, max_tokens) each at its due offset (seconds from ``start_s``, a
+    ``plugin.clock.now_s`` time; default: once the HTTP session is open), without waiting for earlier answers;
+    with ``max_concurrency``, a request due while every slot is taken waits for one (FIFO). Records come back in
+    request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop)."""
+    if len(requests) != len(due_offsets_s):
+        raise ValueError(f"{len(requests)} requests but {len(due_offsets_s)} due offsets")
+    if any(not (offset >= 0 and math.isfinite(offset)) for offset in due_offsets_s):
+        raise ValueError("due offsets are finite seconds from the start, zero or more")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be at least 1 (or None: no cap), not {max_concurrency}")
+    slots = _Slots(max_concurrency) if max_concurrency is not None else None
+    records: list[RequestRecord | None] = [None] * len(requests)
+    done = 0
+
+    # aiohttp's default pool of 100 connections would cap concurrency above 100 without saying so.
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+
+        async def one(index: int, due_s: float) -> None:
+            nonlocal done
+            prompt, max_tokens = requests[index]
+            body = completion_body(model, prompt, max_tokens)
+            if slots is None:
+                records[index] = await stream_completion(session, url, body, index, due_s, timeout_s, due_s)
+            else:
+                ready_s = await slots.acquire(due_s)
+                try:
+                    records[index] = await stream_completion(session, url, body, index, due_s, timeout_s, ready_s)
+                finally:
+                    slots.release()
+            done += 1
+            if on_done is not None:
+                on_done(done, len(requests))
+
+        tasks: list[asyncio.Task[None]] = []
+        origin_s = now_s() if start_s is None else start_s
+        try:
+            # One timer at a time, each to an absolute deadline: a late wake-up delays one send, never the rest.
+            for index in sorted(range(len(requests)), key=lambda i: due_offsets_s[i]):
+                due_s = origin_s + due_offsets_s[index]
+                await _sleep_until(due_s)
+                tasks.append(asyncio.create_task(one(index, due_s)))
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op once all have finished; on a failure, no request outlives the session
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return [record for record in records if record is not None]
+
+
 async def run_load(
     url: str,
     model: str,
@@ -159,21 +281,5 @@ async def run_load(
 ) -> list[RequestRecord]:
     """Send every prompt with at most ``concurrency`` in flight; all are due at the start (a closed loop).
     ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop)."""
-    slots = asyncio.Semaphore(concurrency)
-    done = 0
-    # aiohttp's default pool of 100 connections would cap concurrency above 100 without saying so.
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
-        due_s = now_s()
-
-        async def one(index: int, prompt: list[int]) -> RequestRecord:
-            nonlocal done
-            async with slots:
-                body = completion_body(model, prompt, max_tokens)
-                record = await stream_completion(session, url, body, index, due_s, timeout_s)
-            done += 1
-            if on_done is not None:
-                on_done(done, len(prompts))
-            return record
-
-        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+    requests = [(prompt, max_tokens) for prompt in prompts]
+    return await run_schedule(url, model, requests, closed_loop(len(prompts)), concurrency, timeout_s, on_done)
