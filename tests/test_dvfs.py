@@ -1,5 +1,5 @@
-"""The DVFS code against ``tests/fake_dvfs_nvml.py``, a stand-in NVML that records every set and reset call:
-the sweep's order, applying and restoring, clamped and refused settings, the state file for ``kill -9``, the
+"""The DVFS code against ``tests/fake_nvml.py``, the fake NVML that records every set and reset call: the
+sweep's order, applying and restoring, clamped and refused settings, the state file for ``kill -9``, the
 permission check, and the dry run (no set call at all)."""
 
 from __future__ import annotations
@@ -9,39 +9,43 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-import tests.fake_dvfs_nvml as fake
-from plugin.analysis.dvfs import analyse
+from plugin.analysis.dvfs import SLO_ATTAINMENT_PCT, analyse
 from plugin.dvfs.controller import STATE_FILE, DvfsController, restore_from_state
 from plugin.dvfs.plan import DvfsError, DvfsSetting, GpuSetting, sweep
 from plugin.dvfs.preflight import preflight
-from plugin.options import value_list
+from plugin.load.workload import Workload
+from plugin.option_values import GoodputTargets, value_list
+from plugin.results.schema import BenchmarkPower, BenchmarkResult
 from tests.conftest import ROOT
+from tests.fake_nvml import FakeGpu, FakeNvml, GpuSettings
 
 SM_1500 = DvfsSetting(GpuSetting(1500, None, 400), GpuSetting(1500, None, 400))
 ONE_GPU = {0: "prefill+decode"}
 
 
-@pytest.fixture(autouse=True)
-def fresh_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for knob in ("FAKE_NVML_LOG", "FAKE_NVML_NO_PERMISSION", "FAKE_NVML_REFUSE_SM", "FAKE_NVML_GPUS"):
-        monkeypatch.delenv(knob, raising=False)
-    fake.reset()
-    yield
-    fake.reset()
+@pytest.fixture
+def fake() -> FakeNvml:
+    """Two H100-like GPUs at their defaults: no clock locked, power limit 700 W."""
+    return FakeNvml([FakeGpu(), FakeGpu()])
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Iterator[DvfsController]:
-    made = DvfsController(fake, [0, 1], tmp_path)  # type: ignore[arg-type]
+def controller(fake: FakeNvml, tmp_path: Path) -> Iterator[DvfsController]:
+    made = DvfsController(fake.module(), [0, 1], tmp_path)
     yield made
     made.close()
 
 
-def names() -> list[tuple[str, int]]:
+def names(fake: FakeNvml) -> list[tuple[str, int]]:
     return [(call["name"].removeprefix("nvmlDevice"), call["gpu"]) for call in fake.set_calls()]
+
+
+def at_defaults(fake: FakeNvml, gpus: tuple[int, ...] = (0, 1)) -> bool:
+    return all(fake.settings[gpu] == GpuSettings(power_limit_mw=700_000) for gpu in gpus)
 
 
 def test_value_lists_and_ranges() -> None:
@@ -66,100 +70,100 @@ def test_sweep_order_and_the_disaggregated_cross_product() -> None:
     assert [s.id for s in shared] == ["sm1980", "sm900"]  # one GPU holds one clock
 
 
-def test_setting_is_applied_read_back_and_restored(controller: DvfsController, tmp_path: Path) -> None:
+def test_setting_is_applied_read_back_and_restored(fake: FakeNvml, controller: DvfsController, tmp_path: Path) -> None:
     setting = DvfsSetting(GpuSetting(1500, 1593, 400), GpuSetting(900, 1593, 400))
     with controller.applied(setting, {0: "prefill", 1: "decode"}) as record:
         assert (tmp_path / STATE_FILE).is_file()  # written before the first change, for `kill -9`
-        assert names() == [
+        assert names(fake) == [
             ("SetMemoryLockedClocks", 0), ("SetGpuLockedClocks", 0), ("SetPowerManagementLimit", 0),
             ("SetMemoryLockedClocks", 1), ("SetGpuLockedClocks", 1), ("SetPowerManagementLimit", 1),
         ]  # fmt: skip
         assert record["gpus"]["0"]["readback"] == {"sm_clock_mhz": 1500, "mem_clock_mhz": 1593, "power_limit_w": 400}
         assert record["gpus"]["1"]["readback"]["sm_clock_mhz"] == 900
         assert record["refused"] == [] and record["clamped"] == []
-    restored = names()[6:]
+    restored = names(fake)[6:]
     assert sorted(restored) == sorted(
         [(f"Reset{k}LockedClocks", g) for k in ("Gpu", "Memory") for g in (0, 1)]
         + [("SetPowerManagementLimit", 0), ("SetPowerManagementLimit", 1)]
     )
-    assert all(gpu.locked_sm is None and gpu.locked_mem is None and gpu.limit_mw == 700_000 for gpu in fake.STATE.gpus)
+    assert at_defaults(fake)
     assert not (tmp_path / STATE_FILE).exists()
 
 
-def test_restored_when_the_benchmark_fails(controller: DvfsController) -> None:
+def test_restored_when_the_benchmark_fails(fake: FakeNvml, controller: DvfsController) -> None:
     with pytest.raises(RuntimeError, match="benchmark failed"):
         with controller.applied(SM_1500, ONE_GPU):
             raise RuntimeError("benchmark failed")
-    assert fake.STATE.gpus[0].locked_sm is None and fake.STATE.gpus[0].limit_mw == 700_000
-    assert names()[-2:] in (
+    assert at_defaults(fake)
+    assert names(fake)[-2:] in (
         [("ResetGpuLockedClocks", 0), ("SetPowerManagementLimit", 0)],
         [("SetPowerManagementLimit", 0), ("ResetGpuLockedClocks", 0)],
     )
 
 
-def test_clamped_and_refused_settings_are_reported(controller: DvfsController, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clamped_and_refused_settings_are_reported(fake: FakeNvml, controller: DvfsController) -> None:
     clamped = DvfsSetting(GpuSetting(1505), GpuSetting(1505))
     with controller.applied(clamped, ONE_GPU) as record:
         assert record["gpus"]["0"]["readback"]["sm_clock_mhz"] == 1500
         assert record["clamped"] == [
             "GPU 0: SM clock 1505 MHz is between supported steps; the driver clamps it (expected 1500 MHz)"
         ]
-    monkeypatch.setenv("FAKE_NVML_REFUSE_SM", "900")
+    fake.refused_sm_mhz = {900}
     with controller.applied(DvfsSetting(GpuSetting(900), GpuSetting(900)), ONE_GPU) as record:
         assert record["refused"] == ["GPU 0: sm_clock 900: Not Supported"]
-    assert fake.STATE.gpus[0].locked_sm is None
+    assert at_defaults(fake)
 
 
-def test_out_of_range_and_no_permission_stop_the_run_before_anything_changes(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_out_of_range_and_no_permission_stop_the_run_before_anything_changes(fake: FakeNvml, tmp_path: Path) -> None:
     plan = [("traditional", [DvfsSetting(GpuSetting(3000), GpuSetting(3000))], ONE_GPU)]
     with pytest.raises(DvfsError, match="SM clock 3000 MHz is outside 345 to 1980 MHz"):
-        preflight(fake, plan, False, tmp_path)  # type: ignore[arg-type]
+        preflight(fake.module(), plan, False, tmp_path)
+    high_limit = [("traditional", [DvfsSetting(GpuSetting(None, None, 900), GpuSetting())], ONE_GPU)]
     with pytest.raises(DvfsError, match="power limit 900 W is outside 200 to 700 W"):
-        preflight(
-            fake, [("traditional", [DvfsSetting(GpuSetting(None, None, 900), GpuSetting())], ONE_GPU)], False, tmp_path
-        )  # type: ignore[arg-type]
+        preflight(fake.module(), high_limit, False, tmp_path)
     assert fake.set_calls() == []
-    monkeypatch.setenv("FAKE_NVML_NO_PERMISSION", "1")
+    fake.no_permission = True
     with pytest.raises(DvfsError, match="no permission to change clocks or power limits"):
-        preflight(fake, [("traditional", [SM_1500], ONE_GPU)], False, tmp_path)  # type: ignore[arg-type]
+        preflight(fake.module(), [("traditional", [SM_1500], ONE_GPU)], False, tmp_path)
+    assert names(fake) == [("SetPowerManagementLimit", 0)]  # the permission probe, refused
+    assert at_defaults(fake)
 
 
-def test_dry_run_makes_no_set_call(tmp_path: Path) -> None:
+def test_dry_run_makes_no_set_call(fake: FakeNvml, tmp_path: Path) -> None:
     plan = [("traditional", [SM_1500, DvfsSetting(GpuSetting(1505), GpuSetting(1505))], ONE_GPU)]
-    lines = preflight(fake, plan, True, tmp_path)  # type: ignore[arg-type]
+    lines = preflight(fake.module(), plan, True, tmp_path)
     assert lines[0] == "traditional sm1500-pl400: GPU 0 (prefill+decode): sm1500-pl400"
     assert "clamps it (expected 1500 MHz)" in lines[1]
     assert fake.set_calls() == []
 
 
-def test_restore_command_after_a_crash(tmp_path: Path) -> None:
-    crashed = DvfsController(fake, [0], tmp_path)  # type: ignore[arg-type]
+def test_restore_command_after_a_crash(fake: FakeNvml, tmp_path: Path) -> None:
+    crashed = DvfsController(fake.module(), [0], tmp_path)
     left_applied = crashed.applied(SM_1500, ONE_GPU)
     left_applied.__enter__()  # applied, then never restored: as after `kill -9`
-    assert fake.STATE.gpus[0].locked_sm == (1500, 1500)
+    assert fake.settings[0].locked_sm_mhz == (1500, 1500) and fake.settings[0].power_limit_mw == 400_000
     with pytest.raises(DvfsError, match="an earlier run left GPU settings changed; restore them first"):
-        DvfsController(fake, [0], tmp_path)  # type: ignore[arg-type]  # its "found" limit would be the changed one
-    done = restore_from_state(fake, tmp_path)  # type: ignore[arg-type]
+        DvfsController(fake.module(), [0], tmp_path)  # its "found" limit would be the changed one
+    done = restore_from_state(fake.module(), tmp_path)
     assert done == ["GPU 0: reset power_limit, sm_clock (power limit 700 W)"]
-    assert fake.STATE.gpus[0].locked_sm is None and fake.STATE.gpus[0].limit_mw == 700_000
+    assert at_defaults(fake)
     assert not (tmp_path / STATE_FILE).exists()
     with pytest.raises(DvfsError, match="nothing recorded to restore"):
-        restore_from_state(fake, tmp_path)  # type: ignore[arg-type]
+        restore_from_state(fake.module(), tmp_path)
 
 
 def test_restored_at_interpreter_exit(tmp_path: Path) -> None:
-    """A process that leaves a setting applied and exits without unwinding it still restores it (atexit)."""
+    """A process that leaves a setting applied and exits without unwinding it still restores it (atexit). The
+    fake is the module itself here, as ``PD_ENERGY_BENCH_NVML_MODULE=tests.fake_nvml`` gives it to a run."""
     log = tmp_path / "calls.jsonl"
     script = (
-        "import tests.fake_dvfs_nvml as fake\n"
+        "import tests.fake_nvml as fake\n"
         "from pathlib import Path\n"
         "from plugin.dvfs.controller import DvfsController\nfrom plugin.dvfs.plan import DvfsSetting, GpuSetting\n"
         f"controller = DvfsController(fake, [0], Path({str(tmp_path)!r}))\n"
         "left_applied = controller.applied(DvfsSetting(GpuSetting(1200), GpuSetting(1200)), {0: 'decode'})\n"
         "left_applied.__enter__()\n"
-        "print(fake.STATE.gpus[0].locked_sm)\n"
+        "print(fake.module_fake().settings[0].locked_sm_mhz)\n"
     )
     env = {"PATH": "/usr/bin:/bin", "FAKE_NVML_LOG": str(log), "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -168,25 +172,87 @@ def test_restored_at_interpreter_exit(tmp_path: Path) -> None:
     assert calls == ["nvmlDeviceSetGpuLockedClocks", "nvmlDeviceResetGpuLockedClocks"]
 
 
-def test_analysis_finds_the_pareto_front_and_the_best_setting_under_the_target() -> None:
-    def entry(setting: str, ttft: float, energy: float | None) -> dict[str, object]:
-        return {
-            "name": f"test_prefill[{setting}]", "architecture": "traditional", "phase": "prefill",
-            "workload": {"input_len": 512, "output_len": 1, "concurrency": 1}, "dvfs": {"setting": setting},
-            "summary": {"median_ttft_ms": ttft, "median_tbt_ms": None, "energy_per_prompt_token_j": energy},
-        }  # fmt: skip
+def bench(phase: str, setting: str, **summary: float | None) -> BenchmarkResult:
+    """A benchmark of one DVFS setting whose summary holds only the figures the analysis reads."""
+    workload = {"prefill": Workload("prefill", 512, 1, 1, 4), "decode": Workload("decode", 32, 256, 1, 4)}.get(
+        phase, Workload(phase, 512, 128, 1, 10)
+    )
+    power = BenchmarkPower(False, "none", "power not measured", {}, None, None, None, None, None, (), ())
+    return BenchmarkResult(
+        id=f"test_{phase}[{setting}]", name=f"test_{phase}[{setting}]", architecture="traditional", phase=phase,
+        workload=workload, summary=summary, rounds=(), power=power, dvfs={"setting": setting}, requests_file="",
+    )  # fmt: skip
 
-    entries = [
-        entry("sm1980", 50, 0.30),
-        entry("sm1500", 60, 0.25),
-        entry("sm1200", 80, 0.26),
-        entry("sm900", 100, 0.20),
+
+def by_phase(analyses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {entry["phase"]: entry for entry in analyses}
+
+
+def test_analysis_finds_the_pareto_front_and_the_best_setting_under_the_median_targets() -> None:
+    """Without goodput targets: --slo-ttft-ms bounds prefill's median TTFT, --slo-tbt-ms decode's median TBT."""
+    prefill = [
+        bench("prefill", "sm1980", median_ttft_ms=50, energy_per_prompt_token_j=0.30),
+        bench("prefill", "sm1500", median_ttft_ms=60, energy_per_prompt_token_j=0.25),
+        bench("prefill", "sm1200", median_ttft_ms=80, energy_per_prompt_token_j=0.26),
+        bench("prefill", "sm900", median_ttft_ms=100, energy_per_prompt_token_j=0.20),
     ]
-    (result,) = analyse(entries, slo_ttft_ms=90, slo_tbt_ms=None)
+    decode = [
+        bench("decode", "sm1980", median_tbt_ms=10, energy_per_output_token_j=0.9),
+        bench("decode", "sm1200", median_tbt_ms=14, energy_per_output_token_j=0.7),
+        bench("decode", "sm900", median_tbt_ms=21, energy_per_output_token_j=0.5),  # lowest, over the 20 ms TBT
+    ]
+    analyses = by_phase(analyse([*prefill, *decode], slo_ttft_ms=90, slo_tbt_ms=20))
+    result = analyses["prefill"]
     assert {p["setting"]: p["pareto"] for p in result["points"]} == {
         "sm1980": True, "sm1500": True, "sm1200": False, "sm900": True,
     }  # fmt: skip
     assert result["best_setting"] == "sm1500"  # sm900 uses less energy but misses the 90 ms target
-    (unmeasured,) = analyse([entry("sm1980", 50, None), entry("sm900", 90, None)], None, None)
+    assert analyses["decode"]["best_setting"] == "sm1200"  # the TTFT target does not apply to decode
+    assert analyses["decode"]["energy_metric"] == "energy_per_output_token_j"
+    assert result["slo_attainment_min_pct"] is None
+    (none_met,) = analyse(prefill, slo_ttft_ms=40, slo_tbt_ms=None)
+    assert (none_met["best_setting"], none_met["why_no_best"]) == (None, "no setting met the latency targets")
+    (unmeasured,) = analyse(
+        [bench("prefill", "sm1980", median_ttft_ms=50), bench("prefill", "sm900", median_ttft_ms=90)], None, None
+    )
     assert unmeasured["best_setting"] is None
     assert unmeasured["why_no_best"] == "power not measured: no energy to compare the settings by"
+
+
+def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_request() -> None:
+    """With --goodput: a setting meets the targets when at least 90 % of its requests are good; end to end, the
+    best is the lowest energy per good request, not per request; the median thresholds no longer apply."""
+    e2e = [
+        bench("e2e", "sm1980", slo_attainment_pct=100.0, energy_per_good_request_j=3.0, energy_per_request_j=3.0,
+              median_e2el_ms=900, median_ttft_ms=40),
+        bench("e2e", "sm1500", slo_attainment_pct=95.0, energy_per_good_request_j=2.5, energy_per_request_j=2.4,
+              median_e2el_ms=1000, median_ttft_ms=60),  # over slo_ttft_ms=50: ignored under goodput targets
+        bench("e2e", "sm1200", slo_attainment_pct=SLO_ATTAINMENT_PCT, energy_per_good_request_j=2.6,
+              energy_per_request_j=2.3, median_e2el_ms=1100, median_ttft_ms=45),  # lowest J/request that meets
+        bench("e2e", "sm900", slo_attainment_pct=89.9, energy_per_good_request_j=2.2, energy_per_request_j=2.0,
+              median_e2el_ms=1400, median_ttft_ms=45),  # lowest J per good request, misses the attainment
+        bench("e2e", "sm600", energy_per_good_request_j=1.0, energy_per_request_j=1.0, median_e2el_ms=2000,
+              median_ttft_ms=45),  # not judged on the targets at all: never meets them
+    ]  # fmt: skip
+    prefill = [
+        bench("prefill", "sm1980", slo_attainment_pct=100.0, energy_per_prompt_token_j=0.30, median_ttft_ms=50),
+        bench("prefill", "sm1500", slo_attainment_pct=91.0, energy_per_prompt_token_j=0.25, median_ttft_ms=60),
+        bench("prefill", "sm900", slo_attainment_pct=50.0, energy_per_prompt_token_j=0.20, median_ttft_ms=100),
+    ]
+    targets = GoodputTargets(ttft_ms=200, tpot_ms=50)
+    analyses = by_phase(analyse([*e2e, *prefill], slo_ttft_ms=50, slo_tbt_ms=None, goodput=targets))
+    result = analyses["e2e"]
+    assert result["energy_metric"] == "energy_per_good_request_j"
+    assert result["slo_attainment_min_pct"] == SLO_ATTAINMENT_PCT == 90.0
+    points = {p["setting"]: p for p in result["points"]}
+    assert {setting: p["meets_slo"] for setting, p in points.items()} == {
+        "sm1980": True, "sm1500": True, "sm1200": True, "sm900": False, "sm600": False,
+    }  # fmt: skip
+    assert points["sm1500"]["energy_j"] == 2.5 and points["sm1500"]["slo_attainment_pct"] == 95.0
+    assert result["best_setting"] == "sm1500"
+    assert analyses["prefill"]["energy_metric"] == "energy_per_prompt_token_j"  # a phase keeps its per-token energy
+    assert analyses["prefill"]["best_setting"] == "sm1500"
+    nobody = [bench("e2e", s, slo_attainment_pct=0.0, energy_per_request_j=2.0) for s in ("sm1980", "sm900", "sm600")]
+    (missed,) = analyse(nobody, None, None, goodput=targets)
+    assert missed["best_setting"] is None
+    assert missed["why_no_best"] == "no setting had at least 90% of its requests meet the goodput targets"
