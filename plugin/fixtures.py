@@ -3,33 +3,43 @@ instances behind the proxy), the power sampler, and the per-benchmark load runne
 
 from __future__ import annotations
 
+import math
+import random
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
-from plugin.analysis.benchmark import benchmark_result
 from plugin.analysis.power_entry import session_power
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
-from plugin.hookspec import extra_vllm_args, update_entry
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload, longest_sequence, make_prompts, vocab_range
+from plugin.hookspec import extra_vllm_args
+from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
+from plugin.load.schedule import arrivals_of, sweep_rate
+from plugin.load.workload import (
+    DATASET_MAX_LEN,
+    SERVING,
+    SWEEP_MAX,
+    SWEEP_SYNC,
+    Workload,
+    default_max_model_len,
+    make_prompts,
+    vocab_range,
+)
 from plugin.options import Settings
+from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_architecture, store
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power.nvml_loader import load_nvml
 from plugin.progress import Progress
-from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
-from plugin.results.store import requests_file_name
-from plugin.runner import Measurement, Runner, WarmupFailed
+from plugin.results.schema import BenchmarkResult
+from plugin.runner import Runner, WarmupFailed
 from plugin.serving import servers
 from plugin.serving.cluster import cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
-from plugin.serving.process import ManagedProcess, log_tail, start, wait_ready
+from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
 from plugin.session import SESSION_KEY, RunSession
 
@@ -62,7 +72,7 @@ def _base_spec(
         model=model,
         port=port,
         gpus=settings.gpus,
-        max_model_len=settings.max_model_len or longest_sequence(settings.sizes),
+        max_model_len=settings.max_model_len or default_max_model_len(settings),
         dtype=settings.dtype,
         extra_args=(*hook_args, *settings.vllm_args),
     )
@@ -114,7 +124,8 @@ def vllm_endpoint(request: pytest.FixtureRequest, bench_session: RunSession) -> 
         wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=progress.say)
         # --served-model-name may name the model otherwise than its path: send what the server says it serves.
         served = served_model(spec.url)
-        yield Endpoint(spec.url, served, vocab_range(model), dict.fromkeys(spec.gpus, "prefill+decode"))
+        roles = dict.fromkeys(spec.gpus, "prefill+decode")
+        yield Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model)
     except BenchError as error:
         _fail_session(request, "the vLLM server did not start", error)
     finally:
@@ -180,7 +191,7 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         decode = next(instance for instance in instances if instance.role == "decode")
         roles = gpu_roles_of(settings, "disaggregated")
         served = served_model(decode.spec.url)
-        yield Endpoint(url, served, vocab_range(model), roles, metrics_url=decode.spec.url)
+        yield Endpoint(url, served, vocab_range(model), roles, metrics_url=decode.spec.url, model_dir=model)
     finally:
         _stop_all(processes)
         shutil.rmtree(store, ignore_errors=True)
@@ -280,104 +291,50 @@ def run_workload(
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         rng = bench_session.rng_for(request.node.nodeid)
-        count = workload.num_requests
-        prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
-        rounds = [prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds)]
+        name = request.node.nodeid
+        extra: dict[str, Any] = {}
         try:
-            measurement = runner.measure(
-                request.node.nodeid, rounds, workload.output_len, workload.concurrency, warmup=prompts[:1]
-            )
+            if workload.phase == SERVING:
+                plan, extra = _serving_plan(bench_session, architecture, workload, endpoint, rng)
+                measurement = runner.measure_schedules(name, plan.rounds, plan.warmup)
+            else:
+                count = workload.num_requests
+                prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
+                rounds = [prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds)]
+                measurement = runner.measure(name, rounds, workload.output_len, workload.concurrency, prompts[:1])
         except WarmupFailed as error:
-            _stop_architecture(bench_session, architecture, str(error))
-        result = _store(request, bench_session, architecture, workload, measurement, endpoint, dvfs_record)
+            stop_architecture(bench_session, architecture, str(error))
+        except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
+            pytest.fail(str(error), pytrace=False)
+        result = store(request, bench_session, architecture, workload, measurement, endpoint, dvfs_record, extra)
+        if workload.sweep is not None:
+            bench_session.sweep_rps.setdefault((architecture, str(workload.dataset)), {})[workload.sweep] = (
+                result.summary["request_throughput"]
+            )
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
-        _check_servers(bench_session, architecture, measurement)
-        _fail_on_errors(measurement.records)
+        check_servers(bench_session, architecture, measurement)
+        fail_on_errors(measurement.records)
         return result
 
     return run
 
 
-def _store(
-    request: pytest.FixtureRequest,
-    bench_session: RunSession,
-    architecture: str,
-    workload: Workload,
-    measurement: Measurement,
-    endpoint: Endpoint,
-    dvfs_record: dict[str, Any] | None,
-) -> BenchmarkResult:
-    results = bench_session.results
-    assert results is not None, "the server fixtures start the run before any benchmark"
-    name = request.node.name
-    result = benchmark_result(
-        request.node.nodeid, name, architecture, workload, measurement, endpoint.gpu_roles, dvfs_record,
-        requests_file_name(len(results.data["benchmarks"]), name),
-    )  # fmt: skip
-    stored = [StoredRequest(None, record) for record in measurement.warmup]
-    stored += [StoredRequest(r.index, record) for r in measurement.rounds for record in r.records]
-    entry = to_json(result)
-    update_entry(request.config, entry)
-    results.add_benchmark(result, stored, entry)
-    return result
-
-
-def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload, result: BenchmarkResult) -> None:
-    """Hand the rounds to pytest-benchmark: its ``extra_info`` always, its timing statistics unless it is disabled,
-    so ``--benchmark-json`` and ``--benchmark-compare`` see every round the runner measured. pytest-benchmark has
-    no public call for durations timed elsewhere; ``_make_stats`` is what its own ``pedantic`` uses."""
-    benchmark.extra_info.update(asdict(workload))
-    benchmark.extra_info.update(
-        {key: value for key, value in result.summary.items() if isinstance(value, (int, float)) or value is None}
+def _serving_plan(
+    bench_session: RunSession, architecture: str, workload: Workload, endpoint: Endpoint, rng: random.Random
+) -> tuple[ServingPlan, dict[str, Any]]:
+    """The schedules of a serving benchmark; a sweep point's rate comes from its sweep's measured ends."""
+    settings = bench_session.settings
+    rate = workload.request_rate
+    if workload.sweep not in (None, SWEEP_SYNC, SWEEP_MAX):
+        ends = bench_session.sweep_rps.get((architecture, str(workload.dataset)), {})
+        points = settings.request_rates.sweep_points or 0
+        rate = sweep_rate(str(workload.sweep), points, ends.get(SWEEP_SYNC), ends.get(SWEEP_MAX))
+    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s)
+    spec = dataset_of(workload, settings)
+    tokenizer = tokenizer_for(spec, endpoint.model_dir or endpoint.model, endpoint.metrics_url or endpoint.url)
+    max_model_len = settings.max_model_len or (
+        default_max_model_len(settings) if endpoint.model_dir else DATASET_MAX_LEN
     )
-    if benchmark.enabled:
-        stats = benchmark._make_stats(1)
-        for duration_s in durations_s:
-            stats.update(duration_s)
-
-
-def _check_servers(bench_session: RunSession, architecture: str, measurement: Measurement) -> None:
-    """A server that exited mid-run stops its architecture (see ``_stop_architecture``)."""
-    if all(record.ok for record in measurement.records):
-        return
-    gone = _exited(bench_session.server_processes.get(architecture, []))
-    if gone is not None:
-        _stop_architecture(bench_session, architecture, *gone)
-
-
-def _stop_architecture(bench_session: RunSession, architecture: str, why: str, detail: str = "") -> NoReturn:
-    """Fail this benchmark once with ``why`` and ``detail`` (a server's exit code and log tail, or the failed
-    warm-up and the exit of any server that is gone); the rest of the architecture is skipped saying ``why``,
-    and the other architecture goes on."""
-    if not detail:
-        gone = _exited(bench_session.server_processes.get(architecture, []))
-        detail = "" if gone is None else "\n".join(gone)
-    bench_session.dead_architectures[architecture] = why
-    stop = bench_session.server_stoppers.pop(architecture, None)
-    if stop is not None:
-        stop()
-    pytest.fail(f"{why}\n{detail}".rstrip(), pytrace=False)
-
-
-def _fail_on_errors(records: list[RequestRecord]) -> None:
-    """A benchmark whose requests failed or came back short fails, after its results were saved."""
-    failed = [record for record in records if not record.ok]
-    if failed:
-        pytest.fail(f"{len(failed)} of {len(records)} requests failed; first: {failed[0].error}", pytrace=False)
-    short = [record for record in records if record.completion_tokens != record.max_tokens]
-    if short:
-        pytest.fail(
-            f"{len(short)} requests returned a different number of tokens than asked "
-            f"({short[0].completion_tokens} instead of {short[0].max_tokens}): is ignore_eos supported?",
-            pytrace=False,
-        )
-
-
-def _exited(processes: list[ManagedProcess]) -> tuple[str, str] | None:
-    """The first of ``processes`` that is no longer running: its exit code, and the end of its log."""
-    for process in processes:
-        code = process.exit_code()
-        if code is not None:
-            why = f"{process.name} exited with code {code} during the benchmark"
-            return why, f"last lines of {process.log_path}:\n{log_tail(process.log_path)}"
-    return None
+    plan = serving_plan(workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len)
+    offered = arrivals.rate if arrivals.rate is not None and math.isfinite(arrivals.rate) else None
+    return plan, {"offered_rate_rps": offered, "dataset": plan.dataset}

@@ -15,10 +15,11 @@ import pytest
 
 from plugin import hookspec, options
 from plugin.analysis.dvfs import analyse
+from plugin.analysis.goodput import targets_ms
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.load.workload import PHASES, longest_sequence, workloads_for
+from plugin.load.workload import PHASES, SERVING, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.serving import servers
@@ -35,6 +36,7 @@ MARKERS = {
     "prefill": "prefill-phase benchmark (max_tokens=1, parametrized over input lengths)",
     "decode": "decode-phase benchmark (short prompt, parametrized over output lengths)",
     "e2e": "end-to-end benchmark (prompt and answer of realistic lengths)",
+    "serving": "open-loop serving benchmark (dataset x request rate; goodput and energy per good request)",
 }
 UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
@@ -70,10 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
             found.check_indices(gpus)
         except ValueError as error:
             raise pytest.UsageError(f"--{option}: {error}") from None
-    if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings.sizes):
+    if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings):
         raise pytest.UsageError(
             f"--max-model-len {settings.max_model_len} is shorter than the largest workload "
-            f"({longest_sequence(settings.sizes)} tokens of prompt and output): raise it or shorten the workloads"
+            f"({longest_sequence(settings)} tokens of prompt and output): raise it or shorten the workloads"
         )
     if settings.report_baseline and not _baseline_folder(settings).joinpath("results.json").is_file():
         raise pytest.UsageError(
@@ -150,10 +152,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(("architecture", "dvfs"), params)
     if "workload" not in metafunc.fixturenames:
         return
-    phases = [phase for phase in PHASES if metafunc.definition.get_closest_marker(phase)]
+    kinds = (*PHASES, SERVING)
+    phases = [phase for phase in kinds if metafunc.definition.get_closest_marker(phase)]
     if len(phases) != 1:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark it with exactly one of {PHASES}")
-    cases = workloads_for(phases[0], settings.sizes)
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: mark it with exactly one of {kinds}")
+    cases = serving_workloads(settings) if phases[0] == SERVING else workloads_for(phases[0], settings.sizes)
     metafunc.parametrize("workload", cases, ids=[case.id for case in cases])
 
 
@@ -274,9 +277,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
     settings = session.config.stash[SESSION_KEY].settings
     if settings.dvfs_requested:
-        analysis = analyse(results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms)
+        analysis = analyse(results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput)
+        targets = None if settings.goodput is None else targets_ms(settings.goodput)
         results.update(dvfs={"nvml": stand_in() or "pynvml", "slo_ttft_ms": settings.slo_ttft_ms,
-                             "slo_tbt_ms": settings.slo_tbt_ms, "analysis": analysis})  # fmt: skip
+                             "slo_tbt_ms": settings.slo_tbt_ms, "goodput_targets_ms": targets,
+                             "analysis": analysis})  # fmt: skip
     session.config.stash[_REPORT] = _build_report(session.config.stash[SESSION_KEY])
 
 

@@ -1,20 +1,28 @@
 """One benchmark's measurement, outside pytest: a warm-up request, then ``rounds`` rounds of load, each inside its
-own power window, so that energy has a spread between rounds. Endpoint, sampler and prompts in; a frozen
-``Measurement`` out. ``plugin.analysis.benchmark`` turns it into typed results; the fixtures and
-``tools/ttft_agreement.py`` both use it."""
+own power window, so that energy has a spread between rounds. Endpoint, sampler and prompts (or serving
+schedules) in; a frozen ``Measurement`` out. ``plugin.analysis.benchmark`` turns it into typed results; the
+fixtures and ``tools/ttft_agreement.py`` both use it.
+
+A steady-state schedule's window opens ``measured_from_s`` after the round's start and closes at
+``measured_to_s`` while requests keep arriving, so the power window holds a full batch only."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
-from plugin.load.client import RequestRecord, run_load
+from plugin.load.client import RequestRecord, run_load, run_schedule
+from plugin.load.schedule import Schedule
 from plugin.power import Sampler, WindowMeasurement
 from plugin.serving import prometheus
 from plugin.serving.endpoint import Endpoint
+
+START_LEAD_S = 0.05
+"""A round's schedule starts this long after it is set up, so the first arrival is not late by the setting up."""
 
 
 class WarmupFailed(BenchError):
@@ -29,6 +37,8 @@ class Round:
     records: tuple[RequestRecord, ...]
     window: WindowMeasurement
     duration_s: float
+    steady_state: bool = False
+    """Only the requests due inside the window count (the rest warmed the server up or kept the batch full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +84,50 @@ class Runner:
                     enumerate(rounds)]  # fmt: skip
         after = prometheus.scrape(metrics_url)
         return Measurement(tuple(warmup_records), tuple(measured), before, after)
+
+    def measure_schedules(self, name: str, rounds: Sequence[Schedule], warmup: Schedule | None = None) -> Measurement:
+        """As ``measure``, for serving schedules (open loop, datasets, steady state)."""
+        warmup_records = asyncio.run(self._send(warmup, None)) if warmup else []
+        failed = [record for record in warmup_records if not record.ok]
+        if failed:
+            raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")
+        metrics_url = self.endpoint.metrics_url or self.endpoint.url
+        before = prometheus.scrape(metrics_url)
+        measured = [asyncio.run(self._scheduled_round(f"{name} round {i}", i, s)) for i, s in enumerate(rounds)]
+        after = prometheus.scrape(metrics_url)
+        return Measurement(tuple(warmup_records), tuple(measured), before, after)
+
+    async def _scheduled_round(self, window: str, index: int, schedule: Schedule) -> Round:
+        gc.collect()
+        gc.freeze()  # a full collection mid-round took 13-17 ms: late sends (docs/client-schedule.md)
+        try:
+            return await self._timed_round(window, index, schedule)
+        finally:
+            gc.unfreeze()
+
+    async def _timed_round(self, window: str, index: int, schedule: Schedule) -> Round:
+        gpus = tuple(self.endpoint.gpu_roles)
+        origin_s = now_s() + START_LEAD_S
+        opens_s = origin_s + (schedule.measured_from_s or 0.0)
+        client = asyncio.create_task(self._send(schedule, self.on_request_done, origin_s))
+        await asyncio.sleep(max(0.0, opens_s - now_s()))
+        await asyncio.to_thread(self.sampler.begin_window, window, gpus)  # a counter read may take milliseconds
+        try:
+            if schedule.measured_to_s is not None:
+                await asyncio.sleep(max(0.0, origin_s + schedule.measured_to_s - now_s()))
+            else:
+                await asyncio.wait([client])
+        finally:
+            measurement = await asyncio.to_thread(self.sampler.end_window, window)
+        records = await client
+        return Round(index, tuple(records), measurement, measurement.duration_s, schedule.steady_state)
+
+    async def _send(
+        self, schedule: Schedule, on_done: Callable[[int, int], None] | None, start_s: float | None = None
+    ) -> list[RequestRecord]:
+        url, model = self.endpoint.url, self.endpoint.model
+        return await run_schedule(url, model, schedule.requests, schedule.due_offsets_s, schedule.max_concurrency,
+                                  self.timeout_s, on_done, start_s=start_s)  # fmt: skip
 
     def _round(self, window: str, index: int, prompts: list[list[int]], output_len: int, concurrency: int) -> Round:
         self.sampler.begin_window(window, tuple(self.endpoint.gpu_roles))

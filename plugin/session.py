@@ -58,6 +58,8 @@ class RunSession:
         # architecture -> its server processes, and why an architecture's servers are gone (it is skipped then).
         self.server_processes: dict[str, list[ManagedProcess]] = {}
         self.dead_architectures: dict[str, str] = {}
+        # (architecture, dataset) -> a sweep's measured ends: "sync" and "max" request throughput (requests/s).
+        self.sweep_rps: dict[tuple[str, str], dict[str, float | None]] = {}
 
     def start(self, server: dict[str, Any] | None, vllm_version: str | None) -> ResultsFile:
         """Create the run folder and its results file (once); ``server`` is the traditional server, if any."""

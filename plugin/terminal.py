@@ -1,10 +1,16 @@
-"""The suite's section of pytest's terminal summary: one line per benchmark, power notes, where results are."""
+"""The suite's section of pytest's terminal summary: a line per phase benchmark (latency, throughput, the energy
+figure of its phase), a line per serving benchmark (rate, SLO attainment, goodput), power notes, where results
+are."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from plugin.analysis.benchmark import energy_figures
+from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
+from plugin.results.schema import BenchmarkResult
 from plugin.session import RunSession
 
 
@@ -19,18 +25,12 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
     assert run.results is not None
     write = terminalreporter.write_line
     terminalreporter.section("pd-energy-bench")
-    header = (
-        f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
-        f"{'energy J':>9}"
-    )
-    write(header)
-    for entry in run.results.benchmarks:
-        s = entry.summary
-        write(
-            f"{entry.name[:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
-            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
-            f"{_ms(s['output_throughput']):>10} {_ms(s.get('energy_j')):>9}"
-        )
+    phases = [entry for entry in run.results.benchmarks if entry.phase != SERVING]
+    serving = [entry for entry in run.results.benchmarks if entry.phase == SERVING]
+    if phases:
+        _phase_table(write, phases)
+    if serving:
+        _serving_table(write, serving)
     power = run.results.data.get("power") or {}
     for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
         if line:
@@ -44,10 +44,51 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         write(report_line)
 
 
+def _phase_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
+    """Latency, throughput and the one energy figure of each benchmark's phase (``energy_figures``)."""
+    write(
+        f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
+        f"{'energy':>18}"
+    )
+    for entry in entries:
+        s = entry.summary
+        write(
+            f"{entry.name[:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
+            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
+            f"{_ms(s['output_throughput']):>10} {_phase_energy(entry):>18}"
+        )
+
+
+def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
+    """Offered against achieved rate, tail latency, SLO attainment, goodput and energy per (good) request."""
+    write("")
+    write(
+        f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'req/s':>7} {'TTFT p99':>9} {'TPOT p99':>9} "
+        f"{'SLO met':>8} {'good/s':>7} {'J/req':>8} {'J/good':>8}"
+    )
+    for entry in entries:
+        s = entry.summary
+        offered = s.get("offered_rate_rps")
+        attainment = s.get("slo_attainment_pct")
+        write(
+            f"{entry.name[:44]:<44} {s['completed']:>3}/{s['requests']:<3} "
+            f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s['request_throughput'], 2):>7} "
+            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
+            f"{'-' if attainment is None else f'{attainment:.0f}%':>8} {_ms(s.get('goodput_rps'), 2):>7} "
+            f"{_ms(s.get('energy_per_request_j'), 2):>8} {_ms(s.get('energy_per_good_request_j'), 2):>8}"
+        )
+
+
+def _phase_energy(entry: BenchmarkResult) -> str:
+    unit = {"j_per_prompt_token": "J/prompt tok", "j_per_output_token": "J/out tok", "j_per_request": "J/req"}
+    key, value = next(iter(energy_figures(entry).items()))
+    return "-" if value is None else f"{value:.4g} {unit.get(key, key)}"
+
+
 def _write_stand_in(write: Any) -> None:
     if stand_in():
         write(f"NVML STAND-IN ({STAND_IN_ENV}={stand_in()}): no GPU setting was changed; this checks the plumbing")
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

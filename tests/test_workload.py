@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from plugin.load.workload import FALLBACK_VOCAB, Workload, longest_sequence, make_prompts, vocab_range, workloads_for
+from plugin.load.workload import (
+    FALLBACK_VOCAB,
+    Workload,
+    default_max_model_len,
+    longest_sequence,
+    make_prompts,
+    serving_workloads,
+    vocab_range,
+    workloads_for,
+)
+from plugin.option_values import DatasetSpec, RequestRates
 from plugin.options import Sizes
+from tests.settings import make_settings
 
 SIZES = Sizes(
     prefill_input_lens=(8, 16),
@@ -67,8 +79,34 @@ def test_unknown_phase_raises() -> None:
 
 
 def test_longest_sequence_takes_the_largest_workload_of_any_phase() -> None:
-    assert longest_sequence(SIZES) == 17  # prefill 16 + 1
-    assert longest_sequence(replace(SIZES, decode_output_lens=(4, 40))) == 43  # decode 3 + 40
+    files = (DatasetSpec("sharegpt", Path("conversations.json")),)
+    assert longest_sequence(make_settings(sizes=SIZES, datasets=files)) == 17  # prefill 16 + 1
+    assert longest_sequence(make_settings(sizes=replace(SIZES, decode_output_lens=(4, 40)), datasets=files)) == 43
+    # random serving prompts: ceil((100 + 5) x 1.5) = 158, plus the 4-token unique prefix
+    assert longest_sequence(make_settings(sizes=replace(SIZES, e2e_input_len=100), random_range_ratio=0.5)) == 162
+
+
+def test_file_datasets_get_vllms_2048_by_default_but_do_not_raise_the_check() -> None:
+    files = make_settings(sizes=SIZES, datasets=(DatasetSpec("jsonl", Path("requests.jsonl")),))
+    assert (longest_sequence(files), default_max_model_len(files)) == (17, 2048)
+    assert default_max_model_len(make_settings(sizes=SIZES)) == 19  # random: 10 + 5 + 4
+
+
+def test_serving_workloads_cross_datasets_and_rates_and_name_themselves() -> None:
+    datasets = (DatasetSpec("random"), DatasetSpec("sharegpt", Path("data/tiny.json")))
+    settings = make_settings(sizes=SIZES, datasets=datasets, request_rates=RequestRates((2.0, math.inf)))
+    workloads = serving_workloads(settings)
+    assert [w.id for w in workloads] == ["random-r2", "random-rinf", "sharegpt-tiny-r2", "sharegpt-tiny-rinf"]
+    assert workloads[0] == Workload("serving", 10, 5, 0, 2, "random", 2.0, 1.0, None, None)
+    capped = serving_workloads(replace(settings, datasets=datasets[:1], max_concurrency=8, duration_s=30.0))
+    assert [(w.id, w.duration_s) for w in capped] == [("random-r2-c8", 30.0), ("random-rinf-c8", 30.0)]
+
+
+def test_a_sweep_measures_sync_and_max_first() -> None:
+    settings = make_settings(sizes=SIZES, request_rates=RequestRates(sweep_points=3))
+    assert [w.id for w in serving_workloads(settings)] == [
+        "random-sweep-sync", "random-sweep-max", "random-sweep-1", "random-sweep-2", "random-sweep-3"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

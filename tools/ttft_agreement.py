@@ -22,7 +22,8 @@ from pathlib import Path
 from plugin.analysis.stats import summarize
 from plugin.errors import BenchError
 from plugin.load.workload import make_prompts, vocab_range
-from plugin.options import default_cache_dir, positive_float, positive_int, positive_int_list
+from plugin.option_values import positive_float, positive_int, positive_int_list
+from plugin.options import default_cache_dir
 from plugin.power import NoneBackend, Sampler
 from plugin.power.devices import inventory
 from plugin.runner import Runner

@@ -1,16 +1,20 @@
-"""A measurement made typed: the summary over every round (``stats``), each round's summary, and power per round
-and in total (``power_entry``). The one place a benchmark's results are assembled."""
+"""A measurement made typed: the summary over every round (``stats``), each round's summary, power per round and
+in total (``power_entry``), and goodput against the latency targets. The one place a benchmark's results are
+assembled. In a steady-state round only the requests due inside the power window are counted."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from plugin.analysis.goodput import goodput_summary
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
+from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
+from plugin.option_values import GoodputTargets
 from plugin.results.schema import BenchmarkResult
-from plugin.runner import Measurement
+from plugin.runner import Measurement, Round
 from plugin.serving import prometheus
 
 ENERGY_KEYS = ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token_j", "energy_per_request_j")
@@ -25,15 +29,23 @@ def benchmark_result(
     gpu_roles: Mapping[int, str],
     dvfs: dict[str, Any] | None,
     requests_file: str,
+    goodput: GoodputTargets | None = None,
+    offered_rate_rps: float | None = None,
 ) -> BenchmarkResult:
-    windows = [window_power(r.index, r.window, r.records, gpu_roles) for r in measurement.rounds]
+    windows = [window_power(r.index, r.window, r.records, gpu_roles, r.steady_state) for r in measurement.rounds]
     first = measurement.rounds[0].window if measurement.rounds else None
     backend = first.backend if first else "none"
     reason = first.unmeasured_reason if first else "no round ran"
     power = benchmark_power(windows, backend, reason, gpu_roles)
-    summary = summarize(measurement.records)
+    counted = [record for r in measurement.rounds for record in counted_records(r)]
+    summary = summarize(counted)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary.update({key: getattr(power, key) for key in ENERGY_KEYS})
+    if offered_rate_rps is not None:
+        summary["offered_rate_rps"] = offered_rate_rps
+    if goodput is not None:
+        duration_s = sum(r.window.duration_s for r in measurement.rounds)
+        summary.update(goodput_summary(counted, goodput, duration_s, power.energy_j))
     return BenchmarkResult(
         id=node_id,
         name=name,
@@ -42,10 +54,38 @@ def benchmark_result(
         workload=workload,
         summary=summary,
         rounds=tuple(
-            {**summarize(r.records), "energy_j": window.energy_j}
+            {**summarize(counted_records(r)), "energy_j": window.energy_j}
             for r, window in zip(measurement.rounds, windows, strict=True)
         ),
         power=power,
         dvfs=dvfs,
         requests_file=requests_file,
     )
+
+
+def counted_records(one_round: Round) -> list[RequestRecord]:
+    """Every request of a round, or in steady state those due inside its window."""
+    if not one_round.steady_state:
+        return list(one_round.records)
+    window = one_round.window
+    return [record for record in one_round.records if window.start_s <= record.due_s < window.end_s]
+
+
+def energy_figures(benchmark: BenchmarkResult) -> dict[str, float | None]:
+    """The energy figures that mean something for the benchmark's phase: the window's energy over the prompt
+    tokens of a prefill benchmark, over the output tokens of a decode one, per request end to end and serving,
+    plus, where both phases ran, the phase split's prefill J per prompt token and decode J per output token. The window
+    energy over the other phase's tokens is not a figure of that phase, so it is left out."""
+    power = benchmark.power
+    if benchmark.phase == "prefill":
+        return {"j_per_prompt_token": power.energy_per_prompt_token_j}
+    if benchmark.phase == "decode":
+        return {"j_per_output_token": power.energy_per_output_token_j}
+    figures = {"j_per_request": power.energy_per_request_j}
+    phases = power.phases
+    if phases is not None and phases.prefill_s > 0 and phases.decode_s > 0:
+        figures["prefill_j_per_prompt_token"] = phases.j_per_prompt_token
+        figures["decode_j_per_output_token"] = phases.j_per_output_token
+    if "energy_per_good_request_j" in benchmark.summary:  # --goodput targets were given
+        figures["j_per_good_request"] = benchmark.summary["energy_per_good_request_j"]
+    return figures

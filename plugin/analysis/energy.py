@@ -106,12 +106,15 @@ def attribute_energy(
     end_s: float | None = None,
     idle_power_w: float | None = None,
     anchor_j: float | None = None,
+    count_within_window: bool = False,
 ) -> PhaseEnergy:
     """Split the curves' energy over ``[start_s, end_s]`` (default: first send to last end) by the rule above,
     scaled so that the parts add up to ``anchor_j`` (the counter's energy of the same GPUs) when it is given.
 
     ``idle_power_w`` is the sum over the GPUs of ``curves``. Tokens are counted for every request used, so
-    the window should cover the requests whole.
+    the window should cover the requests whole; a steady-state window, which cuts through requests, counts
+    instead (``count_within_window``) the output tokens that arrived inside it and the prompts and requests whose
+    first token did.
     """
     used = [r for r in records if r.first_token_s is not None]
     phases = [_phases(r) for r in used]
@@ -173,15 +176,30 @@ def attribute_energy(
         decode_s=decode_s,
         overlap_s=overlap_s,
         idle_s=idle_s,
-        requests=len(used),
         skipped_requests=len(records) - len(used),
-        prompt_tokens=sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len for r in used),
-        output_tokens=sum(
-            r.completion_tokens if r.completion_tokens is not None else len(r.token_times_s) for r in used
-        ),
+        **(_counts_within(used, start_s, end_s) if count_within_window else _counts(used)),
         integral_j=integral_j,
         scale=scale,
     )
+
+
+def _counts(used: Sequence[PhaseRecord]) -> dict[str, int]:
+    return {
+        "requests": len(used),
+        "prompt_tokens": sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len for r in used),
+        "output_tokens": sum(
+            r.completion_tokens if r.completion_tokens is not None else len(r.token_times_s) for r in used
+        ),
+    }
+
+
+def _counts_within(used: Sequence[PhaseRecord], start_s: float, end_s: float) -> dict[str, int]:
+    prefilled = [r for r in used if r.first_token_s is not None and start_s <= r.first_token_s <= end_s]
+    return {
+        "requests": len(prefilled),
+        "prompt_tokens": sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len for r in prefilled),
+        "output_tokens": sum(1 for r in used for t in r.token_times_s if start_s <= t <= end_s),
+    }
 
 
 def _phases(record: PhaseRecord) -> tuple[float, float, float]:

@@ -20,9 +20,14 @@ _COUNTS = ("requests", "prompt_tokens", "output_tokens")
 
 
 def window_power(
-    index: int, window: WindowMeasurement, records: Sequence[RequestRecord], gpu_roles: Mapping[int, str]
+    index: int,
+    window: WindowMeasurement,
+    records: Sequence[RequestRecord],
+    gpu_roles: Mapping[int, str],
+    steady_state: bool = False,
 ) -> PowerWindow:
-    """One round's window: each GPU's split anchored to its own counter, and their sum."""
+    """One round's window: each GPU's split anchored to its own counter, and their sum (a steady-state window
+    counts the tokens made inside it: ``plugin.analysis.energy``)."""
     done = [record for record in records if record.ok]
     gpus: dict[str, GpuEnergy] = {}
     for gpu_window in window.gpus:
@@ -30,8 +35,9 @@ def window_power(
         phases = None
         if curve:
             energy = attribute_energy(
-                [curve], done, window.start_s, window.end_s, gpu_window.idle_power_w, gpu_window.energy_counter_j
-            )
+                [curve], done, window.start_s, window.end_s, gpu_window.idle_power_w, gpu_window.energy_counter_j,
+                count_within_window=steady_state,
+            )  # fmt: skip
             phases = split_of(energy)
         gpus[str(gpu_window.gpu)] = GpuEnergy(gpu_roles.get(gpu_window.gpu, "unknown"), gpu_window, phases)
     splits = [gpu.phases for gpu in gpus.values() if gpu.phases is not None]

@@ -1,4 +1,5 @@
-"""What a benchmark sends: workload shapes per phase and unique prompts of an exact token length.
+"""What a benchmark sends: workload shapes per phase, the serving benchmarks' cases, and unique prompts of an exact
+token length.
 
 Prompts are token ids, not text, so their length is exact; each is unique within a run and random across runs,
 so vLLM's prefix cache cannot skip the prefill being measured.
@@ -7,26 +8,42 @@ so vLLM's prefix cache cannot skip the prefill being measured.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.options import Sizes
+from plugin.options import Settings, Sizes
 
 PHASES = ("prefill", "decode", "e2e")
+SERVING = "serving"
+SWEEP_SYNC, SWEEP_MAX = "sync", "max"
+DATASET_MAX_LEN = 2048
+"""vLLM's ShareGPT filter keeps prompt + output within 2048 tokens: a server for file datasets must hold that."""
+UNIQUE_PREFIX_TOKENS = 4
+"""Random token ids in front of every dataset prompt, so that no request hits a cached prefix (PEERS trap 1)."""
 # Token ids used when the model's vocabulary cannot be read (a remote server): every real tokenizer has these.
 FALLBACK_VOCAB = (100, 30000)
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """One benchmark's load: ``num_requests`` prompts of ``input_len`` tokens, ``output_len`` tokens each."""
+    """One benchmark's load: ``num_requests`` prompts of ``input_len`` tokens, ``output_len`` tokens each, at most
+    ``concurrency`` in flight (0: no cap). A serving workload also names its dataset (whose lengths replace
+    ``input_len``/``output_len`` unless it is ``random``) and its arrivals: ``request_rate`` requests/s (``None``:
+    all at once), gamma ``burstiness``, or a point of a sweep (``sweep``: ``sync``, ``max`` or ``1``..``N``, whose
+    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``."""
 
     phase: str
     input_len: int
     output_len: int
     concurrency: int
     num_requests: int
+    dataset: str | None = None
+    request_rate: float | None = None
+    burstiness: float | None = None
+    sweep: str | None = None
+    duration_s: float | None = None
 
     @property
     def id(self) -> str:
@@ -34,8 +51,16 @@ class Workload:
 
 
 def workload_id(workload: Workload) -> str:
-    """``in512-out1-c4``: the one name of a workload shape, in test ids, results and the report."""
-    return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
+    """``in512-out1-c4`` or ``sharegpt-tiny-r2`` (``-rinf``, ``-sweep-max``, ``-c8`` with a cap): the one name of a
+    workload, in test ids, results and the report."""
+    if workload.phase != SERVING:
+        return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
+    if workload.sweep is not None:
+        arrivals = f"sweep-{workload.sweep}"
+    else:
+        arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"
+    cap = f"-c{workload.concurrency}" if workload.concurrency else ""
+    return f"{workload.dataset}-{arrivals}{cap}"
 
 
 def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
@@ -55,9 +80,49 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
     ]
 
 
-def longest_sequence(sizes: Sizes) -> int:
-    """Prompt plus output tokens of the largest workload: the server's max-model-len must hold it."""
-    return max(w.input_len + w.output_len for phase in PHASES for w in workloads_for(phase, sizes))
+def serving_workloads(settings: Settings) -> list[Workload]:
+    """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths."""
+    sizes, rates = settings.sizes, settings.request_rates
+    arrivals: list[tuple[float | None, str | None]]
+    if rates.sweep_points is not None:
+        points = [SWEEP_SYNC, SWEEP_MAX, *(str(k) for k in range(1, rates.sweep_points + 1))]
+        arrivals = [(None, point) for point in points]
+    else:
+        arrivals = [(None if math.isinf(rate) else rate, None) for rate in rates.rates]
+    return [
+        Workload(
+            SERVING,
+            sizes.e2e_input_len,
+            sizes.e2e_output_len,
+            settings.max_concurrency or 0,
+            sizes.num_requests,
+            dataset.id,
+            rate,
+            settings.burstiness,
+            sweep,
+            settings.duration_s,
+        )  # fmt: skip
+        for dataset in settings.datasets
+        for rate, sweep in arrivals
+    ]
+
+
+def longest_sequence(settings: Settings) -> int:
+    """Prompt plus output tokens of the largest workload of fixed length (phases, random datasets with their range):
+    ``--max-model-len`` must hold it."""
+    sizes = settings.sizes
+    phases = max(w.input_len + w.output_len for phase in PHASES for w in workloads_for(phase, sizes))
+    if not any(dataset.kind == "random" for dataset in settings.datasets):
+        return phases
+    spread = 1 + settings.random_range_ratio
+    return max(phases, math.ceil((sizes.e2e_input_len + sizes.e2e_output_len) * spread) + UNIQUE_PREFIX_TOKENS)
+
+
+def default_max_model_len(settings: Settings) -> int:
+    """The started server's max-model-len: the longest fixed workload, and vLLM's 2048 for file datasets (pairs
+    longer than a user's ``--max-model-len`` are dropped from them, with a count)."""
+    files = any(dataset.kind != "random" for dataset in settings.datasets)
+    return max(longest_sequence(settings), DATASET_MAX_LEN if files else 0)
 
 
 def vocab_range(model: str) -> tuple[int, int]:

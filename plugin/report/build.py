@@ -9,9 +9,10 @@ from typing import Any
 
 import jinja2
 
+from plugin.load.workload import SERVING
 from plugin.report import charts
-from plugin.report.compare import choose_baseline, compare
-from plugin.report.data import HEADLINE, Run, load_run
+from plugin.report.compare import METRICS, choose_baseline, compare
+from plugin.report.data import HEADLINE, SERVING_TABLES, Run, load_run
 
 CHART_FOLDER = "charts"
 _TEMPLATES = jinja2.Environment(
@@ -43,6 +44,10 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     ]
     if run.header.get("dvfs"):
         overview.append(_image(charts.dvfs_tradeoff(run, charts_dir / "dvfs.png"), "DVFS: energy against latency"))
+    serving = [
+        _image(charts.serving_curves(run, dataset, charts_dir / f"serving-{index}.png"), f"Serving: {dataset}")
+        for index, dataset in enumerate(run.datasets)
+    ]
     timelines = [
         _image(charts.timeline(run, benchmark, charts_dir / f"timeline-{index}.png"), f"Timeline of {benchmark.name}")
         for index, benchmark in enumerate(run.benchmarks)
@@ -54,8 +59,12 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
         _TEMPLATES.get_template("run.html.j2").render(
             run=run,
             notes=run_notes(run),
-            table=run.rows(),
+            table=[row for row in run.rows() if row["phase"] != SERVING],
             headline=HEADLINE,
+            serving=serving,
+            serving_table=run.serving_rows(),
+            serving_tables=SERVING_TABLES,
+            metrics=METRICS,
             overview=overview,
             timelines=timelines,
             baseline=base,

@@ -3,6 +3,7 @@ image's real size. A chart whose data the run does not have says so in the image
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 
-from plugin.load.workload import workload_id  # noqa: E402
-from plugin.report.data import Run  # noqa: E402
+from plugin.load.workload import SERVING, workload_id  # noqa: E402
+from plugin.report.data import Run, ServingPoint, serving_points  # noqa: E402
 from plugin.results.schema import BenchmarkResult, PowerWindow  # noqa: E402
 
 DPI = 100
@@ -30,7 +31,10 @@ PHASE_ENERGY = {
     "decode": ("j_per_output_token", "J/output tok"),
     "e2e": ("j_per_request", "J/request"),
 }
-"""The one energy figure of each phase (``plugin.report.data.energy_figures``) and its unit."""
+"""The one energy figure of each phase (``plugin.analysis.benchmark.energy_figures``) and its unit."""
+AT_ACHIEVED_RATE = "all at once / closed loop: at achieved rate"
+"""The legend's words for a serving point without an offered rate, drawn hollow at its achieved throughput."""
+PERCENTILE_STYLES = {"p50": "-", "p99": "--"}
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -202,13 +206,17 @@ def energy_per_token(run: Run, path: Path) -> Path:
 
 
 def architectures(run: Run, path: Path) -> Path:
-    """Traditional against disaggregated on the workloads both ran: latency and, where measured, each phase's
-    energy figure (J per prompt token, per output token or per request, named on the panel's rows)."""
+    """Traditional against disaggregated on the phase workloads both ran: latency and, where measured, each
+    phase's energy figure (J per prompt token, per output token or per request, named on the panel's rows).
+    Serving benchmarks are compared on their own curves against the offered rate (``serving_curves``)."""
     title = "Traditional vs disaggregated, same workloads"
     table = run.table()
+    table = table[table["phase"] != SERVING].copy()
     both = table.groupby("workload_id")["architecture"].nunique()
     shared = sorted(both[both > 1].index)
     if not shared:
+        if not len(table) and run.serving:
+            return placeholder(path, title, "this run has serving benchmarks only: see the Serving section")
         found = ", ".join(sorted(table["architecture"].unique())) or "none"
         return placeholder(path, title, f"this run has one architecture only ({found}): run both to compare them")
     metrics = {"median_ttft_ms": "TTFT p50 (ms)", "median_tpot_ms": "TPOT p50 (ms)", "median_e2el_ms": "E2E p50 (ms)"}
@@ -290,3 +298,118 @@ def dvfs_tradeoff(run: Run, path: Path) -> Path:
         axis.set_ylabel(groups[0]["energy_metric"])
         axis.legend(fontsize=7)
     return _save(figure, path)
+
+
+def serving_curves(run: Run, dataset: str, path: Path) -> Path:
+    """One dataset's serving benchmarks against the offered rate, one line per architecture (``serving_figure``);
+    a placeholder saying why when none of them can be placed on the rate axis."""
+    title = f"Serving: dataset {dataset}, against the offered rate"
+    points = [point for point in serving_points(run.serving) if point.dataset == dataset]
+    if not points:
+        why = "no benchmark of this dataset has an offered rate or an achieved throughput (no request completed)"
+        return placeholder(path, title, why)
+    return _save(serving_figure(title, points, run.power_reason if not run.power_measured else None), path)
+
+
+def serving_figure(title: str, points: list[ServingPoint], unmeasured: str | None) -> Figure:
+    """Achieved throughput (with y = x), TTFT and TPOT p50/p99, SLO attainment and J per good request (J per
+    request where no target was given) against the offered rate. A point without an offered rate is hollow, at its
+    achieved rate, and not joined to the curve; a missing figure (or one a log axis cannot show: 0) is skipped."""
+    figure, axes = plt.subplots(2, 3, figsize=(WIDE[0], 7.6), layout="constrained")
+    figure.suptitle(title)
+    throughput, ttft, tpot, slo, energy, key = axes.flat
+    colors = _group_colors(points)
+    _serving_panel(throughput, points, colors, {"": "request_throughput"}, "achieved throughput (req/s)")
+    _diagonal(throughput, points)
+    _serving_panel(ttft, points, colors, {"p50": "median_ttft_ms", "p99": "p99_ttft_ms"}, "TTFT (ms)")
+    _serving_panel(tpot, points, colors, {"p50": "median_tpot_ms", "p99": "p99_tpot_ms"}, "TPOT (ms)")
+    targets = any(point.has_targets for point in points)
+    if targets:
+        _serving_panel(slo, points, colors, {"": "slo_attainment_pct"}, "SLO attainment (%)", log=False)
+        slo.set_ylim(0.0, 105.0)
+    else:
+        _no_panel(slo, "SLO attainment (%)", "no --goodput targets were given")
+    energy_label = "J per good request" if targets else "J per request (no --goodput targets)"
+    if unmeasured is None:
+        metric = "j_per_good_request" if targets else "j_per_request"
+        _serving_panel(energy, points, colors, {"": metric}, energy_label)
+    else:
+        _no_panel(energy, energy_label, unmeasured)
+    key.axis("off")
+    key.legend(handles=_serving_handles(colors, any(not point.offered for point in points)), loc="center", fontsize=9)
+    return figure
+
+
+def _group_colors(points: list[ServingPoint]) -> dict[str, str]:
+    """The architecture's colour for its line; a colour of the cycle each where an architecture has several (DVFS
+    settings)."""
+    groups = list(dict.fromkeys(point.group for point in points))
+    return {group: ARCHITECTURE_COLORS.get(group, f"C{index}") for index, group in enumerate(groups)}
+
+
+def _serving_panel(
+    axis: Any, points: list[ServingPoint], colors: dict[str, str], metrics: dict[str, str], label: str, log: bool = True
+) -> None:
+    drawn = 0
+    for group, color in colors.items():
+        for percentile, metric in metrics.items():
+            have = [p for p in points if p.group == group and metric in p.values and (p.values[metric] > 0 or not log)]
+            curve = sorted((p for p in have if p.offered), key=lambda p: p.x_rps)
+            alone = [p for p in have if not p.offered]
+            name = f"{group} {percentile}".strip()
+            style = PERCENTILE_STYLES.get(percentile, "-")
+            axis.plot([p.x_rps for p in curve], [p.values[metric] for p in curve], linestyle=style, marker="o",
+                      color=color, label=name)  # fmt: skip
+            axis.plot([p.x_rps for p in alone], [p.values[metric] for p in alone], linestyle="none", marker="o",
+                      markerfacecolor="white", markeredgecolor=color, label=f"{name} at achieved rate")  # fmt: skip
+            drawn += len(have)
+    axis.set_title(label, fontsize=10)
+    axis.set_xlabel("offered rate (req/s)")
+    if not drawn:
+        axis.text(0.5, 0.5, "no value", ha="center", va="center", transform=axis.transAxes)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        return
+    axis.set_xscale("log")
+    plain_log_ticks(axis.xaxis)
+    if log:
+        axis.set_yscale("log")
+        plain_log_ticks(axis.yaxis)
+    else:
+        axis.yaxis.set_major_formatter(FuncFormatter(plain_number))
+
+
+def _diagonal(axis: Any, points: list[ServingPoint]) -> None:
+    """y = x, where achieved throughput equals the offered rate, across the panel's points."""
+    values = [p.x_rps for p in points] + [
+        p.values["request_throughput"] for p in points if "request_throughput" in p.values
+    ]
+    low, high = min(values), max(values)
+    axis.plot([low, high], [low, high], color="gray", linestyle=":", label="achieved = offered")
+
+
+PANEL_TEXT_CHARS = 28
+
+
+def _no_panel(axis: Any, title: str, why: str) -> None:
+    """A panel that says why it is empty; the text is wrapped to the panel (``wrap=True`` wraps to the figure)."""
+    axis.set_title(title, fontsize=10)
+    text = textwrap.fill(why, PANEL_TEXT_CHARS)
+    axis.text(0.5, 0.5, text, ha="center", va="center", transform=axis.transAxes, color="dimgray", fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def _serving_handles(colors: dict[str, str], hollow: bool) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    at_achieved = Line2D(
+        [], [], color="black", linestyle="none", marker="o", markerfacecolor="white", label=AT_ACHIEVED_RATE
+    )
+    return [
+        *(Line2D([], [], color=color, marker="o", label=group) for group, color in colors.items()),
+        Line2D([], [], color="black", linestyle="-", label="p50"),
+        Line2D([], [], color="black", linestyle="--", label="p99"),
+        *([at_achieved] if hollow else []),
+        Line2D([], [], color="gray", linestyle=":", label="achieved = offered (y = x)"),
+    ]

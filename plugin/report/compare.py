@@ -6,6 +6,10 @@ one round, for the per-request latencies, twice the standard error of the median
 (1.25 sigma / sqrt(n), relative to the median). A change is flagged when it exceeds the larger of the two runs'
 noise; where neither run gives a noise figure (one round, a throughput or an energy), it is not flagged and the
 page says the noise is unknown (more ``--rounds`` fix that).
+
+A serving benchmark is compared only at the same offered rate (a sweep point's rate is resolved per run), with its
+achieved throughput, TPOT p99 and, where both runs had the same ``--goodput`` targets, SLO attainment, goodput and
+J per good request besides the headline.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
 from plugin.load.client import RequestRecord
-from plugin.report.data import HEADLINE, LATENCY, Run, energy_figures, load_run
+from plugin.load.workload import SERVING
+from plugin.report.data import GOODPUT, HEADLINE, LATENCY, SERVING_ENERGY, SERVING_LATENCY, Run, load_run
 from plugin.results.schema import BenchmarkResult
 
 PER_REQUEST: dict[str, Callable[[RequestRecord], float | None]] = {
@@ -27,6 +33,17 @@ PER_REQUEST: dict[str, Callable[[RequestRecord], float | None]] = {
     "median_tpot_ms": tpot_s,
 }
 """Headline medians whose noise can come from the spread over requests (``plugin.analysis.stats``)."""
+SERVING_METRICS = {key: SERVING_LATENCY[key] for key in ("request_throughput", "p99_tpot_ms")}
+SERVING_GOODPUT = {
+    "slo_attainment_pct": GOODPUT["slo_attainment_pct"],
+    "goodput_rps": GOODPUT["goodput_rps"],
+    "j_per_good_request": SERVING_ENERGY["j_per_good_request"],
+}
+"""Meaningful only against the same targets."""
+METRICS = {**HEADLINE, **SERVING_METRICS, **SERVING_GOODPUT}
+"""Every metric a change can be of, and its label."""
+RATE_TOLERANCE = 1e-6
+"""Offered rates closer than this (relative) are the same load: a rate read back may differ in its last bit."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +84,15 @@ def choose_baseline(run: Run, reports_dir: Path, asked: str | None) -> Run | Non
 
 def compare(run: Run, baseline: Run) -> list[Change]:
     """Every headline metric of every benchmark (by id) that both runs have; energy only as the figures of the
-    benchmark's phase (``energy_figures``)."""
+    benchmark's phase (``energy_figures``); serving benchmarks as the module says."""
     base_benchmarks = {benchmark.id: benchmark for benchmark in baseline.benchmarks}
     changes = []
     for benchmark in run.benchmarks:
         base = base_benchmarks.get(benchmark.id)
-        if base is None:
+        if base is None or not same_load(benchmark, base):
             continue
         now_figures, then_figures = _figures(benchmark), _figures(base)
-        for metric in HEADLINE:
+        for metric in compared_metrics(benchmark, base):
             now, then = now_figures.get(metric), then_figures.get(metric)
             if now is None or then is None or then == 0:
                 continue
@@ -87,8 +104,30 @@ def compare(run: Run, baseline: Run) -> list[Change]:
     return changes
 
 
+def same_load(benchmark: BenchmarkResult, base: BenchmarkResult) -> bool:
+    """Same phase, and for serving the same offered rate (both none: all at once or closed loop)."""
+    if benchmark.phase != base.phase:
+        return False
+    if benchmark.phase != SERVING:
+        return True
+    now, then = benchmark.summary.get("offered_rate_rps"), base.summary.get("offered_rate_rps")
+    if now is None or then is None:
+        return now is None and then is None
+    return math.isclose(float(now), float(then), rel_tol=RATE_TOLERANCE)
+
+
+def compared_metrics(benchmark: BenchmarkResult, base: BenchmarkResult) -> list[str]:
+    """The headline; for serving also throughput and TPOT p99, and goodput figures only under the same targets."""
+    if benchmark.phase != SERVING:
+        return list(HEADLINE)
+    targets = benchmark.summary.get("goodput_targets_ms")
+    same_targets = targets is not None and targets == base.summary.get("goodput_targets_ms")
+    return [*HEADLINE, *SERVING_METRICS, *(SERVING_GOODPUT if same_targets else ())]
+
+
 def _figures(benchmark: BenchmarkResult) -> dict[str, float | None]:
-    return {**{key: benchmark.summary.get(key) for key in LATENCY}, **energy_figures(benchmark)}
+    keys = [*LATENCY, *SERVING_METRICS, *SERVING_GOODPUT]
+    return {**{key: benchmark.summary.get(key) for key in keys}, **energy_figures(benchmark)}
 
 
 def noise_pct(run: Run, benchmark: BenchmarkResult, metric: str) -> float | None:

@@ -25,7 +25,9 @@ class Endpoint:
     vocab: tuple[int, int]
     gpu_roles: Mapping[int, str] = field(default_factory=dict)
     metrics_url: str | None = None
-    """Where ``/metrics`` is (the proxy has none: a decode instance's); default: ``url``."""
+    """Where ``/metrics`` and ``/tokenize`` are (the proxy has neither: a decode instance's); default: ``url``."""
+    model_dir: str | None = None
+    """The model's folder when the suite started the server from one (its tokenizer is read from there)."""
 
 
 def served_model(url: str) -> str:

@@ -1,0 +1,83 @@
+"""What one serving benchmark sends: its dataset's requests laid on its arrival schedules, a warm-up request, and
+what the results record of the dataset (how many pairs were filtered and why)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugin.load.datasets import Dataset, Tokenizer, load_dataset, local_tokenizer, server_tokenizer
+from plugin.load.schedule import Arrivals, Schedule, schedules
+from plugin.load.workload import Workload
+from plugin.option_values import DatasetSpec
+from plugin.options import Settings
+
+SPARE = 1.3
+"""Requests drawn per expected arrival in steady state: Poisson arrivals can run ahead of the mean rate."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingPlan:
+    warmup: Schedule
+    rounds: tuple[Schedule, ...]
+    dataset: dict[str, Any]
+    """The dataset's source and filter counts, for the results."""
+
+
+def dataset_of(workload: Workload, settings: Settings) -> DatasetSpec:
+    return next(spec for spec in settings.datasets if spec.id == workload.dataset)
+
+
+def tokenizer_for(spec: DatasetSpec, model: str, url: str) -> Tokenizer | None:
+    """The model folder's own tokenizer, else the server's ``/tokenize`` (an external server, a hub name)."""
+    if spec.kind == "random":
+        return None
+    return local_tokenizer(model) if Path(model).expanduser().is_dir() else server_tokenizer(url, model)
+
+
+def serving_plan(
+    workload: Workload,
+    arrivals: Arrivals,
+    settings: Settings,
+    rng: random.Random,
+    tokenizer: Tokenizer | None,
+    vocab: tuple[int, int],
+    max_model_len: int,
+) -> ServingPlan:
+    """Draw enough requests for every round once (each request is used once), then lay them on the schedules."""
+    per_round = workload.num_requests
+    if arrivals.duration_s is not None and arrivals.rate is not None and math.isfinite(arrivals.rate):
+        per_round = math.ceil(arrivals.rate * arrivals.duration_s * SPARE) + 16
+    spec = dataset_of(workload, settings)
+    dataset = load_dataset(
+        spec, 1 + settings.rounds * per_round, rng, tokenizer=tokenizer, input_len=workload.input_len,
+        output_len=workload.output_len, range_ratio=settings.random_range_ratio, vocab=vocab,
+        max_model_len=max_model_len,
+    )  # fmt: skip
+    pool = [(list(request.prompt), request.output_len) for request in dataset.requests]
+    taken = 1  # the first request is the warm-up's
+
+    def requests_for(count: int) -> list[tuple[list[int], int]]:
+        nonlocal taken
+        chosen = [pool[(taken + i) % len(pool)] for i in range(count)]
+        taken += count
+        return chosen
+
+    rounds = schedules(arrivals, settings.rounds, workload.num_requests, settings.burstiness, rng, requests_for)
+    return ServingPlan(Schedule((pool[0],), (0.0,), None), tuple(rounds), _dataset_entry(dataset))
+
+
+def _dataset_entry(dataset: Dataset) -> dict[str, Any]:
+    lengths = [len(request.prompt) for request in dataset.requests]
+    outputs = [request.output_len for request in dataset.requests]
+    return {
+        "source": dataset.source,
+        "requests_drawn": len(dataset.requests),
+        "skipped_by_length": dataset.skipped_by_length,
+        "too_long_for_model": dataset.too_long_for_model,
+        "mean_prompt_tokens": sum(lengths) / len(lengths) if lengths else None,
+        "mean_output_tokens": sum(outputs) / len(outputs) if outputs else None,
+    }

@@ -1,0 +1,109 @@
+"""What follows a benchmark's load: its typed results assembled and stored (request records to their JSONL file,
+conftest hooks' fields added), its rounds handed to pytest-benchmark, its servers checked, and its failures
+raised: after the results are saved, so nothing measured is lost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+import pytest
+
+from plugin.analysis.benchmark import benchmark_result
+from plugin.hookspec import update_entry
+from plugin.load.client import RequestRecord
+from plugin.load.workload import Workload
+from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
+from plugin.results.store import requests_file_name
+from plugin.runner import Measurement
+from plugin.serving.endpoint import Endpoint
+from plugin.serving.process import ManagedProcess, log_tail
+from plugin.session import RunSession
+
+
+def store(
+    request: pytest.FixtureRequest,
+    bench_session: RunSession,
+    architecture: str,
+    workload: Workload,
+    measurement: Measurement,
+    endpoint: Endpoint,
+    dvfs_record: dict[str, Any] | None,
+    extra: dict[str, Any],
+) -> BenchmarkResult:
+    results = bench_session.results
+    assert results is not None, "the server fixtures start the run before any benchmark"
+    name = request.node.name
+    settings = bench_session.settings
+    result = benchmark_result(
+        request.node.nodeid, name, architecture, workload, measurement, endpoint.gpu_roles, dvfs_record,
+        requests_file_name(len(results.data["benchmarks"]), name), settings.goodput, extra.get("offered_rate_rps"),
+    )  # fmt: skip
+    result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
+    stored = [StoredRequest(None, record) for record in measurement.warmup]
+    stored += [StoredRequest(r.index, record) for r in measurement.rounds for record in r.records]
+    entry = to_json(result)
+    update_entry(request.config, entry)
+    results.add_benchmark(result, stored, entry)
+    return result
+
+
+def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload, result: BenchmarkResult) -> None:
+    """Hand the rounds to pytest-benchmark: its ``extra_info`` always, its timing statistics unless it is disabled,
+    so ``--benchmark-json`` and ``--benchmark-compare`` see every round the runner measured. pytest-benchmark has
+    no public call for durations timed elsewhere; ``_make_stats`` is what its own ``pedantic`` uses."""
+    benchmark.extra_info.update(asdict(workload))
+    benchmark.extra_info.update(
+        {key: value for key, value in result.summary.items() if isinstance(value, (int, float)) or value is None}
+    )
+    if benchmark.enabled:
+        stats = benchmark._make_stats(1)
+        for duration_s in durations_s:
+            stats.update(duration_s)
+
+
+def check_servers(bench_session: RunSession, architecture: str, measurement: Measurement) -> None:
+    """A server that exited mid-run stops its architecture (see ``stop_architecture``)."""
+    if all(record.ok for record in measurement.records):
+        return
+    gone = exited(bench_session.server_processes.get(architecture, []))
+    if gone is not None:
+        stop_architecture(bench_session, architecture, *gone)
+
+
+def stop_architecture(bench_session: RunSession, architecture: str, why: str, detail: str = "") -> NoReturn:
+    """Fail this benchmark once with ``why`` and ``detail`` (a server's exit code and log tail, or the failed
+    warm-up and the exit of any server that is gone); the rest of the architecture is skipped saying ``why``,
+    and the other architecture goes on."""
+    if not detail:
+        gone = exited(bench_session.server_processes.get(architecture, []))
+        detail = "" if gone is None else "\n".join(gone)
+    bench_session.dead_architectures[architecture] = why
+    stop = bench_session.server_stoppers.pop(architecture, None)
+    if stop is not None:
+        stop()
+    pytest.fail(f"{why}\n{detail}".rstrip(), pytrace=False)
+
+
+def fail_on_errors(records: list[RequestRecord]) -> None:
+    """A benchmark whose requests failed or came back short fails, after its results were saved."""
+    failed = [record for record in records if not record.ok]
+    if failed:
+        pytest.fail(f"{len(failed)} of {len(records)} requests failed; first: {failed[0].error}", pytrace=False)
+    short = [record for record in records if record.completion_tokens != record.max_tokens]
+    if short:
+        pytest.fail(
+            f"{len(short)} requests returned a different number of tokens than asked "
+            f"({short[0].completion_tokens} instead of {short[0].max_tokens}): is ignore_eos supported?",
+            pytrace=False,
+        )
+
+
+def exited(processes: list[ManagedProcess]) -> tuple[str, str] | None:
+    """The first of ``processes`` that is no longer running: its exit code, and the end of its log."""
+    for process in processes:
+        code = process.exit_code()
+        if code is not None:
+            why = f"{process.name} exited with code {code} during the benchmark"
+            return why, f"last lines of {process.log_path}:\n{log_tail(process.log_path)}"
+    return None
