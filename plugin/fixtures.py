@@ -298,10 +298,14 @@ def run_workload(
                 plan, extra = _serving_plan(bench_session, architecture, workload, endpoint, rng)
                 measurement = runner.measure_schedules(name, plan.rounds, plan.warmup)
             else:
-                count = workload.num_requests
-                prompts = make_prompts(1 + settings.rounds * count, workload.input_len, endpoint.vocab, rng)
-                rounds = [prompts[1 + i * count : 1 + (i + 1) * count] for i in range(settings.rounds)]
-                measurement = runner.measure(name, rounds, workload.output_len, workload.concurrency, prompts[:1])
+
+                def prompts_for(count: int) -> list[list[int]]:
+                    return make_prompts(count, workload.input_len, endpoint.vocab, rng)
+
+                measurement = runner.measure(
+                    name, settings.rounds, prompts_for, workload.num_requests, workload.output_len,
+                    workload.concurrency, settings.min_window_s,
+                )  # fmt: skip
         except WarmupFailed as error:
             stop_architecture(bench_session, architecture, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends

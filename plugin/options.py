@@ -34,6 +34,8 @@ from plugin.option_values import (
 )
 
 T = TypeVar("T")
+MIN_WINDOW_S = 5.0
+"""50 updates of a 100 ms power sensor: a window's edges then cost about 2 % (docs/energy-uncertainty.md)."""
 SHIPPED_SHAREGPT = Path(__file__).resolve().parent / "load" / "data" / "sharegpt-tiny.json"
 """A small ShareGPT-format file written for this project: the CPU default of the serving benchmarks."""
 
@@ -92,6 +94,7 @@ class Settings:
     gpu_sample_ms: float
     power_backend: str
     idle_baseline_s: float
+    min_window_s: float
     prefill_gpus: tuple[int, ...]
     decode_gpus: tuple[int, ...]
     kv_connector: str
@@ -144,6 +147,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("gpu-sample-ms", "power/clock sampling period per GPU in milliseconds (default: 100)"),
     ("power-backend", "where power comes from: auto (NVML, else nvidia-smi, else none), nvml, smi or none"),
     ("idle-baseline-s", "seconds of idle power measured once before the first benchmark (default: 3; 0: none)"),
+    (
+        "min-window-s",
+        "shortest power window: a shorter round repeats its load with fresh prompts until it lasts this long "
+        "(default: 5 where power is measured, 0 without)",
+    ),
     ("prefill-gpus", "disaggregated: GPUs of the prefill instances, one instance each (default: GPU 0)"),
     ("decode-gpus", "disaggregated: GPUs of the decode instances, one instance each (default: GPU 1, else 0)"),
     ("kv-connector", "disaggregated: example (files; default on CPU), nixl (default on GPU) or p2pnccl"),
@@ -238,6 +246,7 @@ def default_cache_dir() -> Path:
 def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
     """Read every option once; raise ``pytest.UsageError`` with the fix for any bad value."""
     on_gpu = gpu_count > 0
+    measures_power = on_gpu and _raw(config, "power-backend") != "none"
     device_sizes = GPU_SIZES if on_gpu else CPU_SIZES
     sizes = Sizes(
         prefill_input_lens=_parsed(config, "input-lens", positive_int_list, device_sizes.prefill_input_lens),
@@ -267,6 +276,7 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         gpu_sample_ms=_parsed(config, "gpu-sample-ms", positive_float, 100.0),
         power_backend=_parsed(config, "power-backend", power_backend, "auto"),
         idle_baseline_s=_parsed(config, "idle-baseline-s", non_negative_float, 3.0),
+        min_window_s=_parsed(config, "min-window-s", non_negative_float, MIN_WINDOW_S if measures_power else 0.0),
         prefill_gpus=_parsed(config, "prefill-gpus", gpu_list, (0,) if on_gpu else ()),
         decode_gpus=_parsed(config, "decode-gpus", gpu_list, ((1,) if gpu_count > 1 else (0,)) if on_gpu else ()),
         kv_connector=_parsed(config, "kv-connector", kv_connector, "nixl" if on_gpu else "example"),

@@ -38,6 +38,8 @@ class Round:
     window: WindowMeasurement
     duration_s: float
     steady_state: bool = False
+    repeats: int = 1
+    """How many times the round's load ran in its window to make the window ``min_window_s`` long."""
     """Only the requests due inside the window count (the rest warmed the server up or kept the batch full)."""
 
 
@@ -67,21 +69,26 @@ class Runner:
     def measure(
         self,
         name: str,
-        rounds: Sequence[list[list[int]]],
+        rounds: int,
+        prompts_for: Callable[[int], list[list[int]]],
+        count: int,
         output_len: int,
         concurrency: int,
-        warmup: list[list[int]] | None = None,
+        min_window_s: float = 0.0,
     ) -> Measurement:
-        """Run the warm-up (not measured), then each round of prompts in a power window of its own;
-        ``WarmupFailed`` when a warm-up request fails."""
-        warmup_records = self._load(warmup, output_len, concurrency, measured=False) if warmup else []
+        """A warm-up request (not measured), then ``rounds`` rounds of ``count`` fresh prompts each, in a power
+        window of their own; a round whose window would be shorter than ``min_window_s`` sends ``count`` more
+        fresh prompts, again and again, until it is not. ``WarmupFailed`` when the warm-up request fails."""
+        warmup_records = self._load(prompts_for(1), output_len, concurrency, measured=False)
         failed = [record for record in warmup_records if not record.ok]
         if failed:
             raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")
         metrics_url = self.endpoint.metrics_url or self.endpoint.url
         before = prometheus.scrape(metrics_url)
-        measured = [self._round(f"{name} round {i}", i, prompts, output_len, concurrency) for i, prompts in
-                    enumerate(rounds)]  # fmt: skip
+        measured = [
+            self._round(f"{name} round {i}", i, prompts_for, count, output_len, concurrency, min_window_s)
+            for i in range(rounds)
+        ]
         after = prometheus.scrape(metrics_url)
         return Measurement(tuple(warmup_records), tuple(measured), before, after)
 
@@ -129,15 +136,28 @@ class Runner:
         return await run_schedule(url, model, schedule.requests, schedule.due_offsets_s, schedule.max_concurrency,
                                   self.timeout_s, on_done, start_s=start_s)  # fmt: skip
 
-    def _round(self, window: str, index: int, prompts: list[list[int]], output_len: int, concurrency: int) -> Round:
+    def _round(
+        self,
+        window: str,
+        index: int,
+        prompts_for: Callable[[int], list[list[int]]],
+        count: int,
+        output_len: int,
+        concurrency: int,
+        min_window_s: float,
+    ) -> Round:
         self.sampler.begin_window(window, tuple(self.endpoint.gpu_roles))
         started_s = now_s()
+        records: list[RequestRecord] = []
+        repeats = 0
         try:
-            records = self._load(prompts, output_len, concurrency)
+            while repeats == 0 or now_s() - started_s < min_window_s:
+                records += self._load(prompts_for(count), output_len, concurrency)
+                repeats += 1
         finally:
             ended_s = now_s()
             measurement = self.sampler.end_window(window)
-        return Round(index, tuple(records), measurement, ended_s - started_s)
+        return Round(index, tuple(records), measurement, ended_s - started_s, repeats=repeats)
 
     def _load(
         self, prompts: list[list[int]], output_len: int, concurrency: int, measured: bool = True

@@ -50,8 +50,9 @@ class RunSession:
         self.started_at = datetime.now(UTC)
         self.run_id = new_run_id(self.started_at)
         self.folder = settings.reports_dir / self.run_id
-        # Random per run: prompts differ from any earlier run's, so a reused server's prefix cache cannot hit.
-        self.prompt_seed = secrets.randbits(32)
+        # Random per run unless --seed: prompts differ from any earlier run's, so a reused server's prefix cache
+        # cannot hit (with --seed it can; the recorded hit rate shows it).
+        self.prompt_seed = settings.seed if settings.seed is not None else secrets.randbits(32)
         self.results: ResultsFile | None = None
         # architecture -> stops its servers: the next architecture must not share the CPU or GPU with idle ones.
         self.server_stoppers: dict[str, Callable[[], None]] = {}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.results.schema import BenchmarkResult
@@ -31,6 +32,13 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _phase_table(write, phases)
     if serving:
         _serving_table(write, serving)
+    for entry in run.results.benchmarks:
+        if entry.summary.get("client_kept_up") is False:
+            write(
+                f"client fell behind in {entry.name}: p99 send lag {entry.summary['p99_send_lag_ms']:.1f} ms "
+                f"(limit {LAG_LIMIT_MS:g} ms); its requests left late, so the offered load was lower than asked "
+                "(on a small CPU machine the servers take the client's cores)"
+            )
     power = run.results.data.get("power") or {}
     for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
         if line:

@@ -11,9 +11,12 @@ import pytest
 from plugin.analysis.power_entry import benchmark_power
 from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
+from plugin.power.devices import Inventory
 from plugin.results.redaction import REDACTED, redact_command_line
 from plugin.results.schema import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
 from plugin.results.store import ResultsFile, load_run, requests_file_name, write_json_atomic
+from plugin.session import RunSession
+from tests.settings import make_settings
 
 
 def test_secret_option_values_are_hidden() -> None:
@@ -131,3 +134,12 @@ def test_load_rejects_another_schema_version(tmp_path: Path, version: object) ->
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": version, "benchmarks": []}))
     with pytest.raises(ValueError, match="schema_version"):
         load_run(tmp_path)
+
+
+def test_seed_makes_prompts_and_schedules_repeat() -> None:
+    def draws(seed: int | None) -> list[int]:
+        session = RunSession(make_settings(seed=seed), Inventory((), None, None), [])
+        rng = session.rng_for("benchmarks/test_serving.py::test_serving[traditional-random-r2]")
+        return [rng.randrange(1000) for _ in range(5)]
+
+    assert draws(7) == draws(7) and draws(7) != draws(8)

@@ -74,9 +74,10 @@ def measure(
 ) -> Agreement:
     """One warm-up request (not counted), then ``requests`` sequential ones between two ``/metrics`` reads (the
     suite's own runner, with power off); raise on the first failed request."""
-    prompts = make_prompts(requests + 1, input_len, target.vocab, rng)
     with Sampler(NoneBackend("power is not part of this check"), Path(tempfile.gettempdir())) as sampler:
-        measurement = Runner(target, sampler, timeout_s).measure("ttft", [prompts[1:]], output_len, 1, prompts[:1])
+        runner = Runner(target, sampler, timeout_s)
+        measurement = runner.measure("ttft", 1, lambda n: make_prompts(n, input_len, target.vocab, rng), requests,
+                                     output_len, concurrency=1)  # fmt: skip
     records = measurement.records
     failed = [record for record in [*measurement.warmup, *records] if not record.ok or record.first_token_s is None]
     if failed:

@@ -54,7 +54,7 @@ def benchmark_result(
         workload=workload,
         summary=summary,
         rounds=tuple(
-            {**summarize(counted_records(r)), "energy_j": window.energy_j}
+            {**summarize(counted_records(r)), "energy_j": window.energy_j, "repeats": r.repeats}
             for r, window in zip(measurement.rounds, windows, strict=True)
         ),
         power=power,

@@ -146,7 +146,8 @@ class Sampler:
         gpus: list[GpuWindow] = []
         for gpu, accumulator in window.gpus.items():
             end_s, counter_mj = self._counter_at_edge(gpu)
-            gpus.append(accumulator.finish(end_s, counter_mj, self._idle_power_w.get(gpu)))
+            idle_w = self._idle_power_w.get(gpu)
+            gpus.append(accumulator.finish(end_s, counter_mj, idle_w, self.update_interval_s(gpu)))
         end_s = max((gpu.end_s for gpu in gpus), default=self._clock())
         self._check_sensor()
         window_notes = self._window_notes(name, gpus)

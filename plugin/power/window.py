@@ -105,6 +105,8 @@ class GpuWindow:
     sample_errors: int
     power_source: str | None
     """``instant`` (field-values API), ``average`` (1 s average), ``mixed``, or ``None`` without samples."""
+    sensor_interval_s: float | None = None
+    """The power sensor's update interval as measured when the window closed (``None`` until known)."""
 
     @property
     def duration_s(self) -> float:
@@ -186,7 +188,13 @@ class WindowAccumulator:
         self._take_power(sample)
         self._take_reasons(sample)
 
-    def finish(self, end_s: float, counter_end_mj: int | None, idle_power_w: float | None = None) -> GpuWindow:
+    def finish(
+        self,
+        end_s: float,
+        counter_end_mj: int | None,
+        idle_power_w: float | None = None,
+        sensor_interval_s: float | None = None,
+    ) -> GpuWindow:
         duration_s = end_s - self.start_s
         samples_j = self.curve.energy_j(self.start_s, end_s)
         counter_j: float | None = None
@@ -212,6 +220,7 @@ class WindowAccumulator:
             samples=self._count,
             sample_errors=self._errors,
             power_source=_power_source(self._sources),
+            sensor_interval_s=sensor_interval_s,
         )
 
     def _take_power(self, sample: Sample) -> None:
