@@ -8,7 +8,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -35,9 +35,9 @@ from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_ba
 from plugin.power.nvml_loader import load_nvml
 from plugin.progress import Progress
 from plugin.results.schema import BenchmarkResult
-from plugin.runner import Runner, WarmupFailed
+from plugin.runner import Measurement, Runner, WarmupFailed
 from plugin.serving import servers
-from plugin.serving.cluster import cluster_instances, proxy_command
+from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, gpu_roles_of, sampled_gpus
@@ -152,25 +152,7 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
         )
         proxy_port = servers.free_port()
         proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
-        results.update(
-            disaggregated={
-                "kv_connector": settings.kv_connector,
-                "url": f"http://127.0.0.1:{proxy_port}",
-                "model": model,
-                "proxy": {"command": proxy, "log": "proxy.log"},
-                "instances": [
-                    {
-                        "name": instance.name,
-                        "role": instance.role,
-                        "url": instance.spec.url,
-                        "gpus": list(instance.spec.gpus),
-                        "command": servers.command(instance.spec),
-                        "log": f"{instance.name}.log",
-                    }
-                    for instance in instances
-                ],
-            }
-        )
+        results.update(disaggregated=_cluster_entry(settings.kv_connector, proxy_port, model, proxy, instances))
         processes += [_start_server(instance.name, instance.spec, folder) for instance in instances]
         for process, instance in zip(processes, instances, strict=True):
             wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT,
@@ -195,6 +177,29 @@ def disagg_cluster(request: pytest.FixtureRequest, bench_session: RunSession) ->
     finally:
         _stop_all(processes)
         shutil.rmtree(store, ignore_errors=True)
+
+
+def _cluster_entry(
+    connector: str, proxy_port: int, model: str, proxy: list[str], instances: list[ClusterInstance]
+) -> dict[str, Any]:
+    """The cluster as the results record it: connector, proxy, and each instance's role, GPUs and command."""
+    return {
+        "kv_connector": connector,
+        "url": f"http://127.0.0.1:{proxy_port}",
+        "model": model,
+        "proxy": {"command": proxy, "log": "proxy.log"},
+        "instances": [
+            {
+                "name": instance.name,
+                "role": instance.role,
+                "url": instance.spec.url,
+                "gpus": list(instance.spec.gpus),
+                "command": servers.command(instance.spec),
+                "log": f"{instance.name}.log",
+            }
+            for instance in instances
+        ],
+    }
 
 
 def _stop_all(processes: list[ManagedProcess]) -> None:
@@ -282,45 +287,54 @@ def run_workload(
             return measure(workload, None)
         with controller.applied(dvfs, endpoint.gpu_roles) as record:
             if record["refused"]:
-                results = bench_session.results
-                assert results is not None
-                refused = [*results.data.get("dvfs_refused", []), {"benchmark": request.node.name, **record}]
-                results.update(dvfs_refused=refused)
-                pytest.skip(f"the GPU refused setting {dvfs.id}: {'; '.join(record['refused'])}")
+                _skip_refused(bench_session, request.node.name, dvfs, record)
             return measure(workload, record)
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         rng = bench_session.rng_for(request.node.nodeid)
-        name = request.node.nodeid
-        extra: dict[str, Any] = {}
         try:
-            if workload.phase == SERVING:
-                plan, extra = _serving_plan(bench_session, architecture, workload, endpoint, rng)
-                measurement = runner.measure_schedules(name, plan.rounds, plan.warmup)
-            else:
-
-                def prompts_for(count: int) -> list[list[int]]:
-                    return make_prompts(count, workload.input_len, endpoint.vocab, rng)
-
-                measurement = runner.measure(
-                    name, settings.rounds, prompts_for, workload.num_requests, workload.output_len,
-                    workload.concurrency, settings.min_window_s,
-                )  # fmt: skip
+            measurement, extra = _measure(bench_session, runner, request.node.nodeid, architecture, workload, rng)
         except WarmupFailed as error:
             stop_architecture(bench_session, architecture, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
             pytest.fail(str(error), pytrace=False)
         result = store(request, bench_session, architecture, workload, measurement, endpoint, dvfs_record, extra)
-        if workload.sweep is not None:
-            bench_session.sweep_rps.setdefault((architecture, str(workload.dataset)), {})[workload.sweep] = (
-                result.summary["request_throughput"]
-            )
+        if workload.sweep is not None:  # a sweep's later points take their rates from these
+            rates = bench_session.sweep_rps.setdefault((architecture, str(workload.dataset)), {})
+            rates[workload.sweep] = result.summary["request_throughput"]
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
         check_servers(bench_session, architecture, measurement)
         fail_on_errors(measurement.records)
         return result
 
     return run
+
+
+def _skip_refused(bench_session: RunSession, name: str, dvfs: DvfsSetting, record: dict[str, Any]) -> NoReturn:
+    """A setting the GPU refused: kept in the results, and the benchmark skipped saying why."""
+    results = bench_session.results
+    assert results is not None
+    results.update(dvfs_refused=[*results.data.get("dvfs_refused", []), {"benchmark": name, **record}])
+    pytest.skip(f"the GPU refused setting {dvfs.id}: {'; '.join(record['refused'])}")
+
+
+def _measure(
+    bench_session: RunSession, runner: Runner, name: str, architecture: str, workload: Workload, rng: random.Random
+) -> tuple[Measurement, dict[str, Any]]:
+    """A phase benchmark's rounds of fresh exact-length prompts, or a serving benchmark's schedules."""
+    settings, endpoint = bench_session.settings, runner.endpoint
+    if workload.phase == SERVING:
+        plan, extra = _serving_plan(bench_session, architecture, workload, endpoint, rng)
+        return runner.measure_schedules(name, plan.rounds, plan.warmup), extra
+
+    def prompts_for(count: int) -> list[list[int]]:
+        return make_prompts(count, workload.input_len, endpoint.vocab, rng)
+
+    measurement = runner.measure(
+        name, settings.rounds, prompts_for, workload.num_requests, workload.output_len, workload.concurrency,
+        settings.min_window_s,
+    )  # fmt: skip
+    return measurement, {}
 
 
 def _serving_plan(

@@ -1,6 +1,6 @@
 """The suite's section of pytest's terminal summary: a line per phase benchmark (latency, throughput, the energy
-figure of its phase), a line per serving benchmark (rate, SLO attainment, goodput), power notes, where results
-are."""
+figure of its phase ± its 95 % interval), a line per serving benchmark (rate, SLO attainment, goodput), power
+notes (short windows flagged "!", repeated loads), where results are."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
+from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.results.schema import BenchmarkResult
@@ -32,6 +33,7 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _phase_table(write, phases)
     if serving:
         _serving_table(write, serving)
+    _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
             write(
@@ -56,14 +58,14 @@ def _phase_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -
     """Latency, throughput and the one energy figure of each benchmark's phase (``energy_figures``)."""
     write(
         f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
-        f"{'energy':>18}"
+        f"{'energy (95 %)':>28}"
     )
     for entry in entries:
         s = entry.summary
         write(
             f"{entry.name[:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
-            f"{_ms(s['output_throughput']):>10} {_phase_energy(entry):>18}"
+            f"{_ms(s['output_throughput']):>10} {_phase_energy(entry):>28}"
         )
 
 
@@ -72,7 +74,7 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
     write("")
     write(
         f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'req/s':>7} {'TTFT p99':>9} {'TPOT p99':>9} "
-        f"{'SLO met':>8} {'good/s':>7} {'J/req':>8} {'J/good':>8}"
+        f"{'SLO met':>8} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
     )
     for entry in entries:
         s = entry.summary
@@ -83,14 +85,48 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
             f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s['request_throughput'], 2):>7} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
             f"{'-' if attainment is None else f'{attainment:.0f}%':>8} {_ms(s.get('goodput_rps'), 2):>7} "
-            f"{_ms(s.get('energy_per_request_j'), 2):>8} {_ms(s.get('energy_per_good_request_j'), 2):>8}"
+            f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
+            f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
 
 
 def _phase_energy(entry: BenchmarkResult) -> str:
     unit = {"j_per_prompt_token": "J/prompt tok", "j_per_output_token": "J/out tok", "j_per_request": "J/req"}
     key, value = next(iter(energy_figures(entry).items()))
-    return "-" if value is None else f"{value:.4g} {unit.get(key, key)}"
+    return _energy(entry, FIGURE_KEYS[key], value, f" {unit.get(key, key)}", 4)
+
+
+def _energy(entry: BenchmarkResult, key: str, value: float | None, unit: str = "", digits: int = 3) -> str:
+    """``value ± half-width unit``, and "!" when a window rests on too few sensor updates (``_energy_notes``)."""
+    if value is None:
+        return "-"
+    spread = entry.power.uncertainty.get(key)
+    shown = f"{value:.{digits}g}" + ("" if spread is None else f"±{spread:.2g}") + unit
+    return shown + ("!" if entry.power.short_window else "")
+
+
+def _energy_notes(write: Callable[[str], None], entries: list[BenchmarkResult], min_window_s: float) -> None:
+    """Why a figure is flagged, which rounds repeated their load, and what the ± is made of."""
+    for entry in entries:
+        power = entry.power
+        if power.short_window and power.sensor_updates_min is not None:
+            write(
+                f"! {entry.name}: a power window lasted only {power.sensor_updates_min:.1f} sensor updates (under "
+                f"{MIN_SENSOR_UPDATES}), so the window's edges weigh on its energy; a longer --min-window-s helps"
+            )
+    for entry in entries:
+        repeats = sorted({int(r.get("repeats") or 1) for r in entry.rounds})
+        if repeats and repeats[-1] > 1:
+            times = str(repeats[0]) if len(repeats) == 1 else f"{repeats[0]} to {repeats[-1]}"
+            write(f"{entry.name}: each round ran its load {times} times to fill a {min_window_s:g} s power window")
+    measured = [entry for entry in entries if entry.power.uncertainty]
+    if measured:
+        one_round = any(entry.power.uncertainty_parts.get("rounds") is None for entry in measured)
+        write(
+            "energy ± is a 95 % interval: spread between rounds, sensor updates at the window edges and counter vs "
+            "samples, combined (docs/energy-uncertainty.md)"
+            + ("; with one round it has no spread between rounds (more --rounds give it)" if one_round else "")
+        )
 
 
 def _write_stand_in(write: Any) -> None:

@@ -151,3 +151,20 @@ def test_energy_is_conserved_over_random_overlapping_requests() -> None:
     whole = attribute_energy(curves_of(trace), [], start_s=0.0, end_s=10.0)
     assert split.total_j == pytest.approx(whole.idle_j, rel=1e-9)
     assert split.prefill_s + split.decode_s - split.overlap_s + split.idle_s == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("role", ["prefill", "decode", "prefill+decode"])
+def test_every_role_conserves_energy_and_a_dedicated_gpu_charges_one_phase(role: str) -> None:
+    rng = random.Random(11)
+    trace = power([(t / 100, rng.uniform(100, 700)) for t in range(1001)])
+    records = [
+        record(s, s + rng.uniform(0, 1), s + 1 + rng.uniform(0, 1)) for s in (rng.uniform(0, 8) for _ in range(20))
+    ]
+    split = attribute_energy(curves_of(trace), records, start_s=0.0, end_s=10.0, anchor_j=5000.0, role=role)
+    assert split.total_j == pytest.approx(5000.0, rel=1e-9)
+    if role == "prefill":
+        assert split.decode_j == 0.0 and (split.prefill_j or 0.0) > 0.0
+    elif role == "decode":
+        assert split.prefill_j == 0.0 and (split.decode_j or 0.0) > 0.0
+    else:
+        assert (split.prefill_j or 0.0) > 0.0 and (split.decode_j or 0.0) > 0.0

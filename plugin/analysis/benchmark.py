@@ -9,7 +9,9 @@ from typing import Any
 
 from plugin.analysis.goodput import goodput_summary
 from plugin.analysis.power_entry import benchmark_power, window_power
+from plugin.analysis.server_phases import server_phase_times
 from plugin.analysis.stats import summarize
+from plugin.analysis.uncertainty import with_uncertainty
 from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
 from plugin.option_values import GoodputTargets
@@ -40,12 +42,16 @@ def benchmark_result(
     counted = [record for r in measurement.rounds for record in counted_records(r)]
     summary = summarize(counted)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
+    source = "decode instance only" if architecture == "disaggregated" else "server"  # endpoint.metrics_url
+    summary["server_phases"] = server_phase_times(measurement.metrics_before, measurement.metrics_after, source)
     summary.update({key: getattr(power, key) for key in ENERGY_KEYS})
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     if goodput is not None:
         duration_s = sum(r.window.duration_s for r in measurement.rounds)
         summary.update(goodput_summary(counted, goodput, duration_s, power.energy_j))
+    rounds = measurement.rounds
+    power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary)
     return BenchmarkResult(
         id=node_id,
         name=name,

@@ -1,6 +1,7 @@
 """Power windows (one per round) and the requests they covered, turned into a benchmark's typed power results:
-per GPU and round, the counter-anchored phase split; per round, all GPUs together; per benchmark, the rounds
-together. Nothing is read back from disk: the windows carry their power curves."""
+per GPU and round, the counter-anchored phase split by the GPU's role, its idle baseline, KV hand-off and clock and
+throttle residency per phase; per round, all GPUs together; per benchmark, the rounds together. Nothing is read
+back from disk: the windows carry their power curves and clock series."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from plugin.analysis.energy import PhaseEnergy, attribute_energy, per_unit
+from plugin.analysis.energy import (
+    PhaseEnergy,
+    attribute_energy,
+    kv_handoff_intervals,
+    kv_handoff_seconds,
+    method_of,
+    per_unit,
+    phase_slices,
+)
+from plugin.analysis.residency import residency
 from plugin.load.client import RequestRecord
 from plugin.power import Sampler, WindowMeasurement
 from plugin.results.schema import BenchmarkPower, GpuEnergy, PhaseSplit, PowerWindow
@@ -26,20 +36,33 @@ def window_power(
     gpu_roles: Mapping[int, str],
     steady_state: bool = False,
 ) -> PowerWindow:
-    """One round's window: each GPU's split anchored to its own counter, and their sum (a steady-state window
-    counts the tokens made inside it: ``plugin.analysis.energy``)."""
+    """One round's window: each GPU's split by its role, anchored to its own counter, and their sum (a
+    steady-state window counts the tokens made inside it: ``plugin.analysis.energy``)."""
     done = [record for record in records if record.ok]
+    handoffs = kv_handoff_intervals(done)
+    slices = phase_slices(done, window.start_s, window.end_s)
     gpus: dict[str, GpuEnergy] = {}
     for gpu_window in window.gpus:
+        role = gpu_roles.get(gpu_window.gpu, "unknown")
         curve = window.curves.get(gpu_window.gpu)
-        phases = None
+        clocks = window.clocks.get(gpu_window.gpu)
+        energy = None
         if curve:
             energy = attribute_energy(
                 [curve], done, window.start_s, window.end_s, gpu_window.idle_power_w, gpu_window.energy_counter_j,
-                count_within_window=steady_state,
+                count_within_window=steady_state, role=role, kv_handoffs=handoffs,
             )  # fmt: skip
-            phases = split_of(energy)
-        gpus[str(gpu_window.gpu)] = GpuEnergy(gpu_roles.get(gpu_window.gpu, "unknown"), gpu_window, phases)
+        idle_w = gpu_window.idle_power_w
+        gpus[str(gpu_window.gpu)] = GpuEnergy(
+            role=role,
+            window=gpu_window,
+            phases=None if energy is None else split_of(energy),
+            method=method_of(role),
+            idle_baseline_j=None if idle_w is None else idle_w * gpu_window.duration_s,
+            kv_handoff_s=None if handoffs is None else kv_handoff_seconds(handoffs, window.start_s, window.end_s),
+            kv_handoff_j=None if energy is None else energy.kv_handoff_j,
+            residency=residency(clocks, slices) if clocks else {},
+        )
     splits = [gpu.phases for gpu in gpus.values() if gpu.phases is not None]
     return PowerWindow(
         round=index,

@@ -160,6 +160,7 @@ class Sampler:
             notes=self.notes + window_notes,
             unmeasured_reason=self.backend.unmeasured_reason,
             curves={gpu: accumulator.curve for gpu, accumulator in window.gpus.items()},
+            clocks={gpu: accumulator.clocks for gpu, accumulator in window.gpus.items()},
         )
 
     def measure_idle(self, duration_s: float = 3.0, name: str = "idle") -> WindowMeasurement:

@@ -80,6 +80,32 @@ class PowerCurve:
         return self._cumulative_j[i] + segment_energy_j(times[i], powers[i], times[i + 1], powers[i + 1], times[i], t_s)
 
 
+class ClockSeries:
+    """One GPU's SM clock and clocks-event (throttle) mask over time, each held from one reading to the next, kept
+    beside the power curve so that the analysis can tell which clock and which reasons each phase ran under.
+
+    A reading that failed (``None``) or is not after the last one is skipped, so the previous value holds on."""
+
+    def __init__(self, samples: Iterable[Sample] = ()) -> None:
+        self.clock_times_s: list[float] = []
+        self.sm_clocks_mhz: list[int] = []
+        self.reason_times_s: list[float] = []
+        self.reason_masks: list[int] = []
+        for sample in sorted(samples, key=lambda s: s.t_s):
+            self.add(sample)
+
+    def add(self, sample: Sample) -> None:
+        if sample.sm_clock_mhz is not None and (not self.clock_times_s or sample.t_s > self.clock_times_s[-1]):
+            self.clock_times_s.append(sample.t_s)
+            self.sm_clocks_mhz.append(sample.sm_clock_mhz)
+        if sample.throttle_reasons is not None and (not self.reason_times_s or sample.t_s > self.reason_times_s[-1]):
+            self.reason_times_s.append(sample.t_s)
+            self.reason_masks.append(sample.throttle_reasons)
+
+    def __bool__(self) -> bool:
+        return bool(self.clock_times_s or self.reason_times_s)
+
+
 @dataclass(frozen=True, slots=True)
 class GpuWindow:
     """One GPU over one window. ``energy_j`` is the counter's figure where there is one, else the samples'."""
@@ -130,6 +156,8 @@ class WindowMeasurement:
     unmeasured_reason: str | None
     curves: Mapping[int, PowerCurve] = field(default_factory=dict, compare=False, repr=False)
     """Each GPU's power over the window, held in memory for the phase split (never written to results)."""
+    clocks: Mapping[int, ClockSeries] = field(default_factory=dict, compare=False, repr=False)
+    """Each GPU's SM clock and throttle mask over the window, in memory for the residency per phase (likewise)."""
 
     @property
     def measured(self) -> bool:
@@ -163,6 +191,7 @@ class WindowAccumulator:
         self.start_s = start_s
         self.counter_start_mj = counter_start_mj
         self.curve = PowerCurve()
+        self.clocks = ClockSeries()
         self._sources: set[str] = set()
         self._count = 0
         self._errors = 0
@@ -174,6 +203,7 @@ class WindowAccumulator:
         if seed is not None:
             self._take_power(seed)
             self._take_reasons(seed)
+            self.clocks.add(seed)
 
     def add(self, sample: Sample) -> None:
         if sample.t_s >= self.start_s:
@@ -187,6 +217,7 @@ class WindowAccumulator:
                 self._sm_clocks.append(sample.sm_clock_mhz)
         self._take_power(sample)
         self._take_reasons(sample)
+        self.clocks.add(sample)
 
     def finish(
         self,

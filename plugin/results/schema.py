@@ -59,6 +59,18 @@ class GpuEnergy:
     """``prefill``, ``decode`` or ``prefill+decode``."""
     window: GpuWindow
     phases: PhaseSplit | None
+    method: str = "time rule"
+    """How ``phases`` was charged: ``role`` (a GPU of one phase: its phase's slices to it, the rest idle),
+    ``time rule (shared GPU)``, ``time rule (role unknown)``; ``time rule`` in files from before roles counted."""
+    idle_baseline_j: float | None = None
+    """Idle power x the window's duration (what the GPU would have used doing nothing); ``None`` without one."""
+    kv_handoff_s: float | None = None
+    """Time with at least one KV hand-off under way (disaggregated; ``None`` without hand-off times)."""
+    kv_handoff_j: float | None = None
+    """This GPU's energy over ``kv_handoff_s``: a figure apart, already inside ``phases``."""
+    residency: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+    """Phase (``prefill``, ``decode``, ``both``, ``idle``) -> ``sm_clock_mhz`` / ``throttle`` -> clock or reason
+    -> share of that phase's time on this GPU."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,9 @@ class PowerWindow:
     phases: PhaseSplit | None
     """All GPUs together."""
     notes: tuple[str, ...]
+    sensor_updates: float | None = None
+    """The window's duration over its GPUs' sensor update interval (the slowest GPU's); ``None`` when unknown.
+    Under ``plugin.analysis.uncertainty.MIN_SENSOR_UPDATES`` the window is short (``BenchmarkPower.short_window``)."""
 
     @property
     def duration_s(self) -> float:
@@ -96,6 +111,15 @@ class BenchmarkPower:
     phases: PhaseSplit | None
     windows: tuple[PowerWindow, ...]
     notes: tuple[str, ...]
+    uncertainty: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    """Figure name (``energy_j``, ``energy_per_prompt_token_j``, ``prefill_j``...) -> the ± half-width of its 95 %
+    interval, in the figure's unit (``plugin.analysis.uncertainty``); empty when power was not measured."""
+    uncertainty_parts: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    """``energy_j``'s uncertainty in parts, in J: ``rounds``, ``edges``, ``disagreement`` (``None``: unknown)."""
+    sensor_updates_min: float | None = None
+    """The fewest sensor updates any of the windows rests on; ``None`` when the update interval is unknown."""
+    short_window: bool = False
+    """A window rests on fewer than ``MIN_SENSOR_UPDATES`` sensor updates: its figures are flagged."""
 
 
 @dataclass(frozen=True, slots=True)
