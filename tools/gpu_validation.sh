@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The suite on the lent H100 (docs/validation/gpu-h100/): run after tools/gpu_wheels.py has installed vLLM 0.26
 # and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPU: the DVFS part is a dry run.
-# Usage: tools/gpu_validation.sh traditional|disaggregated|disaggregated-2gpu|dry-run OUT
+# Usage: tools/gpu_validation.sh traditional|disaggregated|disaggregated-2gpu|dry-run|energy-run|energy-compare OUT
+# energy-run keeps its run under /tmp/energy (kept while the machine stays warm); run it twice, then
+# energy-compare writes the two runs' repeatability table (docs/validation/gpu-h100-energy/).
 set -euo pipefail
 step=$1
 out=$2
@@ -24,6 +26,15 @@ case $step in
   disaggregated)
     "${pytest[@]}" -m disaggregated --kv-connector nixl --model "$model" --vllm-arg=--load-format=dummy \
       "${sizes[@]}" 2>&1 | tee "$out/disaggregated.txt" ;;
+  energy-run)
+    mkdir -p /tmp/energy
+    "${pytest[@]}" -m "traditional and not serving" --model "$model" --vllm-arg=--load-format=dummy "${sizes[@]}" \
+      --reports-dir /tmp/energy 2>&1 | tee "$out/energy-run-$(ls /tmp/energy | grep -c -- -).txt"
+    cp -r /tmp/energy/. "$out/reports/" ;;
+  energy-compare)
+    runs=(/tmp/energy/*-*/)
+    python3 tools/energy_repeatability.py "${runs[0]}" "${runs[1]}" --out "$out/repeatability.md"
+    cp -r /tmp/energy/. "$out/reports/" ;;
   disaggregated-2gpu)
     "${pytest[@]}" -m disaggregated --kv-connector nixl --prefill-gpus 0 --decode-gpus 1 --model "$model" \
       --vllm-arg=--load-format=dummy "${sizes[@]}" 2>&1 | tee "$out/disaggregated-2gpu.txt" ;;
