@@ -15,6 +15,7 @@ import pytest
 
 from plugin import hookspec, options
 from plugin.analysis.dvfs import analyse
+from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.goodput import targets_ms
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
@@ -275,6 +276,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     else:
         status = "failed"
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
+    results.update(energy_card=energy_card_json(results.benchmarks))
     settings = session.config.stash[SESSION_KEY].settings
     if settings.dvfs_requested:
         analysis = analyse(results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput)

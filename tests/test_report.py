@@ -31,8 +31,9 @@ from plugin.power.samples_csv import SampleCsvWriter
 from plugin.power.window import PowerCurve, WindowMeasurement, measure_window
 from plugin.report import build_report
 from plugin.report.build import png_size
-from plugin.report.data import ENERGY, ServingPoint, serving_points
+from plugin.report.data import ENERGY
 from plugin.report.data import load_run as load_report_run
+from plugin.report.serving_data import ServingPoint, serving_points
 from plugin.results.schema import BenchmarkPower, BenchmarkResult, PowerWindow, StoredRequest, from_json, to_json
 from plugin.results.store import RESULTS_FILE, ResultsFile, load_run
 
@@ -593,7 +594,7 @@ def test_a_missing_serving_value_is_skipped_never_drawn_as_zero() -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from plugin.report.charts import serving_figure
+    from plugin.report.serving_charts import serving_figure
 
     points = [point for point in serving_points(tuple(b for b, _ in serving_benchmarks())) if point.dataset == SHAREGPT]
     missing = next(point for point in points if (point.architecture, point.x_rps) == MISSING_P99[::2])
@@ -722,3 +723,281 @@ def test_serving_comparison_needs_the_same_rate_and_targets(tmp_path: Path) -> N
     changed, _ = write_serving_run(other, targets_ms={"ttft": 100.0})
     goodput = {c.metric for c in compare(load_report_run(changed), load_report_run(other / "20261125-210000-base"))}
     assert "request_throughput" in goodput and not goodput & {"slo_attainment_pct", "goodput_rps", "j_per_good_request"}
+
+
+# Energy you can trust: the energy card, ± on every energy figure, the short-window flag, the server's phase
+# times and each GPU's attribution and residency; and a run without them (stored before) still renders.
+
+FLAGGED = 1
+"""The benchmark (index in the embedded run) whose windows rest on too few sensor updates."""
+RESIDENCY = {
+    "prefill": {"sm_clock_mhz": {"1980": 0.75, "1410": 0.25}, "throttle": {"none": 0.9, "sw_power_cap": 0.1}},
+    "idle": {"sm_clock_mhz": {"210": 1.0}, "throttle": {"gpu_idle": 1.0}},
+}
+SERVER_PHASES = {
+    "queue": {"count": 3, "sum_s": 0.03, "mean_ms": 10.0}, "prefill": {"count": 3, "sum_s": 0.06, "mean_ms": 20.0},
+    "decode": {"count": 3, "sum_s": 0.3, "mean_ms": 100.0}, "inference": None,
+    "e2e": {"count": 3, "sum_s": 0.4, "mean_ms": 133.0}, "ttft": {"count": 3, "sum_s": 0.09, "mean_ms": 30.0},
+    "note": "from vLLM's histograms",
+}  # fmt: skip
+
+
+def trusted(benchmark: BenchmarkResult, index: int) -> BenchmarkResult:
+    """The benchmark with a ± on every energy figure (5 % of it), the server's phase times, residency on GPU 0,
+    and, for ``FLAGGED``, windows of 6 sensor updates."""
+    power = benchmark.power
+    figures = {"energy_j": power.energy_j, "energy_per_prompt_token_j": power.energy_per_prompt_token_j,
+               "energy_per_output_token_j": power.energy_per_output_token_j,
+               "energy_per_request_j": power.energy_per_request_j}  # fmt: skip
+    if power.phases is not None:
+        figures.update(prefill_j_per_prompt_token=power.phases.j_per_prompt_token,
+                       decode_j_per_output_token=power.phases.j_per_output_token)  # fmt: skip
+    if "energy_per_good_request_j" in benchmark.summary:
+        figures["energy_per_good_request_j"] = benchmark.summary["energy_per_good_request_j"]
+    uncertainty = {key: None if value is None else 0.05 * value for key, value in figures.items()}
+    windows = tuple(
+        replace(window, gpus={gpu: replace(energy, residency=RESIDENCY) if gpu == "0" else energy
+                              for gpu, energy in window.gpus.items()})
+        for window in power.windows
+    )  # fmt: skip
+    short = index == FLAGGED
+    power = replace(power, uncertainty=uncertainty, windows=windows, short_window=short,
+                    sensor_updates_min=6.0 if short else 40.0)  # fmt: skip
+    return replace(benchmark, power=power, summary={**benchmark.summary, "server_phases": SERVER_PHASES})
+
+
+def write_trusted_run(reports: Path) -> tuple[Path, list[BenchmarkResult]]:
+    """The power run of ``with_power`` with the new fields, written by the suite's ``ResultsFile``, the energy
+    card computed from its typed benchmarks as ``pytest_sessionfinish`` does."""
+    from plugin.analysis.energy_card import energy_card_json
+
+    folder, results = write_power_run(reports)
+    embedded = load_run(EMBEDDED)
+    benchmarks = [trusted(from_json(BenchmarkResult, entry), i) for i, entry in enumerate(results["benchmarks"])]
+    header = {key: value for key, value in results.items() if key not in ("benchmarks", "schema_version", "status")}
+    store = ResultsFile(folder / RESULTS_FILE, {**header, "run_id": RUN_ID})
+    for benchmark, original in zip(benchmarks, embedded.benchmarks, strict=True):
+        store.add_benchmark(benchmark, embedded.requests(original, warmup=True))
+    store.update(status="complete", energy_card=energy_card_json(benchmarks))
+    return folder, benchmarks
+
+
+def error_bars(container: Any) -> list[tuple[float, float, float]]:
+    """An errorbar container's bars as (position, low, high): vertical bars' x, horizontal bars' y."""
+    (bars,) = container.lines[2]
+    result = []
+    for segment in bars.get_segments():
+        (x0, y0), (x1, y1) = segment
+        result.append((x0, min(y0, y1), max(y0, y1)) if x0 == x1 else (y0, min(x0, x1), max(x0, x1)))
+    return result
+
+
+def test_the_energy_card_is_on_the_page_with_its_cross_check(tmp_path: Path) -> None:
+    folder, _ = write_trusted_run(tmp_path)
+    page = build_report(folder)
+    check_page(page)
+    text = page.read_text()
+    cards = json.loads((folder / RESULTS_FILE).read_text())["energy_card"]
+    assert [card["architecture"] for card in cards] == ["traditional", "disaggregated"]
+    assert "<h3>traditional (GPU 0)</h3>" in text and "<h3>disaggregated (GPU 0, 1)</h3>" in text
+    coefficients = table_with(page, "coefficient")
+    for card in cards:
+        assert card["why_no_fit"] is None
+        for name, coefficient in card["coefficients"].items():
+            label = {"j_per_prompt_token": "J / prompt token", "j_per_output_token": "J / output token",
+                     "w_busy": "W above idle while busy"}[name]  # fmt: skip
+            value = cell(coefficient["value"])
+            row = next(r for r in coefficients if r["coefficient"] == label and r["value"] == value)
+            assert row["± 95 %"] == f"{coefficient['half_width_95']:.2g}"
+        assert f"R² {card['r_squared']:.4f}" in text
+    checks = {row["isolated benchmark"]: row for row in table_with(page, "isolated benchmark")}
+    for card in cards:
+        for check in card["cross_check"]:
+            row = checks[check["benchmark"]]
+            assert row["its own, above idle"] == cell(check["isolated_j"])
+            difference = check["difference_pct"]  # None where its own figure is 0 (no sample fell in its work)
+            assert row["coefficient vs its own"] == ("-" if difference is None else f"{difference:+.1f} %")
+    assert {name for name in checks} == {b["name"] for b in stored()["benchmarks"] if b["phase"] != "e2e"}
+
+
+def test_a_card_without_a_fit_says_why_and_shows_no_number(tmp_path: Path) -> None:
+    folder, _ = write_trusted_run(tmp_path)
+    data = json.loads((folder / RESULTS_FILE).read_text())
+    why = "2 window(s) with an idle baseline: fitting 2 coefficients needs at least 3"
+    data["energy_card"] = [{**data["energy_card"][0], "coefficients": None, "r_squared": None, "cross_check": [],
+                            "why_no_fit": why, "notes": ["4 window(s) left out: no idle baseline"]}]  # fmt: skip
+    (folder / RESULTS_FILE).write_text(json.dumps(data))
+    page = build_report(folder)
+    text = page.read_text()
+    assert f"No fit: {why}" in text and "4 window(s) left out: no idle baseline" in text
+    assert not table_with(page, "coefficient") and "R² " not in text
+
+
+def test_energy_figures_carry_their_interval_and_the_short_window_flag(tmp_path: Path) -> None:
+    folder, benchmarks = write_trusted_run(tmp_path)
+    page = build_report(folder)
+    table = benchmark_table(page)
+    for index, benchmark in enumerate(benchmarks):
+        row = table[benchmark.name]
+        for key, value in energy_figures(benchmark).items():
+            shown = row[ENERGY[key]]
+            assert value is not None
+            assert shown.startswith(f"{value:.4g} ± {0.05 * value:.2g}"), (benchmark.name, key, shown)
+            assert ("⚑ short window: 6 sensor updates" in shown) == (index == FLAGGED), shown
+    text = page.read_text()
+    assert "rest on fewer than 10 updates of the power sensor" in text
+    assert f"{benchmarks[FLAGGED].name} (short window: 6 sensor updates)" in text
+
+
+def test_energy_charts_draw_the_intervals_and_ring_the_short_windows(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.container import ErrorbarContainer
+
+    from plugin.report.charts import SHORT_WINDOW_LABEL, architectures_figure, energy_per_token_figure
+
+    folder, benchmarks = write_trusted_run(tmp_path)
+    table = load_report_run(folder).table()
+    figure = energy_per_token_figure(table)
+    try:
+        prefill_axis = figure.axes[0]
+        bars = [b for c in prefill_axis.containers if isinstance(c, ErrorbarContainer) for b in error_bars(c)]
+        expected = [b for b in benchmarks if b.phase == "prefill"]
+        assert len(bars) == len(expected)
+        for benchmark in expected:
+            value = energy_figures(benchmark)["j_per_prompt_token"]
+            assert value is not None
+            assert any(math.isclose(low, 0.95 * value) and math.isclose(high, 1.05 * value) for _, low, high in bars)
+        rings = [line for line in prefill_axis.get_lines() if line.get_label() == SHORT_WINDOW_LABEL]
+        (ring,) = rings  # the flagged benchmark is a prefill one
+        assert np.asarray(ring.get_ydata())[0] == pytest.approx(
+            energy_figures(benchmarks[FLAGGED])["j_per_prompt_token"]
+        )
+        assert not [line for line in figure.axes[1].get_lines() if line.get_label() == SHORT_WINDOW_LABEL]
+    finally:
+        plt.close(figure)
+    figure = architectures_figure(table[table["phase"] != SERVING], True)
+    try:
+        energy_axis = figure.axes[-1]
+        errorbars = [getattr(container, "errorbar", None) for container in energy_axis.containers]
+        bars = [b for errorbar in errorbars if errorbar is not None for b in error_bars(errorbar)]
+        assert len(bars) == len(benchmarks)  # every phase workload ran on both architectures
+        for _, low, high in bars:
+            assert math.isclose((low + high) / 2 * 0.05, (high - low) / 2, rel_tol=1e-6)
+        hatched = [p for c in energy_axis.containers for p in getattr(c, "patches", []) if p.get_hatch()]
+        assert len(hatched) == 1
+    finally:
+        plt.close(figure)
+
+
+def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.container import ErrorbarContainer
+
+    from plugin.report.charts import SHORT_WINDOW_LABEL
+    from plugin.report.serving_charts import serving_figure
+
+    header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
+    header["power"] = {"backend": "nvml", "unmeasured_reason": None, "gpus": [0], "samples_csv": {}, "notes": []}
+    results = ResultsFile(tmp_path / RUN_ID / RESULTS_FILE, {**header, "run_id": RUN_ID})
+    serving = [(trusted(benchmark, index), requests) for index, (benchmark, requests) in
+               enumerate(serving_benchmarks())]  # fmt: skip
+    for benchmark, requests in serving:
+        results.add_benchmark(benchmark, requests)
+    results.update(status="complete")
+    page = build_report(results.path.parent)
+    rows = serving_table(page)
+    for index, (benchmark, _) in enumerate(serving):
+        good = energy_figures(benchmark).get("j_per_good_request")
+        shown = rows[benchmark.name]["J / good request"]
+        if good is not None:
+            assert shown.startswith(f"{good:.4g} ± {0.05 * good:.2g}")
+        assert ("⚑" in shown or good is None) == (index == FLAGGED or good is None)
+    points = [p for p in serving_points(tuple(b for b, _ in serving)) if p.dataset == SHAREGPT]
+    figure = serving_figure("test", points, None)
+    try:
+        energy_axis = next(axis for axis in figure.axes if axis.get_title() == "J per good request")
+        bars = [b for c in energy_axis.containers if isinstance(c, ErrorbarContainer) for b in error_bars(c)]
+        expected = sorted((p.x_rps, 0.95 * p.values["j_per_good_request"], 1.05 * p.values["j_per_good_request"])
+                          for p in points)  # fmt: skip
+        assert len(bars) == len(expected)
+        for bar, want in zip(sorted(bars), expected, strict=True):
+            assert bar == pytest.approx(want)
+        (ring,) = [line for line in energy_axis.get_lines() if line.get_label() == SHORT_WINDOW_LABEL]
+        assert np.asarray(ring.get_xdata())[0] == serving[FLAGGED][0].workload.request_rate
+        ttft_axis = next(axis for axis in figure.axes if axis.get_title() == "TTFT (ms)")
+        assert not [c for c in ttft_axis.containers if isinstance(c, ErrorbarContainer)]
+    finally:
+        plt.close(figure)
+
+
+def test_server_phases_stand_beside_the_clients_times(tmp_path: Path) -> None:
+    folder, benchmarks = write_trusted_run(tmp_path)
+    rows = {row["benchmark"]: row for row in table_with(build_report(folder), "server queue")}
+    assert set(rows) == {benchmark.name for benchmark in benchmarks}
+    for benchmark in benchmarks:
+        row = rows[benchmark.name]
+        assert row["client TTFT"] == cell(benchmark.summary["mean_ttft_ms"])
+        assert (row["server queue"], row["server prefill"], row["server decode"]) == ("10", "20", "100")
+        assert row["server inference"] == "-" and row["server TTFT"] == "30"
+        assert row["client - server TTFT"] == cell(benchmark.summary["mean_ttft_ms"] - 30.0)
+        assert row["note"] == "from vLLM's histograms"
+
+
+def test_each_gpu_shows_its_attribution_shares_and_residency(tmp_path: Path) -> None:
+    folder, benchmarks = write_trusted_run(tmp_path)
+    page = build_report(folder)
+    gpus = {(row["benchmark"], row["GPU"]): row for row in table_with(page, "attribution")}
+    disaggregated = next(b for b in benchmarks if b.architecture == "disaggregated")
+    traditional = next(b for b in benchmarks if b.architecture == "traditional")
+    assert gpus[(disaggregated.name, "0")]["attribution"] == "role"
+    assert gpus[(traditional.name, "0")]["attribution"] == "time rule (shared GPU)"
+    (window,) = traditional.power.windows
+    energy = window.gpus["0"]
+    assert energy.idle_baseline_j is not None and energy.window.energy_j is not None
+    share = 100 * energy.idle_baseline_j / energy.window.energy_j
+    assert gpus[(traditional.name, "0")]["idle baseline"] == f"{share:.1f} %"
+    residency = table_with(page, "throttle reasons")
+    mine = [row for row in residency if row["benchmark"] == traditional.name]
+    assert [(r["phase"], r["SM clock"], r["throttle reasons"]) for r in mine] == [
+        ("prefill", "1980 MHz 75 %, 1410 MHz 25 %", "none 90 %, sw_power_cap 10 %"),
+        ("idle", "210 MHz 100 %", "gpu_idle 100 %"),
+    ]
+    assert not [row for row in residency if row["GPU"] == "1"]  # residency only where the GPU has it
+
+
+def test_a_run_stored_without_the_new_fields_renders_without_them(tmp_path: Path) -> None:
+    """No energy card, no ±, no flag, no server phases, no residency: each section says so or is left out."""
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from plugin.report.charts import energy_per_token_figure
+
+    folder, results = write_power_run(tmp_path)
+    for entry in results["benchmarks"]:
+        for key in ("uncertainty", "uncertainty_parts", "sensor_updates_min", "short_window"):
+            entry["power"].pop(key, None)
+        for window in entry["power"]["windows"]:
+            window.pop("sensor_updates", None)
+            for gpu in window["gpus"].values():
+                for key in ("method", "idle_baseline_j", "kv_handoff_s", "kv_handoff_j", "residency"):
+                    gpu.pop(key, None)
+    (folder / RESULTS_FILE).write_text(json.dumps({**results, "run_id": RUN_ID}))
+    page = build_report(folder)
+    check_page(page)
+    text = page.read_text()
+    assert "This run has no energy card (it was made before the suite fitted one)." in text
+    assert "±" not in "".join(cell for row in benchmark_table(page).values() for cell in row.values())
+    assert '<span class="flag">' not in text and "sensor updates" not in text
+    assert "Server phases" not in text and "Clock and throttle residency" not in text
+    gpus = table_with(page, "attribution")
+    assert gpus and all(row["idle baseline"] == "-" and row["attribution"] == "time rule" for row in gpus)
+    figure = energy_per_token_figure(load_report_run(folder).table())
+    try:
+        containers = [c for axis in figure.axes for c in axis.containers if isinstance(c, ErrorbarContainer)]
+        assert containers and not any(c.has_yerr for c in containers)  # points and lines, no bar
+    finally:
+        plt.close(figure)
+    plain = build_report(write_run(tmp_path / "plain", stored()))  # no power at all
+    assert "This run has no energy card" in plain.read_text() and "Per GPU" not in plain.read_text()

@@ -9,12 +9,21 @@ from typing import Any
 
 import jinja2
 
+from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
 from plugin.load.workload import SERVING
 from plugin.report import charts
 from plugin.report.compare import METRICS, choose_baseline, compare
-from plugin.report.data import HEADLINE, SERVING_TABLES, Run, load_run
+from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
+from plugin.report.serving_charts import serving_curves
+from plugin.report.serving_data import serving_rows
 
 CHART_FOLDER = "charts"
+CARD_COEFFICIENTS = {
+    "j_per_prompt_token": "J / prompt token",
+    "j_per_output_token": "J / output token",
+    "w_busy": "W above idle while busy",
+}
+"""The energy card's coefficients (``plugin.analysis.energy_card.COEFFICIENTS``) as the page names them."""
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("plugin.report", "templates"),
     autoescape=True,  # every string from a run (model, command, errors, notes) is escaped
@@ -45,7 +54,7 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     if run.header.get("dvfs"):
         overview.append(_image(charts.dvfs_tradeoff(run, charts_dir / "dvfs.png"), "DVFS: energy against latency"))
     serving = [
-        _image(charts.serving_curves(run, dataset, charts_dir / f"serving-{index}.png"), f"Serving: {dataset}")
+        _image(serving_curves(run, dataset, charts_dir / f"serving-{index}.png"), f"Serving: {dataset}")
         for index, dataset in enumerate(run.datasets)
     ]
     timelines = [
@@ -62,8 +71,13 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             table=[row for row in run.rows() if row["phase"] != SERVING],
             headline=HEADLINE,
             serving=serving,
-            serving_table=run.serving_rows(),
+            serving_table=serving_rows(run),
             serving_tables=SERVING_TABLES,
+            energy_keys=[*ENERGY, *SERVING_ENERGY],
+            cards=run.energy_cards,
+            card_coefficients=CARD_COEFFICIENTS,
+            server_phases=run.server_phase_rows(),
+            gpu_rows=run.gpu_rows(),
             metrics=METRICS,
             overview=overview,
             timelines=timelines,
@@ -91,6 +105,12 @@ def run_notes(run: Run) -> list[str]:
     if not run.power_measured:
         notes.append(f"{run.power_reason[0].upper()}{run.power_reason[1:]}. No energy figure is shown.")
     notes += [f"power: {note}" for note in run.power.get("notes", [])]
+    flagged = [f"{benchmark.name} ({why})" for benchmark in run.benchmarks if (why := short_window(benchmark))]
+    if flagged:
+        notes.append(
+            f"Energy figures flagged ⚑ rest on fewer than {MIN_SENSOR_UPDATES} updates of the power sensor: their "
+            f"window edges alone can move them by 10 % or more (longer windows: --min-window-s). {'; '.join(flagged)}."
+        )
     return notes
 
 

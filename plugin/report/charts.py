@@ -16,10 +16,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
+from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES  # noqa: E402
 from plugin.load.workload import SERVING, workload_id  # noqa: E402
-from plugin.report.data import Run, ServingPoint, serving_points  # noqa: E402
+from plugin.report.data import ERROR_SUFFIX, Run  # noqa: E402
 from plugin.results.schema import BenchmarkResult, PowerWindow  # noqa: E402
 
 DPI = 100
@@ -32,9 +33,10 @@ PHASE_ENERGY = {
     "e2e": ("j_per_request", "J/request"),
 }
 """The one energy figure of each phase (``plugin.analysis.benchmark.energy_figures``) and its unit."""
-AT_ACHIEVED_RATE = "all at once / closed loop: at achieved rate"
 """The legend's words for a serving point without an offered rate, drawn hollow at its achieved throughput."""
-PERCENTILE_STYLES = {"p50": "-", "p99": "--"}
+SHORT_WINDOW_COLOR = "red"
+SHORT_WINDOW_LABEL = f"short window (< {MIN_SENSOR_UPDATES} sensor updates)"
+"""How a figure resting on too few sensor updates is marked on a chart: ringed (bars: hatched) in red."""
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -179,13 +181,17 @@ def latency_distributions(run: Run, path: Path) -> Path:
 
 def energy_per_token(run: Run, path: Path) -> Path:
     """J per prompt token against prompt length (prefill benchmarks) and J per output token against output
-    length (decode benchmarks), one line per architecture and concurrency."""
-    title = "Energy per token"
+    length (decode benchmarks), one line per architecture and concurrency (``energy_per_token_figure``)."""
     if not run.power_measured:
-        return placeholder(path, title, run.power_reason)
-    table = run.table()
+        return placeholder(path, "Energy per token", run.power_reason)
+    return _save(energy_per_token_figure(run.table()), path)
+
+
+def energy_per_token_figure(table: pd.DataFrame) -> Figure:
+    """The two panels, each point with its ± 95 % error bar where known; a point resting on too few sensor
+    updates is ringed in red and named in the legend, never drawn bare."""
     figure, (prefill_axis, decode_axis) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
-    figure.suptitle(title)
+    figure.suptitle("Energy per token (bars: 95 % interval)")
     for axis, phase, x, y, label in (
         (prefill_axis, "prefill", "input_len", "j_per_prompt_token", "J per prompt token"),
         (decode_axis, "decode", "output_len", "j_per_output_token", "J per output token"),
@@ -193,8 +199,10 @@ def energy_per_token(run: Run, path: Path) -> Path:
         rows = table[(table["phase"] == phase) & table[y].notna()]
         for (architecture, concurrency), group in rows.groupby(["architecture", "concurrency"]):
             group = group.sort_values(x)
-            axis.plot(group[x], group[y], marker="o", label=f"{architecture}, c={concurrency}",
-                      color=ARCHITECTURE_COLORS.get(str(architecture)))  # fmt: skip
+            axis.errorbar(group[x], group[y], yerr=_errors(group, y), marker="o", capsize=3,
+                          label=f"{architecture}, c={concurrency}",
+                          color=ARCHITECTURE_COLORS.get(str(architecture)))  # fmt: skip
+        _ring_short_windows(axis, rows, x, y)
         axis.set_xlabel(f"{x.replace('_', ' ')} (tokens)")
         axis.set_ylabel(label)
         axis.set_title(f"{phase} benchmarks", fontsize=10)
@@ -202,58 +210,117 @@ def energy_per_token(run: Run, path: Path) -> Path:
             axis.legend(fontsize=8)
         else:
             axis.text(0.5, 0.5, f"no {phase} benchmark with energy", ha="center", transform=axis.transAxes)
-    return _save(figure, path)
+    return figure
+
+
+def _errors(rows: pd.DataFrame, figure: str) -> Any:
+    """The figure's ± half-widths as error bar lengths; ``None`` (no bars) where none is known, NaN (no bar for
+    that point) where one is missing: an unknown error is never drawn as 0."""
+    column = f"{figure}{ERROR_SUFFIX}"
+    if column not in rows or rows[column].isna().all():
+        return None
+    return rows[column].astype(float).to_numpy()
+
+
+def _ring_short_windows(axis: Any, rows: pd.DataFrame, x: str, y: str) -> None:
+    short = rows[rows["short_window"].notna()]
+    if len(short):
+        axis.plot(short[x], short[y], linestyle="none", marker="o", markersize=12, markerfacecolor="none",
+                  markeredgecolor=SHORT_WINDOW_COLOR, label=SHORT_WINDOW_LABEL)  # fmt: skip
 
 
 def architectures(run: Run, path: Path) -> Path:
-    """Traditional against disaggregated on the phase workloads both ran: latency and, where measured, each
-    phase's energy figure (J per prompt token, per output token or per request, named on the panel's rows).
-    Serving benchmarks are compared on their own curves against the offered rate (``serving_curves``)."""
+    """Traditional against disaggregated on the phase workloads both ran (``architectures_figure``), or a
+    placeholder saying why there is nothing to compare. Serving benchmarks are compared on their own curves
+    against the offered rate (``serving_curves``)."""
     title = "Traditional vs disaggregated, same workloads"
     table = run.table()
     table = table[table["phase"] != SERVING].copy()
     both = table.groupby("workload_id")["architecture"].nunique()
-    shared = sorted(both[both > 1].index)
-    if not shared:
+    if not (both > 1).any():
         if not len(table) and run.serving:
             return placeholder(path, title, "this run has serving benchmarks only: see the Serving section")
         found = ", ".join(sorted(table["architecture"].unique())) or "none"
         return placeholder(path, title, f"this run has one architecture only ({found}): run both to compare them")
+    return _save(architectures_figure(table, run.power_measured), path)
+
+
+def architectures_figure(table: pd.DataFrame, power_measured: bool) -> Figure:
+    """Latency and, where measured, each phase's energy figure (J per prompt token, per output token or per
+    request, named on the panel's rows) with its ± 95 % error bar where known; a bar resting on too few sensor
+    updates is hatched in red."""
+    title = "Traditional vs disaggregated, same workloads"
+    both = table.groupby("workload_id")["architecture"].nunique()
+    shared = sorted(both[both > 1].index)
     metrics = {"median_ttft_ms": "TTFT p50 (ms)", "median_tpot_ms": "TPOT p50 (ms)", "median_e2el_ms": "E2E p50 (ms)"}
-    energy = "phase_energy"
-    table[energy] = [row.get(PHASE_ENERGY.get(row["phase"], ("", ""))[0]) for _, row in table.iterrows()]
+    energy, error, short = "phase_energy", "phase_energy_pm", "phase_short"
+    table = table.copy()
+    figures = [PHASE_ENERGY.get(phase, ("", ""))[0] for phase in table["phase"]]
+    table[energy] = [row.get(key) for key, (_, row) in zip(figures, table.iterrows(), strict=True)]
+    table[error] = [row.get(f"{key}{ERROR_SUFFIX}") for key, (_, row) in zip(figures, table.iterrows(), strict=True)]
+    table[short] = table["short_window"].notna().astype(float)
     figure, axes = plt.subplots(1, len(metrics) + 1, figsize=(WIDE[0], 5.0), layout="constrained")
     figure.suptitle(title)
     pivot = table[table["workload_id"].isin(shared)].pivot_table(
-        index="workload_id", columns="architecture", values=[*metrics, energy], aggfunc="first"
+        index="workload_id", columns="architecture", values=[*metrics, energy, error, short], aggfunc="first"
     )
     drawn = 0
-    for axis, (metric, label) in zip(axes, [*metrics.items(), (energy, "energy of the phase")], strict=True):
-        if metric == energy and not run.power_measured:
-            axis.text(0.5, 0.5, "power not measured", ha="center", va="center", transform=axis.transAxes)
-            axis.set_title(label, fontsize=10)
-            axis.set_xticks([])
-            axis.set_yticks([])
+    for axis, (metric, label) in zip(axes, [*metrics.items(), (energy, "energy of the phase (bars: 95 %)")],
+                                     strict=True):  # fmt: skip
+        if metric == energy and not power_measured:
+            _no_panel(axis, label, "power not measured")
             continue
-        values = pivot[metric].reindex(shared) if metric in pivot.columns.get_level_values(0) else pd.DataFrame()
+        values = _pivoted(pivot, metric, shared)
         axis.set_title(label, fontsize=10)
         if values.empty or values.isna().all().all():
             axis.text(0.5, 0.5, "no value", ha="center", va="center", transform=axis.transAxes)
             axis.set_xticks([])
             axis.set_yticks([])
             continue
-        values.plot.barh(ax=axis, color=[ARCHITECTURE_COLORS.get(str(c)) for c in values.columns], legend=False)
-        axis.set_ylabel("")
+        colors = [ARCHITECTURE_COLORS.get(str(c)) for c in values.columns]
         if metric == energy:
+            errors = _pivoted(pivot, error, shared).reindex(columns=values.columns)
+            xerr = None if errors.isna().all().all() else errors
+            values.plot.barh(ax=axis, color=colors, legend=False, xerr=xerr, capsize=3)
+            _hatch_short_bars(axis, _pivoted(pivot, short, shared).reindex(columns=values.columns))
             axis.set_yticklabels([PHASE_ENERGY.get(str(w).split()[0], ("", "?"))[1] for w in shared], fontsize=8)
             axis.yaxis.tick_right()
-        elif drawn:
+        else:
+            values.plot.barh(ax=axis, color=colors, legend=False)
+        axis.set_ylabel("")
+        if metric != energy and drawn:
             axis.set_yticklabels([])
-        else:  # the first panel drawn names the workloads and the architectures
+        elif metric != energy:  # the first panel drawn names the workloads and the architectures
             axis.tick_params(axis="y", labelsize=8)
             axis.legend(fontsize=8)
         drawn += 1
-    return _save(figure, path)
+    return figure
+
+
+def _pivoted(pivot: pd.DataFrame, metric: str, shared: list[str]) -> pd.DataFrame:
+    """One metric's workloads x architectures, in the shared workloads' order; empty where no value exists."""
+    if metric not in pivot.columns.get_level_values(0):
+        return pd.DataFrame()
+    return pivot[metric].reindex(shared)
+
+
+def _hatch_short_bars(axis: Any, short: pd.DataFrame) -> None:
+    """pandas draws one bar container per column (architecture), one bar per row (workload)."""
+    if short.empty:
+        return
+    hatched = False
+    bars = [container for container in axis.containers if hasattr(container, "patches")]
+    for container, column in zip(bars, short.columns, strict=False):
+        for patch, flag in zip(container.patches, short[column].tolist(), strict=False):
+            if flag == 1.0:
+                patch.set_hatch("///")
+                patch.set_edgecolor(SHORT_WINDOW_COLOR)
+                hatched = True
+    if hatched:
+        from matplotlib.patches import Patch
+
+        key = Patch(facecolor="white", edgecolor=SHORT_WINDOW_COLOR, hatch="///", label=SHORT_WINDOW_LABEL)
+        axis.legend(handles=[key], fontsize=7, loc="lower right")
 
 
 def _short(benchmark: BenchmarkResult) -> str:
@@ -300,94 +367,6 @@ def dvfs_tradeoff(run: Run, path: Path) -> Path:
     return _save(figure, path)
 
 
-def serving_curves(run: Run, dataset: str, path: Path) -> Path:
-    """One dataset's serving benchmarks against the offered rate, one line per architecture (``serving_figure``);
-    a placeholder saying why when none of them can be placed on the rate axis."""
-    title = f"Serving: dataset {dataset}, against the offered rate"
-    points = [point for point in serving_points(run.serving) if point.dataset == dataset]
-    if not points:
-        why = "no benchmark of this dataset has an offered rate or an achieved throughput (no request completed)"
-        return placeholder(path, title, why)
-    return _save(serving_figure(title, points, run.power_reason if not run.power_measured else None), path)
-
-
-def serving_figure(title: str, points: list[ServingPoint], unmeasured: str | None) -> Figure:
-    """Achieved throughput (with y = x), TTFT and TPOT p50/p99, SLO attainment and J per good request (J per
-    request where no target was given) against the offered rate. A point without an offered rate is hollow, at its
-    achieved rate, and not joined to the curve; a missing figure (or one a log axis cannot show: 0) is skipped."""
-    figure, axes = plt.subplots(2, 3, figsize=(WIDE[0], 7.6), layout="constrained")
-    figure.suptitle(title)
-    throughput, ttft, tpot, slo, energy, key = axes.flat
-    colors = _group_colors(points)
-    _serving_panel(throughput, points, colors, {"": "request_throughput"}, "achieved throughput (req/s)")
-    _diagonal(throughput, points)
-    _serving_panel(ttft, points, colors, {"p50": "median_ttft_ms", "p99": "p99_ttft_ms"}, "TTFT (ms)")
-    _serving_panel(tpot, points, colors, {"p50": "median_tpot_ms", "p99": "p99_tpot_ms"}, "TPOT (ms)")
-    targets = any(point.has_targets for point in points)
-    if targets:
-        _serving_panel(slo, points, colors, {"": "slo_attainment_pct"}, "SLO attainment (%)", log=False)
-        slo.set_ylim(0.0, 105.0)
-    else:
-        _no_panel(slo, "SLO attainment (%)", "no --goodput targets were given")
-    energy_label = "J per good request" if targets else "J per request (no --goodput targets)"
-    if unmeasured is None:
-        metric = "j_per_good_request" if targets else "j_per_request"
-        _serving_panel(energy, points, colors, {"": metric}, energy_label)
-    else:
-        _no_panel(energy, energy_label, unmeasured)
-    key.axis("off")
-    key.legend(handles=_serving_handles(colors, any(not point.offered for point in points)), loc="center", fontsize=9)
-    return figure
-
-
-def _group_colors(points: list[ServingPoint]) -> dict[str, str]:
-    """The architecture's colour for its line; a colour of the cycle each where an architecture has several (DVFS
-    settings)."""
-    groups = list(dict.fromkeys(point.group for point in points))
-    return {group: ARCHITECTURE_COLORS.get(group, f"C{index}") for index, group in enumerate(groups)}
-
-
-def _serving_panel(
-    axis: Any, points: list[ServingPoint], colors: dict[str, str], metrics: dict[str, str], label: str, log: bool = True
-) -> None:
-    drawn = 0
-    for group, color in colors.items():
-        for percentile, metric in metrics.items():
-            have = [p for p in points if p.group == group and metric in p.values and (p.values[metric] > 0 or not log)]
-            curve = sorted((p for p in have if p.offered), key=lambda p: p.x_rps)
-            alone = [p for p in have if not p.offered]
-            name = f"{group} {percentile}".strip()
-            style = PERCENTILE_STYLES.get(percentile, "-")
-            axis.plot([p.x_rps for p in curve], [p.values[metric] for p in curve], linestyle=style, marker="o",
-                      color=color, label=name)  # fmt: skip
-            axis.plot([p.x_rps for p in alone], [p.values[metric] for p in alone], linestyle="none", marker="o",
-                      markerfacecolor="white", markeredgecolor=color, label=f"{name} at achieved rate")  # fmt: skip
-            drawn += len(have)
-    axis.set_title(label, fontsize=10)
-    axis.set_xlabel("offered rate (req/s)")
-    if not drawn:
-        axis.text(0.5, 0.5, "no value", ha="center", va="center", transform=axis.transAxes)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        return
-    axis.set_xscale("log")
-    plain_log_ticks(axis.xaxis)
-    if log:
-        axis.set_yscale("log")
-        plain_log_ticks(axis.yaxis)
-    else:
-        axis.yaxis.set_major_formatter(FuncFormatter(plain_number))
-
-
-def _diagonal(axis: Any, points: list[ServingPoint]) -> None:
-    """y = x, where achieved throughput equals the offered rate, across the panel's points."""
-    values = [p.x_rps for p in points] + [
-        p.values["request_throughput"] for p in points if "request_throughput" in p.values
-    ]
-    low, high = min(values), max(values)
-    axis.plot([low, high], [low, high], color="gray", linestyle=":", label="achieved = offered")
-
-
 PANEL_TEXT_CHARS = 28
 
 
@@ -398,18 +377,3 @@ def _no_panel(axis: Any, title: str, why: str) -> None:
     axis.text(0.5, 0.5, text, ha="center", va="center", transform=axis.transAxes, color="dimgray", fontsize=9)
     axis.set_xticks([])
     axis.set_yticks([])
-
-
-def _serving_handles(colors: dict[str, str], hollow: bool) -> list[Any]:
-    from matplotlib.lines import Line2D
-
-    at_achieved = Line2D(
-        [], [], color="black", linestyle="none", marker="o", markerfacecolor="white", label=AT_ACHIEVED_RATE
-    )
-    return [
-        *(Line2D([], [], color=color, marker="o", label=group) for group, color in colors.items()),
-        Line2D([], [], color="black", linestyle="-", label="p50"),
-        Line2D([], [], color="black", linestyle="--", label="p99"),
-        *([at_achieved] if hollow else []),
-        Line2D([], [], color="gray", linestyle=":", label="achieved = offered (y = x)"),
-    ]

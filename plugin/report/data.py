@@ -1,7 +1,9 @@
 """A run folder read into what the report shows: the typed results (``plugin.results.store.load_run``), one row
-per benchmark with the figures that mean something for its phase, the serving benchmarks' rows and curve points,
-each benchmark's requests with the per-request metrics of ``plugin.analysis.stats`` (read from its JSONL file), and
-each GPU's power samples (read from its CSV only when a chart needs them)."""
+per benchmark with the figures that mean something for its phase (each with its ± 95 % half-width and a flag where
+it rests on too few sensor updates), the serving benchmarks' rows and curve points, the energy cards, the server's
+phase times beside the client's, each GPU's attribution and clock residency, each benchmark's requests with the
+per-request metrics of ``plugin.analysis.stats`` (read from its JSONL file), and each GPU's power samples (read from
+its CSV only when a chart needs them). A field that an older run lacks gives an empty section, never an error."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import pandas as pd
 
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import e2e_s, tbt_gaps_s, tpot_s, ttft_s
-from plugin.load.workload import SERVING, SWEEP_SYNC, workload_id
+from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
+from plugin.load.workload import SERVING, workload_id
 from plugin.results import store
-from plugin.results.schema import BenchmarkResult
+from plugin.results.schema import BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow
 
 LATENCY = {
     "median_ttft_ms": "TTFT p50 (ms)",
@@ -35,6 +38,13 @@ ENERGY = {
 }
 """Energy figures; a benchmark has only those of its phase (``energy_figures``)."""
 HEADLINE = {**LATENCY, **ENERGY}
+ERROR_SUFFIX = "_pm"
+"""``j_per_prompt_token_pm``: the table's column of a figure's ± 95 % half-width (NaN: unknown)."""
+SERVER_PHASES = ("queue", "prefill", "decode", "inference", "e2e", "ttft")
+"""The server's phase histograms (``summary["server_phases"]``), in the order a request meets them."""
+CLIENT_TIMES = {"mean_ttft_ms": "client TTFT", "mean_tpot_ms": "client TPOT", "mean_e2el_ms": "client E2E"}
+RESIDENCY_TOP = 3
+"""Clocks and reasons shown per phase; the rest are summed as "other"."""
 SERVING_LATENCY = {
     "request_throughput": "achieved req/s",
     "median_ttft_ms": "TTFT p50 (ms)",
@@ -75,11 +85,6 @@ SERVING_TABLES = (
 )
 """The serving tables' columns after the benchmark's name, architecture and completed requests: load, latency
 and goodput; then energy and the dataset's filter counts (one table would not fit a page's width)."""
-CURVE_METRICS = (
-    "request_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "slo_attainment_pct",
-    "j_per_good_request", "j_per_request",
-)  # fmt: skip
-"""What a serving curve can plot against the offered rate."""
 REQUEST_COLUMNS = ["round", "send_s", "first_token_s", "end_s", "ttft_ms", "tpot_ms", "e2e_ms", "tbt_ms", "ok"]
 
 
@@ -171,6 +176,9 @@ class Run:
                 "requests": benchmark.summary.get("requests"),
                 **{key: benchmark.summary.get(key) for key in LATENCY},
                 **energy_figures(benchmark),
+                **{f"{key}{ERROR_SUFFIX}": error for key, error in energy_errors(benchmark).items()},
+                "errors": energy_errors(benchmark),
+                "short_window": short_window(benchmark),
             }
             for benchmark in self.benchmarks
         ]
@@ -178,34 +186,68 @@ class Run:
     def table(self) -> pd.DataFrame:
         """``rows`` as a table; a figure a benchmark's phase does not have is NaN."""
         columns = ["id", "name", "workload_id", "architecture", "phase", "dataset", "input_len", "output_len"]
-        return pd.DataFrame(self.rows(), columns=[*columns, "concurrency", "completed", "requests", *HEADLINE])
+        errors = [f"{key}{ERROR_SUFFIX}" for key in ENERGY]
+        return pd.DataFrame(
+            self.rows(), columns=[*columns, "concurrency", "completed", "requests", *HEADLINE, *errors, "short_window"]
+        )
 
-    def serving_rows(self) -> list[dict[str, Any]]:
-        """One row per serving benchmark: its arrivals, what it achieved, its goodput against the targets (where
-        given), its energy figures (``energy_figures``) and its dataset's filter counts; ``None``: not measured."""
+    @property
+    def energy_cards(self) -> list[dict[str, Any]] | None:
+        """The run's energy cards (``plugin.analysis.energy_card``); ``None`` in a run made before them."""
+        cards = self.header.get("energy_card")
+        return None if cards is None else [dict(card) for card in cards]
+
+    def server_phase_rows(self) -> list[dict[str, Any]]:
+        """Per benchmark whose summary has the server's phase times: the client's mean TTFT, TPOT and E2E beside
+        the server's mean queue, prefill, decode, inference, E2E and TTFT (ms; ``None``: no value)."""
         rows = []
-        for benchmark in self.serving:
-            summary = benchmark.summary
-            dataset = summary.get("dataset") or {}
-            targets = summary.get("goodput_targets_ms")
-            figures = energy_figures(benchmark)
+        for benchmark in self.benchmarks:
+            phases = benchmark.summary.get("server_phases")
+            if not isinstance(phases, dict):
+                continue
+            server = {name: _mean_ms(phases.get(name)) for name in SERVER_PHASES}
+            client = {key: benchmark.summary.get(key) for key in CLIENT_TIMES}
+            client_ttft, server_ttft = client["mean_ttft_ms"], server["ttft"]
             rows.append(
                 {
                     "name": benchmark.name,
                     "architecture": benchmark.architecture,
-                    "completed": summary.get("completed"),
-                    "requests": summary.get("requests"),
-                    "dataset": benchmark.workload.dataset,
-                    "arrivals": arrivals(benchmark),
-                    "offered_rate_rps": summary.get("offered_rate_rps"),
-                    **{key: summary.get(key) for key in SERVING_LATENCY},
-                    "goodput_targets": targets_text(targets) if targets is not None else "none",
-                    **{key: summary.get(key) for key in GOODPUT},
-                    **{key: figures.get(key) for key in SERVING_ENERGY},
-                    "dataset_source": dataset.get("source"),
-                    **{key: dataset.get(key) for key in DATASET},
+                    **client,
+                    **{f"server_{name}": value for name, value in server.items()},
+                    "ttft_gap_ms": None if client_ttft is None or server_ttft is None else client_ttft - server_ttft,
+                    "note": phases.get("note"),
                 }
             )
+        return rows
+
+    def gpu_rows(self) -> list[dict[str, Any]]:
+        """Per benchmark with power and GPU: its role, how its energy was attributed (by role or by the time rule),
+        the shares of its energy that are the idle baseline and the KV hand-off (every round together), and its
+        clock and throttle residency per phase. A figure an older run lacks is ``None``; residency empty."""
+        rows = []
+        for benchmark in self.benchmarks:
+            if not benchmark.power.measured:
+                continue
+            per_gpu: dict[str, list[tuple[GpuEnergy, PowerWindow]]] = {}
+            for window in benchmark.power.windows:
+                for gpu, energy in window.gpus.items():
+                    per_gpu.setdefault(gpu, []).append((energy, window))
+            for gpu, pairs in per_gpu.items():
+                energies = [energy.window.energy_j for energy, _ in pairs]
+                total_j = None if None in energies else math.fsum(e for e in energies if e is not None)
+                rows.append(
+                    {
+                        "name": benchmark.name,
+                        "gpu": gpu,
+                        "role": pairs[0][0].role,
+                        "method": ", ".join(dict.fromkeys(e.method for e, _ in pairs)),
+                        "energy_j": total_j,
+                        "idle_baseline_pct": _share_pct([e.idle_baseline_j for e, _ in pairs], total_j),
+                        "kv_handoff_pct": _share_pct([e.kv_handoff_j for e, _ in pairs], total_j),
+                        "kv_handoff_s": _sum([e.kv_handoff_s for e, _ in pairs]),
+                        "residency": residency_rows(pairs),
+                    }
+                )
         return rows
 
     def requests(self, benchmark: BenchmarkResult) -> pd.DataFrame:
@@ -239,69 +281,81 @@ class Run:
         return samples[(samples["t_s"] >= start_s) & (samples["t_s"] <= end_s)]
 
 
-@dataclass(frozen=True)
-class ServingPoint:
-    """One serving benchmark on a curve against the offered rate. ``x_rps`` is its offered rate, or its achieved
-    throughput where it had none (all at once, a sweep's closed-loop ends): then ``offered`` is false."""
-
-    name: str
-    dataset: str
-    group: str
-    """The curve it belongs to: its architecture (and DVFS setting, if any)."""
-    architecture: str
-    x_rps: float
-    offered: bool
-    has_targets: bool
-    values: dict[str, float]
-    """The ``CURVE_METRICS`` it has; a missing figure is absent, never 0."""
+def energy_errors(benchmark: BenchmarkResult) -> dict[str, float]:
+    """The ± 95 % half-width of each of its energy figures (``energy_figures``' keys), where known."""
+    uncertainty = benchmark.power.uncertainty
+    errors = {key: uncertainty.get(FIGURE_KEYS.get(key, key)) for key in energy_figures(benchmark)}
+    return {key: float(error) for key, error in errors.items() if _number(error)}
 
 
-def serving_points(benchmarks: tuple[BenchmarkResult, ...]) -> list[ServingPoint]:
-    """Every serving benchmark that can be placed on the rate axis (by offered rate, else achieved throughput),
-    with the figures it has."""
-    points = []
-    for benchmark in benchmarks:
-        if benchmark.phase != SERVING:
-            continue
-        summary = benchmark.summary
-        figures: dict[str, Any] = {**{key: summary.get(key) for key in CURVE_METRICS}, **energy_figures(benchmark)}
-        values = {key: float(figures[key]) for key in CURVE_METRICS if _number(figures.get(key))}
-        offered = summary.get("offered_rate_rps")
-        offered = float(offered) if _number(offered) and offered > 0 else None
-        x_rps = offered if offered is not None else values.get("request_throughput")
-        if x_rps is None or x_rps <= 0:
-            continue  # nothing places it on the rate axis
-        setting = (benchmark.dvfs or {}).get("setting")
-        points.append(
-            ServingPoint(
-                name=benchmark.name,
-                dataset=str(benchmark.workload.dataset),
-                group=f"{benchmark.architecture} {setting}" if setting else benchmark.architecture,
-                architecture=benchmark.architecture,
-                x_rps=x_rps,
-                offered=offered is not None,
-                has_targets="goodput_targets_ms" in summary,
-                values=values,
-            )
-        )
-    return points
+def short_window(benchmark: BenchmarkResult) -> str | None:
+    """Why its energy figures must not be shown bare: ``short window: 6 sensor updates``; ``None`` when they rest
+    on enough sensor updates (or the run predates the check)."""
+    power = benchmark.power
+    updates = power.sensor_updates_min
+    short = power.short_window or (_number(updates) and updates < MIN_SENSOR_UPDATES)
+    if not short or not power.measured:
+        return None
+    return f"short window: {updates:.3g} sensor updates" if _number(updates) else "short window"
 
 
-def arrivals(benchmark: BenchmarkResult) -> str:
-    """How its requests arrived, in words: ``2 req/s``, ``all at once``, ``sweep sync (closed loop)``."""
-    workload = benchmark.workload
-    if workload.sweep is not None:
-        closed = " (closed loop)" if workload.sweep == SWEEP_SYNC else ""
-        return f"sweep {workload.sweep}{closed}"
-    if workload.request_rate is None:
-        return "all at once"
-    burst = f", burstiness {workload.burstiness:g}" if workload.burstiness not in (None, 1.0) else ""
-    return f"{workload.request_rate:g} req/s{burst}"
+def residency_rows(pairs: list[tuple[GpuEnergy, PowerWindow]]) -> list[dict[str, str]]:
+    """One row per phase: the SM clocks and throttle reasons with their share of the phase's time, every round
+    together (each round weighted by its time in that phase), the largest first."""
+    shares: dict[str, dict[str, dict[str, float]]] = {}
+    weights: dict[str, float] = {}
+    for energy, window in pairs:
+        for phase, kinds in energy.residency.items():
+            weight = _phase_time_s(energy.phases or window.phases, phase, window.duration_s)
+            weights[phase] = weights.get(phase, 0.0) + weight
+            for kind, values in kinds.items():
+                into = shares.setdefault(phase, {}).setdefault(kind, {})
+                for name, share in values.items():
+                    into[name] = into.get(name, 0.0) + share * weight
+    rows = []
+    for phase, kinds in shares.items():
+        total = weights[phase] or 1.0
+        clocks = {f"{name} MHz": value / total for name, value in kinds.get("sm_clock_mhz", {}).items()}
+        reasons = {name: value / total for name, value in kinds.get("throttle", {}).items()}
+        rows.append({"phase": phase, "sm_clock": _shares_text(clocks), "throttle": _shares_text(reasons)})
+    return rows
 
 
-def targets_text(targets_ms: dict[str, float]) -> str:
-    """``ttft ≤ 500 ms, tpot ≤ 50 ms``, or ``none`` when no target was given (every successful request is good)."""
-    return ", ".join(f"{key} ≤ {value:g} ms" for key, value in targets_ms.items()) or "none"
+def _phase_time_s(phases: PhaseSplit | None, phase: str, duration_s: float) -> float:
+    """A window's time in a residency phase (prefill only, decode only, both, idle); its duration if unknown."""
+    if phases is None:
+        return duration_s
+    times = {
+        "prefill": phases.prefill_s - phases.overlap_s,
+        "decode": phases.decode_s - phases.overlap_s,
+        "both": phases.overlap_s,
+        "idle": phases.idle_s,
+    }
+    return max(times.get(phase, duration_s), 0.0)
+
+
+def _shares_text(shares: dict[str, float]) -> str:
+    """``1980 MHz 82 %, 1755 MHz 18 %``: the largest ``RESIDENCY_TOP``, the rest as ``other``; "-" when none."""
+    ordered = sorted(shares.items(), key=lambda item: -item[1])
+    shown = [f"{name} {100 * share:.0f} %" for name, share in ordered[:RESIDENCY_TOP]]
+    rest = math.fsum(share for _, share in ordered[RESIDENCY_TOP:])
+    if rest > 0:
+        shown.append(f"other {100 * rest:.0f} %")
+    return ", ".join(shown) or "-"
+
+
+def _share_pct(parts: list[float | None], total_j: float | None) -> float | None:
+    summed = _sum(parts)
+    return None if summed is None or not total_j else 100.0 * summed / total_j
+
+
+def _sum(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else math.fsum(v for v in values if v is not None)
+
+
+def _mean_ms(phase: Any) -> float | None:
+    value = phase.get("mean_ms") if isinstance(phase, dict) else None
+    return float(value) if _number(value) else None
 
 
 def _number(value: Any) -> TypeGuard[float]:
