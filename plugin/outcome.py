@@ -51,7 +51,9 @@ def store(
 def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload, result: BenchmarkResult) -> None:
     """Hand the rounds to pytest-benchmark: its ``extra_info`` always, its timing statistics unless it is disabled,
     so ``--benchmark-json`` and ``--benchmark-compare`` see every round the runner measured. pytest-benchmark has
-    no public call for durations timed elsewhere; ``_make_stats`` is what its own ``pedantic`` uses."""
+    no public call for durations timed elsewhere; ``_make_stats`` is what its own ``pedantic`` uses, and ``_mode``
+    marks the fixture used, as ``pedantic`` does (else it warns that it was not used)."""
+    benchmark._mode = "the pd-energy-bench runner"
     benchmark.extra_info.update(asdict(workload))
     benchmark.extra_info.update(
         {key: value for key, value in result.summary.items() if isinstance(value, (int, float)) or value is None}
