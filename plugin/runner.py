@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
@@ -21,6 +22,7 @@ from plugin.power import Sampler, WindowMeasurement
 from plugin.serving import prometheus
 from plugin.serving.endpoint import Endpoint
 
+T = TypeVar("T")
 START_LEAD_S = 0.05
 """A round's schedule starts this long after it is set up, so the first arrival is not late by the setting up."""
 
@@ -94,13 +96,13 @@ class Runner:
 
     def measure_schedules(self, name: str, rounds: Sequence[Schedule], warmup: Schedule | None = None) -> Measurement:
         """As ``measure``, for serving schedules (open loop, datasets, steady state)."""
-        warmup_records = asyncio.run(self._send(warmup, None)) if warmup else []
+        warmup_records = _run(self._send(warmup, None)) if warmup else []
         failed = [record for record in warmup_records if not record.ok]
         if failed:
             raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")
         metrics_url = self.endpoint.metrics_url or self.endpoint.url
         before = prometheus.scrape(metrics_url)
-        measured = [asyncio.run(self._scheduled_round(f"{name} round {i}", i, s)) for i, s in enumerate(rounds)]
+        measured = [_run(self._scheduled_round(f"{name} round {i}", i, s)) for i, s in enumerate(rounds)]
         after = prometheus.scrape(metrics_url)
         return Measurement(tuple(warmup_records), tuple(measured), before, after)
 
@@ -164,4 +166,14 @@ class Runner:
     ) -> list[RequestRecord]:
         on_done = self.on_request_done if measured else None
         url, model = self.endpoint.url, self.endpoint.model
-        return asyncio.run(run_load(url, model, prompts, output_len, concurrency, self.timeout_s, on_done))
+        return _run(run_load(url, model, prompts, output_len, concurrency, self.timeout_s, on_done))
+
+
+def _run(load: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, but Ctrl-C surfaces as a plain ``KeyboardInterrupt`` from here: since Python 3.11 asyncio
+    turns SIGINT into cancelling its task and re-raises with the loop's frames attached, one of which can lack a
+    line number and crash pytest's report of the interruption (the servers are stopped either way)."""
+    try:
+        return asyncio.run(load)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted while requests were in flight") from None

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.servers import free_port
 
 pytest_plugins = ["pytester"]
 
@@ -42,3 +47,27 @@ def python_without_vllm() -> str:
     if not base.exists():
         pytest.skip("no base interpreter beside this virtual environment")
     return str(base)
+
+
+StartStub = Callable[[float], str]
+
+
+@pytest.fixture
+def stub_upstream(tmp_path: Path) -> Iterator[StartStub]:
+    """Starts the stub with a given ``--token-delay-ms``; returns its URL once ``/health`` answers."""
+    processes: list[ManagedProcess] = []
+
+    def run(token_delay_ms: float) -> str:
+        port = free_port()
+        command = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        process = start(
+            "stub", [*command, "--token-delay-ms", str(token_delay_ms)], env, tmp_path / "stub.log", tmp_path
+        )
+        processes.append(process)
+        wait_ready(process, f"http://127.0.0.1:{port}/health", 30, f"see {tmp_path}", poll_s=0.05)
+        return f"http://127.0.0.1:{port}"
+
+    yield run
+    for process in processes:
+        process.stop(grace_s=5)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ from aiohttp import ClientSession, web
 from plugin.analysis.stats import LAG_LIMIT_MS, summarize
 from plugin.clock import now_s
 from plugin.load.client import RequestRecord, completion_body, run_load, run_schedule, stream_completion
-from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.servers import free_port
+from tests.conftest import StartStub
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GAP_S = 0.01
@@ -245,30 +243,6 @@ def test_request_body_asks_for_exact_streamed_output() -> None:
 # --- open-loop schedules, against tests/stub_upstream.py as a process of its own ---------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-StartStub = Callable[[float], str]
-
-
-@pytest.fixture
-def stub_upstream(tmp_path: Path) -> Iterator[StartStub]:
-    """Starts the stub with a given ``--token-delay-ms``; returns its URL once ``/health`` answers."""
-    processes: list[ManagedProcess] = []
-
-    def run(token_delay_ms: float) -> str:
-        port = free_port()
-        command = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        process = start(
-            "stub", [*command, "--token-delay-ms", str(token_delay_ms)], env, tmp_path / "stub.log", tmp_path
-        )
-        processes.append(process)
-        wait_ready(process, f"http://127.0.0.1:{port}/health", 30, f"see {tmp_path}", poll_s=0.05)
-        return f"http://127.0.0.1:{port}"
-
-    yield run
-    for process in processes:
-        process.stop(grace_s=5)
-
-
 def schedule(
     url: str, requests: list[tuple[list[int], int]], offsets_s: list[float], cap: int | None
 ) -> list[RequestRecord]:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from proxy_bench import cpu_seconds, machine_busy_s  # tools/ is this script's folder: the same /proc readings
 
 from plugin.load.arrivals import open_loop
 from plugin.load.client import RequestRecord, run_schedule
@@ -61,18 +62,6 @@ class RateRun:
     kept_up: bool
     quiet_before: bool
     """Whether the machine had been idle (other work under 10 % of a core) for ``--quiet-s`` before the run."""
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s() -> float:
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (
-        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    )
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_until_idle(quiet_s: float, limit_s: float, busy_pct: float = 10.0) -> bool:

@@ -48,8 +48,8 @@ def benchmark_result(
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     if goodput is not None:
-        duration_s = sum(r.window.duration_s for r in measurement.rounds)
-        summary.update(goodput_summary(counted, goodput, duration_s, power.energy_j))
+        # The throughput's own duration, so goodput (good requests/s) can never exceed request_throughput.
+        summary.update(goodput_summary(counted, goodput, summary["duration_s"], power.energy_j))
     rounds = measurement.rounds
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary)
     return BenchmarkResult(

@@ -1,0 +1,94 @@
+"""The runner against a real local stub server (``tests/stub_upstream.py``): rounds repeat their load until the
+power window is ``--min-window-s`` long; a steady-state schedule's window opens at the warm-up's end and closes
+before the cool-down while requests keep arriving, and only the requests due inside it count; and the pure parts
+of a serving benchmark's plan (sweep rates, arrivals, schedules)."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from plugin.analysis.benchmark import counted_records
+from plugin.errors import BenchError
+from plugin.load.schedule import Arrivals, arrivals_of, schedules, sweep_rate
+from plugin.load.workload import Workload
+from plugin.power import NoneBackend, Sampler
+from plugin.runner import Runner
+from plugin.serving.endpoint import Endpoint
+from tests.conftest import StartStub
+
+SERVING = Workload("serving", 8, 2, 0, 4, "random", 4.0, 1.0, None, None)
+
+
+def prompts(count: int) -> list[list[int]]:
+    return [[1, 2, 3]] * count
+
+
+def test_a_short_round_repeats_its_load_until_the_window_is_long_enough(
+    stub_upstream: StartStub, tmp_path: Path
+) -> None:
+    url = stub_upstream(5.0)  # 2 tokens x 5 ms: a load of 2 requests takes about 10 ms
+    with Sampler(NoneBackend("no GPU in this test"), tmp_path) as sampler:
+        runner = Runner(Endpoint(url, "m", (1, 100)), sampler, timeout_s=10.0)
+        measurement = runner.measure("b", 2, prompts, 2, 2, concurrency=2, min_window_s=0.3)
+    for one_round in measurement.rounds:
+        assert one_round.window.duration_s >= 0.3
+        assert one_round.repeats > 1 and len(one_round.records) == 2 * one_round.repeats
+    assert len(measurement.warmup) == 1 and all(record.ok for record in measurement.records)
+
+
+def test_without_a_minimum_a_round_runs_its_load_once(stub_upstream: StartStub, tmp_path: Path) -> None:
+    url = stub_upstream(0.0)
+    with Sampler(NoneBackend("no GPU in this test"), tmp_path) as sampler:
+        measurement = Runner(Endpoint(url, "m", (1, 100)), sampler, timeout_s=10.0).measure("b", 3, prompts, 2, 2, 1)
+    assert [(r.index, r.repeats, len(r.records)) for r in measurement.rounds] == [(0, 1, 2), (1, 1, 2), (2, 1, 2)]
+
+
+def test_a_steady_state_window_covers_the_measured_stretch_only(stub_upstream: StartStub, tmp_path: Path) -> None:
+    """Arrivals every 0.1 s for 1.2 s; the window is [0.3, 1.0]: it opens and closes while requests arrive."""
+    url = stub_upstream(5.0)
+    arrivals = Arrivals(rate=10.0, concurrency=None, duration_s=1.2, warmup_s=0.3, cooldown_s=0.2)
+    rounds = schedules(arrivals, 1, 0, 1.0, random.Random(0), lambda n: [([1, 2, 3], 2)] * n)
+    with Sampler(NoneBackend("no GPU in this test"), tmp_path) as sampler:
+        runner = Runner(Endpoint(url, "m", (1, 100)), sampler, timeout_s=10.0)
+        measurement = runner.measure_schedules("b", rounds, rounds[0])
+    (one_round,) = measurement.rounds
+    origin_s = min(record.due_s for record in one_round.records)
+    assert one_round.steady_state and len(one_round.records) == len(rounds[0].requests)
+    assert one_round.window.start_s - origin_s == pytest.approx(0.3, abs=0.05)
+    assert one_round.window.duration_s == pytest.approx(0.7, abs=0.05)
+    counted = counted_records(one_round)
+    assert 0 < len(counted) < len(one_round.records)
+    assert all(one_round.window.start_s <= record.due_s < one_round.window.end_s for record in counted)
+
+
+def test_sweep_points_sit_evenly_between_the_measured_ends() -> None:
+    assert [sweep_rate(str(k), 3, 2.0, 10.0) for k in (1, 2, 3)] == [4.0, 6.0, 8.0]
+    assert sweep_rate("1", 1, 10.0, 2.0) == 6.0  # ends in either order
+    with pytest.raises(BenchError, match="needs the synchronous and the saturated throughput"):
+        sweep_rate("1", 3, None, 10.0)
+
+
+def test_arrivals_of_a_sweeps_ends_and_of_a_rate() -> None:
+    sync = Workload("serving", 8, 2, 0, 4, "random", None, 1.0, "sync", 30.0)
+    top = Workload("serving", 8, 2, 8, 4, "random", None, 1.0, "max", 30.0)
+    assert arrivals_of(sync, None, 5.0, 5.0) == Arrivals(None, 1, None, 0.0, 0.0)  # closed loop, counted
+    assert arrivals_of(top, None, 5.0, 5.0) == Arrivals(math.inf, 8, None, 0.0, 0.0)  # all at once, capped
+    assert arrivals_of(SERVING, 4.0, 0.0, 0.0) == Arrivals(4.0, None, None, 0.0, 0.0)
+
+
+def test_schedules_draw_fresh_requests_for_every_round() -> None:
+    drawn: list[int] = []
+
+    def requests_for(count: int) -> list[tuple[list[int], int]]:
+        drawn.append(count)
+        return [([len(drawn)], 2)] * count
+
+    made = schedules(Arrivals(4.0, None, None, 0.0, 0.0), 3, 5, 1.0, random.Random(1), requests_for)
+    assert drawn == [5, 5, 5] and [s.requests[0][0] for s in made] == [[1], [2], [3]]
+    assert all(len(s.due_offsets_s) == 5 and s.due_offsets_s[0] == 0.0 and not s.steady_state for s in made)
+    closed = schedules(Arrivals(None, 1, None, 0.0, 0.0), 1, 4, 1.0, random.Random(1), requests_for)
+    assert closed[0].due_offsets_s == (0.0, 0.0, 0.0, 0.0) and closed[0].max_concurrency == 1
