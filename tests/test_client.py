@@ -243,6 +243,8 @@ def test_request_body_asks_for_exact_streamed_output() -> None:
 # --- open-loop schedules, against tests/stub_upstream.py as a process of its own ---------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def schedule(
     url: str, requests: list[tuple[list[int], int]], offsets_s: list[float], cap: int | None
 ) -> list[RequestRecord]:
