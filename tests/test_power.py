@@ -386,9 +386,32 @@ def test_window_energy_from_counter_and_samples_follows_the_trace(tmp_path: Path
     trace = fake.gpus[0]
     expected_j = trace.energy_j(fake.elapsed_s(window.end_s)) - trace.energy_j(fake.elapsed_s(window.start_s))
     assert window.energy_counter_j == pytest.approx(expected_j, rel=0.1)
-    assert window.energy_samples_j == pytest.approx(expected_j, rel=0.15)
-    assert window.disagreement_pct is not None and abs(window.disagreement_pct) < 15
+    # The samples' energy is the trapezoid over the samples the thread took (held at the edges). Compared with
+    # those samples, not the trace: a 2-core CI machine can stall the 2 ms thread, and then the samples, not the
+    # integrator, miss the trace.
+    recorded = sorted(sampler.samples(0), key=lambda s: s.t_s)
+    before = [s for s in recorded if s.t_s < window.start_s][-1:]  # the window's seed
+    seen = before + [s for s in recorded if s.t_s >= window.start_s][: window.samples]
+    assert window.energy_samples_j == pytest.approx(trapezoid_j(seen, window.start_s, window.end_s), rel=1e-9)
+    assert window.disagreement_pct is not None
     assert window.max_power_w == 400.0 and window.samples > 10 and window.power_source == "instant"
+
+
+def trapezoid_j(samples: list[Sample], start_s: float, end_s: float) -> float:
+    """Straight lines between samples, each edge held at the nearest sample: written out here, apart from the
+    suite's PowerCurve, to check it."""
+    points = sorted((s.t_s, s.power_w) for s in samples if s.power_w is not None)
+    times = [start_s, *(t for t, _ in points if start_s < t < end_s), end_s]
+
+    def power_at(t_s: float) -> float:
+        if t_s <= points[0][0]:
+            return points[0][1]
+        for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False):
+            if t0 <= t_s <= t1:
+                return p0 + (p1 - p0) * (t_s - t0) / (t1 - t0)
+        return points[-1][1]
+
+    return sum((power_at(a) + power_at(b)) / 2 * (b - a) for a, b in zip(times, times[1:], strict=False))
 
 
 def test_csv_is_complete_and_thread_stopped_after_an_exception(tmp_path: Path) -> None:
