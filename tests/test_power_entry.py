@@ -14,7 +14,8 @@ from plugin.power.window import WindowAccumulator, WindowMeasurement
 from plugin.results.schema import PowerWindow
 
 
-def _request(send_s: float, first_s: float, end_s: float) -> RequestRecord:
+def request_record(send_s: float, first_s: float, end_s: float) -> RequestRecord:
+    """A request of 100 prompt and 10 output tokens, the tokens evenly spread over its decode."""
     return RequestRecord(
         index=0, prompt_len=100, max_tokens=10, due_s=send_s, send_s=send_s, first_token_s=first_s,
         token_times_s=tuple(first_s + (end_s - first_s) * i / 9 for i in range(10)), end_s=end_s,
@@ -41,7 +42,7 @@ def _window(
 
 def test_phase_split_adds_up_to_the_counter_not_the_integral() -> None:
     window = _window(0.0, 6.0, {0: 100.0}, {0: 660.0})  # the samples integrate to 600 J
-    entry = window_power(0, window, [_request(0.0, 2.0, 5.0)], {0: "prefill+decode"})
+    entry = window_power(0, window, [request_record(0.0, 2.0, 5.0)], {0: "prefill+decode"})
     phases = entry.gpus["0"].phases
     assert phases is not None and phases.integral_j == pytest.approx(600.0)
     assert math.fsum([phases.prefill_j or 0, phases.decode_j or 0, phases.idle_j or 0]) == pytest.approx(
@@ -53,14 +54,14 @@ def test_phase_split_adds_up_to_the_counter_not_the_integral() -> None:
 
 
 def test_without_a_counter_the_integral_is_the_energy() -> None:
-    entry = window_power(0, _window(0.0, 4.0, {0: 50.0}, {0: None}), [_request(0.0, 1.0, 4.0)], {0: "decode"})
+    entry = window_power(0, _window(0.0, 4.0, {0: 50.0}, {0: None}), [request_record(0.0, 1.0, 4.0)], {0: "decode"})
     phases = entry.phases
     assert phases is not None and phases.total_j == pytest.approx(200.0) == entry.energy_j
 
 
 def test_two_gpus_add_energies_and_count_requests_once() -> None:
     window = _window(0.0, 6.0, {0: 100.0, 1: 200.0}, {0: 600.0, 1: 1320.0})
-    entry = window_power(0, window, [_request(0.0, 2.0, 5.0)], {0: "prefill", 1: "decode"})
+    entry = window_power(0, window, [request_record(0.0, 2.0, 5.0)], {0: "prefill", 1: "decode"})
     assert entry.phases is not None and entry.phases.total_j == pytest.approx(1920.0)
     assert entry.phases.requests == 1 and entry.phases.prefill_s == pytest.approx(2.0)
     assert {gpu: g.role for gpu, g in entry.gpus.items()} == {"0": "prefill", "1": "decode"}
@@ -70,7 +71,7 @@ def test_rounds_add_up_and_per_token_figures_use_every_round() -> None:
     def one_round(i: int) -> PowerWindow:
         start_s = 10.0 * i
         window = _window(start_s, start_s + 6.0, {0: 100.0}, {0: 600.0})
-        return window_power(i, window, [_request(start_s, start_s + 2, start_s + 5)], {0: "prefill+decode"})
+        return window_power(i, window, [request_record(start_s, start_s + 2, start_s + 5)], {0: "prefill+decode"})
 
     rounds = [one_round(i) for i in range(3)]
     power = benchmark_power(rounds, "nvml", None, {0: "prefill+decode"})

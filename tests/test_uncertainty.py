@@ -17,7 +17,6 @@ from plugin.analysis.uncertainty import (
     t95,
     with_uncertainty,
 )
-from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
 from plugin.power.backend import Sample
 from plugin.power.window import GpuWindow, PowerCurve, WindowAccumulator, WindowMeasurement
@@ -31,6 +30,7 @@ from plugin.results.schema import (
     to_json,
 )
 from plugin.runner import Measurement, Round
+from tests.test_power_entry import request_record
 
 
 def _gpu(
@@ -169,14 +169,6 @@ def test_student_t() -> None:
 # -- through benchmark_result, as a benchmark is assembled --------------------------------------------------
 
 
-def _request(send_s: float, first_s: float, end_s: float) -> RequestRecord:
-    return RequestRecord(
-        index=0, prompt_len=100, max_tokens=10, due_s=send_s, send_s=send_s, first_token_s=first_s,
-        token_times_s=tuple(first_s + (end_s - first_s) * i / 9 for i in range(10)), end_s=end_s,
-        prompt_tokens=100, completion_tokens=10, error=None,
-    )  # fmt: skip
-
-
 def _window(start_s: float, end_s: float, power_w: float, counter_j: float, interval_s: float) -> WindowMeasurement:
     """Flat power sampled every 0.05 s; the counter reads ``counter_j`` over the window."""
     accumulator = WindowAccumulator(0, start_s, 0)
@@ -188,7 +180,7 @@ def _window(start_s: float, end_s: float, power_w: float, counter_j: float, inte
 
 def _result(windows: list[WindowMeasurement], repeats: list[int]) -> BenchmarkResult:
     rounds = tuple(
-        Round(i, (_request(w.start_s, w.start_s + 0.2, w.end_s - 0.1),), w, w.duration_s, repeats=r)
+        Round(i, (request_record(w.start_s, w.start_s + 0.2, w.end_s - 0.1),), w, w.duration_s, repeats=r)
         for i, (w, r) in enumerate(zip(windows, repeats, strict=True))
     )
     return benchmark_result(

@@ -30,8 +30,6 @@ MIN_SENSOR_UPDATES = 10
 """A window shorter than this many sensor updates N is flagged: each edge alone can move its energy by up to 1/N of
 it, 10 % at 10 updates (``--min-window-s`` makes windows longer)."""
 
-PARTS = ("rounds", "edges", "disagreement")
-
 FIGURE_KEYS = {
     "j_per_prompt_token": "energy_per_prompt_token_j",
     "j_per_output_token": "energy_per_output_token_j",
