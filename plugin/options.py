@@ -7,6 +7,7 @@ command line wins over the ini file, which wins over the suite's default. Defaul
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from plugin.errors import BenchError
 from plugin.option_values import (
     DatasetSpec,
     GoodputTargets,
@@ -32,6 +34,8 @@ from plugin.option_values import (
     request_rates,
     value_list,
 )
+from plugin.power.dcgm import parse_gpu_role, parse_power_source
+from plugin.serving.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
 
 T = TypeVar("T")
 MIN_WINDOW_S = 5.0
@@ -117,6 +121,14 @@ class Settings:
     cooldown_s: float
     goodput: GoodputTargets | None
     seed: int | None
+    topologies: tuple[Topology, ...] = DEFAULT_TOPOLOGIES
+    power_sources: tuple[str, ...] = ()
+    """DCGM exporters' ``/metrics`` URLs (``--power-source dcgm=URL``): power from a cluster the suite did not start."""
+    gpu_roles: tuple[tuple[str, int, str], ...] = ()
+    """``(host, gpu, role)`` of the exporters' GPUs (``--gpu-role HOST:GPU=ROLE``)."""
+
+    def topology(self, name: str) -> Topology:
+        return next(topology for topology in self.topologies if topology.name == name)
 
     @property
     def dvfs_requested(self) -> bool:
@@ -154,6 +166,12 @@ _OPTIONS: list[tuple[str, str]] = [
     ),
     ("prefill-gpus", "disaggregated: GPUs of the prefill instances, one instance each (default: GPU 0)"),
     ("decode-gpus", "disaggregated: GPUs of the decode instances, one instance each (default: GPU 1, else 0)"),
+    (
+        "topologies",
+        "architectures to compare on one GPU budget: dp:N (data parallel over N GPUs), XpYd (X prefill, Y decode "
+        "GPUs), traditional, disaggregated; comma-separated, GPUs taken from --gpus in order (default: "
+        "traditional,disaggregated)",
+    ),
     ("kv-connector", "disaggregated: example (files; default on CPU), nixl (default on GPU) or p2pnccl"),
     ("sm-clocks", "DVFS: SM clocks in MHz to sweep: a list (1980,1500,900) or a range start:stop:step (900:1980:180)"),
     ("mem-clocks", "DVFS: memory clocks in MHz to sweep (list or range)"),
@@ -180,6 +198,19 @@ _OPTIONS: list[tuple[str, str]] = [
         "run id or folder the report compares with (default: the last run of the same model and devices)",
     ),
 ]
+_REPEATED: list[tuple[str, str, str]] = [
+    (
+        "power-source",
+        "dcgm=URL",
+        "read power from a DCGM exporter (its /metrics URL) instead of this machine's GPUs; repeat it per exporter",
+    ),
+    (
+        "gpu-role",
+        "HOST:GPU=ROLE",
+        "the role (prefill, decode, prefill+decode) of a GPU that a --power-source exporter lists; repeat it",
+    ),
+]
+"""Options given once per item; their ini twins take one item a line."""
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
@@ -198,6 +229,9 @@ def add_options(parser: pytest.Parser) -> None:
         help="extra argument passed to vLLM as is; repeat it, e.g. --vllm-arg=--enforce-eager",
     )
     parser.addini("vllm_args", help="extra vLLM arguments, one per line", type="linelist", default=[])
+    for name, metavar, help_text in _REPEATED:
+        group.addoption(f"--{name}", dest=_dest(name), action="append", default=[], metavar=metavar, help=help_text)
+        parser.addini(_dest(name), help=help_text, type="linelist", default=[])
     dry_run_help = "DVFS: plan the sweep and check it against the GPUs' supported values, change nothing, run nothing"
     group.addoption("--dvfs-dry-run", dest="dvfs_dry_run", action="store_true", default=False, help=dry_run_help)
     parser.addini("dvfs_dry_run", help=dry_run_help, type="bool", default=False)
@@ -258,7 +292,7 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         num_requests=_parsed(config, "num-requests", positive_int, device_sizes.num_requests),
     )
     vllm_args = tuple(config.getoption("vllm_args") or config.getini("vllm_args"))
-    return Settings(
+    settings = Settings(
         model=_raw(config, "model"),
         model_cache_dir=Path(_raw(config, "model-cache-dir") or default_cache_dir()).expanduser(),
         vllm_url=(_raw(config, "vllm-url") or "").rstrip("/") or None,
@@ -289,8 +323,28 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         dvfs_dry_run=bool(config.getoption("dvfs_dry_run") or config.getini("dvfs_dry_run")),
         slo_ttft_ms=_parsed(config, "slo-ttft-ms", positive_float, None),
         slo_tbt_ms=_parsed(config, "slo-tbt-ms", positive_float, None),
+        topologies=_parsed(config, "topologies", parse_topologies, DEFAULT_TOPOLOGIES),
         **_load_settings(config, on_gpu),
     )
+    try:
+        check_fits(settings.topologies, settings)
+    except ValueError as error:
+        raise pytest.UsageError(f"--topologies: {error}") from None
+    return _with_power_sources(config, settings)
+
+
+def _with_power_sources(config: pytest.Config, settings: Settings) -> Settings:
+    """``--power-source`` and ``--gpu-role``, each item parsed (a ``UsageError`` naming a bad one)."""
+    sources = config.getoption("power_source") or config.getini("power_source")
+    roles = config.getoption("gpu_role") or config.getini("gpu_role")
+    try:
+        urls = tuple(parse_power_source(source) for source in sources)
+        gpu_roles = tuple(parse_gpu_role(role) for role in roles)
+    except BenchError as error:
+        raise pytest.UsageError(str(error)) from None
+    if gpu_roles and not urls:
+        raise pytest.UsageError("--gpu-role names GPUs of a DCGM exporter: give the exporter with --power-source")
+    return dataclasses.replace(settings, power_sources=urls, gpu_roles=gpu_roles)
 
 
 def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:

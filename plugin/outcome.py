@@ -24,7 +24,7 @@ from plugin.session import RunSession
 def store(
     request: pytest.FixtureRequest,
     bench_session: RunSession,
-    architecture: str,
+    topology: str,
     workload: Workload,
     measurement: Measurement,
     endpoint: Endpoint,
@@ -36,8 +36,9 @@ def store(
     name = request.node.name
     settings = bench_session.settings
     result = benchmark_result(
-        request.node.nodeid, name, architecture, workload, measurement, endpoint.gpu_roles, dvfs_record,
-        requests_file_name(len(results.data["benchmarks"]), name), settings.goodput, extra.get("offered_rate_rps"),
+        request.node.nodeid, name, settings.topology(topology), workload, measurement, endpoint.gpu_roles,
+        dvfs_record, requests_file_name(len(results.data["benchmarks"]), name), _gpu_budget(bench_session, endpoint),
+        settings.goodput, extra.get("offered_rate_rps"),
     )  # fmt: skip
     result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
     stored = [StoredRequest(None, record) for record in measurement.warmup]
@@ -46,6 +47,12 @@ def store(
     update_entry(request.config, entry)
     results.add_benchmark(result, stored, entry)
     return result
+
+
+def _gpu_budget(bench_session: RunSession, endpoint: Endpoint) -> int:
+    """The GPUs the windows charged (every GPU of the budget has a role, ``unused`` too); on CPU the largest
+    topology's instance slots."""
+    return len(endpoint.gpu_roles) or bench_session.gpu_budget
 
 
 def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload, result: BenchmarkResult) -> None:
@@ -64,24 +71,25 @@ def feed_benchmark(benchmark: Any, durations_s: list[float], workload: Workload,
             stats.update(duration_s)
 
 
-def check_servers(bench_session: RunSession, architecture: str, measurement: Measurement) -> None:
-    """A server that exited mid-run stops its architecture (see ``stop_architecture``)."""
+def check_servers(bench_session: RunSession, topology: str, measurement: Measurement) -> None:
+    """A server that exited mid-run stops its topology (see ``stop_topology``)."""
     if all(record.ok for record in measurement.records):
         return
-    gone = exited(bench_session.server_processes.get(architecture, []))
+    gone = exited(bench_session.server_processes.get(topology, []))
     if gone is not None:
-        stop_architecture(bench_session, architecture, *gone)
+        stop_topology(bench_session, topology, *gone)
 
 
-def stop_architecture(bench_session: RunSession, architecture: str, why: str, detail: str = "") -> NoReturn:
+def stop_topology(bench_session: RunSession, topology: str, why: str, detail: str = "") -> NoReturn:
     """Fail this benchmark once with ``why`` and ``detail`` (a server's exit code and log tail, or the failed
-    warm-up and the exit of any server that is gone); the rest of the architecture is skipped saying ``why``,
-    and the other architecture goes on."""
+    warm-up and the exit of any server that is gone); the rest of the topology is skipped saying ``why``,
+    and the other topologies go on."""
     if not detail:
-        gone = exited(bench_session.server_processes.get(architecture, []))
+        gone = exited(bench_session.server_processes.get(topology, []))
         detail = "" if gone is None else "\n".join(gone)
-    bench_session.dead_architectures[architecture] = why
-    stop = bench_session.server_stoppers.pop(architecture, None)
+    bench_session.dead_topologies[topology] = why
+    bench_session.endpoints.pop(topology, None)
+    stop = bench_session.server_stoppers.pop(topology, None)
     if stop is not None:
         stop()
     pytest.fail(f"{why}\n{detail}".rstrip(), pytrace=False)

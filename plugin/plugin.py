@@ -25,7 +25,7 @@ from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.serving import servers
 from plugin.serving.process import log_tail
-from plugin.serving.topology import ARCHITECTURES, ENDPOINT_FIXTURES, architecture_of, architectures_in, gpu_roles_of
+from plugin.serving.topology import DISAGGREGATED, UNUSED, Topology, place
 from plugin.session import SESSION_KEY, RunSession
 from plugin.terminal import write_dvfs_plan, write_summary
 
@@ -140,17 +140,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``architecture`` (marked ``traditional`` / ``disaggregated``, so ``-m`` picks one) and
-    ``workload`` from the test's phase marker and the sizes in the settings: both architectures run exactly the
+    """Parametrize ``topology`` (marked with its kind, ``traditional`` or ``disaggregated``, so ``-m`` picks one)
+    and ``workload`` from the test's phase marker and the sizes in the settings: every topology runs exactly the
     same workloads."""
     settings = metafunc.config.stash[SESSION_KEY].settings
-    if "architecture" in metafunc.fixturenames:
-        params = [
-            pytest.param(name, setting, marks=getattr(pytest.mark, name), id=_architecture_id(name, setting, settings))
-            for name in ARCHITECTURES
-            for setting in planned_sweep(settings, name)
-        ]
-        metafunc.parametrize(("architecture", "dvfs"), params)
+    if "topology" in metafunc.fixturenames:
+        metafunc.parametrize(*_topology_params(settings, with_dvfs="dvfs" in metafunc.fixturenames))
     if "workload" not in metafunc.fixturenames:
         return
     kinds = (*PHASES, SERVING)
@@ -161,22 +156,56 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("workload", cases, ids=[case.id for case in cases])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every traditional benchmark before any disaggregated one, each architecture's servers together."""
-    items.sort(key=lambda item: ARCHITECTURES.index(architecture_of(item) or ARCHITECTURES[0]))
+def _topology_params(settings: options.Settings, with_dvfs: bool) -> tuple[Any, list[Any]]:
+    """Each topology (with each of its DVFS settings, for a benchmark), marked with its kind."""
+    if not with_dvfs:  # a test that asks for the servers only
+        marks = [(t.name, getattr(pytest.mark, t.kind)) for t in settings.topologies]
+        return "topology", [pytest.param(name, marks=mark, id=name) for name, mark in marks]
+    params = [
+        pytest.param(topology.name, setting, marks=getattr(pytest.mark, topology.kind),
+                     id=_topology_id(topology, setting, settings))
+        for topology in settings.topologies
+        for setting in planned_sweep(settings, topology.kind, _shares_a_gpu(topology, settings))
+    ]  # fmt: skip
+    return ("topology", "dvfs"), params
 
 
-def _architecture_id(name: str, setting: DvfsSetting, settings: options.Settings) -> str:
-    return f"{name}-{setting.id}" if settings.dvfs_requested else name
+def _shares_a_gpu(topology: Topology, settings: options.Settings) -> bool:
+    """Both roles on one GPU, which can hold one SM clock only (the DVFS sweep then skips mixed pairs)."""
+    return "prefill+decode" in place(topology, settings, ()).roles.values() and topology.kind == DISAGGREGATED
+
+
+def topology_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return None if callspec is None else callspec.params.get("topology")
+
+
+def topologies_in(session: pytest.Session) -> tuple[Topology, ...]:
+    """The topologies among the session's benchmarks, in ``--topologies`` order."""
+    settings = session.config.stash[SESSION_KEY].settings
+    found = {topology_of(item) for item in session.items}
+    return tuple(topology for topology in settings.topologies if topology.name in found)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once)."""
+    order = [topology.name for topology in config.stash[SESSION_KEY].settings.topologies]
+    items.sort(key=lambda item: order.index(topology_of(item) or order[0]))
+
+
+def _topology_id(topology: Topology, setting: DvfsSetting, settings: options.Settings) -> str:
+    return f"{topology.name}-{setting.id}" if settings.dvfs_requested else topology.name
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Stop an architecture's servers as soon as its last benchmark is done (they idle on the same cores or
-    GPUs the next architecture measures); the fixtures stop whatever is left at the end of the session."""
-    architecture = architecture_of(item)
-    if architecture is None or nextitem is None or architecture_of(nextitem) == architecture:
+    """Stop a topology's servers as soon as its last benchmark is done (they idle on the same cores or GPUs the
+    next topology measures); the fixtures stop whatever is left at the end of the session."""
+    topology = topology_of(item)
+    if topology is None or nextitem is None or topology_of(nextitem) == topology:
         return
-    stop = item.config.stash[SESSION_KEY].server_stoppers.pop(architecture, None)
+    run = item.config.stash[SESSION_KEY]
+    run.endpoints.pop(topology, None)
+    stop = run.server_stoppers.pop(topology, None)
     if stop is not None:
         stop()
 
@@ -186,13 +215,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A benchmark that failed in setup or call gets the tail of its servers' logs in its report: the cause
     (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine."""
     report = yield
-    architecture = architecture_of(item)
-    if not report.failed or report.when not in ("setup", "call") or architecture is None:
+    topology = topology_of(item)
+    if not report.failed or report.when not in ("setup", "call") or topology is None:
         return report
     if SESSION_KEY not in item.config.stash:
         return report
     shown = str(report.longrepr).lower()
-    for log in server_logs(item.config.stash[SESSION_KEY].folder, architecture):
+    run = item.config.stash[SESSION_KEY]
+    for log in server_logs(run.folder, run.settings.topology(topology)):
         if f"last lines of {log}".lower() in shown:
             continue  # the failure (a server that did not start or exited) already shows it
         tail = log_tail(log, LOG_TAIL_LINES)
@@ -200,20 +230,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def server_logs(folder: Path, architecture: str) -> list[Path]:
-    """The logs of an architecture's servers in the run folder (see the fixtures), those that exist."""
-    if architecture == "traditional":
-        logs = [folder / "server.log"]
+def server_logs(folder: Path, topology: Topology) -> list[Path]:
+    """The logs of a topology's servers in the run folder (``plugin.serving.deploy``), those that exist."""
+    prefix = topology.log_prefix
+    if topology.kind == DISAGGREGATED:
+        logs = [*sorted(folder.glob(f"{prefix}prefill[0-9]*.log")), *sorted(folder.glob(f"{prefix}decode[0-9]*.log"))]
+        logs.append(folder / f"{prefix}proxy.log")
     else:
-        logs = [*sorted(folder.glob("prefill*.log")), *sorted(folder.glob("decode*.log")), folder / "proxy.log"]
+        logs = [folder / f"{prefix}server.log"]
     return [log for log in logs if log.is_file()]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Check what would make the servers fail before starting them, so bad input fails in a second or two."""
-    server_fixtures = {"run_workload", *ENDPOINT_FIXTURES.values()}
+    server_fixtures = {"run_workload", "served_topology"}
     if not any(server_fixtures & set(getattr(item, "fixturenames", ())) for item in session.items):
         return
+    run = session.config.stash[SESSION_KEY]
+    run.topologies = topologies_in(session)
+    disaggregated = any(topology.kind == DISAGGREGATED for topology in run.topologies)
     if hasattr(session.config, "workerinput") or getattr(session.config.option, "numprocesses", None):
         raise pytest.UsageError("benchmarks share GPUs and ports: run them without pytest-xdist (-n)")
     settings = session.config.stash[SESSION_KEY].settings
@@ -221,17 +256,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         _dvfs_preflight(session, settings)
         if settings.dvfs_dry_run:
             return
-    if settings.vllm_url and any(architecture_of(item) == "disaggregated" for item in session.items):
+    if settings.vllm_url and (disaggregated or any(not t.is_default for t in run.topologies)):
         raise pytest.UsageError(
-            "--vllm-url benchmarks one server that is already running; the disaggregated benchmarks start their "
-            "own prefill and decode instances. Add -m traditional, or leave --vllm-url out."
+            "--vllm-url benchmarks one server that is already running; the disaggregated benchmarks and the named "
+            "topologies start their own servers. Add -m traditional and leave --topologies out, or leave "
+            "--vllm-url out."
         )
     try:
         if settings.vllm_url:
             servers.require_reachable(settings.vllm_url)
             return
         version = servers.vllm_version(settings.vllm_python)
-        if any(architecture_of(item) == "disaggregated" for item in session.items):
+        if disaggregated:
             warning = servers.check_kv_connector(settings.kv_connector, version)
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if warning and reporter is not None:  # a line, not a Python warning: filterwarnings = error
@@ -249,7 +285,11 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
     stops here, with the plan in the terminal summary and nothing run."""
     if not settings.dvfs_requested:
         raise pytest.UsageError("--dvfs-dry-run plans a sweep: give --sm-clocks, --mem-clocks or --power-limits")
-    plans = [(a, planned_sweep(settings, a), gpu_roles_of(settings, a)) for a in architectures_in(session)]
+    topologies = topologies_in(session)
+    plans = [
+        (t.name, planned_sweep(settings, t.kind, _shares_a_gpu(t, settings)), _used_roles(t, settings))
+        for t in topologies
+    ]
     try:
         lines = preflight(load_nvml(), plans, settings.dvfs_dry_run, settings.reports_dir)
     except (DvfsError, ImportError) as error:
@@ -260,6 +300,10 @@ def _dvfs_preflight(session: pytest.Session, settings: options.Settings) -> None
         session.config.stash[_DVFS_PLAN] = lines
         session.config.hook.pytest_deselected(items=list(session.items))
         session.items.clear()
+
+
+def _used_roles(topology: Topology, settings: options.Settings) -> dict[int, str]:
+    return {gpu: role for gpu, role in place(topology, settings, ()).roles.items() if role != UNUSED}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -294,7 +338,7 @@ def _hide_pytest_benchmark_table(config: pytest.Config) -> None:
     benchmark_session = config.pluginmanager.get_plugin("pytest-benchmark")
     if benchmark_session is None or any(config.getoption(name, None) for name in PYTEST_BENCHMARK_TABLE_OPTIONS):
         return
-    if any("architecture" in (getattr(bench, "params", None) or {}) for bench in benchmark_session.benchmarks):
+    if any("topology" in (getattr(bench, "params", None) or {}) for bench in benchmark_session.benchmarks):
         benchmark_session.quiet = True
 
 

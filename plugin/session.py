@@ -26,7 +26,9 @@ from plugin.options import Settings
 from plugin.power.devices import Inventory, cpu_count, cpu_model
 from plugin.results.redaction import redact_command_line
 from plugin.results.store import ResultsFile
+from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ManagedProcess
+from plugin.serving.topology import DISAGGREGATED, TRADITIONAL, Topology, budget_of, budget_size
 
 DISTRIBUTION = "pd-energy-bench"
 
@@ -54,27 +56,50 @@ class RunSession:
         # cannot hit (with --seed it can; the recorded hit rate shows it).
         self.prompt_seed = settings.seed if settings.seed is not None else secrets.randbits(32)
         self.results: ResultsFile | None = None
-        # architecture -> stops its servers: the next architecture must not share the CPU or GPU with idle ones.
+        # The topologies among the collected benchmarks (set at collection): their GPUs are the run's budget.
+        self.topologies: tuple[Topology, ...] = settings.topologies
+        # topology -> its ready servers' endpoint, and what stops them: the next topology must not share the CPU or
+        # GPU with idle ones.
+        self.endpoints: dict[str, Endpoint] = {}
         self.server_stoppers: dict[str, Callable[[], None]] = {}
-        # architecture -> its server processes, and why an architecture's servers are gone (it is skipped then).
+        # topology -> its server processes, and why a topology's servers are gone (it is skipped then).
         self.server_processes: dict[str, list[ManagedProcess]] = {}
-        self.dead_architectures: dict[str, str] = {}
-        # (architecture, dataset) -> a sweep's measured ends: "sync" and "max" request throughput (requests/s).
+        self.dead_topologies: dict[str, str] = {}
+        # (topology, dataset) -> a sweep's measured ends: "sync" and "max" request throughput (requests/s).
         self.sweep_rps: dict[tuple[str, str], dict[str, float | None]] = {}
 
-    def start(self, server: dict[str, Any] | None, vllm_version: str | None) -> ResultsFile:
-        """Create the run folder and its results file (once); ``server`` is the traditional server, if any."""
+    @property
+    def budget(self) -> tuple[int, ...]:
+        """The run's GPUs: every GPU of its topologies; each benchmark's windows cover all of them."""
+        return budget_of(self.topologies, self.settings)
+
+    @property
+    def gpu_budget(self) -> int:
+        """What the per-GPU figures divide by (``plugin.serving.topology.budget_size``)."""
+        return budget_size(self.topologies, self.settings)
+
+    def open_run(self, vllm_version: str | None) -> Path:
+        """The run folder, made with its results file (once) when a topology's servers first need it."""
         if self.results is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.results = ResultsFile(self.folder / "results.json", self._header(server, vllm_version))
-        elif server is not None:
-            self.results.update(server=server)
-        return self.results
+            self.results = ResultsFile(self.folder / "results.json", self._header(vllm_version))
+        return self.folder
+
+    def record_deployment(self, topology: Topology, entry: dict[str, Any]) -> None:
+        """What a topology runs where: the default pair under ``server`` / ``disaggregated`` as before
+        topologies, the others under ``topologies``."""
+        assert self.results is not None, "open_run comes first"
+        if topology.name == TRADITIONAL:
+            self.results.update(server=entry)
+        elif topology.name == DISAGGREGATED:
+            self.results.update(disaggregated=entry)
+        else:
+            self.results.update(topologies={**self.results.data.get("topologies", {}), topology.name: entry})
 
     def rng_for(self, benchmark_id: str) -> random.Random:
         return random.Random(f"{self.prompt_seed}:{benchmark_id}")
 
-    def _header(self, server: dict[str, Any] | None, vllm_version: str | None) -> dict[str, Any]:
+    def _header(self, vllm_version: str | None) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
             "started_at": self.started_at.isoformat(),
@@ -100,7 +125,8 @@ class RunSession:
                 "request_timeout_s": self.settings.request_timeout_s,
                 "sizes": asdict(self.settings.sizes),
             },
-            "server": server,
+            "gpu_budget": {"gpus": list(self.budget), "size": self.gpu_budget},
+            "server": None,
         }
 
 

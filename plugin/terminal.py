@@ -33,6 +33,8 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _phase_table(write, phases)
     if serving:
         _serving_table(write, serving)
+        if len({entry.topology_name for entry in serving}) > 1:
+            _per_gpu_table(write, serving)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
@@ -86,6 +88,23 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
             f"{'-' if attainment is None else f'{attainment:.0f}%':>8} {_ms(s.get('goodput_rps'), 2):>7} "
             f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
+            f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
+        )
+
+
+def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
+    """Topologies side by side on their GPU budget: every GPU of it charged, idle ones included."""
+    write("")
+    write(
+        f"{'per GPU of the budget':<44} {'GPUs':>5} {'req/s/GPU':>10} {'good/s/GPU':>11} {'out tok/J':>15} "
+        f"{'J/good':>15}"
+    )
+    for entry in entries:
+        s = entry.summary
+        write(
+            f"{entry.name[:44]:<44} {entry.gpu_budget:>5} {_ms(s.get('request_throughput_per_gpu_rps'), 2):>10} "
+            f"{_ms(s.get('goodput_per_gpu_rps'), 2):>11} "
+            f"{_energy(entry, 'output_tokens_per_j', s.get('output_tokens_per_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
 

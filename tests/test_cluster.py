@@ -16,7 +16,7 @@ def transfer_config(args: tuple[str, ...]) -> dict[str, object]:
 
 
 def test_example_connector_on_cpu_stores_in_the_given_folder(tmp_path: Path) -> None:
-    instances = cluster_instances(BASE, "example", (), (), tmp_path / "kv")
+    instances = cluster_instances(BASE, "example", (None,), (None,), tmp_path / "kv")
     assert [(i.name, i.role, i.spec.gpus) for i in instances] == [
         ("prefill0", "prefill", ()),
         ("decode0", "decode", ()),

@@ -237,7 +237,8 @@ STORING_BENCHMARK = """
 from tests.test_energy_card import exact_run
 
 def test_stores(bench_session):
-    results = bench_session.start(None, None)
+    bench_session.open_run(None)
+    results = bench_session.results
     for result in exact_run():
         results.add_benchmark(result, [])
 """

@@ -141,19 +141,19 @@ def write_logs(folder, names):
         lines = [f"{name} line {i}\\n" for i in range(100)] + [f"{name}: CUDA out of memory\\n"]
         folder.joinpath(name).write_text("".join(lines))
 
-def test_fails(architecture, dvfs, bench_session):
-    names = ["server.log"] if architecture == "traditional" else ["proxy.log", "decode0.log", "prefill0.log"]
+def test_fails(topology, dvfs, bench_session):
+    names = ["server.log"] if topology == "traditional" else ["proxy.log", "decode0.log", "prefill0.log"]
     write_logs(bench_session.folder, names)
     assert False, "benchmark failed"
 
-def test_passes(architecture, dvfs, bench_session):
+def test_passes(topology, dvfs, bench_session):
     write_logs(bench_session.folder, ["server.log"])
 
 @pytest.fixture
 def start_error(bench_session):
     pytest.fail(f"server exited with code 1; last lines of {bench_session.folder / 'server.log'}: (shown here)")
 
-def test_server_did_not_start(architecture, dvfs, start_error):
+def test_server_did_not_start(topology, dvfs, start_error):
     pass
 
 def test_not_a_benchmark(bench_session):
@@ -189,7 +189,7 @@ def test_a_failing_benchmark_shows_the_tail_of_its_servers_logs(pytester: pytest
 
 
 PEDANTIC_BENCHMARKS = """
-def test_round(benchmark, architecture, dvfs):
+def test_round(benchmark, topology, dvfs):
     benchmark.extra_info["mean_ttft_ms"] = 12.5
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
 """

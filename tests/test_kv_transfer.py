@@ -45,7 +45,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) -> 
     folder = tmp_path_factory.mktemp("kv-transfer")
     model = build_tiny_model(sys.executable, model_cache_dir)
     base = ServerSpec("prefill", sys.executable, model, 0, (), 512, "bfloat16")
-    instances = [_without_prefix_cache(i) for i in cluster_instances(base, "example", (), (), folder / "store")]
+    built = cluster_instances(base, "example", (None,), (None,), folder / "store")
+    instances = [_without_prefix_cache(i) for i in built]
     processes: list[ManagedProcess] = []
     try:
         for instance in instances:

@@ -19,17 +19,22 @@ OPTIONS = {
     "--vllm-port", "--server-start-timeout-s", "--request-timeout-s", "--input-lens", "--output-lens",
     "--decode-prompt-len", "--e2e-input-len", "--e2e-output-len", "--concurrency", "--num-requests", "--rounds",
     "--reports-dir", "--gpu-sample-ms", "--power-backend", "--idle-baseline-s", "--min-window-s", "--prefill-gpus",
-    "--decode-gpus",
+    "--decode-gpus", "--topologies",
     "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
-    "--vllm-arg", "--dvfs-dry-run",
+    "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
-    **{option.removeprefix("--").replace("-", "_"): "string" for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run"}},
+    **{
+        option.removeprefix("--").replace("-", "_"): "string"
+        for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role"}
+    },
     "vllm_args": "linelist",
     "dvfs_dry_run": "bool",
+    "power_source": "linelist",
+    "gpu_role": "linelist",
 }
 MARKERS = [
     "@pytest.mark.traditional: benchmark on one vLLM server that does both prefill and decode",
@@ -41,7 +46,13 @@ MARKERS = [
 ]
 GROUP_TITLE = "LLM inference phase benchmarks on vLLM:"
 WITHOUT_PLUGIN = ("-p", "no:pd_energy_bench")  # the pytest11 entry point's name
-NEEDS_SERVER = "def test_needs_server(vllm_endpoint):\n    pass\n"
+NEEDS_SERVER = "def test_needs_server(served_topology):\n    pass\n"
+
+
+def needs_server(pytester: pytest.Pytester) -> None:
+    """A test that asks for a traditional server (``topologies`` set through its ini twin)."""
+    pytester.makepyfile(NEEDS_SERVER)
+    pytester.makeini("[pytest]\ntopologies = traditional\n")
 
 
 @pytest.fixture
@@ -235,7 +246,7 @@ def test_workload_needs_one_phase_marker(pytester: pytest.Pytester) -> None:
 
 
 def test_missing_model_folder_fails_before_anything_starts(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(NEEDS_SERVER)
+    needs_server(pytester)
     reports = pytester.path / "reports"
     result = pytester.runpytest(f"--model={pytester.path / 'no-such-model'}", f"--reports-dir={reports}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -244,14 +255,14 @@ def test_missing_model_folder_fails_before_anything_starts(pytester: pytest.Pyte
 
 
 def test_vllm_not_installed_is_a_clear_error(pytester: pytest.Pytester, python_without_vllm: str) -> None:
-    pytester.makepyfile(NEEDS_SERVER)
+    needs_server(pytester)
     result = pytester.runpytest(f"--vllm-python={python_without_vllm}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: vLLM is not installed for *make venv*"])
 
 
 def test_busy_port_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(NEEDS_SERVER)
+    needs_server(pytester)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
@@ -262,7 +273,7 @@ def test_busy_port_is_a_clear_error(pytester: pytest.Pytester) -> None:
 
 
 def test_unreachable_server_url_is_a_clear_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(NEEDS_SERVER)
+    needs_server(pytester)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -289,11 +300,11 @@ def test_runs_without_benchmarks_leave_no_run_folder(pytester: pytest.Pytester) 
 def test_fixtures_are_registered_with_their_docs(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--fixtures")
     for fixture, doc in [
-        ("vllm_endpoint [[]session scope[]]", "The server every traditional benchmark talks to*"),
-        ("disagg_cluster [[]session scope[]]", "Prefill and decode vLLM instances*"),
-        ("power_sampler [[]session scope[]]", "Samples the GPUs of every architecture the session runs*"),
+        ("served_topology", "The servers of the benchmark's topology, started for its first benchmark*"),
+        ("deployments [[]session scope[]]", "Every topology's servers, stopped at the end of the run*"),
+        ("power_sampler [[]session scope[]]", "Samples the GPUs of the run's budget*"),
         ("bench_session [[]session scope[]]", "The run: resolved settings, run folder and results file*"),
-        ("run_workload", "Runs a workload on the test's architecture*"),
+        ("run_workload", "Runs a workload on the test's topology*"),
     ]:
         result.stdout.fnmatch_lines([f"{fixture} -- *plugin/fixtures.py:*", f"*{doc}"])
 

@@ -16,6 +16,7 @@ from plugin.load.workload import Workload
 from plugin.power.window import WindowMeasurement
 from plugin.runner import Measurement, Round
 from plugin.serving import prometheus
+from plugin.serving.topology import parse_topology
 
 DATA = Path(__file__).parent / "data" / "vllm-metrics"
 BEFORE_TEXT = (DATA / "before.txt").read_text()
@@ -101,7 +102,7 @@ def _measurement() -> Measurement:
                                                       ("disaggregated", "decode instance only")])  # fmt: skip
 def test_the_summary_carries_them_and_says_whose_they_are(kind: str, source: str) -> None:
     result = benchmark_result(
-        "test_e2e[x]", "test_e2e[x]", kind, Workload("e2e", 100, 2, 1, 1), _measurement(), {}, None,
+        "test_e2e[x]", "test_e2e[x]", parse_topology(kind), Workload("e2e", 100, 2, 1, 1), _measurement(), {}, None,
         "requests.jsonl",
     )  # fmt: skip
     phases = result.summary["server_phases"]

@@ -30,6 +30,7 @@ from plugin.results.schema import (
     to_json,
 )
 from plugin.runner import Measurement, Round
+from plugin.serving.topology import DEFAULT_TOPOLOGIES
 from tests.test_power_entry import request_record
 
 
@@ -184,7 +185,7 @@ def _result(windows: list[WindowMeasurement], repeats: list[int]) -> BenchmarkRe
         for i, (w, r) in enumerate(zip(windows, repeats, strict=True))
     )
     return benchmark_result(
-        "test_e2e[x]", "test_e2e[x]", "traditional", Workload("e2e", 100, 10, 1, 1),
+        "test_e2e[x]", "test_e2e[x]", DEFAULT_TOPOLOGIES[0], Workload("e2e", 100, 10, 1, 1),
         Measurement((), rounds, {}, {}), {0: "prefill+decode"}, None, "requests.jsonl",
     )  # fmt: skip
 

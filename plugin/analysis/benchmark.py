@@ -18,6 +18,7 @@ from plugin.option_values import GoodputTargets
 from plugin.results.schema import BenchmarkResult
 from plugin.runner import Measurement, Round
 from plugin.serving import prometheus
+from plugin.serving.topology import DISAGGREGATED, Topology
 
 ENERGY_KEYS = ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token_j", "energy_per_request_j")
 
@@ -25,15 +26,18 @@ ENERGY_KEYS = ("energy_j", "energy_per_prompt_token_j", "energy_per_output_token
 def benchmark_result(
     node_id: str,
     name: str,
-    architecture: str,
+    topology: Topology,
     workload: Workload,
     measurement: Measurement,
     gpu_roles: Mapping[int, str],
     dvfs: dict[str, Any] | None,
     requests_file: str,
+    gpu_budget: int = 1,
     goodput: GoodputTargets | None = None,
     offered_rate_rps: float | None = None,
 ) -> BenchmarkResult:
+    """``gpu_roles`` covers the whole budget (``unused`` GPUs too), so every window charges all of it; the per-GPU
+    figures divide by ``gpu_budget``."""
     windows = [window_power(r.index, r.window, r.records, gpu_roles, r.steady_state) for r in measurement.rounds]
     first = measurement.rounds[0].window if measurement.rounds else None
     backend = first.backend if first else "none"
@@ -42,7 +46,7 @@ def benchmark_result(
     counted = [record for r in measurement.rounds for record in counted_records(r)]
     summary = summarize(counted)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
-    source = "decode instance only" if architecture == "disaggregated" else "server"  # endpoint.metrics_url
+    source = "decode instance only" if topology.kind == DISAGGREGATED else "server"  # endpoint.metrics_url
     summary["server_phases"] = server_phase_times(measurement.metrics_before, measurement.metrics_after, source)
     summary.update({key: getattr(power, key) for key in ENERGY_KEYS})
     if offered_rate_rps is not None:
@@ -50,12 +54,13 @@ def benchmark_result(
     if goodput is not None:
         # The throughput's own duration, so goodput (good requests/s) can never exceed request_throughput.
         summary.update(goodput_summary(counted, goodput, summary["duration_s"], power.energy_j))
+    summary.update(per_gpu(summary, power.energy_j, gpu_budget))
     rounds = measurement.rounds
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary)
     return BenchmarkResult(
         id=node_id,
         name=name,
-        architecture=architecture,
+        architecture=topology.kind,
         phase=workload.phase,
         workload=workload,
         summary=summary,
@@ -66,7 +71,27 @@ def benchmark_result(
         power=power,
         dvfs=dvfs,
         requests_file=requests_file,
+        topology=topology.name,
+        gpu_budget=gpu_budget,
     )
+
+
+def per_gpu(summary: Mapping[str, Any], energy_j: float | None, gpu_budget: int) -> dict[str, float | None]:
+    """Throughput and goodput per GPU of the budget, and output tokens per joule of the whole budget."""
+
+    def per(key: str) -> float | None:
+        value = summary.get(key)
+        return None if value is None else value / gpu_budget
+
+    tokens = summary.get("total_output_tokens")
+    figures = {
+        "request_throughput_per_gpu_rps": per("request_throughput"),
+        "output_throughput_per_gpu": per("output_throughput"),
+        "output_tokens_per_j": tokens / energy_j if tokens is not None and energy_j else None,
+    }
+    if "goodput_rps" in summary:
+        figures["goodput_per_gpu_rps"] = per("goodput_rps")
+    return figures
 
 
 def counted_records(one_round: Round) -> list[RequestRecord]:

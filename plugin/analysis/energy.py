@@ -8,6 +8,8 @@ Each slice's energy (power samples integrated over it, see ``plugin.power.window
 - A GPU that does one phase only (role ``prefill`` or ``decode``, disaggregated): a slice with at least one request
   in its own phase goes to that phase whole; every other slice (no request, or only the other phase's) is its
   idle, waiting energy. A prefill GPU's energy while decode runs elsewhere is not decode's.
+- A GPU of the budget that the topology leaves ``unused`` (``plugin.serving.topology``): all of it idle, charged
+  to the benchmark (it is part of what the topology costs) but to neither phase.
 - A GPU that does both (``prefill+decode``: every traditional GPU), or one whose role is unknown, keeps the time
   rule: a slice's energy goes to prefill and decode in proportion to the number of requests in each phase during
   the slice (2 in prefill and 1 in decode: 2/3 to prefill); a slice with no active request is idle.
@@ -46,8 +48,8 @@ from plugin.power.window import PowerCurve
 ROLE_METHOD = "role"
 SHARED_METHOD = "time rule (shared GPU)"
 UNKNOWN_ROLE_METHOD = "time rule (role unknown)"
-DEDICATED_ROLES = ("prefill", "decode")
-"""The throttle residency's name for a mask with no bit set: full clocks, nothing holding them back."""
+DEDICATED_ROLES = ("prefill", "decode", "unused")
+"""Roles charged by role: one phase's GPU, or a budget GPU its topology leaves ``unused`` (all of it idle)."""
 
 
 class PhaseRecord(Protocol):

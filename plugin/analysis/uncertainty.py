@@ -199,6 +199,10 @@ def _parts(
     return {"rounds": rounds, "edges": edges_part(edges or []), "disagreement": disagreement_part(pairs)}
 
 
+SUMMARY_FIGURES = ("energy_per_good_request_j", "output_tokens_per_j")
+"""Figures of the energy kept in the summary; tokens per joule has the energy's relative uncertainty too."""
+
+
 def _figures(power: BenchmarkPower, energy_u_j: float | None, summary: Mapping[str, Any]) -> dict[str, float | None]:
     """The energy's relative uncertainty carried over to every figure of it (counts are exact)."""
     phases = power.phases
@@ -213,8 +217,9 @@ def _figures(power: BenchmarkPower, energy_u_j: float | None, summary: Mapping[s
         "decode_j_per_output_token": phases.j_per_output_token if phases else None,
         "j_per_request": phases.j_per_request if phases else None,
     }
-    if "energy_per_good_request_j" in summary:
-        values["energy_per_good_request_j"] = summary["energy_per_good_request_j"]
+    for name in SUMMARY_FIGURES:
+        if name in summary:
+            values[name] = summary[name]
     energy_j = power.energy_j
     relative = None if energy_u_j is None or energy_j is None or energy_j <= 0 else energy_u_j / energy_j
     return {name: None if relative is None or v is None else relative * abs(v) for name, v in values.items()}

