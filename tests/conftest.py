@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 VLLM_FIXTURE = "model_cache_dir"
 # Modules whose tests take seconds without vLLM (a torch model build, a real browser, chart rendering, proxies and
 # fake vLLM servers in subprocesses): together over a minute on 2 cores, so `make test-fast` leaves them out too.
-SLOW_MODULES = {"test_tiny_model.py", "test_report_browser.py", "test_report.py", "test_proxy.py", "test_faults.py"}
+SLOW_MODULES = {
+    "test_tiny_model.py", "test_report_browser.py", "test_report.py", "test_proxy.py", "test_faults.py",
+    "test_comparison.py",
+}  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -16,7 +16,10 @@ mkdir -p "$out/reports"
 model=/tmp/llama-3.1-8b-shape
 [ -d "$model" ] || python3 -m plugin.serving.shape_model configs/llama-3.1-8b "$model"
 # Dummy weights and eager mode: every topology starts in well under a minute, so all of them fit one call.
-pytest=(python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
+# SIGINT at the limit: pytest stops its servers and keeps what it measured, and the archive below is still made.
+limit_s=540
+[ "$step" = ucx ] && limit_s=170  # three runs in one call
+pytest=(timeout -s INT "$limit_s" python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
         --model "$model" --vllm-arg=--load-format=dummy --vllm-arg=--enforce-eager --kv-connector nixl
         --gpu-sample-ms 100)
 handoff=(-m "disaggregated and prefill" --topologies disaggregated --input-lens 2048 --concurrency 1
@@ -25,16 +28,18 @@ serving=(-m serving --dataset random --e2e-input-len 2048 --e2e-output-len 128 -
          --request-rate 4,12,24,48 --duration-s 9 --warmup-s 1 --goodput ttft:500 tpot:50 --seed 15)
 case $step in
   ucx)
-    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 2>&1 | tee "$out/ucx-one-gpu-default.txt"
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 2>&1 | tee "$out/ucx-one-gpu-default.txt" \
+      || true
     UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
-      2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt"
-    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt"
+      2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt" || true
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt" || true
     for run in "$out"/reports/*/; do grep -h -iE "ucp_context|proto|cuda_ipc|tcp" "$run"/decode0.log \
       | head -40 > "$run/ucx-decode-protocols.txt" || true; done ;;
   topologies)
-    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d,1p3d,3p1d 2>&1 | tee "$out/topologies.txt" ;;
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d,1p3d,3p1d 2>&1 | tee "$out/topologies.txt" \
+      || true ;;
   topologies-2gpu)
-    "${pytest[@]}" "${serving[@]}" --gpus 0,1 --topologies dp:2,1p1d 2>&1 | tee "$out/topologies-2gpu.txt" ;;
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1 --topologies dp:2,1p1d 2>&1 | tee "$out/topologies-2gpu.txt" || true ;;
 esac
 # Every run folder, with its report, in one archive (the device tool brings back at most 8 files).
 tar czf "$out/$step-reports.tgz" -C "$out/reports" .

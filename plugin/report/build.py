@@ -10,9 +10,18 @@ from typing import Any
 import jinja2
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
+from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.load.workload import SERVING
 from plugin.report import charts
 from plugin.report.compare import METRICS, choose_baseline, compare
+from plugin.report.comparison import (
+    PER_GPU_TABLE,
+    TopologyComparison,
+    chart_paths,
+    comparison_datasets,
+    topology_comparison,
+)
+from plugin.report.comparison_charts import comparison_charts
 from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
 from plugin.report.serving_charts import serving_curves
 from plugin.report.serving_data import serving_rows
@@ -57,6 +66,9 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
         _image(serving_curves(run, dataset, charts_dir / f"serving-{index}.png"), f"Serving: {dataset}")
         for index, dataset in enumerate(run.datasets)
     ]
+    topologies = [
+        topology_section(run, dataset, charts_dir, index) for index, dataset in enumerate(comparison_datasets(run))
+    ]
     timelines = [
         _image(charts.timeline(run, benchmark, charts_dir / f"timeline-{index}.png"), f"Timeline of {benchmark.name}")
         for index, benchmark in enumerate(run.benchmarks)
@@ -73,6 +85,9 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             serving=serving,
             serving_table=serving_rows(run),
             serving_tables=SERVING_TABLES,
+            topologies=topologies,
+            per_gpu_table=PER_GPU_TABLE,
+            attainment_pct=f"{DEFAULT_ATTAINMENT_PCT:g}",
             energy_keys=[*ENERGY, *SERVING_ENERGY],
             cards=run.energy_cards,
             card_coefficients=CARD_COEFFICIENTS,
@@ -91,6 +106,26 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     )
     write_index(reports_dir)
     return page
+
+
+@dataclass(frozen=True)
+class TopologySection:
+    """One dataset's "Topologies compared": its verdict lines, charts and rows."""
+
+    comparison: TopologyComparison
+    images: list[Image]
+
+
+def topology_section(run: Run, dataset: str, charts_dir: Path, index: int) -> TopologySection:
+    """The dataset's comparison (``plugin.report.comparison``) and its three charts."""
+    comparison = topology_comparison(run, dataset)
+    drawn = comparison_charts(
+        comparison, chart_paths(charts_dir, index), None if run.power_measured else run.power_reason
+    )
+    alts = {"slo": "SLO attainment", "energy": "J per good request", "latency": "TTFT and TPOT p99"}
+    return TopologySection(
+        comparison, [_image(path, f"{alts[kind]} per topology: {dataset}") for kind, path in drawn.items()]
+    )
 
 
 def run_notes(run: Run) -> list[str]:
