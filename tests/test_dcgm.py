@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from plugin.errors import BenchError
+from plugin.fixtures import exporter_roles
 from plugin.power import PowerError, PowerReadError, Sampler
 from plugin.power.dcgm import (
     DcgmBackend,
@@ -127,30 +128,24 @@ def test_the_collection_interval_is_the_smallest_gap_between_changes() -> None:
     assert estimate_update_interval_s(scrapes[:5]) is None  # one change tells no interval
 
 
-def test_the_backend_measures_the_interval_and_flags_short_windows() -> None:
+def test_the_backend_measures_the_interval_and_the_sampler_takes_it(tmp_path: Path) -> None:
     clock = FakeClock()
     counters = [1_000, 1_000, 2_000, 2_000, 3_000, 3_000, 4_000]  # changes every other scrape
     with DcgmExporter(*(payload([Gpu("node-a", 0, energy_mj=mj)]) for mj in counters)) as a:
         backend = DcgmBackend([a.url], clock=clock)
         assert backend.update_interval_s(0) is None
-        unknown = backend.short_window_note(0, 100.0)
         for _ in counters[1:]:
             clock.t_s += 0.5
             backend.read_samples()
-    assert unknown is not None and "node-a:0" in unknown and "collection interval is not known yet" in unknown
     assert backend.update_interval_s(0) == pytest.approx(1.0)
-    assert backend.short_window_note(0, 2.0) == (
-        "GPU node-a:0: a window of 2.00 s spans under 3 DCGM collection intervals of 1000 ms; the exporter's values "
-        "are up to one interval old at each edge, so its energy is uncertain by about 50%"
-    )
-    assert backend.short_window_note(0, 3.0) is None
+    # The sampler's sensor interval (what short windows are flagged by) is the exporter's collection interval.
+    assert Sampler(backend, tmp_path).update_interval_s(0) == pytest.approx(1.0)
 
 
 def test_a_given_interval_wins_over_the_measured_one() -> None:
     with DcgmExporter(payload(NODE_A)) as a:
         backend = DcgmBackend([a.url], interval_s=30.0)
     assert backend.update_interval_s(1) == 30.0
-    assert backend.short_window_note(1, 60.0) is not None and backend.short_window_note(1, 90.0) is None
 
 
 def test_an_unreachable_exporter_at_open_is_named_with_what_to_do() -> None:
@@ -253,3 +248,26 @@ def test_gpu_role_errors(text: str, message: str) -> None:
     with pytest.raises(BenchError) as raised:
         parse_gpu_role(text)
     assert str(raised.value) == f"--gpu-role {text!r}: {message}"
+
+
+# -- the options, through the plugin ------------------------------------------------------------------------
+
+
+def test_bad_power_options_stop_the_run_before_anything_starts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest("--power-source=prom=http://h:9400/metrics")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --power-source 'prom=http://h:9400/metrics': unknown source 'prom'*"])
+    result = pytester.runpytest("--gpu-role=node-a:0=prefill")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --gpu-role names GPUs of a DCGM exporter: give the exporter with*"])
+
+
+def test_roles_are_given_per_exporter_gpu_and_the_rest_are_unknown() -> None:
+    with DcgmExporter(payload(NODE_A)) as a, DcgmExporter(payload(NODE_B)) as b:
+        backend = DcgmBackend([a.url, b.url])
+        roles = exporter_roles(backend, (("node-b", 0, "decode"), ("node-a", 1, "prefill")))
+    names = {gpu.index: gpu.name for gpu in backend.gpu_info}
+    assert {names[index]: role for index, role in roles.items()} == {
+        **{name: "unknown" for name in names.values()}, "node-a:1": "prefill", "node-b:0": "decode",
+    }  # fmt: skip

@@ -4,7 +4,8 @@
 Sampler indices: exporters in the order given, within one exporter its GPUs sorted by (host, ``gpu`` label), numbered
 from 0 at open; ``DcgmBackend.gpu_info`` names each index (``DcgmGpu``). The exporter refreshes its values once per
 collection interval (``-c``, 30 s unless set), so that interval is given or measured from the times the energy counter
-changed, and ``short_window_note`` flags windows of only a few intervals.
+changed; the sampler takes it as the sensor's update interval, so windows of only a few intervals are flagged
+like any short window (``plugin.analysis.uncertainty``).
 """
 
 from __future__ import annotations
@@ -187,22 +188,6 @@ class DcgmBackend:
         self._gpu(gpu)
         with self._lock:
             return estimate_update_interval_s(self._counters[gpu].history)
-
-    def short_window_note(self, gpu: int, duration_s: float, min_intervals: float = 3.0) -> str | None:
-        """A note when a window spans under ``min_intervals`` collection intervals (or the interval is unknown)."""
-        name, interval_s = self._gpu(gpu).name, self.update_interval_s(gpu)
-        if interval_s is None:
-            return (
-                f"GPU {name}: the DCGM exporter's collection interval is not known yet (its energy counter has not "
-                "changed twice); give it (dcgm-exporter -c) or read windows of under a few intervals as uncertain"
-            )
-        if duration_s >= min_intervals * interval_s:
-            return None
-        return (
-            f"GPU {name}: a window of {duration_s:.2f} s spans under {min_intervals:g} DCGM collection intervals of "
-            f"{interval_s * 1000:.0f} ms; the exporter's values are up to one interval old at each edge, so its "
-            f"energy is uncertain by about {100 * interval_s / duration_s:.0f}%"
-        )
 
     def index_of(self, host: str, gpu: int) -> int:
         """The sampler index of ``HOST:GPU`` (``--gpu-role``); ``host`` is the Hostname label or the URL's host."""
