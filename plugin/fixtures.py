@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -32,6 +32,8 @@ from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_t
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power.dcgm import DcgmBackend
 from plugin.power.nvml_loader import load_nvml
+from plugin.power.ray_nodes import node_roles, node_stats, power_gpus, ray_sampler
+from plugin.power.remote import RemoteBackend
 from plugin.progress import Progress
 from plugin.results.schema import BenchmarkResult
 from plugin.runner import Measurement, Runner, WarmupFailed
@@ -39,6 +41,9 @@ from plugin.serving.deploy import deploy
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.topology import UNUSED, place
 from plugin.session import SESSION_KEY, RunSession
+
+if TYPE_CHECKING:
+    from plugin.serving.ray_placement import RayPlacement
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +53,29 @@ def bench_session(pytestconfig: pytest.Config) -> RunSession:
 
 
 @pytest.fixture(scope="session")
-def deployments() -> Iterator[ExitStack]:
-    """Every topology's servers, stopped at the end of the run whatever happened (each stop is safe to repeat)."""
+def ray_cluster(bench_session: RunSession) -> Iterator[RayPlacement | None]:
+    """The connection to the ``--ray-address`` cluster, held for the run (every deployment and the node samplers
+    use it) and closed after them; ``None``, and Ray not imported, without the option."""
+    address = bench_session.settings.ray_address
+    if address is None:
+        yield None
+        return
+    from plugin.serving.ray_placement import RayPlacement
+
+    try:
+        connection = RayPlacement(address)
+    except ConnectionError as error:
+        pytest.fail(f"cannot connect to the Ray cluster at {address}: {error}", pytrace=False)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def deployments(ray_cluster: RayPlacement | None) -> Iterator[ExitStack]:
+    """Every topology's servers, stopped at the end of the run whatever happened (each stop is safe to repeat),
+    before the Ray connection (if any) closes."""
     with ExitStack() as stack:
         yield stack
 
@@ -98,17 +124,29 @@ def power_backend(bench_session: RunSession, gpus: tuple[int, ...]) -> PowerBack
     return open_backend(settings.power_backend, gpus, round(settings.gpu_sample_ms))  # type: ignore[arg-type]
 
 
+def open_sampler(bench_session: RunSession, ray_cluster: RayPlacement | None) -> Sampler:
+    """The run's sampler: over its budget's GPUs here, a cluster's exporters, or every Ray node with GPUs."""
+    settings = bench_session.settings
+    assert bench_session.results is not None
+    folder = bench_session.results.path.parent
+    if ray_cluster is not None and settings.power_backend != "none" and not settings.power_sources:
+        nodes = [(node.node_id, node.address) for node in ray_cluster.nodes() if node.gpus]
+        return ray_sampler(nodes, folder, settings.gpu_sample_ms)
+    return Sampler(power_backend(bench_session, bench_session.budget), folder, period_ms=settings.gpu_sample_ms)
+
+
 @pytest.fixture(scope="session")
-def power_sampler(request: pytest.FixtureRequest, bench_session: RunSession) -> Iterator[Sampler]:
-    """Samples the GPUs of the run's budget (every GPU of the topologies the session runs) into the run folder;
-    idle baseline once, before any benchmark. ``run_workload`` asks for it after the first server is up, which
-    created the run folder."""
+def power_sampler(
+    request: pytest.FixtureRequest, bench_session: RunSession, ray_cluster: RayPlacement | None
+) -> Iterator[Sampler]:
+    """Samples the GPUs of the run's budget (every GPU of the topologies the session runs; on Ray, of every node
+    with GPUs) into the run folder; idle baseline once, before any benchmark. ``run_workload`` asks for it after
+    the first server is up, which created the run folder."""
     settings = bench_session.settings
     results = bench_session.results
     assert results is not None, "a server fixture starts the run before the sampler"
     try:
-        backend = power_backend(bench_session, bench_session.budget)
-        sampler = Sampler(backend, results.path.parent, period_ms=settings.gpu_sample_ms)
+        sampler = open_sampler(bench_session, ray_cluster)
     except PowerError as error:
         request.session.shouldstop = str(error)
         pytest.fail(f"power sampling cannot start: {error}; use --power-backend none to run without", pytrace=False)
@@ -119,9 +157,13 @@ def power_sampler(request: pytest.FixtureRequest, bench_session: RunSession) -> 
         results.update(power=session_power(sampler, idle))
         if isinstance(sampler.backend, DcgmBackend):
             results.update(power_gpus=[asdict(gpu) for gpu in sampler.backend.gpu_info])
+        if isinstance(sampler.backend, RemoteBackend):
+            results.update(power_gpus=power_gpus(sampler.backend))
         try:
             yield sampler
         finally:
+            if isinstance(sampler.backend, RemoteBackend):  # before the samplers close with the sampler
+                results.update(power_nodes=node_stats(sampler.backend))
             results.update(power=session_power(sampler, idle))
 
 
@@ -156,6 +198,11 @@ def run_workload(
     sampler: Sampler = request.getfixturevalue("power_sampler")
     if isinstance(sampler.backend, DcgmBackend):
         endpoint = replace(endpoint, gpu_roles=exporter_roles(sampler.backend, settings.gpu_roles))
+    if isinstance(sampler.backend, RemoteBackend):
+        try:
+            endpoint = replace(endpoint, gpu_roles=node_roles(sampler.backend, endpoint.node_gpus))
+        except PowerError as error:
+            pytest.fail(str(error), pytrace=False)
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 

@@ -8,6 +8,7 @@ command line wins over the ini file, which wins over the suite's default. Defaul
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -126,6 +127,12 @@ class Settings:
     """DCGM exporters' ``/metrics`` URLs (``--power-source dcgm=URL``): power from a cluster the suite did not start."""
     gpu_roles: tuple[tuple[str, int, str], ...] = ()
     """``(host, gpu, role)`` of the exporters' GPUs (``--gpu-role HOST:GPU=ROLE``)."""
+    ray_address: str | None = None
+    """A running Ray cluster (``--ray-address ADDR`` or ``auto``): each server is placed on one of its nodes."""
+    prefill_node: str | None = None
+    """With ``--ray-address``: the node of the prefill instances (IP, ``key=value`` label, custom resource, id)."""
+    decode_node: str | None = None
+    server_node: str | None = None
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -193,6 +200,14 @@ _OPTIONS: list[tuple[str, str]] = [
     ("cooldown-s", "serving: seconds at the end of --duration-s left out likewise (default 0)"),
     ("goodput", "latency targets in ms, any of ttft:N tpot:N e2el:N: SLO attainment, goodput, J per good request"),
     ("seed", "seed of arrival schedules and dataset sampling (default: random per run, recorded in results)"),
+    (
+        "ray-address",
+        "place every vLLM instance and a power sampler per node on this running Ray cluster (ADDR or auto); "
+        "needs the ray extra",
+    ),
+    ("prefill-node", "with --ray-address: the prefill instances' node: IP, label key=value, custom resource or id"),
+    ("decode-node", "with --ray-address: the decode instances' node (as --prefill-node)"),
+    ("server-node", "with --ray-address: the traditional server's node (as --prefill-node)"),
     (
         "report-baseline",
         "run id or folder the report compares with (default: the last run of the same model and devices)",
@@ -330,7 +345,33 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         check_fits(settings.topologies, settings)
     except ValueError as error:
         raise pytest.UsageError(f"--topologies: {error}") from None
-    return _with_power_sources(config, settings)
+    return _with_ray(config, _with_power_sources(config, settings))
+
+
+def _with_ray(config: pytest.Config, settings: Settings) -> Settings:
+    """``--ray-address`` and the node selectors: a selector needs the address, and the address starts its own
+    servers, so it does not go with ``--vllm-url``."""
+    address = _raw(config, "ray-address")
+    nodes = {name: _raw(config, f"{name}-node") for name in ("prefill", "decode", "server")}
+    if address is None:
+        given = [f"--{name}-node" for name, value in nodes.items() if value is not None]
+        if given:
+            raise pytest.UsageError(f"{', '.join(given)} names a Ray node: give the cluster with --ray-address")
+        return settings
+    if importlib.util.find_spec("ray") is None:
+        raise pytest.UsageError("--ray-address needs Ray, an extra of the suite: pip install '.[ray]'")
+    if settings.vllm_url:
+        raise pytest.UsageError(
+            "--vllm-url measures a server that is already running, --ray-address starts servers on a Ray cluster: "
+            "give one of them"
+        )
+    return dataclasses.replace(
+        settings,
+        ray_address=address,
+        prefill_node=nodes["prefill"],
+        decode_node=nodes["decode"],
+        server_node=nodes["server"],
+    )
 
 
 def _with_power_sources(config: pytest.Config, settings: Settings) -> Settings:

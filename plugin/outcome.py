@@ -17,7 +17,7 @@ from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
 from plugin.results.store import requests_file_name
 from plugin.runner import Measurement
 from plugin.serving.endpoint import Endpoint
-from plugin.serving.process import ManagedProcess, log_tail
+from plugin.serving.process import ServerProcess
 from plugin.session import RunSession
 
 
@@ -109,11 +109,11 @@ def fail_on_errors(records: list[RequestRecord]) -> None:
         )
 
 
-def exited(processes: list[ManagedProcess]) -> tuple[str, str] | None:
+def exited(processes: list[ServerProcess]) -> tuple[str, str] | None:
     """The first of ``processes`` that is no longer running: its exit code, and the end of its log."""
     for process in processes:
         code = process.exit_code()
         if code is not None:
             why = f"{process.name} exited with code {code} during the benchmark"
-            return why, f"last lines of {process.log_path}:\n{log_tail(process.log_path)}"
+            return why, f"last lines of {process.log_path}:\n{process.tail()}"
     return None

@@ -69,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
         ("prefill-gpus", settings.prefill_gpus),
         ("decode-gpus", settings.decode_gpus),
     ):
+        if settings.ray_address:  # GPUs of the cluster's nodes, which Ray hands out: only their count matters
+            break
         try:
             found.check_indices(gpus)
         except ValueError as error:
@@ -105,6 +107,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         server = f"vLLM {version}" if version else "vLLM not installed here"
     else:
         server = f"vLLM of {settings.vllm_python}"
+    if settings.ray_address:
+        server += f", placed on the Ray cluster at {settings.ray_address}"
     gpus = run.inventory.gpus
     by_name: dict[str, list[str]] = {}
     for gpu in gpus:

@@ -27,7 +27,7 @@ from plugin.power.devices import Inventory, cpu_count, cpu_model
 from plugin.results.redaction import redact_command_line
 from plugin.results.store import ResultsFile
 from plugin.serving.endpoint import Endpoint
-from plugin.serving.process import ManagedProcess
+from plugin.serving.process import ServerProcess
 from plugin.serving.topology import DISAGGREGATED, TRADITIONAL, Topology, budget_of, budget_size
 
 DISTRIBUTION = "pd-energy-bench"
@@ -63,7 +63,7 @@ class RunSession:
         self.endpoints: dict[str, Endpoint] = {}
         self.server_stoppers: dict[str, Callable[[], None]] = {}
         # topology -> its server processes, and why a topology's servers are gone (it is skipped then).
-        self.server_processes: dict[str, list[ManagedProcess]] = {}
+        self.server_processes: dict[str, list[ServerProcess]] = {}
         self.dead_topologies: dict[str, str] = {}
         # (topology, dataset) -> a sweep's measured ends: "sync" and "max" request throughput (requests/s).
         self.sweep_rps: dict[tuple[str, str], dict[str, float | None]] = {}

@@ -23,6 +23,7 @@ OPTIONS = {
     "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
+    "--ray-address", "--prefill-node", "--decode-node", "--server-node",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).

@@ -6,7 +6,8 @@ by root-sum-square (docs/energy-uncertainty.md says why and works examples by ha
 - ``rounds``: the spread between rounds, Student's t with n - 1 degrees of freedom on the per-round energies,
   scaled to the total; ``None`` with one round (more ``--rounds`` give it);
 - ``edges``: the sensor's quantisation at the window edges: per window, GPU and edge, update interval × power
-  at the edge, root-sum-square over all edges;
+  at the edge, root-sum-square over all edges; on Ray nodes also the bound on each node's clock offset × the
+  window's mean power per edge (``power.remote.clock_edges``): a misplaced edge moves the energy as a stale one;
 - ``disagreement``: |counter - samples' integral| per window and GPU, summed.
 
 Per-token and per-request figures carry the energy's relative uncertainty (token and request counts are exact).
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from plugin.power.remote import clock_edges
 from plugin.power.window import GpuWindow, PowerCurve, WindowMeasurement
 from plugin.results.schema import BenchmarkPower, PowerWindow
 
@@ -147,16 +149,18 @@ def energy_uncertainty(
     curves: Sequence[Mapping[int, PowerCurve]] | None = None,
     repeats: Sequence[int] | None = None,
     summary: Mapping[str, Any] | None = None,
+    clock: Sequence[tuple[float, float]] = (),
 ) -> EnergyUncertainty:
     """Every part and figure for one benchmark. ``curves`` (per window, GPU -> curve) give the edge powers;
-    ``repeats`` (per window) how often each round ran its load; ``summary`` may hold ``energy_per_good_request_j``."""
+    ``repeats`` (per window) how often each round ran its load; ``summary`` may hold ``energy_per_good_request_j``;
+    ``clock``: the clock-offset edges of samples from Ray nodes, as ``(error_s, power_w)``."""
     updates = tuple(sensor_updates(window) for window in power.windows)
     known_updates = [u for u in updates if u is not None]
     updates_min = min(known_updates) if known_updates else None
     short = updates_min is not None and updates_min < MIN_SENSOR_UPDATES
     if not power.measured:
         return EnergyUncertainty({}, {}, updates, updates_min, short)
-    parts = _parts(power, curves, repeats)
+    parts = _parts(power, curves, repeats, clock)
     return EnergyUncertainty(parts, _figures(power, combine(parts), summary or {}), updates, updates_min, short)
 
 
@@ -167,7 +171,8 @@ def with_uncertainty(
     summary: Mapping[str, Any] | None = None,
 ) -> BenchmarkPower:
     """``power`` with its uncertainty and sensor-update fields filled in, from the rounds' windows as measured."""
-    found = energy_uncertainty(power, [window.curves for window in windows], repeats, summary)
+    clock = [edge for window in windows if window.clock_error_s for edge in clock_edges(window, window.clock_error_s)]
+    found = energy_uncertainty(power, [window.curves for window in windows], repeats, summary, clock)
     return dataclasses.replace(
         power,
         windows=tuple(
@@ -182,7 +187,10 @@ def with_uncertainty(
 
 
 def _parts(
-    power: BenchmarkPower, curves: Sequence[Mapping[int, PowerCurve]] | None, repeats: Sequence[int] | None
+    power: BenchmarkPower,
+    curves: Sequence[Mapping[int, PowerCurve]] | None,
+    repeats: Sequence[int] | None,
+    clock: Sequence[tuple[float, float]] = (),
 ) -> dict[str, float | None]:
     energies = [window.energy_j for window in power.windows]
     rounds = None
@@ -196,6 +204,7 @@ def _parts(
             found = gpu_edges(gpu.window, curve)
             edges = None if found is None or edges is None else [*edges, *found]
             pairs.append((gpu.window.energy_counter_j, gpu.window.energy_samples_j))
+    edges = None if edges is None else [*edges, *clock]
     return {"rounds": rounds, "edges": edges_part(edges or []), "disagreement": disagreement_part(pairs)}
 
 

@@ -158,6 +158,8 @@ class WindowMeasurement:
     """Each GPU's power over the window, held in memory for the phase split (never written to results)."""
     clocks: Mapping[int, ClockSeries] = field(default_factory=dict, compare=False, repr=False)
     """Each GPU's SM clock and throttle mask over the window, in memory for the residency per phase (likewise)."""
+    clock_error_s: float = 0.0
+    """How far the samples' timestamps may be off our clock (a Ray node's measured offset; 0 on this machine)."""
 
     @property
     def measured(self) -> bool:

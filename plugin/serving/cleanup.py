@@ -1,8 +1,10 @@
-"""``python -m plugin.serving.cleanup [REPORTS_DIR]``: stop servers left running by a run that no handler could end
-(``kill -9`` of pytest). It reads the pid files that ``plugin.serving.process`` writes into each run folder."""
+"""``python -m plugin.serving.cleanup [REPORTS_DIR] [--ray-address ADDR]``: stop servers left running by a run that
+no handler could end (``kill -9`` of pytest). It reads the pid files that ``plugin.serving.process`` writes into
+each run folder; with ``--ray-address``, on every host of that Ray cluster (``ray_placement.cleanup_all_nodes``)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -27,9 +29,17 @@ def cleanup(reports_dir: Path, grace_s: float = 10.0) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    reports_dir = Path(argv[0] if argv else "reports")
-    actions = cleanup(reports_dir)
-    print("\n".join(actions) if actions else f"no leftover servers recorded under {reports_dir}")
+    parser = argparse.ArgumentParser(prog="python -m plugin.serving.cleanup", description=__doc__)
+    parser.add_argument("reports_dir", nargs="?", default="reports", type=Path)
+    parser.add_argument("--ray-address", help="run the cleanup on every host of this Ray cluster (ADDR or auto)")
+    args = parser.parse_args(argv)
+    if args.ray_address:
+        from plugin.serving.ray_placement import cleanup_all_nodes
+
+        actions = cleanup_all_nodes(args.ray_address, args.reports_dir)
+    else:
+        actions = cleanup(args.reports_dir)
+    print("\n".join(actions) if actions else f"no leftover servers recorded under {args.reports_dir}")
     return 0
 
 

@@ -18,7 +18,7 @@ from plugin.options import Settings
 from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
-from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.process import ManagedProcess, ServerProcess, start, wait_ready
 from plugin.serving.topology import DISAGGREGATED, Placement, Topology
 
 START_HINT = (
@@ -37,7 +37,7 @@ class Deployment:
     """Ready servers: the endpoint to send load to, and the processes the suite started (none for ``--vllm-url``)."""
 
     endpoint: Endpoint
-    processes: tuple[ManagedProcess, ...]
+    processes: tuple[ServerProcess, ...]
 
 
 def deploy(
@@ -49,19 +49,24 @@ def deploy(
     role_args: Mapping[str, tuple[str, ...]],
     say: Callable[[str], None],
 ) -> AbstractContextManager[Deployment]:
-    """The topology's servers (a context manager); ``role_args``: conftest hooks' vLLM arguments per role."""
+    """The topology's servers (a context manager); ``role_args``: conftest hooks' vLLM arguments per role. With
+    ``--ray-address`` they run on the Ray cluster's nodes (``plugin.serving.ray_deploy``, which imports Ray)."""
+    if settings.ray_address:
+        from plugin.serving import ray_deploy
+
+        return ray_deploy.deploy_on_ray(topology, placement, settings, open_run, record, role_args, say)
     if topology.kind == DISAGGREGATED:
         return _disaggregated(topology, placement, settings, open_run, record, role_args, say)
     return _traditional(topology, placement, settings, open_run, record, role_args.get("server", ()), say)
 
 
-def _model_and_version(settings: Settings) -> tuple[str, str]:
+def model_and_version(settings: Settings) -> tuple[str, str]:
     """The vLLM version (a clear error when the interpreter has none) and the model: the user's or the tiny one."""
     version = servers.vllm_version(settings.vllm_python)
     return settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir), version
 
 
-def _base_spec(
+def base_spec(
     settings: Settings, model: str, role: str, port: int, gpus: tuple[int, ...], hook_args: tuple[str, ...] = ()
 ) -> servers.ServerSpec:
     """A server's spec; conftest hooks' vLLM arguments come first, so ``--vllm-arg`` wins a clash."""
@@ -100,11 +105,11 @@ def _traditional(
         # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
         yield Deployment(Endpoint(settings.vllm_url, model, vocab_range(model), roles), ())
         return
-    model, version = _model_and_version(settings)
+    model, version = model_and_version(settings)
     folder = open_run(version)
     parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
     port = settings.vllm_port if topology.is_default and settings.vllm_port else servers.free_port()
-    spec = _base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
+    spec = base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
     name = f"{topology.log_prefix}server"
     record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
             "command": servers.command(spec), "log": f"{name}.log"})  # fmt: skip
@@ -131,18 +136,18 @@ def _disaggregated(
     """Prefill and decode instances (started together) with the ``--kv-connector``, and the proxy in front of
     them; the KV files of the ``example`` connector are removed at the end."""
     processes: list[ManagedProcess] = []
-    model, version = _model_and_version(settings)
+    model, version = model_and_version(settings)
     folder = open_run(version)
     store = folder / f"{topology.log_prefix}kv_store"
     try:
-        base = _base_spec(settings, model, "prefill", 0, ())
+        base = base_spec(settings, model, "prefill", 0, ())
         instances = cluster_instances(
             base, settings.kv_connector, placement.prefill, placement.decode, store, role_args, topology.log_prefix
         )
         proxy_port = servers.free_port()
         proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
         proxy_name = f"{topology.log_prefix}proxy"
-        record(_cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
+        record(cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
         processes += [_start(instance.name, instance.spec, folder) for instance in instances]
         for process, instance in zip(processes, instances, strict=True):
             wait_ready(process, f"{instance.spec.url}/health", settings.server_start_timeout_s, START_HINT, report=say)
@@ -162,7 +167,7 @@ def _disaggregated(
         shutil.rmtree(store, ignore_errors=True)
 
 
-def _cluster_entry(
+def cluster_entry(
     connector: str, proxy_port: int, model: str, proxy: list[str], proxy_name: str, instances: list[ClusterInstance]
 ) -> dict[str, Any]:
     """The cluster as the results record it: connector, proxy, and each instance's role, GPUs and command."""

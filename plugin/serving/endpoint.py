@@ -28,6 +28,8 @@ class Endpoint:
     """Where ``/metrics`` and ``/tokenize`` are (the proxy has neither: a decode instance's); default: ``url``."""
     model_dir: str | None = None
     """The model's folder when the suite started the server from one (its tokenizer is read from there)."""
+    node_gpus: tuple[tuple[str, int, str], ...] = ()
+    """``(node id, GPU index there, role)`` of each GPU an instance on a Ray node was given (``--ray-address``)."""
 
 
 def served_model(url: str) -> str:

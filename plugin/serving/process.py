@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from plugin.errors import ServerStartError
 
@@ -58,6 +59,9 @@ class ManagedProcess:
     def exit_code(self) -> int | None:
         return self.popen.poll()
 
+    def tail(self, lines: int = 30) -> str:
+        return log_tail(self.log_path, lines)
+
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left after ``grace_s``; safe to call twice."""
         if self._stopped:
@@ -66,6 +70,18 @@ class ManagedProcess:
         kill_group(self.popen.pid, grace_s, reap=self.popen.poll)
         self.popen.wait(timeout=grace_s)
         self.pid_path.unlink(missing_ok=True)
+
+
+class ServerProcess(Protocol):
+    """What the suite checks and stops of a server: a ``ManagedProcess`` here, or an instance on a Ray node."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def log_path(self) -> Path: ...
+    def exit_code(self) -> int | None: ...
+    def tail(self, lines: int = 30) -> str: ...
+    def stop(self) -> None: ...
 
 
 def group_alive(pgid: int) -> bool:

