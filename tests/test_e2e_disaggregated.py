@@ -55,6 +55,7 @@ def test_every_workload_ran_through_the_proxy(finished_run: tuple[Path, str]) ->
             check_proxy_timing(request)
     assert "test_e2e[disaggregated-in200-out16-c3]" in stdout
     assert f"report: {run_folder / 'index.html'}" in stdout
+    assert "CPU: the prefill and decode instances share this machine's cores" in stdout
 
 
 def check_proxy_timing(request: dict[str, Any]) -> None:

@@ -68,8 +68,9 @@ def cluster_instances(
 ) -> list[ClusterInstance]:
     """One instance per entry of each role: a GPU, or ``None`` for an instance on CPU. Built from ``base`` (model,
     lengths, args); ``role_args`` (from conftest hooks) go before ``base``'s arguments, so the command line wins a
-    clash."""
+    clash. Instances on CPU split its cores (``cpu_threads``)."""
     per_gpu = Counter(gpu for gpu in (*prefill, *decode) if gpu is not None)
+    on_cpu = sum(gpu is None for gpu in (*prefill, *decode))  # they share this machine's cores
     instances = []
     for role, slots in (("prefill", prefill), ("decode", decode)):
         for index, gpu in enumerate(slots):
@@ -86,6 +87,7 @@ def cluster_instances(
                 gpus=() if gpu is None else (gpu,),
                 extra_args=tuple(args),
                 extra_env=base.extra_env + _connector_env(connector),
+                cpu_instances=max(1, on_cpu),
             )
             kv_address = f"127.0.0.1:{kv_port}" if connector == "p2pnccl" else None
             instances.append(ClusterInstance(role, f"{name_prefix}{role}{index}", spec, kv_address))

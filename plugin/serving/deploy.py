@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ def _traditional(
     parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
     port = settings.vllm_port if topology.is_default and settings.vllm_port else servers.free_port()
     spec = base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
+    spec = replace(spec, cpu_instances=max(1, topology.replicas))  # dp:N on CPU: N engines share the cores
     name = f"{topology.log_prefix}server"
     record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
             "command": servers.command(spec), "log": f"{name}.log"})  # fmt: skip

