@@ -223,7 +223,8 @@ def run_workload(
             return measure(workload, record)
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
-        rng = bench_session.rng_for(request.node.nodeid)
+        # The same load on every topology: the seed names the test, workload and setting, never the topology.
+        rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
         try:
             measurement, extra = _measure(bench_session, runner, request.node.nodeid, topology, workload, rng)
         except WarmupFailed as error:

@@ -96,8 +96,10 @@ class RunSession:
         else:
             self.results.update(topologies={**self.results.data.get("topologies", {}), topology.name: entry})
 
-    def rng_for(self, benchmark_id: str) -> random.Random:
-        return random.Random(f"{self.prompt_seed}:{benchmark_id}")
+    def rng_for(self, load_id: str) -> random.Random:
+        """Prompts, arrivals and dataset draws of one load; a load with the same id gets the same ones (every
+        topology of a run meets the same requests at the same times)."""
+        return random.Random(f"{self.prompt_seed}:{load_id}")
 
     def _header(self, vllm_version: str | None) -> dict[str, Any]:
         return {
