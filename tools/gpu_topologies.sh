@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Issue 15 on lent GPUs (docs/validation/gpu-h100x4-topologies/): run after tools/gpu_wheels.py has installed
+# Issue 15 on lent GPUs (docs/validation/gpu-h200x4-topologies/): run after tools/gpu_wheels.py has installed
 # vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
-# Usage: tools/gpu_topologies.sh ucx|topologies|topologies-2gpu OUT
-#   ucx             the NixlConnector hand-off of 2048-token prompts: two instances on one GPU with UCX's defaults,
-#                   on one GPU with cuda_ipc's get_zcopy forced on, and across two GPUs; UCX's protocol choices logged
-#   topologies      dp:4, 2p2d, 1p3d, 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets
+# Usage: tools/gpu_topologies.sh ucx|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
+#   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
+#                   after the other): UCX's defaults, then cuda_ipc's get_zcopy forced on; UCX's choices logged
+#   ucx-two-gpus    the same across GPUs 0 and 1 (the baseline; 30.3 ms on 4 H200s, 2026-11-27)
+#   topologies-a/b  dp:4 and 2p2d / 1p3d and 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets; one
+#                   --seed, so both calls meet the same requests at the same times (the load never depends on
+#                   the topology)
 #   topologies-2gpu dp:2 and 1p1d on GPUs 0-1 (the fallback where only two GPUs are lent)
 set -euo pipefail
 step=$1
@@ -16,10 +19,11 @@ mkdir -p "$out/reports"
 model=/tmp/llama-3.1-8b-shape
 [ -d "$model" ] || python3 -m plugin.serving.shape_model configs/llama-3.1-8b "$model"
 # Dummy weights and eager mode: every topology starts in well under a minute, so all of them fit one call.
-# SIGINT at the limit: pytest stops its servers and keeps what it measured, and the archive below is still made.
-limit_s=540
-[ "$step" = ucx ] && limit_s=170  # three runs in one call
-pytest=(timeout -s INT "$limit_s" python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
+# SIGINT at the limit (SIGKILL 30 s later): pytest stops its servers and keeps what it measured, and the archive
+# below is still made within the device's 600 s per call.
+limit_s=480
+[ "$step" = ucx ] && limit_s=240  # two runs in one call
+pytest=(timeout -k 30 -s INT "$limit_s" python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
         --model "$model" --vllm-arg=--load-format=dummy --vllm-arg=--enforce-eager --kv-connector nixl
         --gpu-sample-ms 100)
 handoff=(-m "disaggregated and prefill" --topologies disaggregated --input-lens 2048 --concurrency 1
@@ -31,16 +35,19 @@ case $step in
     UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 2>&1 | tee "$out/ucx-one-gpu-default.txt" \
       || true
     UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
-      2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt" || true
-    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt" || true
-    for run in "$out"/reports/*/; do grep -h -iE "ucp_context|proto|cuda_ipc|tcp" "$run"/decode0.log \
-      | head -40 > "$run/ucx-decode-protocols.txt" || true; done ;;
-  topologies)
-    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d,1p3d,3p1d 2>&1 | tee "$out/topologies.txt" \
-      || true ;;
+      2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt" || true ;;
+  ucx-two-gpus)
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt" || true ;;
+  topologies-a)
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d 2>&1 | tee "$out/topologies-a.txt" || true ;;
+  topologies-b)
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies 1p3d,3p1d 2>&1 | tee "$out/topologies-b.txt" || true ;;
   topologies-2gpu)
     "${pytest[@]}" "${serving[@]}" --gpus 0,1 --topologies dp:2,1p1d 2>&1 | tee "$out/topologies-2gpu.txt" || true ;;
 esac
+# The protocol UCX chose for the KV reads (the transfer's table, about 1,100 lines into decode's log).
+for log in "$out"/reports/*/decode0.log; do [ -f "$log" ] && grep -B2 -A4 "remote memory read" "$log" \
+  > "$(dirname "$log")/ucx-decode-protocols.txt" || true; done
 # Every run folder, with its report, in one archive (the device tool brings back at most 8 files).
 tar czf "$out/$step-reports.tgz" -C "$out/reports" .
 rm -rf "$out/reports"
