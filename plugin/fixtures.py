@@ -37,7 +37,7 @@ from plugin.power.remote import RemoteBackend
 from plugin.progress import Progress
 from plugin.results.schema import BenchmarkResult
 from plugin.runner import Measurement, Runner, WarmupFailed
-from plugin.serving.deploy import deploy
+from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.topology import UNUSED, place
 from plugin.session import SESSION_KEY, RunSession
@@ -99,10 +99,11 @@ def served_topology(
     stack = ExitStack()
     deployments.callback(stack.close)
     try:
-        served = stack.enter_context(
-            deploy(chosen, placement, settings, bench_session.open_run,
-                   lambda entry: bench_session.record_deployment(chosen, entry), role_args, progress.say)
+        plan = DeployPlan(
+            chosen, placement, settings, bench_session.open_run,
+            lambda entry: bench_session.record_deployment(chosen, entry), role_args, progress.say,
         )  # fmt: skip
+        served = stack.enter_context(deploy(plan))
     except BenchError as error:
         bench_session.dead_topologies[topology] = f"its servers did not start: {error}"
         pytest.fail(str(error), pytrace=False)

@@ -40,24 +40,28 @@ class Deployment:
     processes: tuple[ServerProcess, ...]
 
 
-def deploy(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    role_args: Mapping[str, tuple[str, ...]],
-    say: Callable[[str], None],
-) -> AbstractContextManager[Deployment]:
-    """The topology's servers (a context manager); ``role_args``: conftest hooks' vLLM arguments per role. With
-    ``--ray-address`` they run on the Ray cluster's nodes (``plugin.serving.ray_deploy``, which imports Ray)."""
-    if settings.ray_address:
+@dataclass(frozen=True, slots=True)
+class DeployPlan:
+    """What to deploy, where, and how it reports: the run folder, the results entry and progress lines."""
+
+    topology: Topology
+    placement: Placement
+    settings: Settings
+    open_run: OpenRun
+    record: Record
+    role_args: Mapping[str, tuple[str, ...]]
+    """Conftest hooks' vLLM arguments per role (``server``, ``prefill``, ``decode``)."""
+    say: Callable[[str], None]
+
+
+def deploy(plan: DeployPlan) -> AbstractContextManager[Deployment]:
+    """The topology's servers (a context manager). With ``--ray-address`` they run on the Ray cluster's nodes
+    (``plugin.serving.ray_deploy``, which imports Ray)."""
+    if plan.settings.ray_address:
         from plugin.serving import ray_deploy
 
-        return ray_deploy.deploy_on_ray(topology, placement, settings, open_run, record, role_args, say)
-    if topology.kind == DISAGGREGATED:
-        return _disaggregated(topology, placement, settings, open_run, record, role_args, say)
-    return _traditional(topology, placement, settings, open_run, record, role_args.get("server", ()), say)
+        return ray_deploy.deploy_on_ray(plan)
+    return _disaggregated(plan) if plan.topology.kind == DISAGGREGATED else _traditional(plan)
 
 
 def model_and_version(settings: Settings) -> tuple[str, str]:
@@ -87,36 +91,30 @@ def _start(name: str, spec: servers.ServerSpec, folder: Path) -> ManagedProcess:
 
 
 @contextmanager
-def _traditional(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    hook_args: tuple[str, ...],
-    say: Callable[[str], None],
-) -> Iterator[Deployment]:
+def _traditional(plan: DeployPlan) -> Iterator[Deployment]:
     """One server (``dp:N``: vLLM's ``--data-parallel-size N`` over the N GPUs), or the user's (``--vllm-url``)."""
+    topology, placement, settings = plan.topology, plan.placement, plan.settings
+    hook_args = plan.role_args.get("server", ())
     roles = placement.roles
     if settings.vllm_url:
         model = served_model(settings.vllm_url)
-        open_run(None)
-        record({"mode": "external", "url": settings.vllm_url, "model": model})
+        plan.open_run(None)
+        plan.record({"mode": "external", "url": settings.vllm_url, "model": model})
         # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
         yield Deployment(Endpoint(settings.vllm_url, model, vocab_range(model), roles), ())
         return
     model, version = model_and_version(settings)
-    folder = open_run(version)
+    folder = plan.open_run(version)
     parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
     port = settings.vllm_port if topology.is_default and settings.vllm_port else servers.free_port()
     spec = base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
     spec = replace(spec, cpu_instances=max(1, topology.replicas))  # dp:N on CPU: N engines share the cores
     name = f"{topology.log_prefix}server"
-    record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
+    plan.record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
             "command": servers.command(spec), "log": f"{name}.log"})  # fmt: skip
     process = _start(name, spec, folder)
     try:
-        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=say)
+        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=plan.say)
         # --served-model-name may name the model otherwise than its path: send what the server says it serves.
         served = served_model(spec.url)
         yield Deployment(Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model), (process,))
@@ -125,20 +123,14 @@ def _traditional(
 
 
 @contextmanager
-def _disaggregated(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    role_args: Mapping[str, tuple[str, ...]],
-    say: Callable[[str], None],
-) -> Iterator[Deployment]:
+def _disaggregated(plan: DeployPlan) -> Iterator[Deployment]:
     """Prefill and decode instances (started together) with the ``--kv-connector``, and the proxy in front of
     them; the KV files of the ``example`` connector are removed at the end."""
+    topology, placement, settings = plan.topology, plan.placement, plan.settings
+    role_args = plan.role_args
     processes: list[ManagedProcess] = []
     model, version = model_and_version(settings)
-    folder = open_run(version)
+    folder = plan.open_run(version)
     store = folder / f"{topology.log_prefix}kv_store"
     try:
         base = base_spec(settings, model, "prefill", 0, ())
@@ -148,14 +140,14 @@ def _disaggregated(
         proxy_port = servers.free_port()
         proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
         proxy_name = f"{topology.log_prefix}proxy"
-        record(cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
-        _start_instances(instances, folder, settings.server_start_timeout_s, say, started=processes)
+        plan.record(cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
+        _start_instances(instances, folder, settings.server_start_timeout_s, plan.say, started=processes)
         proxy_process = start(
             proxy_name, proxy, servers.environment(base), folder / f"{proxy_name}.log", folder / "pids"
         )
         processes.append(proxy_process)
         url = f"http://127.0.0.1:{proxy_port}"
-        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=say)
+        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=plan.say)
         decode = next(instance for instance in instances if instance.role == "decode")
         served = served_model(decode.spec.url)
         endpoint = Endpoint(url, served, vocab_range(model), placement.roles, metrics_url=decode.spec.url,

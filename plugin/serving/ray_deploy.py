@@ -7,7 +7,7 @@ instances. Imported only on that path; Ray itself only inside functions.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,7 @@ from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_com
 from plugin.serving.deploy import (
     START_HINT,
     Deployment,
-    OpenRun,
-    Record,
+    DeployPlan,
     base_spec,
     cluster_entry,
     model_and_version,
@@ -30,7 +29,7 @@ from plugin.serving.deploy import (
 from plugin.serving.endpoint import Endpoint, served_model
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.ray_placement import InstanceHandle, RayPlacement, start_instances, stop_all, wait_all_ready
-from plugin.serving.topology import DISAGGREGATED, Placement, Topology
+from plugin.serving.topology import DISAGGREGATED
 
 ROLE_OF = {"server": "prefill+decode", "prefill": "prefill", "decode": "decode"}
 """An instance's role -> the role of the GPUs it was given."""
@@ -85,18 +84,8 @@ def node_gpus(handles: Sequence[InstanceHandle]) -> tuple[tuple[str, int, str], 
     )
 
 
-def deploy_on_ray(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    role_args: Mapping[str, tuple[str, ...]],
-    say: Callable[[str], None],
-) -> AbstractContextManager[Deployment]:
-    if topology.kind == DISAGGREGATED:
-        return _disaggregated(topology, placement, settings, open_run, record, role_args, say)
-    return _traditional(topology, placement, settings, open_run, record, role_args.get("server", ()), say)
+def deploy_on_ray(plan: DeployPlan) -> AbstractContextManager[Deployment]:
+    return _disaggregated(plan) if plan.topology.kind == DISAGGREGATED else _traditional(plan)
 
 
 def _started(
@@ -119,29 +108,23 @@ def _ready(handles: Sequence[InstanceHandle], settings: Settings, say: Callable[
 
 
 @contextmanager
-def _traditional(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    hook_args: tuple[str, ...],
-    say: Callable[[str], None],
-) -> Iterator[Deployment]:
+def _traditional(plan: DeployPlan) -> Iterator[Deployment]:
     """One server (``dp:N``: over N GPUs of one node) as an actor on the node ``--server-node`` names, if any."""
+    topology, placement, settings = plan.topology, plan.placement, plan.settings
+    hook_args = plan.role_args.get("server", ())
     model, version = model_and_version(settings)
-    folder = open_run(version)
+    folder = plan.open_run(version)
     parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
     spec = base_spec(settings, model, "server", 0, placement.server_gpus, (*hook_args, *parallel))
     name = f"{topology.log_prefix}server"
     handles: list[InstanceHandle] = []
     try:
-        handles = _started(settings, [ClusterInstance("server", name, spec)], folder, say)
+        handles = _started(settings, [ClusterInstance("server", name, spec)], folder, plan.say)
         served = handles[0].instance.spec
-        record({"mode": "started", "ray_address": settings.ray_address, "url": served.url, "model": model,
+        plan.record({"mode": "started", "ray_address": settings.ray_address, "url": served.url, "model": model,
                 "gpus": list(served.gpus), "command": servers.command(served), "log": f"{name}.log",
                 "node": node_entry(handles[0])})  # fmt: skip
-        _ready(handles, settings, say)
+        _ready(handles, settings, plan.say)
         endpoint = Endpoint(served.url, served_model(served.url), vocab_range(model), placement.roles,
                             model_dir=model, node_gpus=node_gpus(handles))  # fmt: skip
         yield Deployment(endpoint, (RayProcess(handles[0], folder / f"{name}.log"),))
@@ -150,19 +133,13 @@ def _traditional(
 
 
 @contextmanager
-def _disaggregated(
-    topology: Topology,
-    placement: Placement,
-    settings: Settings,
-    open_run: OpenRun,
-    record: Record,
-    role_args: Mapping[str, tuple[str, ...]],
-    say: Callable[[str], None],
-) -> Iterator[Deployment]:
+def _disaggregated(plan: DeployPlan) -> Iterator[Deployment]:
     """Prefill and decode instances on their nodes, the proxy here. The ``example`` connector's KV folder must be
     one that every node sees (one machine, or a shared file system); ``nixl`` needs none."""
+    topology, placement, settings = plan.topology, plan.placement, plan.settings
+    role_args = plan.role_args
     model, version = model_and_version(settings)
-    folder = open_run(version)
+    folder = plan.open_run(version)
     store = folder / f"{topology.log_prefix}kv_store"
     handles: list[InstanceHandle] = []
     proxy_process: ManagedProcess | None = None
@@ -171,18 +148,18 @@ def _disaggregated(
         instances = cluster_instances(
             base, settings.kv_connector, placement.prefill, placement.decode, store, role_args, topology.log_prefix
         )
-        handles = _started(settings, instances, folder, say)
+        handles = _started(settings, instances, folder, plan.say)
         placed = [handle.instance for handle in handles]
         proxy_port = servers.free_port()
         proxy = proxy_command(placed, settings.kv_connector, proxy_port, settings.request_timeout_s)
         proxy_name = f"{topology.log_prefix}proxy"
         entry = cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, placed)
-        record(_with_nodes(entry, handles, settings.ray_address))
-        _ready(handles, settings, say)
+        plan.record(_with_nodes(entry, handles, settings.ray_address))
+        _ready(handles, settings, plan.say)
         proxy_process = start(proxy_name, proxy, servers.environment(base), folder / f"{proxy_name}.log",
                               folder / "pids")  # fmt: skip
         url = f"http://127.0.0.1:{proxy_port}"
-        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=say)
+        wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=plan.say)
         decode = next(handle.instance for handle in handles if handle.instance.role == "decode")
         endpoint = Endpoint(url, served_model(decode.spec.url), vocab_range(model), placement.roles,
                             metrics_url=decode.spec.url, model_dir=model, node_gpus=node_gpus(handles))  # fmt: skip
