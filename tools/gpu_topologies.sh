@@ -7,7 +7,8 @@
 #   ucx-two-gpus    the same across GPUs 0 and 1 (the baseline; 30.3 ms on 4 H200s, 2026-11-27)
 #   topologies-a/b  dp:4 and 2p2d / 1p3d and 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets; one
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
-#                   the topology)
+#                   the topology); then `python -m plugin.results.merge OUT RUN_A RUN_B && python -m plugin.report OUT`
+#                   compares all four in one report
 #   topologies-2gpu dp:2 and 1p1d on GPUs 0-1 (the fallback where only two GPUs are lent)
 set -euo pipefail
 step=$1

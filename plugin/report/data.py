@@ -116,7 +116,8 @@ class Run:
 
     @property
     def model(self) -> str:
-        for source in (self.header.get("server"), self.header.get("disaggregated")):
+        named = (self.header.get("topologies") or {}).values()
+        for source in (self.header.get("server"), self.header.get("disaggregated"), *named):
             if source and source.get("model"):
                 return str(source["model"])
         return "unknown"

@@ -1,0 +1,72 @@
+"""Merging runs of one seed (topologies measured in separate calls) into one run folder, which the report reads
+as any other: the stored fake-NVML run, split in two by architecture, merges back to what it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from plugin.results.merge import main, merge_runs
+from plugin.results.store import load_run
+
+STORED = Path(__file__).parent / "data" / "run-fake-nvml"
+
+
+def _split(tmp_path: Path) -> tuple[Path, Path]:
+    """Two copies of the stored run: one keeps the traditional benchmarks, the other the disaggregated ones."""
+    halves = []
+    for kind in ("traditional", "disaggregated"):
+        folder = tmp_path / kind
+        shutil.copytree(STORED, folder)
+        data = json.loads((folder / "results.json").read_text())
+        data["benchmarks"] = [entry for entry in data["benchmarks"] if entry["architecture"] == kind]
+        data["run_id"] = f"run-{kind}"
+        (folder / "results.json").write_text(json.dumps(data))
+        halves.append(folder)
+    return halves[0], halves[1]
+
+
+def test_two_runs_of_one_seed_merge_into_one_the_report_reads(tmp_path: Path) -> None:
+    first, second = _split(tmp_path)
+    path = merge_runs([first, second], tmp_path / "merged")
+    merged, original = load_run(path.parent), load_run(STORED)
+    assert [b.name for b in merged.benchmarks] == sorted(
+        (b.name for b in original.benchmarks), key=lambda name: "disaggregated" in name
+    )
+    assert merged.header["merged_from"] == ["run-traditional", "run-disaggregated"]
+    assert merged.header["prompt_seed"] == original.header["prompt_seed"]
+    for index, benchmark in enumerate(merged.benchmarks):
+        assert benchmark.requests_file.startswith(f"requests-{index:03d}-")
+        source = next(b for b in original.benchmarks if b.name == benchmark.name)
+        assert (path.parent / benchmark.requests_file).read_text() == (STORED / source.requests_file).read_text()
+    rows = (STORED / "power_gpu0.csv").read_text().splitlines()
+    assert (path.parent / "power_gpu0.csv").read_text().splitlines() == [*rows, *rows[1:]]  # one header line
+
+    from plugin.report import build_report
+
+    page = Path(build_report(path.parent, tmp_path))
+    assert "Topologies compared" in page.read_text()
+
+
+def test_runs_of_other_loads_or_the_same_benchmarks_are_refused(tmp_path: Path) -> None:
+    first, second = _split(tmp_path)
+    with pytest.raises(ValueError, match="benchmarks measured in more than one run: test_e2e"):
+        merge_runs([first, first], tmp_path / "twice")
+    data = json.loads((second / "results.json").read_text())
+    (second / "results.json").write_text(json.dumps({**data, "prompt_seed": 1}))
+    with pytest.raises(ValueError, match="different loads .* measure them with the same --seed"):
+        merge_runs([first, second], tmp_path / "other-seed")
+    with pytest.raises(ValueError, match="at least two"):
+        merge_runs([first], tmp_path / "one")
+
+
+def test_the_command_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = _split(tmp_path)
+    main([str(tmp_path / "merged"), str(first), str(second)])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "merged" / "results.json")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "merged"), str(first), str(second)])
+    assert "holds a run already: give a new folder" in capsys.readouterr().err
