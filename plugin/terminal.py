@@ -10,6 +10,7 @@ from typing import Any
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
+from plugin.analysis.verdict import Point, verdicts
 from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.results.schema import BenchmarkResult
@@ -35,6 +36,7 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _serving_table(write, serving)
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
+            _verdicts(write, serving)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
@@ -112,6 +114,19 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
             f"{_energy(entry, 'output_tokens_per_j', s.get('output_tokens_per_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
+
+
+def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
+    """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given."""
+    points = [
+        Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], s.get("slo_attainment_pct"),
+              s.get("energy_per_good_request_j"), entry.power.uncertainty.get("energy_per_good_request_j"),
+              s.get("goodput_per_gpu_rps"))
+        for entry in entries
+        if (s := entry.summary).get("offered_rate_rps") is not None
+    ]  # fmt: skip
+    for verdict in verdicts(points):
+        write(f"verdict ({verdict.dataset}): {verdict.text()}")
 
 
 def _phase_energy(entry: BenchmarkResult) -> str:

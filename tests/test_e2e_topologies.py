@@ -65,6 +65,8 @@ def test_two_topologies_of_one_budget_are_compared_per_gpu(tmp_path: Path, model
     assert all(processes_using_port(int(url.rsplit(":", 1)[1])) == [] for url in urls)
     # The comparison: per GPU in the terminal, and the report's section.
     assert "per GPU of the budget" in done.stdout
+    verdict = next(line for line in done.stdout.splitlines() if line.startswith("verdict ("))
+    assert "at 4 req/s" in verdict and "dp:2" in verdict and "1p1d" in verdict  # both meet a 30 s TTFT target
     page = (run / "index.html").read_text() if (run / "index.html").is_file() else ""
     page = page or next(run.glob("*.html")).read_text()
     assert "Topologies compared" in page

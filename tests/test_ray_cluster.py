@@ -161,6 +161,8 @@ def test_samplers_on_both_nodes_deliver_samples_tagged_by_node(ray_cluster: RayC
         stats = backend.stats()
     assert [gpu.gpu for gpu in window.gpus] == [0, 1, 2, 3]
     assert all(gpu.energy_counter_j and gpu.energy_counter_j > 0 for gpu in window.gpus)
+    # Each window edge read each node's counters once, not once per GPU: two edges, two nodes of two GPUs.
+    assert [node["counter_reads"] for node in stats] == [2, 2]
     print(f"\nper node: {stats}; one drain of 1 s: {len(batch)} samples, {len(pickle.dumps(batch))} bytes")
 
 

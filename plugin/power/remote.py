@@ -9,6 +9,7 @@ which ``clock_edges`` turns into energy. ``ray`` is imported inside functions on
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -22,6 +23,8 @@ from plugin.power.sampler import Sampler
 from plugin.power.window import WindowMeasurement
 
 MAX_BUFFERED = 200_000
+COUNTER_MAX_AGE_S = 0.05
+"""A node's counters read at a window edge serve its other GPUs' reads of that edge for this long."""
 """Samples a node keeps between drains (about 80 min of two GPUs at 50 ms); older ones are dropped and counted."""
 
 
@@ -88,7 +91,7 @@ class NodeSampler:
         self._buffer: deque[RemoteSample] = deque(maxlen=MAX_BUFFERED)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._counts = {"samples": 0, "dropped": 0, "read_errors": 0}
+        self._counts = {"samples": 0, "dropped": 0, "read_errors": 0, "counter_reads": 0}
         self._thread = threading.Thread(target=self._run, name="node power sampler", daemon=True)
         self._thread.start()
 
@@ -105,8 +108,10 @@ class NodeSampler:
             self._buffer.clear()
         return batch
 
-    def energy_mj(self, gpu: int) -> int | None:
-        return self._backend.read_energy_mj(gpu)
+    def energy_mj(self) -> dict[int, int | None]:
+        """Every GPU's energy counter of this node, in one call (a window edge reads them all)."""
+        self._counts["counter_reads"] += 1
+        return {gpu: self._backend.read_energy_mj(gpu) for gpu in self.devices}
 
     def stats(self) -> dict[str, float]:
         """Counts, the thread's CPU seconds and the process's peak resident memory (MiB), for the results."""
@@ -194,6 +199,7 @@ class RemoteBackend:
         if not self.devices:
             raise PowerError("no node's power sampler found a GPU")
         self.offsets: dict[str, ClockOffset] = {}
+        self._counters: dict[str, tuple[float, dict[int, int | None]]] = {}
         self.measure_offsets()
 
     @property
@@ -246,16 +252,19 @@ class RemoteBackend:
         ]
 
     def read_energy_mj(self, gpu: int) -> int | None:
+        """The GPU's counter from one read of every node's counters at once (all nodes within one round trip),
+        reused for ``COUNTER_MAX_AGE_S``: a window edge costs one concurrent call per node, not one per GPU."""
         import ray
 
-        device = self.devices[gpu]
-        try:
-            counter_mj: int | None = ray.get(
-                self._owner[gpu].actor.energy_mj.remote(device.index), timeout=self._timeout_s
-            )
-            return counter_mj
-        except (ray.exceptions.RayError, TimeoutError) as error:
-            raise PowerReadError(f"GPU {gpu} ({device.node_address} #{device.index}) counter: {error}") from error
+        device, node = self.devices[gpu], self._owner[gpu]
+        if self._clock() - self._counters.get(node.node_id, (-math.inf, {}))[0] > COUNTER_MAX_AGE_S:
+            try:
+                found = ray.get([n.actor.energy_mj.remote() for n in self._nodes], timeout=self._timeout_s)
+            except (ray.exceptions.RayError, TimeoutError) as error:
+                raise PowerReadError(f"GPU {gpu} ({device.node_address} #{device.index}) counter: {error}") from error
+            read_s = self._clock()
+            self._counters = {n.node_id: (read_s, counters) for n, counters in zip(self._nodes, found, strict=True)}
+        return self._counters[node.node_id][1].get(device.index)
 
     def stats(self) -> list[dict[str, float]]:
         import ray
