@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -226,12 +227,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     shown = str(report.longrepr).lower()
     run = item.config.stash[SESSION_KEY]
-    for log in server_logs(run.folder, run.settings.topology(topology)):
+    for log, tail in server_log_tails(run, run.settings.topology(topology)):
         if f"last lines of {log}".lower() in shown:
             continue  # the failure (a server that did not start or exited) already shows it
-        tail = log_tail(log, LOG_TAIL_LINES)
-        report.sections.append((f"vLLM server log {log.name} (last {LOG_TAIL_LINES} lines)", tail))
+        report.sections.append((f"vLLM server log {log.name} (last {LOG_TAIL_LINES} lines)", tail()))
     return report
+
+
+def server_log_tails(run: RunSession, topology: Topology) -> list[tuple[Path, Callable[[], str]]]:
+    """Each log of the topology's servers with how to read its end: through the servers the run started (on a
+    Ray node, its actor reads it there), else from the run folder (servers that never got that far)."""
+    processes = run.server_processes.get(topology.name)
+    if processes:
+        return [(process.log_path, partial(process.tail, LOG_TAIL_LINES)) for process in processes]
+    return [(log, partial(log_tail, log, LOG_TAIL_LINES)) for log in server_logs(run.folder, topology)]
 
 
 def server_logs(folder: Path, topology: Topology) -> list[Path]:

@@ -226,3 +226,27 @@ def test_pytest_benchmark_table_is_shown_where_it_means_something(
     result = pytester.runpytest(*arguments)
     assert result.ret == 0
     assert TABLE in result.stdout.str()
+
+
+REMOTE_LOG_BENCHMARK = """
+from pathlib import Path
+
+class OnAnotherNode:
+    name = "server"
+    log_path = Path("/elsewhere/server.log")
+    def tail(self, lines=30):
+        return f"read on its node, last {lines} lines"
+
+def test_fails(topology, dvfs, bench_session):
+    bench_session.server_processes[topology] = [OnAnotherNode()]
+    assert False, "benchmark failed"
+"""
+
+
+def test_the_log_tail_of_a_server_elsewhere_comes_through_the_server(pytester: pytest.Pytester) -> None:
+    """A server on a Ray node writes its log there: the tail is read through the server (its actor)."""
+    pytester.makepyfile(REMOTE_LOG_BENCHMARK)
+    pytester.makeini("[pytest]\ntopologies = traditional\n")
+    result = pytester.runpytest("-rP")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- vLLM server log server.log (last 40 lines) -*", "read on its node, last 40 lines"])
