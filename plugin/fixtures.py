@@ -28,6 +28,7 @@ from plugin.load.workload import (
     default_max_model_len,
     make_prompts,
 )
+from plugin.options import Settings
 from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
 from plugin.power.dcgm import DcgmBackend
@@ -197,13 +198,7 @@ def run_workload(
     settings = bench_session.settings
     endpoint: Endpoint = request.getfixturevalue("served_topology")
     sampler: Sampler = request.getfixturevalue("power_sampler")
-    if isinstance(sampler.backend, DcgmBackend):
-        endpoint = replace(endpoint, gpu_roles=exporter_roles(sampler.backend, settings.gpu_roles))
-    if isinstance(sampler.backend, RemoteBackend):
-        try:
-            endpoint = replace(endpoint, gpu_roles=node_roles(sampler.backend, endpoint.node_gpus))
-        except PowerError as error:
-            pytest.fail(str(error), pytrace=False)
+    endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 
@@ -242,6 +237,19 @@ def run_workload(
         return result
 
     return run
+
+
+def sampled_roles(sampler: Sampler, endpoint: Endpoint, settings: Settings) -> dict[int, str]:
+    """The endpoint's GPU roles in the sampler's indices: as placed here, or a cluster's exporters' GPUs
+    (``--gpu-role``), or the Ray nodes' GPUs that its instances were given."""
+    if isinstance(sampler.backend, DcgmBackend):
+        return exporter_roles(sampler.backend, settings.gpu_roles)
+    if isinstance(sampler.backend, RemoteBackend):
+        try:
+            return node_roles(sampler.backend, endpoint.node_gpus)
+        except PowerError as error:
+            pytest.fail(str(error), pytrace=False)
+    return dict(endpoint.gpu_roles)
 
 
 def exporter_roles(backend: DcgmBackend, given: tuple[tuple[str, int, str], ...]) -> dict[int, str]:

@@ -45,6 +45,39 @@ class GoodputTargets:
     e2el_ms: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """Workload sizes: prompt and output lengths in tokens, concurrency levels, requests per round."""
+
+    prefill_input_lens: tuple[int, ...]
+    decode_output_lens: tuple[int, ...]
+    decode_prompt_len: int
+    e2e_input_len: int
+    e2e_output_len: int
+    concurrency: tuple[int, ...]
+    num_requests: int
+
+
+CPU_SIZES = Sizes(
+    prefill_input_lens=(256, 512),
+    decode_output_lens=(32, 128),
+    decode_prompt_len=16,
+    e2e_input_len=256,
+    e2e_output_len=64,
+    concurrency=(1, 4),
+    num_requests=8,
+)
+GPU_SIZES = Sizes(
+    prefill_input_lens=(128, 512, 2048, 8192),
+    decode_output_lens=(128, 512, 2048),
+    decode_prompt_len=32,
+    e2e_input_len=1024,
+    e2e_output_len=256,
+    concurrency=(1, 8, 32),
+    num_requests=64,
+)
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

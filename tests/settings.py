@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from plugin.option_values import DatasetSpec, RequestRates
-from plugin.options import CPU_SIZES, Settings
+from plugin.option_values import CPU_SIZES, DatasetSpec, RequestRates
+from plugin.options import Settings
 
 
 def make_settings(**fields: Any) -> Settings:

@@ -20,8 +20,7 @@ from plugin.load.workload import (
     vocab_range,
     workloads_for,
 )
-from plugin.option_values import DatasetSpec, RequestRates
-from plugin.options import Sizes
+from plugin.option_values import DatasetSpec, RequestRates, Sizes
 from tests.settings import make_settings
 
 SIZES = Sizes(

@@ -13,7 +13,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.options import Settings, Sizes
+from plugin.option_values import Sizes
+from plugin.options import Settings
 
 PHASES = ("prefill", "decode", "e2e")
 SERVING = "serving"
