@@ -3,7 +3,7 @@
 # vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
 # Usage: tools/gpu_topologies.sh ucx|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
 #   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
-#                   after the other): cuda_ipc's get_zcopy forced on, then UCX's defaults; UCX's choices logged
+#                   after the other): cuda_ipc's GET zero-copy forced on, then off; UCX's choices logged
 #   ucx-two-gpus    the same across GPUs 0 and 1 (the baseline; 30.3 ms on 4 H200s, 2026-11-27)
 #   topologies-a/b  dp:4 and 2p2d / 1p3d and 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets; one
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
@@ -33,11 +33,12 @@ serving=(-m serving --dataset random --e2e-input-len 2048 --e2e-output-len 128 -
          --request-rate 4,12,24,48 --duration-s 9 --warmup-s 1 --goodput ttft:500 tpot:50 --seed 15)
 case $step in
   ucx)
-    # get_zcopy first: the cold machine's first imports are slowest, and the default's figure is on record
+    # UCX turns cuda_ipc's GET zero-copy off by itself ("auto") where GPU 0 has no NVLink (the one-H100 machine);
+    # `n` forces that path here, `y` the one auto takes on an NVLink machine: the same GPU, both ways
     UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
-      --reports-dir "$out/reports/get-zcopy" 2>&1 | tee "$out/ucx-one-gpu-get-zcopy.txt" || true
-    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
-      --reports-dir "$out/reports/default" 2>&1 | tee "$out/ucx-one-gpu-default.txt" || true ;;
+      --reports-dir "$out/reports/get-zcopy-y" 2>&1 | tee "$out/ucx-one-gpu-get-zcopy-y.txt" || true
+    UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=n "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
+      --reports-dir "$out/reports/get-zcopy-n" 2>&1 | tee "$out/ucx-one-gpu-get-zcopy-n.txt" || true ;;
   ucx-two-gpus)
     UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt" || true ;;
   topologies-a)
