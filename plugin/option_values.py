@@ -9,6 +9,8 @@ from pathlib import Path
 
 DATASET_KINDS = ("random", "sharegpt", "jsonl")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+POWER_BACKENDS = ("auto", "nvml", "smi", "none")
+KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,18 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def power_backend(text: str) -> str:
+    if text not in POWER_BACKENDS:
+        raise ValueError(f"expected one of {', '.join(POWER_BACKENDS)}")
+    return text
+
+
+def kv_connector(text: str) -> str:
+    if text not in KV_CONNECTORS:
+        raise ValueError(f"expected one of {', '.join(KV_CONNECTORS)}")
+    return text
+
+
 def value_list(text: str) -> tuple[int, ...]:
     """``1980,1500,900``, ``900:1980:180`` (stop included when a step lands on it), or both mixed."""
     values: list[int] = []
@@ -221,4 +235,15 @@ def ratio(text: str) -> float:
     value = non_negative_float(text)
     if value >= 1:
         raise ValueError("must be at least 0 and below 1")
+    return value
+
+
+def percentage(text: str) -> float:
+    """A share in % above 0 and at most 100 (``--slo-attainment``): 0 would let every topology meet the targets."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of percent, e.g. 90") from None
+    if not 0 < value <= 100:
+        raise ValueError("must be above 0 and at most 100 (percent)")
     return value

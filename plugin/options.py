@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.errors import BenchError
 from plugin.option_values import (
     CPU_SIZES,
@@ -29,11 +30,14 @@ from plugin.option_values import (
     dataset_list,
     goodput_targets,
     gpu_list,
+    kv_connector,
     non_negative_float,
+    percentage,
     port_number,
     positive_float,
     positive_int,
     positive_int_list,
+    power_backend,
     ratio,
     request_rates,
     value_list,
@@ -103,6 +107,8 @@ class Settings:
     """With ``--ray-address``: the node of the prefill instances (IP, ``key=value`` label, custom resource, id)."""
     decode_node: str | None = None
     server_node: str | None = None
+    slo_attainment_pct: float = DEFAULT_ATTAINMENT_PCT
+    """``--slo-attainment``: the SLO attainment (%) from which the topology verdict counts the targets as met."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -169,6 +175,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
     ("cooldown-s", "serving: seconds at the end of --duration-s left out likewise (default 0)"),
     ("goodput", "latency targets in ms, any of ttft:N tpot:N e2el:N: SLO attainment, goodput, J per good request"),
+    (
+        "slo-attainment",
+        "SLO attainment (percent) at which a topology meets the goodput targets in the verdict "
+        "(default 90, DistServe's)",
+    ),
     ("seed", "seed of arrival schedules and dataset sampling (default: random per run, recorded in results)"),
     (
         "ray-address",
@@ -196,8 +207,6 @@ _REPEATED: list[tuple[str, str, str]] = [
     ),
 ]
 """Options given once per item; their ini twins take one item a line."""
-POWER_BACKENDS = ("auto", "nvml", "smi", "none")
-KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -243,18 +252,6 @@ def _parsed(config: pytest.Config, name: str, parse: Callable[[str], T], default
         return parse(raw)
     except ValueError as error:
         raise pytest.UsageError(f"--{name}={raw!r}: {error}") from None
-
-
-def power_backend(text: str) -> str:
-    if text not in POWER_BACKENDS:
-        raise ValueError(f"expected one of {', '.join(POWER_BACKENDS)}")
-    return text
-
-
-def kv_connector(text: str) -> str:
-    if text not in KV_CONNECTORS:
-        raise ValueError(f"expected one of {', '.join(KV_CONNECTORS)}")
-    return text
 
 
 def default_cache_dir() -> Path:
@@ -359,7 +356,8 @@ def _with_power_sources(config: pytest.Config, settings: Settings) -> Settings:
 
 
 def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
-    """The serving benchmarks' load: rates, arrivals, datasets, steady-state windows and goodput targets."""
+    """The serving benchmarks' load: rates, arrivals, datasets, steady-state windows, goodput targets and the
+    attainment at which the topology verdict counts them as met."""
     default_rates = RequestRates(sweep_points=5) if on_gpu else RequestRates((1.0, 4.0))
     default_datasets: tuple[DatasetSpec, ...] = (
         (DatasetSpec("random"),) if on_gpu else (DatasetSpec("sharegpt", SHIPPED_SHAREGPT),)
@@ -386,4 +384,5 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "cooldown_s": cooldown_s,
         "goodput": _parsed(config, "goodput", goodput_targets, None),
         "seed": seed,
+        "slo_attainment_pct": _parsed(config, "slo-attainment", percentage, DEFAULT_ATTAINMENT_PCT),
     }

@@ -126,6 +126,8 @@ class RunSession:
                 "rounds": self.settings.rounds,
                 "request_timeout_s": self.settings.request_timeout_s,
                 "sizes": asdict(self.settings.sizes),
+                # The report judges the topologies by the run's own threshold, not by the one in force when it runs.
+                "slo_attainment_pct": self.settings.slo_attainment_pct,
             },
             "gpu_budget": {"gpus": list(self.budget), "size": self.gpu_budget},
             "server": None,

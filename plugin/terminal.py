@@ -36,7 +36,7 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _serving_table(write, serving)
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
-            _verdicts(write, serving)
+            _verdicts(write, serving, run.settings.slo_attainment_pct)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
@@ -116,8 +116,9 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
         )
 
 
-def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
-    """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given."""
+def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
+    """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given; each line names
+    the attainment that meets them, which ``--slo-attainment`` may have moved from 90 %."""
     points = [
         Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], s.get("slo_attainment_pct"),
               s.get("energy_per_good_request_j"), entry.power.uncertainty.get("energy_per_good_request_j"),
@@ -125,8 +126,8 @@ def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult]) -> N
         for entry in entries
         if (s := entry.summary).get("offered_rate_rps") is not None
     ]  # fmt: skip
-    for verdict in verdicts(points):
-        write(f"verdict ({verdict.dataset}): {verdict.text()}")
+    for verdict in verdicts(points, attainment_pct):
+        write(f"verdict ({verdict.dataset}, targets met at {attainment_pct:g} % SLO attainment): {verdict.text()}")
 
 
 def _phase_energy(entry: BenchmarkResult) -> str:

@@ -1,6 +1,7 @@
 """Topologies compared: the verdict per rate range (``plugin.analysis.verdict``, exact strings and numbers), and the
 report's "Topologies compared" section, charts and per-GPU table, built from typed results of two topologies at
-three rates (``test_report.serving_benchmark`` made topological); an older file without topologies still builds."""
+three rates (``test_report.serving_benchmark`` made topological); an older file without topologies still builds;
+the terminal and the report judge at the run's ``--slo-attainment``, 90 % for runs from before it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,20 @@ import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from plugin import terminal
 from plugin.analysis.verdict import ALONE, NONE, ONLY, TIE, UNRANKED, WINS, Point, Verdict, judge, saving, verdicts
+from plugin.power.devices import Inventory
 from plugin.report import build_report
+from plugin.report.comparison import topology_comparison
 from plugin.report.data import load_run as load_report_run
 from plugin.results.schema import BenchmarkResult
 from plugin.results.store import RESULTS_FILE, ResultsFile
+from plugin.session import RunSession
+from tests.settings import make_settings
 from tests.test_report import DATA, SHAREGPT, TARGETS_MS, Tables, check_page, serving_benchmark, stored
 
 RATES = (1.0, 2.0, 4.0)
@@ -115,15 +122,23 @@ def test_only_one_meets_with_more_energy_or_within_the_uncertainty() -> None:
     )
 
 
-def topology_run(reports: Path, topologies: tuple[str, ...] = tuple(TOPOLOGIES)) -> tuple[Path, list[BenchmarkResult]]:
+def topology_run(
+    reports: Path,
+    topologies: tuple[str, ...] = tuple(TOPOLOGIES),
+    attainments: dict[str, tuple[float, ...]] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> tuple[Path, list[BenchmarkResult]]:
     """A serving run written by the suite's ``ResultsFile``: each topology at each rate, with the per-GPU figures
-    and the ± the other engineer's ``benchmark_result`` adds (goodput / budget, output tokens per J)."""
+    and the ± the other engineer's ``benchmark_result`` adds (goodput / budget, output tokens per J);
+    ``attainments`` replaces a topology's SLO attainments, ``settings`` adds to the header's."""
     header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
+    header["settings"] = {**header["settings"], **(settings or {})}
     header["power"] = {"backend": "nvml", "unmeasured_reason": None, "gpus": [0, 1], "samples_csv": {}, "notes": []}
     results = ResultsFile(reports / "20261126-100000-topo" / RESULTS_FILE, {**header, "run_id": "20261126-100000-topo"})
     made: list[BenchmarkResult] = []
     for topology in topologies:
         architecture, budget, attainment, energy, pm = TOPOLOGIES[topology]
+        attainment = (attainments or {}).get(topology, attainment)
         for i, rate in enumerate(RATES):
             benchmark, requests = serving_benchmark(len(made), architecture, SHAREGPT, rate, TARGETS_MS)
             summary = {**benchmark.summary, "slo_attainment_pct": attainment[i], "energy_per_good_request_j": energy[i]}
@@ -178,7 +193,6 @@ def test_the_energy_chart_draws_each_topology_with_its_error_bars(tmp_path: Path
     import numpy as np
     from matplotlib.collections import LineCollection
 
-    from plugin.report.comparison import topology_comparison
     from plugin.report.comparison_charts import energy_figure, topology_colors
 
     folder, _ = topology_run(tmp_path)
@@ -213,3 +227,60 @@ def test_one_topology_has_no_section_and_an_old_file_still_builds(tmp_path: Path
     rows = per_gpu_table(page)
     assert set(rows) == {("traditional", "4"), ("disaggregated", "4")}
     assert all(row["GPU budget"] == "1" and row["goodput per GPU (good req/s)"] == "-" for row in rows.values())
+
+
+AT_85 = {"dp:2": (100.0, 95.0, 85.0)}
+"""dp:2 at 4 req/s with 85 % attainment: it meets the targets at an --slo-attainment of 80, not at 90."""
+AT_80 = ["at 1-4 req/s 1p1d meets the targets with 20 ± 5.7 % to 33 ± 7.5 % less energy per good request than dp:2"]
+
+
+class Lines:
+    """The terminal reporter's part that ``terminal.write_summary`` uses, keeping the lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def section(self, title: str) -> None:
+        self.lines.append(title)
+
+    def write_line(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_the_report_and_the_terminal_judge_at_the_runs_slo_attainment(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from plugin.report.comparison_charts import slo_figure, topology_colors
+
+    folder, benchmarks = topology_run(tmp_path / "reports", attainments=AT_85, settings={"slo_attainment_pct": 80.0})
+    run = load_report_run(folder)
+    comparison = topology_comparison(run, SHAREGPT)
+    assert (run.attainment_pct, comparison.verdicts) == (80.0, AT_80)
+    text = build_report(folder).read_text()
+    assert f"<li>{AT_80[0]}</li>" in text and "SLO attainment is at least 80 %" in text
+    figure = slo_figure(comparison, topology_colors(comparison.topologies))
+    assert figure is not None
+    try:
+        drawn = {str(line.get_label()): list(line.get_ydata()) for line in figure.axes[0].get_lines()}
+    finally:
+        plt.close(figure)
+    assert drawn["meets the targets (80 %)"] == [80.0, 80.0]
+    session = RunSession(make_settings(reports_dir=tmp_path / "terminal", slo_attainment_pct=80.0),
+                         Inventory((), None, None), [])  # fmt: skip
+    session.open_run(None)
+    assert session.results is not None
+    for benchmark in benchmarks:
+        session.results.add_benchmark(benchmark, [])
+    reporter = Lines()
+    terminal.write_summary(reporter, session, None)
+    assert [line for line in reporter.lines if line.startswith("verdict")] == [
+        f"verdict ({SHAREGPT}, targets met at 80 % SLO attainment): {AT_80[0]}"
+    ]
+
+
+def test_a_run_from_before_the_option_is_judged_at_90(tmp_path: Path) -> None:
+    folder, _ = topology_run(tmp_path, attainments=AT_85)
+    assert "slo_attainment_pct" not in stored(folder)["settings"]
+    run = load_report_run(folder)
+    comparison = topology_comparison(run, SHAREGPT)
+    assert (run.attainment_pct, comparison.attainment_pct, comparison.verdicts) == (90.0, 90.0, EXPECTED)

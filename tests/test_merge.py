@@ -51,6 +51,17 @@ def test_two_runs_of_one_seed_merge_into_one_the_report_reads(tmp_path: Path) ->
     assert "Topologies compared" in page.read_text()
 
 
+def test_the_merged_run_is_judged_at_the_first_runs_slo_attainment(tmp_path: Path) -> None:
+    """The threshold judges what was measured without changing it: differing ones merge, the first's kept."""
+    halves = _split(tmp_path)
+    for half, attainment_pct in zip(halves, (80.0, 95.0), strict=True):
+        data = json.loads((half / "results.json").read_text())
+        data["settings"]["slo_attainment_pct"] = attainment_pct
+        (half / "results.json").write_text(json.dumps(data))
+    merged = load_run(merge_runs(halves, tmp_path / "merged").parent)
+    assert merged.header["settings"]["slo_attainment_pct"] == 80.0
+
+
 def test_runs_of_other_loads_or_the_same_benchmarks_are_refused(tmp_path: Path) -> None:
     first, second = _split(tmp_path)
     with pytest.raises(ValueError, match="benchmarks measured in more than one run: test_e2e"):

@@ -23,7 +23,7 @@ OPTIONS = {
     "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
-    "--ray-address", "--prefill-node", "--decode-node", "--server-node",
+    "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
@@ -158,6 +158,9 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--goodput=ttfb:200", "--goodput='ttfb:200': 'ttfb:200': a goodput target is one of ttft, tpot, e2el*"),
         ("--goodput=ttft:fast", "--goodput='ttft:fast': 'ttft:fast': the target must be a positive number of*"),
         ("--seed=x", "--seed='x': invalid literal*"),
+        ("--slo-attainment=0", "--slo-attainment='0': must be above 0 and at most 100 (percent)"),
+        ("--slo-attainment=100.5", "--slo-attainment='100.5': must be above 0 and at most 100 (percent)"),
+        ("--slo-attainment=most", "--slo-attainment='most': expected a number of percent, e.g. 90"),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
@@ -190,6 +193,18 @@ def test_goodput_takes_vllms_space_separated_targets(pytester: pytest.Pytester) 
     )
     result = pytester.runpytest("-s", "--goodput", "ttft:200", "tpot:50", "--", "--collect-only")
     result.stdout.fnmatch_lines(["targets GoodputTargets(ttft_ms=200.0, tpot_ms=50.0, e2el_ms=None)"])
+
+
+def test_slo_attainment_defaults_to_90_and_takes_the_ini_and_the_command_line(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from plugin.session import SESSION_KEY\n"
+        "def pytest_collection_finish(session):\n"
+        "    print('attainment', session.config.stash[SESSION_KEY].settings.slo_attainment_pct)\n"
+    )
+    pytester.runpytest("-s", "--collect-only").stdout.fnmatch_lines(["attainment 90.0"])
+    pytester.makeini("[pytest]\nslo_attainment = 75.5\n")
+    pytester.runpytest("-s", "--collect-only").stdout.fnmatch_lines(["attainment 75.5"])
+    pytester.runpytest("-s", "--slo-attainment=100", "--collect-only").stdout.fnmatch_lines(["attainment 100.0"])
 
 
 def test_ini_value_applies_and_the_command_line_wins(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:

@@ -143,3 +143,13 @@ def test_seed_makes_prompts_and_schedules_repeat() -> None:
         return [rng.randrange(1000) for _ in range(5)]
 
     assert draws(7) == draws(7) and draws(7) != draws(8)
+
+
+@pytest.mark.parametrize("attainment_pct", [None, 80.0])
+def test_the_header_records_the_verdicts_slo_attainment(tmp_path: Path, attainment_pct: float | None) -> None:
+    """The report judges a run at the threshold it was made with (``--slo-attainment``; 90 by default)."""
+    fields = {} if attainment_pct is None else {"slo_attainment_pct": attainment_pct}
+    session = RunSession(make_settings(reports_dir=tmp_path, **fields), Inventory((), None, None), [])
+    folder = session.open_run(None)
+    settings = json.loads((folder / "results.json").read_text())["settings"]
+    assert settings["slo_attainment_pct"] == (attainment_pct or 90.0)

@@ -10,7 +10,6 @@ from typing import Any
 import jinja2
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
-from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.load.workload import SERVING
 from plugin.report import charts
 from plugin.report.compare import METRICS, choose_baseline, compare
@@ -87,7 +86,7 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             serving_tables=SERVING_TABLES,
             topologies=topologies,
             per_gpu_table=PER_GPU_TABLE,
-            attainment_pct=f"{DEFAULT_ATTAINMENT_PCT:g}",
+            attainment_pct=f"{run.attainment_pct:g}",
             energy_keys=[*ENERGY, *SERVING_ENERGY],
             cards=run.energy_cards,
             card_coefficients=CARD_COEFFICIENTS,

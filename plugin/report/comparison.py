@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT, Point, verdicts
+from plugin.analysis.verdict import Point, verdicts
 from plugin.report.data import Run, _number
 
 ROW_FIGURES = (
@@ -41,6 +41,8 @@ class TopologyComparison:
     why_no_verdict: str | None
     targets_ms: dict[str, float]
     """The goodput targets of the dataset's benchmarks (the first that has them), to draw on the latency chart."""
+    attainment_pct: float
+    """The SLO attainment that meets the targets (the run's ``--slo-attainment``): the verdicts' and the chart's."""
 
     @property
     def topologies(self) -> list[str]:
@@ -52,22 +54,23 @@ def comparison_datasets(run: Run) -> list[str]:
     return [dataset for dataset in run.datasets if len({row["topology_name"] for row in rows_of(run, dataset)}) >= 2]
 
 
-def topology_comparison(run: Run, dataset: str, attainment_pct: float = DEFAULT_ATTAINMENT_PCT) -> TopologyComparison:
-    """The dataset's rows and verdicts; the verdict's energy figures only where the run measured power."""
+def topology_comparison(run: Run, dataset: str) -> TopologyComparison:
+    """The dataset's rows and verdicts, judged at the run's own attainment (``Run.attainment_pct``); the verdict's
+    energy figures only where the run measured power."""
     rows = rows_of(run, dataset)
     points = [
         Point(row["topology"], dataset, row["offered_rate_rps"], row["slo_attainment_pct"],
               row["energy_per_good_request_j"], row["energy_per_good_request_j_pm"], row["goodput_per_gpu_rps"])
         for row in rows
     ]  # fmt: skip
-    lines = [verdict.text() for verdict in verdicts(points, attainment_pct)]
+    lines = [verdict.text() for verdict in verdicts(points, run.attainment_pct)]
     why = None
     if not lines:
         why = "no --goodput targets were given for this dataset: no SLO attainment to judge the topologies by"
     elif not run.power_measured:
         why = f"{run.power_reason}: the topologies are judged on the targets alone"
     targets: dict[str, float] = next((row["targets_ms"] for row in rows if row["targets_ms"]), {})
-    return TopologyComparison(dataset, rows, lines, why, targets)
+    return TopologyComparison(dataset, rows, lines, why, targets, run.attainment_pct)
 
 
 def rows_of(run: Run, dataset: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The topology comparison's charts, one line per topology against the offered rate: SLO attainment with the
-attainment a verdict asks for (DistServe's figure), energy per good request with its ± 95 % bars, and TTFT and TPOT
-p99 with their targets. A missing value is left out, never drawn as 0; a chart with nothing to draw says why."""
+attainment a verdict asks for (the run's --slo-attainment; by default 90 %, DistServe's figure), energy per good
+request with its ± 95 % bars, and TTFT and TPOT p99 with their targets. A missing value is left out, never drawn
+as 0; a chart with nothing to draw says why."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.report.charts import ARCHITECTURE_COLORS, WIDE, _no_panel, _save, placeholder, plain_log_ticks, plain_number
 from plugin.report.comparison import TopologyComparison
 
@@ -33,13 +33,12 @@ def comparison_charts(
     comparison: TopologyComparison,
     paths: dict[str, Path],
     unmeasured: str | None,
-    attainment_pct: float = DEFAULT_ATTAINMENT_PCT,
 ) -> dict[str, Path]:
     """The three charts of ``comparison`` at ``paths`` (``comparison.chart_paths``), each a placeholder saying why
     where it has nothing to draw; ``unmeasured``: why the run has no energy figure (``None``: power measured)."""
     colors = topology_colors(comparison.topologies)
     figures = {
-        "slo": slo_figure(comparison, colors, attainment_pct),
+        "slo": slo_figure(comparison, colors),
         "energy": None if unmeasured is not None else energy_figure(comparison, colors),
         "latency": latency_figure(comparison, colors),
     }
@@ -52,14 +51,16 @@ def comparison_charts(
     }
 
 
-def slo_figure(comparison: TopologyComparison, colors: dict[str, str], attainment_pct: float) -> Figure | None:
-    """SLO attainment per topology, with the attainment that meets the targets; ``None``: no attainment."""
+def slo_figure(comparison: TopologyComparison, colors: dict[str, str]) -> Figure | None:
+    """SLO attainment per topology, with the attainment that meets the targets (the verdicts' own, so the line
+    and the words agree); ``None``: no attainment."""
     if not _has(comparison, "slo_attainment_pct"):
         return None
     figure, axis = plt.subplots(figsize=NARROW, layout="constrained")
     figure.suptitle(TITLES["slo"].format(comparison.dataset), fontsize=11)
     _lines(axis, comparison, colors, "slo_attainment_pct")
-    axis.axhline(attainment_pct, color="gray", linestyle=":", label=f"meets the targets ({attainment_pct:g} %)")
+    attainment = comparison.attainment_pct
+    axis.axhline(attainment, color="gray", linestyle=":", label=f"meets the targets ({attainment:g} %)")
     axis.set_ylim(0.0, 105.0)
     axis.set_ylabel("SLO attainment (%)")
     axis.yaxis.set_major_formatter(FuncFormatter(plain_number))

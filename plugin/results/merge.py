@@ -6,6 +6,8 @@ setting, never by topology, so runs of one seed met the same requests at the sam
 not repeat one another. Each benchmark's request records are copied under a new, ordered name; each GPU's power
 samples are joined into one CSV (the report reads them by time: the runs must come from one machine between
 two boots, whose monotonic clock they share). The header is the first run's, with ``merged_from`` naming them all.
+Its ``settings`` too, the verdict's ``slo_attainment_pct`` included: runs that differ there still merge, and the
+first run's threshold judges them all (it changes the verdict, not what was measured).
 """
 
 from __future__ import annotations
