@@ -172,11 +172,15 @@ def _start_instances(
     127 s)."""
     gpus = [gpu for instance in instances for gpu in instance.spec.gpus]
     one_by_one = len(set(gpus)) < len(gpus)
-    for index, instance in enumerate(instances):
-        started.append(_start(instance.name, instance.spec, folder))
-        if one_by_one or index == len(instances) - 1:
-            for process, ready in zip(started, instances, strict=False):
-                wait_ready(process, f"{ready.spec.url}/health", timeout_s, START_HINT, report=say)
+    loading: list[tuple[ManagedProcess, ClusterInstance]] = []
+    for instance in instances:
+        process = _start(instance.name, instance.spec, folder)
+        started.append(process)
+        loading.append((process, instance))
+        if one_by_one or instance is instances[-1]:
+            for waiting, loaded in loading:
+                wait_ready(waiting, f"{loaded.spec.url}/health", timeout_s, START_HINT, report=say)
+            loading.clear()
 
 
 def cluster_entry(
