@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 15 on lent GPUs (docs/validation/gpu-h200x4-topologies/): run after tools/gpu_wheels.py has installed
 # vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
-# Usage: tools/gpu_topologies.sh ucx|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
+# Usage: tools/gpu_topologies.sh ucx|ucx-default|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
 #   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
 #                   after the other): cuda_ipc's GET zero-copy forced on, then off; UCX's choices logged
+#   ucx-default     one run of the same on one GPU with the suite's own UCX settings (on the one-H100 machine)
 #   ucx-two-gpus    the same across GPUs 0 and 1 (the baseline; 30.3 ms on 4 H200s, 2026-11-27)
 #   topologies-a/b  dp:4 and 2p2d / 1p3d and 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets; one
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
@@ -24,6 +25,7 @@ model=/tmp/llama-3.1-8b-shape
 # below is still made within the device's 600 s per call.
 limit_s=480
 [ "$step" = ucx ] && limit_s=240  # two runs in one call
+[ "$step" = ucx-default ] && limit_s=${UCX_LIMIT_S:-240}  # one run, within what device time is left
 pytest=(timeout -k 30 -s INT "$limit_s" python3 -m pytest benchmarks -p plugin.plugin -p no:cacheprovider -W default --reports-dir "$out/reports"
         --model "$model" --vllm-arg=--load-format=dummy --vllm-arg=--enforce-eager --kv-connector nixl
         --gpu-sample-ms 100)
@@ -39,6 +41,9 @@ case $step in
       --reports-dir "$out/reports/get-zcopy-y" 2>&1 | tee "$out/ucx-one-gpu-get-zcopy-y.txt" || true
     UCX_PROTO_INFO=y UCX_CUDA_IPC_ENABLE_GET_ZCOPY=n "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
       --reports-dir "$out/reports/get-zcopy-n" 2>&1 | tee "$out/ucx-one-gpu-get-zcopy-n.txt" || true ;;
+  ucx-default)
+    UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 0 \
+      --reports-dir "$out/reports/default" 2>&1 | tee "$out/ucx-one-gpu-default.txt" || true ;;
   ucx-two-gpus)
     UCX_PROTO_INFO=y "${pytest[@]}" "${handoff[@]}" --prefill-gpus 0 --decode-gpus 1 2>&1 | tee "$out/ucx-two-gpus.txt" || true ;;
   topologies-a)

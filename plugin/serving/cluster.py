@@ -10,6 +10,7 @@ Instances that share a GPU split its memory.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -98,9 +99,16 @@ PROXY_TIMEOUT_SHARE = 0.9
 """The proxy's share of ``--request-timeout-s``."""
 
 
+UCX_GET_ZCOPY = "UCX_CUDA_IPC_ENABLE_GET_ZCOPY"
+"""NixlConnector reads the KV cache with UCX GET. UCX's ``auto`` turns cuda_ipc's GET off where GPU 0 has no
+NVLink, and the read then goes through host memory over TCP: 632 ms for a 2048-token hand-off on one H100, against
+37 ms over cuda_ipc on one GPU of an NVLink machine (docs/validation/gpu-h200x4-topologies/). ``y`` keeps cuda_ipc
+whatever the links; the user's own export wins."""
+
+
 def _connector_env(connector: str) -> tuple[tuple[str, str], ...]:
     if connector == "nixl":  # each instance's NIXL handshake listens on its own port
-        return (("VLLM_NIXL_SIDE_CHANNEL_PORT", str(free_port())),)
+        return (("VLLM_NIXL_SIDE_CHANNEL_PORT", str(free_port())), (UCX_GET_ZCOPY, os.environ.get(UCX_GET_ZCOPY, "y")))
     return ()
 
 
