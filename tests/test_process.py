@@ -142,3 +142,28 @@ def test_cleanup_stops_servers_left_by_a_killed_run(tmp_path: Path) -> None:
         for process in (orphan, unrelated):
             process.kill()
             process.wait()
+
+
+def test_a_server_stuck_on_a_taken_port_fails_at_the_next_report(tmp_path: Path) -> None:
+    process = spawn(
+        tmp_path, "import time; print('zmq.error.ZMQError: Address already in use', flush=True); time.sleep(600)"
+    )
+    now = [0.0]
+    try:
+        deadline = time.monotonic() + 30
+        while "Address already in use" not in process.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ServerStartError, match="could not bind a port it needs") as failure:
+            wait_ready(
+                process,
+                "http://unused/health",
+                timeout_s=900,
+                hint="",
+                clock=lambda: now[0],
+                sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+                probe=lambda url: False,
+            )
+        assert now[0] < 20  # at the first 15 s check, not after the 900 s timeout
+        assert "Address already in use" in str(failure.value)
+    finally:
+        process.stop()

@@ -173,6 +173,21 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+PORT_TAKEN = "Address already in use"
+
+
+def _fail_if_port_taken(process: ManagedProcess, hint: str) -> None:
+    """A vLLM whose NIXL side channel could not bind its port lives on but never becomes ready (on 4 H100s it
+    loaded for 315 s after its log had said so): stop waiting at the first check that sees it."""
+    tail = log_tail(process.log_path)
+    if PORT_TAKEN in tail:
+        raise ServerStartError(
+            f"{process.name} could not bind a port it needs ({PORT_TAKEN!r}) and will not become ready: another "
+            f"program took the port. What to do: run again (ports are chosen anew each run).\n"
+            f"Last lines of {process.log_path}:\n{tail}\n{hint}"
+        )
+
+
 def wait_ready(
     process: ManagedProcess,
     health_url: str,
@@ -207,6 +222,7 @@ def wait_ready(
             return
         now = clock()
         if now >= next_report:
+            _fail_if_port_taken(process, hint)
             say(f"still loading {process.name} ({now - started:.0f} s)")
             while next_report <= now:
                 next_report += report_every_s
