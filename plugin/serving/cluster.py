@@ -100,10 +100,10 @@ PROXY_TIMEOUT_SHARE = 0.9
 
 
 UCX_GET_ZCOPY = "UCX_CUDA_IPC_ENABLE_GET_ZCOPY"
-"""NixlConnector reads the KV cache with UCX GET. UCX's ``auto`` turns cuda_ipc's GET off where GPU 0 has no
-NVLink, and the read then goes through host memory over TCP: 632 ms for a 2048-token hand-off on one H100, against
-37 ms over cuda_ipc on one GPU of an NVLink machine (docs/validation/gpu-h200x4-topologies/). ``y`` keeps cuda_ipc
-whatever the links; the user's own export wins."""
+"""NixlConnector reads the KV cache with UCX GET, and UCX's ``auto`` turns cuda_ipc's GET off where GPU 0 has no
+NVLink (UCX's source): the read then takes a slower path, 632 ms for a 2048-token hand-off on one H100, against
+39 ms over cuda_ipc with ``y`` on the same kind of machine (docs/validation/gpu-h100x4-topologies/). ``y`` keeps
+cuda_ipc whatever the links; the user's own export wins."""
 
 
 def _connector_env(connector: str) -> tuple[tuple[str, str], ...]:
