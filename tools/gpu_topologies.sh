@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 15 on lent GPUs (docs/validation/gpu-h200x4-topologies/): run after tools/gpu_wheels.py has installed
+# Issue 15 on lent GPUs (docs/validation/gpu-h100x4-topologies/): run after tools/gpu_wheels.py has installed
 # vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
 # Usage: tools/gpu_topologies.sh ucx|ucx-default|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
 #   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
