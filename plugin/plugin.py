@@ -356,13 +356,16 @@ def _hide_pytest_benchmark_table(config: pytest.Config) -> None:
 
 
 def _build_report(run: RunSession) -> str:
-    """The report's page, or why there is none: a failing report must not cost the measured results."""
+    """The report's page, or why there is none: a failing report must not cost the measured results, and a
+    Ctrl-C (or a time limit's SIGINT) while it draws must not cost the summary and its verdicts either."""
     assert run.results is not None
     folder = run.results.path.parent
     try:
         from plugin.report import build_report
 
         return f"report: {build_report(folder, run.settings.reports_dir, run.settings.report_baseline)}"
+    except KeyboardInterrupt:
+        return f"report interrupted; make it with: python -m plugin.report {folder}"
     except Exception as error:  # the results are safe on disk; say how to retry
         return f"report not made ({type(error).__name__}: {error}); retry with: python -m plugin.report {folder}"
 

@@ -17,10 +17,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import plugin.plugin as plugin_module
+import plugin.report as report_package
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
@@ -1009,3 +1012,27 @@ def test_a_run_stored_without_the_new_fields_renders_without_them(tmp_path: Path
         plt.close(figure)
     plain = build_report(write_run(tmp_path / "plain", stored()))  # no power at all
     assert "This run has no energy card" in plain.read_text() and "Per GPU" not in plain.read_text()
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (KeyboardInterrupt(), "report interrupted; make it with: python -m plugin.report"),
+        (ValueError("no benchmark"), "report not made (ValueError: no benchmark); retry with: python -m plugin.report"),
+    ],
+)
+def test_a_report_that_fails_or_is_interrupted_says_how_to_make_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: BaseException, said: str
+) -> None:
+    """The summary with its verdicts still prints: on 4 H100s a time limit's SIGINT came while the timelines were
+    drawn, and the traceback took the summary's place."""
+
+    def build_report(*args: object) -> Path:
+        raise raised
+
+    monkeypatch.setattr(report_package, "build_report", build_report)
+    run = SimpleNamespace(
+        results=SimpleNamespace(path=tmp_path / "run" / "results.json"),
+        settings=SimpleNamespace(reports_dir=tmp_path, report_baseline=None),
+    )
+    assert plugin_module._build_report(run) == f"{said} {tmp_path / 'run'}"  # type: ignore[arg-type]
