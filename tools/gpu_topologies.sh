@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 15 on lent GPUs (docs/validation/gpu-h100x4-topologies/): run after tools/gpu_wheels.py has installed
 # vLLM 0.26 and Quart into /tmp/site (docs/gpu-wheels.md). Read-only towards the GPUs (no clock or limit set).
-# Usage: tools/gpu_topologies.sh ucx|ucx-default|ucx-two-gpus|topologies-a|topologies-b|topologies-2gpu OUT (one step a call)
+# Usage: tools/gpu_topologies.sh STEP OUT, one step a call:
 #   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
 #                   after the other): cuda_ipc's GET zero-copy forced on, then off; UCX's choices logged
 #   ucx-default     one run of the same on one GPU with the suite's own UCX settings (on the one-H100 machine)
@@ -10,6 +10,7 @@
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
 #                   the topology); then `python -m plugin.results.merge OUT RUN_A RUN_B && python -m plugin.report OUT`
 #                   compares all four in one report
+#   topologies-3p1d 3p1d alone (the one topology of b that the H100 record lacks), same --seed, to merge likewise
 #   topologies-2gpu dp:2 and 1p1d on GPUs 0-1 (the fallback where only two GPUs are lent)
 set -euo pipefail
 step=$1
@@ -50,6 +51,8 @@ case $step in
     "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies dp:4,2p2d 2>&1 | tee "$out/topologies-a.txt" || true ;;
   topologies-b)
     "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies 1p3d,3p1d 2>&1 | tee "$out/topologies-b.txt" || true ;;
+  topologies-3p1d)
+    "${pytest[@]}" "${serving[@]}" --gpus 0,1,2,3 --topologies 3p1d 2>&1 | tee "$out/topologies-3p1d.txt" || true ;;
   topologies-2gpu)
     "${pytest[@]}" "${serving[@]}" --gpus 0,1 --topologies dp:2,1p1d 2>&1 | tee "$out/topologies-2gpu.txt" || true ;;
 esac
