@@ -305,6 +305,8 @@ def _serving_plan(
     max_model_len = settings.max_model_len or (
         default_max_model_len(settings) if endpoint.model_dir else DATASET_MAX_LEN
     )
-    plan = serving_plan(workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len)
+    plan = serving_plan(
+        workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
+    )
     offered = arrivals.rate if arrivals.rate is not None and math.isfinite(arrivals.rate) else None
     return plan, {"offered_rate_rps": offered, "dataset": plan.dataset}

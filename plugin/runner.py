@@ -78,10 +78,13 @@ class Runner:
         concurrency: int,
         min_window_s: float = 0.0,
     ) -> Measurement:
-        """A warm-up request (not measured), then ``rounds`` rounds of ``count`` fresh prompts each, in a power
-        window of their own; a round whose window would be shorter than ``min_window_s`` sends ``count`` more
-        fresh prompts, again and again, until it is not. ``WarmupFailed`` when the warm-up request fails."""
-        warmup_records = self._load(prompts_for(1), output_len, concurrency, measured=False)
+        """Warm-up requests (not measured: one prompt, once to every server behind the endpoint), then ``rounds``
+        rounds of ``count`` fresh prompts each, in a power window of their own; a round whose window would be
+        shorter than ``min_window_s`` sends ``count`` more fresh prompts, again and again, until it is not.
+        ``WarmupFailed`` when a warm-up request fails. One warm-up prompt whatever the servers, so that every
+        topology draws the same measured prompts."""
+        warm = self.endpoint.warmup_requests
+        warmup_records = self._load(prompts_for(1) * warm, output_len, max(concurrency, warm), measured=False)
         failed = [record for record in warmup_records if not record.ok]
         if failed:
             raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")

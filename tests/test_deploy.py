@@ -44,5 +44,8 @@ def test_instances_on_separate_gpus_start_together(monkeypatch: pytest.MonkeyPat
 
 def test_instances_that_share_a_gpu_start_one_after_another(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert _order(monkeypatch, tmp_path, (0,), (0,)) == [
-        "start prefill0", "ready prefill0", "start decode0", "ready decode0",
+        "start prefill0",
+        "ready prefill0",
+        "start decode0",
+        "ready decode0",
     ]  # each waited for once (the GPU run printed prefill0 "ready" twice before)

@@ -13,12 +13,14 @@ import pytest
 
 from plugin.analysis.benchmark import counted_records
 from plugin.errors import BenchError
+from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, arrivals_of, schedules, sweep_rate
 from plugin.load.workload import Workload
 from plugin.power import NoneBackend, Sampler
 from plugin.runner import Runner
 from plugin.serving.endpoint import Endpoint
 from tests.conftest import StartStub
+from tests.settings import make_settings
 
 SERVING = Workload("serving", 8, 2, 0, 4, "random", 4.0, 1.0, None, None)
 
@@ -92,3 +94,30 @@ def test_schedules_draw_fresh_requests_for_every_round() -> None:
     assert all(len(s.due_offsets_s) == 5 and s.due_offsets_s[0] == 0.0 and not s.steady_state for s in made)
     closed = schedules(Arrivals(None, 1, None, 0.0, 0.0), 1, 4, 1.0, random.Random(1), requests_for)
     assert closed[0].due_offsets_s == (0.0, 0.0, 0.0, 0.0) and closed[0].max_concurrency == 1
+
+
+def test_the_warm_up_sends_one_prompt_to_every_server_at_once(stub_upstream: StartStub, tmp_path: Path) -> None:
+    url = stub_upstream(20.0)  # 2 tokens x 20 ms: one after another, three would be 40 ms apart
+    asked: list[int] = []
+
+    def counted_prompts(count: int) -> list[list[int]]:
+        asked.append(count)
+        return prompts(count)
+
+    with Sampler(NoneBackend("no GPU in this test"), tmp_path) as sampler:
+        runner = Runner(Endpoint(url, "m", (1, 100), warmup_requests=3), sampler, timeout_s=10.0)
+        measurement = runner.measure("b", 1, counted_prompts, 2, 2, concurrency=1)
+    assert len(measurement.warmup) == 3 and all(record.ok for record in measurement.warmup)
+    assert asked == [1, 2]  # one warm-up prompt: the measured prompts do not depend on the topology
+    sends = sorted(record.send_s for record in measurement.warmup)
+    assert sends[-1] - sends[0] < 0.03
+
+
+def test_a_serving_plan_draws_the_same_requests_whatever_its_warm_up() -> None:
+    arrivals = Arrivals(rate=10.0, concurrency=None, duration_s=1.0, warmup_s=0.0, cooldown_s=0.0)
+    settings = make_settings(random_range_ratio=0.5)
+    one, three = (
+        serving_plan(SERVING, arrivals, settings, random.Random(7), None, (1, 100), 4096, warm) for warm in (1, 3)
+    )
+    assert one.rounds == three.rounds
+    assert three.warmup.requests == one.warmup.requests * 3 and three.warmup.due_offsets_s == (0.0, 0.0, 0.0)

@@ -20,6 +20,7 @@ from plugin.serving.topology import (
     check_fits,
     parse_topologies,
     place,
+    warmup_requests,
 )
 from tests.test_power_entry import _window, request_record
 
@@ -131,3 +132,18 @@ def test_goodput_per_gpu_with_targets() -> None:
     )  # fmt: skip
     assert result.summary["goodput_per_gpu_rps"] == pytest.approx(result.summary["goodput_rps"] / 4)
     assert result.power.uncertainty.get("output_tokens_per_j") is not None
+
+
+def test_the_warm_up_reaches_every_server_and_every_pair_the_proxy_will_form() -> None:
+    six = Gpus(tuple(range(6)), (0,), (1,))
+    topologies = parse_topologies("dp:4,2p2d,1p3d,3p1d,2p3d")
+    counts = {t.name: warmup_requests(t, place(t, six, six.gpus)) for t in topologies}
+    assert counts == {"dp:4": 4, "2p2d": 2, "1p3d": 3, "3p1d": 3, "2p3d": 6}
+    for prefill, decode in ((2, 2), (1, 3), (2, 3), (4, 6)):
+        # The proxy pairs request i with prefill i mod P and decode i mod D: the warm-up's pairs are all there are.
+        topology = Topology(f"{prefill}p{decode}d", "disaggregated", prefill=prefill, decode=decode)
+        warm = warmup_requests(topology, Placement((), (None,) * prefill, (None,) * decode, {}))
+        assert {(i % prefill, i % decode) for i in range(warm)} == {(i % prefill, i % decode) for i in range(1000)}
+    traditional, disaggregated = DEFAULT_TOPOLOGIES
+    assert warmup_requests(traditional, place(traditional, FOUR, (0, 1))) == 1
+    assert warmup_requests(disaggregated, place(disaggregated, FOUR, (0, 1))) == 1

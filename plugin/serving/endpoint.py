@@ -30,6 +30,10 @@ class Endpoint:
     """The model's folder when the suite started the server from one (its tokenizer is read from there)."""
     node_gpus: tuple[tuple[str, int, str], ...] = ()
     """``(node id, GPU index there, role)`` of each GPU an instance on a Ray node was given (``--ray-address``)."""
+    warmup_requests: int = 1
+    """Warm-up requests, sent together, that reach every server behind the endpoint (``topology.warmup_requests``).
+    One request warmed one prefill/decode pair only, and each other pair's first measured request paid its NIXL
+    handshake."""
 
 
 def served_model(url: str) -> str:

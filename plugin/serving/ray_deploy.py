@@ -29,7 +29,7 @@ from plugin.serving.deploy import (
 from plugin.serving.endpoint import Endpoint, served_model
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.ray_placement import InstanceHandle, RayPlacement, start_instances, stop_all, wait_all_ready
-from plugin.serving.topology import DISAGGREGATED
+from plugin.serving.topology import DISAGGREGATED, warmup_requests
 
 ROLE_OF = {"server": "prefill+decode", "prefill": "prefill", "decode": "decode"}
 """An instance's role -> the role of the GPUs it was given."""
@@ -126,7 +126,8 @@ def _traditional(plan: DeployPlan) -> Iterator[Deployment]:
                 "node": node_entry(handles[0])})  # fmt: skip
         _ready(handles, settings, plan.say)
         endpoint = Endpoint(served.url, served_model(served.url), vocab_range(model), placement.roles,
-                            model_dir=model, node_gpus=node_gpus(handles))  # fmt: skip
+                            model_dir=model, node_gpus=node_gpus(handles),
+                            warmup_requests=warmup_requests(topology, placement))  # fmt: skip
         yield Deployment(endpoint, (RayProcess(handles[0], folder / f"{name}.log"),))
     finally:
         stop_all(handles)
@@ -162,7 +163,8 @@ def _disaggregated(plan: DeployPlan) -> Iterator[Deployment]:
         wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=plan.say)
         decode = next(handle.instance for handle in handles if handle.instance.role == "decode")
         endpoint = Endpoint(url, served_model(decode.spec.url), vocab_range(model), placement.roles,
-                            metrics_url=decode.spec.url, model_dir=model, node_gpus=node_gpus(handles))  # fmt: skip
+                            metrics_url=decode.spec.url, model_dir=model, node_gpus=node_gpus(handles),
+                            warmup_requests=warmup_requests(topology, placement))  # fmt: skip
         ray_processes = tuple(RayProcess(h, folder / f"{h.instance.name}.log") for h in handles)
         yield Deployment(endpoint, (*ray_processes, proxy_process))
     finally:  # the proxy first, then the instances; also on Ctrl-C while they load

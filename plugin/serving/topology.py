@@ -16,6 +16,7 @@ compared on the same ground; per-GPU figures divide by the budget's size. Pure: 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ class Placement:
     prefill: tuple[int | None, ...]
     decode: tuple[int | None, ...]
     roles: dict[int, str]
+
+
+def warmup_requests(topology: Topology, placement: Placement) -> int:
+    """Requests, sent together, that reach every server of the topology (``Endpoint.warmup_requests``): one per
+    engine of ``dp:N``; behind the proxy, whose two round-robins pair request i with prefill i mod P and decode
+    i mod D, the lcm(P, D) requests of one period, which hold every pair of instances that will ever meet."""
+    if topology.kind == DISAGGREGATED:
+        return math.lcm(len(placement.prefill), len(placement.decode))
+    return max(1, topology.replicas)
 
 
 class GpuOptions(Protocol):
