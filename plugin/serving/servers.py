@@ -65,7 +65,8 @@ def environment(spec: ServerSpec, base: dict[str, str] | None = None) -> dict[st
 
 
 PORT_FLOOR = 20000
-"""The lowest port handed out: above the usual services, below Linux's ephemeral range (32768-60999 by default)."""
+"""The lowest port handed out: above the usual services and Ray's worker ports (10002-19999 by default), below
+Linux's ephemeral range (32768-60999 by default)."""
 _handed_out: set[int] = set()
 
 
