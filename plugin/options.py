@@ -177,7 +177,7 @@ _OPTIONS: list[tuple[str, str]] = [
     ("goodput", "latency targets in ms, any of ttft:N tpot:N e2el:N: SLO attainment, goodput, J per good request"),
     (
         "slo-attainment",
-        "SLO attainment (percent) at which a topology meets the goodput targets in the verdict "
+        "SLO attainment (percent) at which a topology or DVFS setting meets the goodput targets "
         "(default 90, DistServe's)",
     ),
     ("seed", "seed of arrival schedules and dataset sampling (default: random per run, recorded in results)"),

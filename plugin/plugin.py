@@ -336,7 +336,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.update(energy_card=energy_card_json(results.benchmarks))
     settings = session.config.stash[SESSION_KEY].settings
     if settings.dvfs_requested:
-        analysis = analyse(results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput)
+        analysis = analyse(
+            results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput, settings.slo_attainment_pct
+        )
         targets = None if settings.goodput is None else targets_ms(settings.goodput)
         results.update(dvfs={"nvml": stand_in() or "pynvml", "slo_ttft_ms": settings.slo_ttft_ms,
                              "slo_tbt_ms": settings.slo_tbt_ms, "goodput_targets_ms": targets,

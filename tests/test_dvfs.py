@@ -256,3 +256,8 @@ def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_re
     (missed,) = analyse(nobody, None, None, goodput=targets)
     assert missed["best_setting"] is None
     assert missed["why_no_best"] == "no setting had at least 90% of its requests meet the goodput targets"
+    # --slo-attainment 85: sm900 (89.9 %) meets the targets and, with the least J per good request, is best
+    lenient = by_phase(analyse(e2e, None, None, goodput=targets, attainment_pct=85.0))["e2e"]
+    assert lenient["slo_attainment_min_pct"] == 85.0 and lenient["best_setting"] == "sm900"
+    (none_at_95,) = analyse(e2e[2:], None, None, goodput=targets, attainment_pct=95.0)
+    assert none_at_95["why_no_best"] == "no setting had at least 95% of its requests meet the goodput targets"

@@ -7,9 +7,9 @@ Per phase: prefill is judged on median TTFT and J per prompt token; decode on me
 token; end to end on both latencies and J per request.
 
 The targets: with ``--goodput`` (the same per-request targets as the benchmarks' goodput), a setting meets them
-when at least ``SLO_ATTAINMENT_PCT`` of its requests are good (the summary's ``slo_attainment_pct``), and end
-to end is judged on J per good request, so a setting that saves energy by missing targets gains nothing. Without
-``--goodput``, the older ``--slo-ttft-ms`` / ``--slo-tbt-ms`` bound the medians.
+when at least ``--slo-attainment`` (``SLO_ATTAINMENT_PCT`` by default) of its requests are good (the summary's
+``slo_attainment_pct``), and end to end is judged on J per good request, so a setting that saves energy by missing
+targets gains nothing. Without ``--goodput``, the older ``--slo-ttft-ms`` / ``--slo-tbt-ms`` bound the medians.
 """
 
 from __future__ import annotations
@@ -54,16 +54,18 @@ def analyse(
     slo_ttft_ms: float | None,
     slo_tbt_ms: float | None,
     goodput: GoodputTargets | None = None,
+    attainment_pct: float = SLO_ATTAINMENT_PCT,
 ) -> list[dict[str, Any]]:
     """One entry per (architecture, phase, workload) that ran under more than one setting; ``goodput`` (when
-    given) replaces the median thresholds ``slo_ttft_ms`` / ``slo_tbt_ms``."""
+    given) replaces the median thresholds ``slo_ttft_ms`` / ``slo_tbt_ms``, and a setting meets it from
+    ``attainment_pct`` (``--slo-attainment``)."""
     groups: dict[tuple[str, str, str], list[BenchmarkResult]] = defaultdict(list)
     for entry in benchmarks:
         if entry.dvfs:
             groups[(entry.architecture, entry.phase, workload_id(entry.workload))].append(entry)
     analyses = []
     for (architecture, phase, workload), entries in groups.items():
-        points = [_point(entry, phase, slo_ttft_ms, slo_tbt_ms, goodput) for entry in entries]
+        points = [_point(entry, phase, slo_ttft_ms, slo_tbt_ms, goodput, attainment_pct) for entry in entries]
         points = _mark_pareto(points)
         candidates = [p for p in points if p.meets_slo and p.energy_j is not None and p.latency_ms is not None]
         best = min(candidates, key=lambda p: p.energy_j or 0.0) if candidates else None
@@ -74,10 +76,10 @@ def analyse(
                 "workload": workload,
                 "latency_metric": PHASE_METRICS[phase][0],
                 "energy_metric": _energy_metric(phase, goodput),
-                "slo_attainment_min_pct": None if goodput is None else SLO_ATTAINMENT_PCT,
+                "slo_attainment_min_pct": None if goodput is None else attainment_pct,
                 "points": [asdict(p) for p in points],
                 "best_setting": None if best is None else best.setting,
-                "why_no_best": _why_no_best(points, best, goodput is not None),
+                "why_no_best": _why_no_best(points, best, goodput is not None, attainment_pct),
             }
         )
     return analyses
@@ -94,6 +96,7 @@ def _point(
     slo_ttft_ms: float | None,
     slo_tbt_ms: float | None,
     goodput: GoodputTargets | None,
+    attainment_pct: float,
 ) -> Point:
     latency_key = PHASE_METRICS[phase][0]
     summary = entry.summary
@@ -101,7 +104,7 @@ def _point(
     ttft, tbt = summary.get("median_ttft_ms"), summary.get("median_tbt_ms")
     attainment = summary.get("slo_attainment_pct")
     if goodput is not None:  # a point without an attainment was not judged on these targets: it does not meet them
-        meets = attainment is not None and attainment >= SLO_ATTAINMENT_PCT
+        meets = attainment is not None and attainment >= attainment_pct
     else:
         meets = (slo_ttft_ms is None or phase == "decode" or (ttft is not None and ttft <= slo_ttft_ms)) and (
             slo_tbt_ms is None or phase == "prefill" or (tbt is not None and tbt <= slo_tbt_ms)
@@ -138,12 +141,12 @@ def _mark_pareto(points: list[Point]) -> list[Point]:
     return marked
 
 
-def _why_no_best(points: list[Point], best: Point | None, goodput: bool) -> str | None:
+def _why_no_best(points: list[Point], best: Point | None, goodput: bool, attainment_pct: float) -> str | None:
     if best is not None:
         return None
     meeting = [p for p in points if p.meets_slo]
     if goodput and not meeting:  # checked first: a setting with no good request has no energy per good request
-        return f"no setting had at least {SLO_ATTAINMENT_PCT:g}% of its requests meet the goodput targets"
+        return f"no setting had at least {attainment_pct:g}% of its requests meet the goodput targets"
     if all(p.energy_j is None for p in points):
         return "power not measured: no energy to compare the settings by"
     if not meeting:
