@@ -139,6 +139,21 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """pytest renders the interrupt's traceback and fails doing so (TypeError; exit code 1, not 2) on a frame
+    without a line number, which CPython 3.11 gives a signal that lands on some instructions (seen once in CI on
+    SIGTERM; pytest-xdist issue #1196 shows the same): such frames are left out."""
+    excinfo.traceback = excinfo.traceback.filter(_has_line)
+
+
+def _has_line(entry: Any) -> bool:
+    try:
+        return entry.lineno is not None
+    except TypeError:  # ``tb_lineno - 1`` with no line
+        return False
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _PREVIOUS_SIGTERM in config.stash:
         signal.signal(signal.SIGTERM, config.stash[_PREVIOUS_SIGTERM])
