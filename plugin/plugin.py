@@ -142,8 +142,8 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
     """pytest renders the interrupt's traceback and fails doing so (TypeError; exit code 1, not 2) on a frame
-    without a line number, which CPython 3.11 gives a signal that lands on some instructions (seen once in CI on
-    SIGTERM; pytest-xdist issue #1196 shows the same): such frames are left out."""
+    without a line number, which CPython 3.11 can give a signal that lands on some instructions (seen once in CI,
+    on SIGTERM): such frames are left out."""
     excinfo.traceback = excinfo.traceback.filter(_has_line)
 
 
