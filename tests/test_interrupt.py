@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import plugin.plugin as plugin_module
 from plugin.serving.process import group_pids
 from tests.bench_cli import (
     SMALL_SIZES,
@@ -66,24 +65,3 @@ def test_interrupted_run_leaves_no_server_and_keeps_results(
     assert group_pids(server_group) == []
     port = int(results["server"]["url"].rsplit(":", 1)[1])
     assert processes_using_port(port) == []
-
-
-class _NoLine:
-    """A traceback entry as CPython 3.11 may leave one when a signal lands on an instruction with no line."""
-
-    @property
-    def lineno(self) -> int:
-        raise TypeError("unsupported operand type(s) for -: 'NoneType' and 'int'")
-
-
-def test_an_interrupt_frame_without_a_line_is_left_out_of_what_pytest_renders() -> None:
-    def interrupted() -> None:
-        raise KeyboardInterrupt("signal 15")
-
-    with pytest.raises(KeyboardInterrupt) as excinfo:
-        interrupted()
-    real = list(excinfo.traceback)
-    excinfo.traceback = type(excinfo.traceback)([*real, _NoLine()])  # type: ignore[list-item]
-    plugin_module.pytest_keyboard_interrupt(excinfo)
-    assert list(excinfo.traceback) == real
-    assert "signal 15" in str(excinfo.getrepr(funcargs=True))

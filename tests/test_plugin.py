@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import plugin.plugin as plugin_module
 from tests.conftest import ROOT
 
 # Every option of the suite's group in `pytest --help`, by its exact name: a renamed, missing or extra one fails.
@@ -343,3 +344,24 @@ def test_bench_session_fixture_carries_the_resolved_settings(pytester: pytest.Py
     pytester.makeini("[pytest]\nvllm_args =\n    --enforce-eager\n    --seed=1\n")
     result = pytester.runpytest("--input-lens=300,900", "--concurrency=2", "--gpu-sample-ms=50")
     result.assert_outcomes(passed=1)
+
+
+class _NoLine:
+    """A traceback entry as CPython 3.11 may leave one when a signal lands on an instruction with no line."""
+
+    @property
+    def lineno(self) -> int:
+        raise TypeError("unsupported operand type(s) for -: 'NoneType' and 'int'")
+
+
+def test_an_interrupt_frame_without_a_line_is_left_out_of_what_pytest_renders() -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt("signal 15")
+
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        interrupted()
+    real = list(excinfo.traceback)
+    excinfo.traceback = type(excinfo.traceback)([*real, _NoLine()])  # type: ignore[list-item]
+    plugin_module.pytest_keyboard_interrupt(excinfo)
+    assert list(excinfo.traceback) == real
+    assert "signal 15" in str(excinfo.getrepr(funcargs=True))
