@@ -10,7 +10,8 @@
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
 #                   the topology); then `python -m plugin.results.merge OUT RUN_A RUN_B && python -m plugin.report OUT`
 #                   compares all four in one report
-#   topologies-3p1d 3p1d alone (the one topology of b that the H100 record lacks), same --seed, to merge likewise
+#   topologies-3p1d 3p1d alone, same --seed (merge it only with runs of the same machine and boot: merge joins power
+#                   samples by time)
 #   topologies-2gpu dp:2 and 1p1d on GPUs 0-1 (the fallback where only two GPUs are lent)
 set -euo pipefail
 step=$1
