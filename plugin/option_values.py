@@ -9,6 +9,10 @@ from pathlib import Path
 
 DATASET_KINDS = ("random", "sharegpt", "jsonl")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+DEFAULT_SLO_ATTAINMENT_PCT = 90.0
+"""``--slo-attainment``'s default: a topology or DVFS setting meets goodput targets when at least this share of its
+requests are good. DistServe's (OSDI'24) attainment goal, which keeps a few outliers from disqualifying an
+otherwise fitting setting."""
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 

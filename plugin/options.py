@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.errors import BenchError
 from plugin.option_values import (
     CPU_SIZES,
+    DEFAULT_SLO_ATTAINMENT_PCT,
     GPU_SIZES,
     DatasetSpec,
     GoodputTargets,
@@ -107,8 +107,9 @@ class Settings:
     """With ``--ray-address``: the node of the prefill instances (IP, ``key=value`` label, custom resource, id)."""
     decode_node: str | None = None
     server_node: str | None = None
-    slo_attainment_pct: float = DEFAULT_ATTAINMENT_PCT
-    """``--slo-attainment``: the SLO attainment (%) from which the topology verdict counts the targets as met."""
+    slo_attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT
+    """``--slo-attainment``: the SLO attainment (%) from which the topology verdict and the DVFS best setting count
+    the targets as met."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -357,7 +358,7 @@ def _with_power_sources(config: pytest.Config, settings: Settings) -> Settings:
 
 def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
     """The serving benchmarks' load: rates, arrivals, datasets, steady-state windows, goodput targets and the
-    attainment at which the topology verdict counts them as met."""
+    attainment at which they count as met."""
     default_rates = RequestRates(sweep_points=5) if on_gpu else RequestRates((1.0, 4.0))
     default_datasets: tuple[DatasetSpec, ...] = (
         (DatasetSpec("random"),) if on_gpu else (DatasetSpec("sharegpt", SHIPPED_SHAREGPT),)
@@ -384,5 +385,5 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "cooldown_s": cooldown_s,
         "goodput": _parsed(config, "goodput", goodput_targets, None),
         "seed": seed,
-        "slo_attainment_pct": _parsed(config, "slo-attainment", percentage, DEFAULT_ATTAINMENT_PCT),
+        "slo_attainment_pct": _parsed(config, "slo-attainment", percentage, DEFAULT_SLO_ATTAINMENT_PCT),
     }

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from plugin.analysis.dvfs import SLO_ATTAINMENT_PCT, analyse
+from plugin.analysis.dvfs import analyse
 from plugin.dvfs.controller import STATE_FILE, DvfsController, restore_from_state
 from plugin.dvfs.plan import DvfsError, DvfsSetting, GpuSetting, sweep
 from plugin.dvfs.preflight import preflight
 from plugin.load.workload import Workload
-from plugin.option_values import GoodputTargets, value_list
+from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets, value_list
 from plugin.results.schema import BenchmarkPower, BenchmarkResult
 from tests.conftest import ROOT
 from tests.fake_nvml import FakeGpu, FakeNvml, GpuSettings
@@ -227,7 +227,7 @@ def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_re
               median_e2el_ms=900, median_ttft_ms=40),
         bench("e2e", "sm1500", slo_attainment_pct=95.0, energy_per_good_request_j=2.5, energy_per_request_j=2.4,
               median_e2el_ms=1000, median_ttft_ms=60),  # over slo_ttft_ms=50: ignored under goodput targets
-        bench("e2e", "sm1200", slo_attainment_pct=SLO_ATTAINMENT_PCT, energy_per_good_request_j=2.6,
+        bench("e2e", "sm1200", slo_attainment_pct=DEFAULT_SLO_ATTAINMENT_PCT, energy_per_good_request_j=2.6,
               energy_per_request_j=2.3, median_e2el_ms=1100, median_ttft_ms=45),  # lowest J/request that meets
         bench("e2e", "sm900", slo_attainment_pct=89.9, energy_per_good_request_j=2.2, energy_per_request_j=2.0,
               median_e2el_ms=1400, median_ttft_ms=45),  # lowest J per good request, misses the attainment
@@ -243,7 +243,7 @@ def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_re
     analyses = by_phase(analyse([*e2e, *prefill], slo_ttft_ms=50, slo_tbt_ms=None, goodput=targets))
     result = analyses["e2e"]
     assert result["energy_metric"] == "energy_per_good_request_j"
-    assert result["slo_attainment_min_pct"] == SLO_ATTAINMENT_PCT == 90.0
+    assert result["slo_attainment_min_pct"] == DEFAULT_SLO_ATTAINMENT_PCT == 90.0
     points = {p["setting"]: p for p in result["points"]}
     assert {setting: p["meets_slo"] for setting, p in points.items()} == {
         "sm1980": True, "sm1500": True, "sm1200": True, "sm900": False, "sm600": False,

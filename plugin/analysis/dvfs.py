@@ -7,7 +7,7 @@ Per phase: prefill is judged on median TTFT and J per prompt token; decode on me
 token; end to end on both latencies and J per request.
 
 The targets: with ``--goodput`` (the same per-request targets as the benchmarks' goodput), a setting meets them
-when at least ``--slo-attainment`` (``SLO_ATTAINMENT_PCT`` by default) of its requests are good (the summary's
+when at least ``--slo-attainment`` (``DEFAULT_SLO_ATTAINMENT_PCT``, 90) of its requests are good (the summary's
 ``slo_attainment_pct``), and end to end is judged on J per good request, so a setting that saves energy by missing
 targets gains nothing. Without ``--goodput``, the older ``--slo-ttft-ms`` / ``--slo-tbt-ms`` bound the medians.
 """
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from plugin.load.workload import workload_id
-from plugin.option_values import GoodputTargets
+from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets
 from plugin.results.schema import BenchmarkResult
 
 PHASE_METRICS = {
@@ -31,9 +31,6 @@ PHASE_METRICS = {
 }
 GOODPUT_ENERGY_METRICS = {"e2e": "energy_per_good_request_j", "serving": "energy_per_good_request_j"}
 """Under goodput targets, whole requests are judged per good request; a phase keeps its per-token energy."""
-SLO_ATTAINMENT_PCT = 90.0
-"""A setting meets goodput targets when at least this share of its requests are good: DistServe's (OSDI'24)
-attainment goal, which keeps a few outliers from disqualifying an otherwise fitting setting."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ def analyse(
     slo_ttft_ms: float | None,
     slo_tbt_ms: float | None,
     goodput: GoodputTargets | None = None,
-    attainment_pct: float = SLO_ATTAINMENT_PCT,
+    attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT,
 ) -> list[dict[str, Any]]:
     """One entry per (architecture, phase, workload) that ran under more than one setting; ``goodput`` (when
     given) replaces the median thresholds ``slo_ttft_ms`` / ``slo_tbt_ms``, and a setting meets it from

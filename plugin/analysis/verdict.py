@@ -23,8 +23,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DEFAULT_ATTAINMENT_PCT = 90.0
-"""SLO attainment (%) at or above which a topology meets the targets (DistServe's 90 %)."""
+from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
+
 WINS, TIE, ONLY, NONE, UNRANKED, ALONE = "wins", "tie", "only", "none", "unranked", "alone"
 
 
@@ -144,7 +144,7 @@ class Verdict:
         return low.saving_text if low.saving_text == high.saving_text else f"{low.saving_text} to {high.saving_text}"
 
 
-def verdicts(points: Sequence[Point], attainment_pct: float = DEFAULT_ATTAINMENT_PCT) -> list[Verdict]:
+def verdicts(points: Sequence[Point], attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT) -> list[Verdict]:
     """The verdicts of every dataset (in the order they first appear), each over its rates from low to high.
     Points without an SLO attainment are left out; where a topology has several at one rate, the last counts."""
     result = []
@@ -158,7 +158,7 @@ def verdicts(points: Sequence[Point], attainment_pct: float = DEFAULT_ATTAINMENT
     return result
 
 
-def judge(rate_rps: float, points: Sequence[Point], attainment_pct: float = DEFAULT_ATTAINMENT_PCT) -> Step:
+def judge(rate_rps: float, points: Sequence[Point], attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT) -> Step:
     """The verdict at one rate over one point per topology, each with an SLO attainment (module docstring)."""
     meet = [p for p in points if (p.slo_attainment_pct or 0.0) >= attainment_pct]
     miss = [p for p in points if p not in meet]

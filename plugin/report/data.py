@@ -17,8 +17,8 @@ import pandas as pd
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import e2e_s, tbt_gaps_s, tpot_s, ttft_s
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
-from plugin.analysis.verdict import DEFAULT_ATTAINMENT_PCT
 from plugin.load.workload import SERVING, workload_id
+from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
 from plugin.results import store
 from plugin.results.schema import BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow
 
@@ -136,7 +136,7 @@ class Run:
         """The SLO attainment that meets the targets in the run's verdicts (``--slo-attainment``, recorded in its
         settings); runs from before the option were judged at 90 %."""
         value = (self.header.get("settings") or {}).get("slo_attainment_pct")
-        return float(value) if _number(value) else DEFAULT_ATTAINMENT_PCT
+        return float(value) if _number(value) else DEFAULT_SLO_ATTAINMENT_PCT
 
     @property
     def power(self) -> dict[str, Any]:
