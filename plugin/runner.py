@@ -39,10 +39,16 @@ class Round:
     records: tuple[RequestRecord, ...]
     window: WindowMeasurement
     duration_s: float
-    steady_state: bool = False
+    counted_s: tuple[float, float] | None = None
+    """In steady state, the schedule's measured stretch on the clock: only the requests due in it count (the rest
+    warmed the server up or kept the batch full). It is the schedule's, not the window's edges, which open a few
+    milliseconds late by chance: every topology that met the same schedule counts the same requests."""
     repeats: int = 1
     """How many times the round's load ran in its window to make the window ``min_window_s`` long."""
-    """Only the requests due inside the window count (the rest warmed the server up or kept the batch full)."""
+
+    @property
+    def steady_state(self) -> bool:
+        return self.counted_s is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +138,8 @@ class Runner:
         finally:
             measurement = await asyncio.to_thread(self.sampler.end_window, window)
         records = await client
-        return Round(index, tuple(records), measurement, measurement.duration_s, schedule.steady_state)
+        counted_s = None if schedule.measured_to_s is None else (opens_s, origin_s + schedule.measured_to_s)
+        return Round(index, tuple(records), measurement, measurement.duration_s, counted_s)
 
     async def _send(
         self, schedule: Schedule, on_done: Callable[[int, int], None] | None, start_s: float | None = None

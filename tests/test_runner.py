@@ -1,7 +1,7 @@
 """The runner against a real local stub server (``tests/stub_upstream.py``): rounds repeat their load until the
 power window is ``--min-window-s`` long; a steady-state schedule's window opens at the warm-up's end and closes
-before the cool-down while requests keep arriving, and only the requests due inside it count; and the pure parts
-of a serving benchmark's plan (sweep rates, arrivals, schedules)."""
+before the cool-down while requests keep arriving, and only the requests due in the schedule's measured stretch
+count; and the pure parts of a serving benchmark's plan (sweep rates, arrivals, schedules)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, arrivals_of, schedules, sweep_rate
 from plugin.load.workload import Workload
 from plugin.power import NoneBackend, Sampler
-from plugin.runner import Runner
+from plugin.runner import Round, Runner
 from plugin.serving.endpoint import Endpoint
 from tests.conftest import StartStub
 from tests.settings import make_settings
+from tests.test_power_entry import _window, request_record
 
 SERVING = Workload("serving", 8, 2, 0, 4, "random", 4.0, 1.0, None, None)
 
@@ -62,9 +63,22 @@ def test_a_steady_state_window_covers_the_measured_stretch_only(stub_upstream: S
     assert one_round.steady_state and len(one_round.records) == len(rounds[0].requests)
     assert one_round.window.start_s - origin_s == pytest.approx(0.3, abs=0.05)
     assert one_round.window.duration_s == pytest.approx(0.7, abs=0.05)
+    assert one_round.counted_s is not None
+    start_s, end_s = one_round.counted_s
+    assert start_s - origin_s == pytest.approx(0.3, abs=1e-6) and end_s - start_s == pytest.approx(0.7, abs=1e-6)
     counted = counted_records(one_round)
     assert 0 < len(counted) < len(one_round.records)
-    assert all(one_round.window.start_s <= record.due_s < one_round.window.end_s for record in counted)
+    assert [record.due_s for record in counted] == [r.due_s for r in one_round.records if start_s <= r.due_s < end_s]
+
+
+def test_the_schedule_not_the_windows_late_edge_says_which_requests_count() -> None:
+    """On 4 H200s the window of one topology opened 6.8 ms late and left out a request due 6.6 ms after the
+    stretch began, which every other topology counted (382 against 383 of the same schedule)."""
+    records = tuple(request_record(due_s, due_s + 0.1, due_s + 0.5) for due_s in (10.9, 11.0066, 12.0, 18.99, 19.0))
+    late_window = _window(11.0068, 19.0068, {0: 100.0}, {0: None})
+    one_round = Round(0, records, late_window, 8.0, counted_s=(11.0, 19.0))
+    assert [record.due_s for record in counted_records(one_round)] == [11.0066, 12.0, 18.99]
+    assert counted_records(Round(0, records, late_window, 8.0)) == list(records)  # a closed loop counts all
 
 
 def test_sweep_points_sit_evenly_between_the_measured_ends() -> None:

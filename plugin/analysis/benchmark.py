@@ -1,6 +1,6 @@
 """A measurement made typed: the summary over every round (``stats``), each round's summary, power per round and
 in total (``power_entry``), and goodput against the latency targets. The one place a benchmark's results are
-assembled. In a steady-state round only the requests due inside the power window are counted."""
+assembled. In a steady-state round only the requests due inside the schedule's measured stretch are counted."""
 
 from __future__ import annotations
 
@@ -95,11 +95,11 @@ def per_gpu(summary: Mapping[str, Any], energy_j: float | None, gpu_budget: int)
 
 
 def counted_records(one_round: Round) -> list[RequestRecord]:
-    """Every request of a round, or in steady state those due inside its window."""
-    if not one_round.steady_state:
+    """Every request of a round, or in steady state those due inside its schedule's measured stretch."""
+    if one_round.counted_s is None:
         return list(one_round.records)
-    window = one_round.window
-    return [record for record in one_round.records if window.start_s <= record.due_s < window.end_s]
+    start_s, end_s = one_round.counted_s
+    return [record for record in one_round.records if start_s <= record.due_s < end_s]
 
 
 def energy_figures(benchmark: BenchmarkResult) -> dict[str, float | None]:
