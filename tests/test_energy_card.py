@@ -61,6 +61,7 @@ def benchmark(
     windows: Sequence[Window],
     architecture: str = "traditional",
     setting: str | None = None,
+    topology: str = "",
     gpus: int = 1,
     idle: Sequence[bool] | None = None,
     measured: bool = True,
@@ -91,6 +92,7 @@ def benchmark(
         id=f"benchmarks/test_{phase}.py::{name}", name=name, architecture=architecture, phase=phase,
         workload=Workload(phase, 100, 10, 1, 4), summary=summarize([]), rounds=rounds, power=power,
         dvfs=None if setting is None else {"setting": setting}, requests_file=f"requests-{name}.jsonl",
+        topology=topology,
     )  # fmt: skip
 
 
@@ -210,8 +212,9 @@ def test_windows_without_an_idle_baseline_are_left_out_and_counted() -> None:
     assert card.r_squared is not None and card.r_squared < 1.0
 
 
-def test_cards_per_architecture_and_dvfs_setting_and_only_with_power() -> None:
-    """The energy of every GPU of a disaggregated window counts; an unmeasured benchmark is in no card."""
+def test_cards_per_topology_and_dvfs_setting_and_only_with_power() -> None:
+    """The energy of every GPU of a disaggregated window counts; two topologies of one architecture have a card
+    each; an unmeasured benchmark is in no card."""
     base = exact_run()
     disaggregated = [
         benchmark(b.name, b.phase, [(w.phases.prompt_tokens, w.phases.output_tokens, 1.0, 2 * truth(
@@ -221,10 +224,14 @@ def test_cards_per_architecture_and_dvfs_setting_and_only_with_power() -> None:
     ]  # fmt: skip
     slow = [benchmark(b.name, b.phase, [(1000, 10, 1.0, 5.0)], setting="sm1500") for b in base[:2]]
     unmeasured = benchmark("nothing", "e2e", [(1000, 10, 1.0, 5.0)] * 4, architecture="other", measured=False)
-    cards = energy_cards([*base, *disaggregated, *slow, unmeasured])
-    assert [(c.architecture, c.dvfs_setting) for c in cards] == [
-        ("traditional", None), ("disaggregated", None), ("traditional", "sm1500")
+    other_topology = [benchmark(f"{b.name}-1p3d", "e2e", [(1000 * k, 10 * k * k, 1.0, 9.0 * k) for k in (1, 2, 3)],
+                                "disaggregated", topology="1p3d", gpus=4) for b in base[:2]]  # fmt: skip
+    cards = energy_cards([*base, *disaggregated, *slow, *other_topology, unmeasured])
+    assert [(c.topology, c.architecture, c.dvfs_setting) for c in cards] == [
+        ("traditional", "traditional", None), ("disaggregated", "disaggregated", None),
+        ("traditional", "traditional", "sm1500"), ("1p3d", "disaggregated", None),
     ]  # fmt: skip
+    assert cards[1].windows == 15 and cards[3].windows == 6 and cards[3].gpus == ["0", "1", "2", "3"]
     assert cards[1].gpus == ["0", "1"] and cards[1].coefficients is not None
     assert cards[1].coefficients["j_per_output_token"].value == pytest.approx(2 * B_J)
     assert cards[2].why_no_fit is not None and "2 window(s)" in cards[2].why_no_fit

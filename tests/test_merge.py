@@ -23,6 +23,7 @@ def _split(tmp_path: Path) -> tuple[Path, Path]:
         shutil.copytree(STORED, folder)
         data = json.loads((folder / "results.json").read_text())
         data["benchmarks"] = [entry for entry in data["benchmarks"] if entry["architecture"] == kind]
+        data["energy_card"] = [card for card in data["energy_card"] if card["architecture"] == kind]
         data["run_id"] = f"run-{kind}"
         (folder / "results.json").write_text(json.dumps(data))
         halves.append(folder)
@@ -42,6 +43,13 @@ def test_two_runs_of_one_seed_merge_into_one_the_report_reads(tmp_path: Path) ->
         assert benchmark.requests_file.startswith(f"requests-{index:03d}-")
         source = next(b for b in original.benchmarks if b.name == benchmark.name)
         assert (path.parent / benchmark.requests_file).read_text() == (STORED / source.requests_file).read_text()
+    # each half's card saw only its own benchmarks; the merged run's is fitted over both
+    cards = merged.header["energy_card"]
+    assert [card["topology"] for card in cards] == ["traditional", "disaggregated"]
+    windows = {b.architecture: 0 for b in merged.benchmarks}
+    for benchmark in merged.benchmarks:
+        windows[benchmark.architecture] += len(benchmark.power.windows) if benchmark.power.measured else 0
+    assert [card["windows"] + card["windows_skipped"] for card in cards] == list(windows.values())
     rows = (STORED / "power_gpu0.csv").read_text().splitlines()
     assert (path.parent / "power_gpu0.csv").read_text().splitlines() == [*rows, *rows[1:]]  # one header line
 

@@ -2,7 +2,7 @@
 
 Each benchmark's phase figure (J per prompt token of a prefill benchmark, say) charges it everything the GPUs drew
 above idle, its one decode step and the time the GPU was awake but waiting included. A least-squares fit over every
-round window of one device setting (architecture and DVFS setting) separates the two costs:
+round window of one device setting (topology and DVFS setting) separates the two costs:
 
     energy above idle = a x prompt tokens + b x output tokens  [+ c x busy seconds]
 
@@ -87,6 +87,9 @@ class CrossCheck:
 class EnergyCard:
     """One device setting's fit, or why there is none (``why_no_fit``; then no number is given)."""
 
+    topology: str
+    """The topology's name (``2p2d``; the default pair's is its architecture): topologies of one architecture
+    spread the same tokens over other GPUs, so each has a cost of its own."""
     architecture: str
     dvfs_setting: str | None
     gpus: list[str]
@@ -116,13 +119,13 @@ class Fit:
 
 
 def energy_cards(benchmarks: Sequence[BenchmarkResult]) -> list[EnergyCard]:
-    """One card per (architecture, DVFS setting) with measured power, in the order the groups first ran."""
+    """One card per (topology, DVFS setting) with measured power, in the order the groups first ran."""
     groups: dict[tuple[str, str | None], list[BenchmarkResult]] = defaultdict(list)
     for benchmark in benchmarks:
         if benchmark.power.measured:
             setting = (benchmark.dvfs or {}).get("setting")
-            groups[(benchmark.architecture, None if setting is None else str(setting))].append(benchmark)
-    return [card(architecture, setting, members) for (architecture, setting), members in groups.items()]
+            groups[(benchmark.topology_name, None if setting is None else str(setting))].append(benchmark)
+    return [card(members, setting) for (_, setting), members in groups.items()]
 
 
 def energy_card_json(benchmarks: Sequence[BenchmarkResult]) -> list[dict[str, Any]]:
@@ -148,7 +151,8 @@ def window_points(benchmark: BenchmarkResult) -> tuple[list[WindowPoint], list[s
     return points, skipped
 
 
-def card(architecture: str, setting: str | None, benchmarks: Sequence[BenchmarkResult]) -> EnergyCard:
+def card(benchmarks: Sequence[BenchmarkResult], setting: str | None) -> EnergyCard:
+    """The fit over ``benchmarks``, all of one topology and DVFS setting."""
     points: list[WindowPoint] = []
     skipped: list[str] = []
     for benchmark in benchmarks:
@@ -158,7 +162,8 @@ def card(architecture: str, setting: str | None, benchmarks: Sequence[BenchmarkR
     gpus = sorted({gpu for b in benchmarks for w in b.power.windows for gpu in w.gpus}, key=_gpu_order)
     notes = [f"{count} window(s) left out: {reason}" for reason, count in _counted(skipped).items()]
     base: dict[str, Any] = {
-        "architecture": architecture, "dvfs_setting": setting, "gpus": gpus, "benchmarks": len(benchmarks),
+        "topology": benchmarks[0].topology_name, "architecture": benchmarks[0].architecture,
+        "dvfs_setting": setting, "gpus": gpus, "benchmarks": len(benchmarks),
         "windows": len(points), "windows_skipped": len(skipped),
     }  # fmt: skip
     chosen, why = choose_fit(points, notes)

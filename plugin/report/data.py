@@ -202,9 +202,10 @@ class Run:
 
     @property
     def energy_cards(self) -> list[dict[str, Any]] | None:
-        """The run's energy cards (``plugin.analysis.energy_card``); ``None`` in a run made before them."""
+        """The run's energy cards (``plugin.analysis.energy_card``); ``None`` in a run made before them. A card
+        made before cards were per topology is its architecture's."""
         cards = self.header.get("energy_card")
-        return None if cards is None else [dict(card) for card in cards]
+        return None if cards is None else [{"topology": card["architecture"], **card} for card in cards]
 
     def server_phase_rows(self) -> list[dict[str, Any]]:
         """Per benchmark whose summary has the server's phase times: the client's mean TTFT, TPOT and E2E beside

@@ -5,7 +5,8 @@ The runs must share their ``prompt_seed`` (``--seed``): prompts and arrivals are
 setting, never by topology, so runs of one seed met the same requests at the same times. Their benchmarks must
 not repeat one another. Each benchmark's request records are copied under a new, ordered name; each GPU's power
 samples are joined into one CSV (the report reads them by time: the runs must come from one machine between
-two boots, whose monotonic clock they share). The header is the first run's, with ``merged_from`` naming them all.
+two boots, whose monotonic clock they share). The header is the first run's, with ``merged_from`` naming them all
+and the energy card fitted again over every benchmark (each run's card saw only its own topologies).
 Its ``settings`` too, the verdict's ``slo_attainment_pct`` included: runs that differ there still merge, and the
 first run's threshold judges them all (it changes the verdict, not what was measured).
 """
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plugin.analysis.energy_card import energy_card_json
 from plugin.results.store import RESULTS_FILE, load_run, requests_file_name, write_json_atomic
 
 STATUS_ORDER = ("complete", "interrupted", "failed", "running")
@@ -50,6 +52,7 @@ def merge_runs(folders: Sequence[Path], out: Path) -> Path:
             shutil.copyfile(run.folder / entry["requests_file"], out / name)
             entries.append({**entry, "requests_file": name})
     header = _header([run.header for run in runs], [run.folder for run in runs], out)
+    header["energy_card"] = energy_card_json([benchmark for run in runs for benchmark in run.benchmarks])
     path = out / RESULTS_FILE
     write_json_atomic(path, {**header, "benchmarks": entries})
     return path
