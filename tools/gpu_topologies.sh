@@ -4,7 +4,8 @@
 # Usage: tools/gpu_topologies.sh STEP OUT, one step a call:
 #   ucx             the NixlConnector hand-off of 2048-token prompts with two instances on one GPU (started one
 #                   after the other): cuda_ipc's GET zero-copy forced on, then off; UCX's choices logged
-#   ucx-default     one run of the same on one GPU with the suite's own UCX settings (on the one-H100 machine)
+#   ucx-default     one run of the same on one GPU with the suite's own UCX settings (on the one-H100 machine);
+#                   with UCX_CUDA_IPC_ENABLE_GET_ZCOPY=auto exported, with UCX's own default instead
 #   ucx-two-gpus    the same across GPUs 0 and 1 (the baseline; 30.3 ms on 4 H200s, 2026-11-27)
 #   topologies-a/b  dp:4 and 2p2d / 1p3d and 3p1d on GPUs 0-3: serving, 4 offered rates, goodput targets; one
 #                   --seed, so both calls meet the same requests at the same times (the load never depends on
