@@ -146,6 +146,28 @@ def test_update_interval_detector_uses_the_time_between_changes() -> None:
     assert flat.interval_s() is None
 
 
+IDLE_H200_W = [
+    80.923, 80.923, 80.923, 80.538, 80.923, 80.923, 81.246, 80.923, 80.923, 80.923, 80.923, 80.538, 80.923, 80.923,
+    80.923, 80.538, 80.538, 80.923, 80.923, 80.923, 80.538, 80.923, 80.923, 80.538, 80.923, 80.923, 80.538, 80.538,
+    80.923, 81.246, 80.538, 80.538, 80.538, 80.923, 80.538, 80.923, 80.923, 80.923, 80.538, 80.538, 80.923, 80.923,
+    80.923, 80.538, 80.538, 80.923, 80.538, 80.923, 80.923, 80.923, 80.538, 80.538, 81.246, 80.923, 80.538, 80.538,
+    80.538, 81.246, 80.923, 80.538, 80.923, 80.923, 80.538, 80.923, 80.923, 80.923, 80.538, 80.538, 80.538, 81.246,
+]  # fmt: skip
+"""GPU 1 of docs/validation/gpu-h200x4-four-topologies/, idle for 7 s between topologies, polled every 100 ms:
+the sensor updates every 100 ms, yet the reading often repeats."""
+
+
+def test_a_steady_reading_that_repeats_values_is_no_slower_sensor() -> None:
+    idle = UpdateIntervalDetector()
+    for i, watts in enumerate(IDLE_H200_W):
+        idle.feed(i * 0.1, watts)
+    assert idle.interval_s() == pytest.approx(0.1)
+    slow = UpdateIntervalDetector()  # a 200 ms sensor polled every 100 ms under a load that changes every update
+    for i in range(80):
+        slow.feed(i * 0.1, 300.0 + (i // 2) % 7)
+    assert slow.interval_s() == pytest.approx(0.2)
+
+
 # -- the NVML backend on the fake ---------------------------------------------------------------------------
 
 

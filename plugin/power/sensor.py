@@ -10,7 +10,11 @@ from collections import deque
 
 
 class UpdateIntervalDetector:
-    """Feed it one GPU's readings; ``interval_s`` is the median time between changes of the value."""
+    """Feed it one GPU's readings; ``interval_s`` is the lower quartile of the times between changes of the value.
+
+    A steady reading (an idle GPU's, in steps of 0.3-0.4 W) repeats values on a sensor that did update, which only
+    lengthens the gaps: on an idle H200 polled every 100 ms, 46 % of them were 100 ms and the median read 200 ms.
+    A sensor slower than the polling never shows gaps shorter than its period, so a low quantile is its period."""
 
     def __init__(self, min_changes: int = 5, keep: int = 64) -> None:
         self._min_changes = min_changes
@@ -31,4 +35,4 @@ class UpdateIntervalDetector:
         """``None`` until ``min_changes`` intervals have been seen (a flat reading tells nothing)."""
         if len(self._intervals_s) < self._min_changes:
             return None
-        return statistics.median(self._intervals_s)
+        return statistics.quantiles(self._intervals_s, n=4)[0]
