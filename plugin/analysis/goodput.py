@@ -13,12 +13,31 @@ energy spent, wasted work included, to the work that was useful.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
 from plugin.load.client import RequestRecord
 from plugin.option_values import GoodputTargets
+
+
+Z95 = 1.959964
+"""The normal quantile of a two-sided 95 % interval."""
+
+
+def attainment_interval_pct(good: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval (95 %) of an SLO attainment of ``good`` out of ``total``, in %; ``None`` with no
+    request. Wilson's rather than the normal approximation's because attainment sits near 0 or 100 % where it
+    matters, and there the normal interval leaves [0, 100] or collapses to a point (all met: ± 0)."""
+    if total <= 0:
+        return None
+    share = good / total
+    z2_n = z * z / total
+    centre = (share + z2_n / 2) / (1 + z2_n)
+    half = z / (1 + z2_n) * math.sqrt(share * (1 - share) / total + z2_n / (4 * total))
+    low = 0.0 if good == 0 else 100.0 * max(0.0, centre - half)
+    return low, 100.0 if good == total else 100.0 * min(1.0, centre + half)
 
 
 def targets_ms(targets: GoodputTargets) -> dict[str, float]:
