@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -34,12 +35,17 @@ def record(
         due_s=send_s,
         send_s=send_s,
         first_token_s=first_token_s,
-        token_times_s=(first_token_s,) * 5 if first_token_s is not None else (),
+        token_times_s=_spread(first_token_s, end_s, completion_tokens or 0) if first_token_s is not None else (),
         end_s=end_s,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         error=None if first_token_s is not None else "HTTP 500",
     )
+
+
+def _spread(first_s: float, end_s: float, count: int) -> tuple[float, ...]:
+    """``count`` token times from the first token to the end, evenly."""
+    return tuple(first_s + (end_s - first_s) * i / max(count - 1, 1) for i in range(count))
 
 
 def test_one_request_splits_at_its_first_token() -> None:
@@ -105,10 +111,11 @@ def test_requests_without_a_first_token_are_skipped_and_counted() -> None:
     assert split.idle_j == pytest.approx(200.0)
 
 
-def test_token_counts_fall_back_to_the_client_view() -> None:
-    split = attribute_energy(
-        curves_of(flat(100.0, 2.0)), [record(0.0, 1.0, 2.0, prompt_tokens=None, completion_tokens=None)]
-    )
+def test_tokens_are_counted_as_the_client_saw_them() -> None:
+    """Output tokens are the streamed tokens that arrived (the window may cut a request); a prompt without the
+    server's count falls back to the tokens sent."""
+    seen = dataclasses.replace(record(0.0, 1.0, 2.0, completion_tokens=5), prompt_tokens=None, completion_tokens=None)
+    split = attribute_energy(curves_of(flat(100.0, 2.0)), [seen])
     assert (split.prompt_tokens, split.output_tokens) == (64, 5)
 
 
@@ -137,6 +144,12 @@ class Phases:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     token_times_s: tuple[float, ...] = ()
+    kv_handoff_ms: float | None = None
+    ok: bool = True
+
+    @property
+    def due_s(self) -> float:
+        return self.send_s
 
 
 def test_energy_is_conserved_over_random_overlapping_requests() -> None:
@@ -168,3 +181,22 @@ def test_every_role_conserves_energy_and_a_dedicated_gpu_charges_one_phase(role:
         assert split.prefill_j == 0.0 and (split.decode_j or 0.0) > 0.0
     else:
         assert (split.prefill_j or 0.0) > 0.0 and (split.decode_j or 0.0) > 0.0
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 1.0, 3.5])
+def test_a_queue_grows_without_prefill_energy_growing(wait_s: float) -> None:
+    """On a shared GPU at 100 W, one request decodes from 0 to 10 s while another waits ``wait_s`` in the
+    server's queue, then prefills for 0.5 s (the server's mean prefill time) up to its first token at 5 s. Its
+    prefill is 0.5 s shared with the decode: 25 J however long it waited; the wait is the decode's."""
+    decoding = record(0.0, 0.0, 10.0)
+    waiting = record(4.5 - wait_s, 5.0, 6.0)
+    split = attribute_energy(curves_of(flat(100.0, 10.0)), [decoding, waiting], 0.0, 10.0, prefill_s=0.5)
+    assert split.prefill_j == pytest.approx(25.0)
+    assert split.decode_j == pytest.approx(975.0)
+    queued_as_prefill = attribute_energy(curves_of(flat(100.0, 10.0)), [decoding, waiting], 0.0, 10.0)
+    assert queued_as_prefill.prefill_j == pytest.approx(25.0 + 50.0 * wait_s)  # the old rule: waiting charged
+
+
+def test_a_prefill_time_longer_than_the_ttft_starts_at_the_send() -> None:
+    split = attribute_energy(curves_of(flat(100.0, 4.0)), [record(1.0, 1.5, 3.0)], 0.0, 4.0, prefill_s=2.0)
+    assert (split.prefill_j, split.prefill_s) == (pytest.approx(50.0), pytest.approx(0.5))

@@ -19,6 +19,7 @@ from plugin.analysis.energy_card import (
     energy_cards,
     fit_points,
 )
+from plugin.analysis.accounting import Work, rates
 from plugin.analysis.stats import summarize
 from plugin.load.workload import Workload
 from plugin.power.window import GpuWindow
@@ -90,7 +91,7 @@ def benchmark(
     rounds = tuple({"total_input_tokens": p, "total_output_tokens": o, "energy_j": None} for p, o, _, _ in windows)
     return BenchmarkResult(
         id=f"benchmarks/test_{phase}.py::{name}", name=name, architecture=architecture, phase=phase,
-        workload=Workload(phase, 100, 10, 1, 4), summary=summarize([]), rounds=rounds, power=power,
+        workload=Workload(phase, 100, 10, 1, 4), summary={**summarize([]), **rates(Work(0.0, 0, 0, 0))}, rounds=rounds, power=power,
         dvfs=None if setting is None else {"setting": setting}, requests_file=f"requests-{name}.jsonl",
         topology=topology,
     )  # fmt: skip

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from plugin.analysis.goodput import goodput_summary, is_good
+from plugin.analysis.accounting import energy_per_work, rates, work_inside
+from plugin.analysis.goodput import attainment_interval_pct, attainment_summary, is_good
 from plugin.load.client import RequestRecord
 from plugin.option_values import GoodputTargets
 
@@ -65,18 +66,21 @@ def test_failed_or_tokenless_requests_are_never_good() -> None:
     assert good(GoodputTargets()) == ["A", "B", "C", "D"]  # no target: every successful request is good
 
 
+def figures(records: list[RequestRecord], targets: GoodputTargets, energy_j: float | None) -> dict[str, object]:
+    """Attainment over ``records``, goodput and energy over the work they did inside a 2 s window."""
+    work = work_inside(records, 0.0, DURATION_S, [r for r in records if is_good(r, targets)])
+    return {**attainment_summary(records, targets), **rates(work), **energy_per_work(energy_j, work)}
+
+
 def test_attainment_goodput_and_energy_per_good_request_and_token() -> None:
-    summary = goodput_summary(RECORDS, GoodputTargets(ttft_ms=250), DURATION_S, ENERGY_J)
-    assert summary == {
-        "goodput_targets_ms": {"ttft": 250.0},
-        "good_requests": 3,  # A, C, D
-        "slo_attainment_pct": pytest.approx(60.0),  # 3 of the 5 sent: the failed one counts
-        "goodput_rps": pytest.approx(1.5),  # 3 good in 2 s
-        "energy_per_good_request_j": pytest.approx(100.0 / 3),
-        "energy_per_good_output_token_j": pytest.approx(100.0 / 7),  # 3 + 3 + 1 tokens
-        "goodput_note": None,
-    }
-    combined = goodput_summary(RECORDS, GoodputTargets(ttft_ms=250, tpot_ms=125, e2el_ms=2000), DURATION_S, ENERGY_J)
+    summary = figures(RECORDS, GoodputTargets(ttft_ms=250), ENERGY_J)
+    assert summary["goodput_targets_ms"] == {"ttft": 250.0}
+    assert summary["good_requests"] == 3  # A, C, D
+    assert summary["slo_attainment_pct"] == pytest.approx(60.0)  # 3 of the 5 sent: the failed one counts
+    assert summary["goodput_rps"] == pytest.approx(1.5)  # 3 good in 2 s
+    assert summary["energy_per_good_request_j"] == pytest.approx(100.0 / 3)
+    assert summary["energy_per_good_output_token_j"] == pytest.approx(100.0 / 7)  # 3 + 3 + 1 tokens
+    combined = figures(RECORDS, GoodputTargets(ttft_ms=250, tpot_ms=125, e2el_ms=2000), ENERGY_J)
     assert combined["goodput_targets_ms"] == {"ttft": 250.0, "tpot": 125.0, "e2el": 2000.0}
     assert (combined["good_requests"], combined["slo_attainment_pct"]) == (2, pytest.approx(40.0))  # A, D
     assert combined["goodput_rps"] == pytest.approx(1.0)
@@ -85,26 +89,45 @@ def test_attainment_goodput_and_energy_per_good_request_and_token() -> None:
 
 
 def test_failed_requests_lower_the_attainment() -> None:
-    summary = goodput_summary([A, F], GoodputTargets(ttft_ms=250), DURATION_S, ENERGY_J)
+    summary = figures([A, F], GoodputTargets(ttft_ms=250), ENERGY_J)
     assert (summary["good_requests"], summary["slo_attainment_pct"]) == (1, pytest.approx(50.0))
     assert summary["energy_per_good_request_j"] == pytest.approx(100.0)  # the failed one's energy is charged too
 
 
-def test_missing_energy_or_duration_gives_none_never_zero() -> None:
-    summary = goodput_summary(RECORDS, GoodputTargets(ttft_ms=250), None, None)
+def test_missing_energy_gives_none_never_zero() -> None:
+    summary = figures(RECORDS, GoodputTargets(ttft_ms=250), None)
     assert summary["energy_per_good_request_j"] is None
     assert summary["energy_per_good_output_token_j"] is None
-    assert summary["goodput_rps"] is None
     assert (summary["good_requests"], summary["slo_attainment_pct"]) == (3, pytest.approx(60.0))
-    assert summary["goodput_note"] is None
 
 
-def test_no_good_request_says_so() -> None:
-    summary = goodput_summary(RECORDS, GoodputTargets(ttft_ms=10), DURATION_S, ENERGY_J)
+def test_no_good_request_gives_no_energy_per_good_request() -> None:
+    summary = figures(RECORDS, GoodputTargets(ttft_ms=10), ENERGY_J)
     assert (summary["good_requests"], summary["slo_attainment_pct"], summary["goodput_rps"]) == (0, 0.0, 0.0)
     assert summary["energy_per_good_request_j"] is None
     assert summary["energy_per_good_output_token_j"] is None
-    assert summary["goodput_note"] == "no request met the goodput targets: energy per good request is undefined"
-    empty = goodput_summary([], GoodputTargets(ttft_ms=10), None, ENERGY_J)
-    assert empty["slo_attainment_pct"] is None and empty["energy_per_good_request_j"] is None
-    assert empty["goodput_note"] == "no request was sent: no SLO attainment or goodput"
+    empty = attainment_summary([], GoodputTargets(ttft_ms=10))
+    assert empty["slo_attainment_pct"] is None
+    assert (empty["slo_attainment_low_pct"], empty["slo_attainment_high_pct"]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("good", "total", "low", "high"),
+    [  # Wilson's score interval as published (e.g. statsmodels' proportion_confint(method="wilson")), in %
+        (9, 10, 59.585, 98.212),
+        (10, 10, 72.247, 100.0),
+        (0, 10, 0.0, 27.753),
+        (90, 100, 82.563, 94.477),
+        (1, 1, 20.654, 100.0),
+    ],
+)
+def test_attainment_interval_is_wilsons(good: int, total: int, low: float, high: float) -> None:
+    assert attainment_interval_pct(good, total) == (pytest.approx(low, abs=1e-3), pytest.approx(high, abs=1e-3))
+
+
+def test_all_met_still_has_an_interval_below_100() -> None:
+    """All 20 requests met: the point estimate is 100 %, but 20 requests cannot prove a 90 % attainment."""
+    summary = attainment_summary([A] * 20, GoodputTargets(ttft_ms=250))
+    assert summary["slo_attainment_pct"] == 100.0
+    assert summary["slo_attainment_low_pct"] < 90.0
+    assert attainment_interval_pct(0, 0) is None

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from plugin.analysis.accounting import Work
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
@@ -74,7 +75,8 @@ def test_rounds_add_up_and_per_token_figures_use_every_round() -> None:
         return window_power(i, window, [request_record(start_s, start_s + 2, start_s + 5)], {0: "prefill+decode"})
 
     rounds = [one_round(i) for i in range(3)]
-    power = benchmark_power(rounds, "nvml", None, {0: "prefill+decode"})
+    work = Work(18.0, 3, 300, 30)  # what the three windows held: one request each, whole
+    power = benchmark_power(rounds, "nvml", None, {0: "prefill+decode"}, work)
     assert power.measured and len(power.windows) == 3
     assert power.energy_j == pytest.approx(1800.0)
     assert (
@@ -84,5 +86,5 @@ def test_rounds_add_up_and_per_token_figures_use_every_round() -> None:
 
 
 def test_unmeasured_power_has_no_figures() -> None:
-    power = benchmark_power([], "none", "power not measured: --power-backend none", {})
+    power = benchmark_power([], "none", "power not measured: --power-backend none", {}, Work(0.0, 0, 0, 0))
     assert not power.measured and power.energy_j is None and power.phases is None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin.analysis.accounting import Work, work_inside
 from plugin.analysis.power_entry import benchmark_power, session_power, window_power
 from plugin.clock import now_s
 from plugin.load.client import RequestRecord
@@ -35,6 +36,7 @@ def test_benchmark_power_splits_a_known_trace_by_phase(tmp_path: Path) -> None:
         entry = benchmark_power(
             [window_power(0, window, [record(start_s, first_token_s, end_s)], {0: "prefill+decode"})],
             window.backend, window.unmeasured_reason, {0: "prefill+decode"},
+            work_inside([record(start_s, first_token_s, end_s)], window.start_s, window.end_s),
         )  # fmt: skip
         session = session_power(sampler, None)
     assert entry.measured is True
@@ -57,7 +59,8 @@ def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> 
         sampler.begin_window("bench")
         window = sampler.end_window("bench")
         entry = benchmark_power(
-            [window_power(0, window, [record(0.0, 0.1, 0.2)], {})], window.backend, window.unmeasured_reason, {}
+            [window_power(0, window, [record(0.0, 0.1, 0.2)], {})], window.backend, window.unmeasured_reason, {},
+            Work(0.0, 0, 0, 0),
         )
         session = session_power(sampler, None)
     assert (entry.measured, entry.backend, entry.unmeasured_reason) == (False, "none", "power not measured: no GPU")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin.analysis.accounting import Work
 from plugin.analysis.power_entry import benchmark_power
 from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
@@ -79,7 +80,7 @@ def _record(index: int, ok: bool = True) -> RequestRecord:
 
 
 def _result(index: int, name: str) -> BenchmarkResult:
-    power = benchmark_power([], "none", "power not measured: --power-backend none", {})
+    power = benchmark_power([], "none", "power not measured: --power-backend none", {}, Work(0.0, 0, 0, 0))
     return BenchmarkResult(
         id=f"benchmarks/test_phases.py::{name}", name=name, architecture="traditional", phase="decode",
         workload=Workload("decode", 8, 2, 1, 2), summary={"mean_ttft_ms": 500.0, "p99_ttft_ms": None},

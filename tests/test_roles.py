@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin.analysis.accounting import work_inside
 from plugin.analysis.energy import (
     ROLE_METHOD,
     SHARED_METHOD,
@@ -38,9 +39,12 @@ def request(send_s: float, first_s: float, end_s: float, kv_handoff_ms: float | 
     )  # fmt: skip
 
 
-# A: prefill 1-3, decode 3-6, hand-off 2.5-3. B: prefill 2-4, decode 4-8, hand-off 3.2-4. In a 0-10 s window:
-# prefill only 1-3, both 3-4, decode only 4-8, nothing 0-1 and 8-10. Prefill 3 s, decode 5 s, idle 3 s.
+# A: sent 1, hand-off 2.5-3, first token 3, end 6. B: sent 2, hand-off 3.2-4, first token 4, end 8. The hand-off
+# is decode's: A in prefill 1-2.5 and in decode 2.5-6, B in prefill 2-3.2 and in decode 3.2-8. In a 0-10 s window:
+# prefill only 1-2.5, both 2.5-3.2, decode only 3.2-8, nothing 0-1 and 8-10. Prefill 2.2 s, decode 5.5 s, idle 3 s.
 RECORDS = [request(1.0, 3.0, 6.0, kv_handoff_ms=500.0), request(2.0, 4.0, 8.0, kv_handoff_ms=800.0)]
+PLAIN = [request(1.0, 3.0, 6.0), request(2.0, 4.0, 8.0)]
+"""The same requests from a traditional server (no hand-off): prefill only 1-3, both 3-4, decode only 4-8."""
 
 
 def sample(t_s: float, gpu: int, power_w: float, sm_clock_mhz: int | None = 1980, reasons: int | None = 0) -> Sample:
@@ -76,10 +80,10 @@ def test_a_prefill_gpu_charges_prefill_only_and_waits_the_rest() -> None:
     gpu = disaggregated()["0"]
     phases = gpu.phases
     assert gpu.method == ROLE_METHOD and phases is not None
-    assert phases.prefill_j == pytest.approx(3 * 330.0)
+    assert phases.prefill_j == pytest.approx(2.2 * 330.0)
     assert phases.decode_j == pytest.approx(0.0)
-    assert phases.idle_j == pytest.approx(7 * 330.0)  # nothing running, and decode only (4-8)
-    assert phases.prefill_above_idle_j == pytest.approx(3 * (330.0 - 60.0))
+    assert phases.idle_j == pytest.approx(7.8 * 330.0)  # nothing running, and decode only (3.2-8)
+    assert phases.prefill_above_idle_j == pytest.approx(2.2 * (330.0 - 60.0))
     assert phases.total_j == pytest.approx(3300.0, rel=1e-12)
     assert gpu.idle_baseline_j == pytest.approx(600.0)
     assert (gpu.idle_baseline_j or 0.0) + (gpu.window.energy_above_idle_j or 0.0) == pytest.approx(3300.0)
@@ -89,14 +93,16 @@ def test_a_decode_gpu_charges_decode_only() -> None:
     gpu = disaggregated()["1"]
     phases = gpu.phases
     assert gpu.method == ROLE_METHOD and phases is not None
-    assert (phases.prefill_j, phases.decode_j, phases.idle_j) == pytest.approx((0.0, 5 * 200.0, 5 * 200.0))
+    # decode from each request's hand-off (2.5-8): the KV load and first step are decode's work
+    assert (phases.prefill_j, phases.decode_j, phases.idle_j) == pytest.approx((0.0, 5.5 * 200.0, 4.5 * 200.0))
     assert phases.total_j == pytest.approx(2000.0, rel=1e-12)
     assert gpu.idle_baseline_j is None and phases.decode_above_idle_j is None
 
 
 def test_the_kv_handoff_is_shown_on_both_gpus_apart_from_the_phases() -> None:
     gpus = disaggregated()
-    # Hand-offs 2.5-3 and 3.2-4: 1.3 s, inside prefill on the prefill GPU, while waiting on the decode GPU.
+    # Hand-offs 2.5-3 and 3.2-4: 1.3 s, inside decode on the decode GPU; on the prefill GPU inside B's prefill
+    # (2.5-3.2) or idle (3.2-4).
     assert gpus["0"].kv_handoff_s == pytest.approx(1.3) and gpus["1"].kv_handoff_s == pytest.approx(1.3)
     assert gpus["0"].kv_handoff_j == pytest.approx(1.3 * 330.0)
     assert gpus["1"].kv_handoff_j == pytest.approx(1.3 * 200.0)
@@ -107,15 +113,16 @@ def test_window_and_benchmark_sum_the_roles_and_match_the_counters() -> None:
     entry = window_power(0, measured, RECORDS, {0: "prefill", 1: "decode"})
     assert entry.phases is not None and entry.energy_j == pytest.approx(5300.0)
     assert (entry.phases.prefill_j, entry.phases.decode_j, entry.phases.idle_j) == pytest.approx(
-        (990.0, 1000.0, 3310.0)
+        (2.2 * 330.0, 5.5 * 200.0, 7.8 * 330.0 + 4.5 * 200.0)
     )
     assert math.fsum([entry.phases.prefill_j or 0, entry.phases.decode_j or 0, entry.phases.idle_j or 0]) == (
         pytest.approx(entry.energy_j, rel=1e-12)
     )
     assert (entry.phases.prefill_s, entry.phases.decode_s, entry.phases.overlap_s, entry.phases.idle_s) == (
-        pytest.approx((3.0, 5.0, 1.0, 3.0))
+        pytest.approx((2.2, 5.5, 0.7, 3.0))
     )
-    power = benchmark_power([entry], "nvml", None, {0: "prefill", 1: "decode"})
+    work = work_inside(RECORDS, 0.0, 10.0)
+    power = benchmark_power([entry], "nvml", None, {0: "prefill", 1: "decode"}, work)
     assert power.phases is not None and power.phases.total_j == pytest.approx(5300.0)
     back = from_json(BenchmarkPower, to_json(power))
     assert back.windows[0].gpus["0"] == entry.gpus["0"]
@@ -126,8 +133,8 @@ def test_a_shared_gpu_keeps_the_time_rule_and_says_so() -> None:
     gpu = window_power(0, measured, RECORDS, {0: "prefill+decode"}).gpus["0"]
     phases = gpu.phases
     assert gpu.method == SHARED_METHOD and phases is not None
-    # The old expectation: 1-3 prefill whole, 3-4 half each, 4-8 decode, the rest idle, at 330 W.
-    assert (phases.prefill_j, phases.decode_j, phases.idle_j) == pytest.approx((2.5 * 330, 4.5 * 330, 3 * 330))
+    # 1-2 A prefill, 2-2.5 both prefill, 2.5-3.2 half each, 3.2-8 decode, the rest idle, at 330 W.
+    assert (phases.prefill_j, phases.decode_j, phases.idle_j) == pytest.approx((1.85 * 330, 5.15 * 330, 3 * 330))
     old = attribute_energy([measured.curves[0]], RECORDS, 0.0, 10.0, 60.0, 3300.0)
     assert (phases.prefill_j, phases.decode_j, phases.idle_j) == (old.prefill_j, old.decode_j, old.idle_j)
     unknown = window_power(0, measured, RECORDS, {}).gpus["0"]
@@ -135,8 +142,7 @@ def test_a_shared_gpu_keeps_the_time_rule_and_says_so() -> None:
 
 
 def test_a_traditional_server_has_no_handoff_figures() -> None:
-    plain = [request(1.0, 3.0, 6.0), request(2.0, 4.0, 8.0)]
-    gpu = window_power(0, window({0: 300.0}, {0: 3300.0}, {0: None}, {}), plain, {0: "prefill+decode"}).gpus["0"]
+    gpu = window_power(0, window({0: 300.0}, {0: 3300.0}, {0: None}, {}), PLAIN, {0: "prefill+decode"}).gpus["0"]
     assert gpu.kv_handoff_s is None and gpu.kv_handoff_j is None and gpu.idle_baseline_j is None
 
 
@@ -167,7 +173,7 @@ def test_residency_per_phase_holds_each_reading_until_the_next() -> None:
         return sample(t_s, 0, 300.0, 1980, 0)
 
     measured = window({0: 300.0}, {0: 3000.0}, {0: None}, {0: [reading(step / 2) for step in range(21)]})
-    gpu = window_power(0, measured, RECORDS, {0: "prefill"}).gpus["0"]
+    gpu = window_power(0, measured, PLAIN, {0: "prefill"}).gpus["0"]
     assert gpu.residency == {
         "prefill": {  # 1-3 s
             "sm_clock_mhz": {"1755": pytest.approx(0.75), "1600": pytest.approx(0.25)},

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from plugin import terminal
+from plugin.analysis.accounting import Work
 from plugin.analysis.benchmark import benchmark_result
 from plugin.analysis.power_entry import benchmark_power
 from plugin.analysis.uncertainty import (
@@ -63,7 +64,8 @@ def _power(gpu_windows: list[GpuWindow]) -> BenchmarkPower:
         split = _phases(0.4 * energy_j, 0.6 * energy_j)
         windows.append(PowerWindow(i, gpu.start_s, gpu.end_s, energy_j, {"0": GpuEnergy("prefill+decode", gpu, split)},
                                    split, ()))  # fmt: skip
-    return benchmark_power(windows, "nvml", None, {0: "prefill+decode"})
+    work = Work(sum(gpu.duration_s for gpu in gpu_windows), 10 * len(windows), 1000 * len(windows), 100 * len(windows))
+    return benchmark_power(windows, "nvml", None, {0: "prefill+decode"}, work)
 
 
 def _stepped_curve(start_s: float, end_s: float) -> PowerCurve:
@@ -92,15 +94,22 @@ def test_three_rounds_each_part_as_worked_on_paper() -> None:
     total = math.sqrt(rounds**2 + edges**2 + disagreement**2)  # 97.36 J on 330 J
     figures = found.figures
     assert total == pytest.approx(97.36, abs=0.01) and figures["energy_j"] == pytest.approx(total)
-    relative = total / 330.0
-    assert figures["energy_per_prompt_token_j"] == pytest.approx(relative * 0.11)
-    assert figures["energy_per_output_token_j"] == pytest.approx(relative * 1.1)
-    assert figures["energy_per_request_j"] == pytest.approx(relative * 11.0)
+    relative = total / 330.0  # the totals carry the energy's relative ±, the rounds' spread included
     assert figures["prefill_j"] == pytest.approx(relative * 132.0)
     assert figures["decode_j"] == pytest.approx(relative * 198.0)
-    assert figures["prefill_j_per_prompt_token"] == pytest.approx(relative * 132.0 / 3000)
-    assert figures["decode_j_per_output_token"] == pytest.approx(relative * 198.0 / 300)
-    assert figures["j_per_request"] == pytest.approx(relative * 330.0 / 30)
+    # A figure per unit of work carries the measurement's parts (no rounds given for these: no rounds part) ...
+    measured = math.sqrt(edges**2 + disagreement**2) / 330.0  # 19.0 %
+    assert figures["energy_per_prompt_token_j"] == pytest.approx(measured * 0.11)
+    assert figures["energy_per_output_token_j"] == pytest.approx(measured * 1.1)
+    assert figures["energy_per_request_j"] == pytest.approx(measured * 11.0)
+    assert found.sources["energy_per_request_j"] == ["disagreement", "edges"]
+    # ... and the split's, their own spread between rounds: prefill 40 of 100, 110, 120 J over 1000 prompt tokens
+    # a round is 0.040, 0.044, 0.048 J (stdev 0.004): t(2 dof) x 0.004 / sqrt(3) = 0.00994 J.
+    spread = 4.3027 * 0.004 / math.sqrt(3)
+    assert figures["prefill_j_per_prompt_token"] == pytest.approx(math.hypot(measured * 0.044, spread))
+    assert figures["decode_j_per_output_token"] == pytest.approx(math.hypot(measured * 0.66, 4.3027 * 0.06 / math.sqrt(3)))  # 0.60, 0.66, 0.72 J
+    assert figures["j_per_request"] == pytest.approx(math.hypot(measured * 11.0, 4.3027 * 1.0 / math.sqrt(3)))
+    assert found.sources["j_per_request"] == ["disagreement", "edges", "rounds"]
     assert "energy_per_good_request_j" not in figures
     assert found.sensor_updates == pytest.approx((20.0, 20.0, 20.0)) and not found.short_window
 
@@ -147,16 +156,25 @@ def test_a_window_under_ten_sensor_updates_is_flagged() -> None:
 
 
 def test_power_not_measured_gives_no_uncertainty() -> None:
-    power = with_uncertainty(benchmark_power([], "none", "power not measured: --power-backend none", {}), [], [])
+    power = with_uncertainty(benchmark_power([], "none", "power not measured: --power-backend none", {}, Work(0.0, 0, 0, 0)), [], [])
     assert power.uncertainty == {} and power.uncertainty_parts == {}
     assert power.sensor_updates_min is None and power.short_window is False
 
 
-def test_the_good_request_figure_gets_its_share() -> None:
+def test_the_good_request_figure_gets_its_share_and_the_good_count_its_own() -> None:
     power = _power([_gpu(0.0, 2.0, 100.0, 90.0, 0.1)])
     found = energy_uncertainty(power, summary={"energy_per_good_request_j": 25.0})
     spread_j = found.figures["energy_j"]
     assert spread_j is not None and found.figures["energy_per_good_request_j"] == pytest.approx(spread_j / 4)
+    # 4 good of 8 completed: Wilson's 95 % interval of the good share is 21.5-78.5 %, so E / good may be
+    # 50 / 21.5 - 1 = 133 % higher: that side is the good count's part.
+    counted = energy_uncertainty(
+        power, summary={"energy_per_good_request_j": 25.0, "window_good_completed": 4, "window_completed": 8}
+    )
+    low_pct = 21.5216
+    good_count = (50.0 / low_pct - 1.0) * 25.0
+    assert counted.figures["energy_per_good_request_j"] == pytest.approx(math.hypot(spread_j / 4, good_count), rel=1e-4)
+    assert counted.sources["energy_per_good_request_j"] == ["disagreement", "edges", "good_count"]
 
 
 def test_student_t() -> None:
@@ -204,11 +222,13 @@ def test_benchmark_result_puts_the_uncertainty_into_its_power() -> None:
     }  # fmt: skip
     total = math.sqrt(rounds**2 + edges**2 + disagreement**2)
     assert power.uncertainty["energy_j"] == pytest.approx(total)
-    assert power.uncertainty["energy_per_request_j"] == pytest.approx(total / 3)  # 3 requests, exact
+    # One request a round: J per request 630, 600, 660 by round (stdev 30), 630 in all.
+    measured = math.sqrt(edges**2 + disagreement**2) / 1890
+    per_request = math.hypot(measured * 630.0, 4.3027 * 30.0 / math.sqrt(3))
+    assert power.uncertainty["energy_per_request_j"] == pytest.approx(per_request)
+    assert [r["energy_per_request_j"] for r in result.rounds] == pytest.approx([630.0, 600.0, 660.0])
     assert power.phases is not None and power.phases.j_per_output_token is not None
-    assert power.uncertainty["decode_j_per_output_token"] == pytest.approx(
-        total / 1890 * power.phases.j_per_output_token
-    )
+    assert power.uncertainty_sources["decode_j_per_output_token"] == ["disagreement", "edges", "rounds"]
     assert [w.sensor_updates for w in power.windows] == pytest.approx([60.0, 60.0, 60.0])
     assert power.sensor_updates_min == pytest.approx(60.0) and power.short_window is False
     assert [r["repeats"] for r in result.rounds] == [2, 2, 2]

@@ -1,7 +1,19 @@
 """Attribution of GPU energy to prefill and decode, from power samples and the client's request records.
 
-A request is in prefill over ``[send_s, first_token_s]`` and in decode over ``[first_token_s, end_s]`` (the
-client's view: prefill includes queueing and, disaggregated, the KV transfer up to the first token). Time is cut
+A request is in prefill up to its first token and in decode from it to its end (the client's view), with two
+corrections that keep waiting out of prefill and give decode its own work:
+
+- **Waiting is not prefill.** Given the server's mean prefill time (vLLM's ``request_prefill_time_seconds``:
+  scheduled to first token, from ``/metrics``), a request is in prefill only over that long before its first token
+  (never before its send); before that it waits in the queue and is in no phase, so a slice where requests only
+  wait is charged to the requests running meanwhile, or is idle. Without it (no histogram), prefill starts at the
+  send, queueing included, and the benchmark's notes say so.
+- **The KV hand-off is decode's.** A disaggregated request's hand-off (``kv_handoff_ms``: prefill answered to
+  decode's first bytes: the KV transfer, decode's KV load and its first step) ends its prefill and starts its
+  decode, so the decode GPU's work on it is decode's, and the prefill GPU, done with it, is idle unless other
+  prefills run.
+
+Time is cut
 into slices at every phase boundary of every request; within a slice the set of active requests does not change.
 Each slice's energy (power samples integrated over it, see ``plugin.power.window``) is charged by the GPU's role:
 
@@ -25,8 +37,10 @@ given (``anchor_j``), every slice's energy is scaled by counter / integral, so p
 counter exactly; the integral and the scale stay on record, as the measure of how far the two disagree.
 
 Per token: prefill energy over prompt tokens, decode energy over output tokens; per request: prefill plus
-decode energy over the requests counted. A request without a first token (it failed before one) has no phase
-boundary to split on: it is skipped and counted in ``skipped_requests``. Curves of several GPUs are summed.
+decode energy over the requests completed; every count is the work done inside the window
+(``plugin.analysis.accounting.work_inside``), the same the benchmark's other figures divide by. A request without a
+first token (it failed before one) has no phase boundary to split on: it is skipped and counted in
+``skipped_requests``. Curves of several GPUs are summed.
 
 Clock and throttle residency: the same slices, named ``prefill``, ``decode``, ``both`` or ``idle`` by the requests
 active in them, against the SM clock and the clocks-event reasons each held from one sample to the next
@@ -42,6 +56,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Protocol
 
+from plugin.analysis.accounting import Work, per_unit, work_inside
 from plugin.power.backend import Sample
 from plugin.power.window import PowerCurve
 
@@ -56,6 +71,12 @@ class PhaseRecord(Protocol):
     """What attribution needs of ``plugin.load.client.RequestRecord``."""
 
     @property
+    def due_s(self) -> float: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def kv_handoff_ms(self) -> float | None: ...
+    @property
     def send_s(self) -> float: ...
     @property
     def first_token_s(self) -> float | None: ...
@@ -69,13 +90,6 @@ class PhaseRecord(Protocol):
     def completion_tokens(self) -> int | None: ...
     @property
     def token_times_s(self) -> tuple[float, ...]: ...
-
-
-class HandoffRecord(PhaseRecord, Protocol):
-    """A record that may carry the proxy's KV hand-off time (``None`` from a traditional server)."""
-
-    @property
-    def kv_handoff_ms(self) -> float | None: ...
 
 
 def method_of(role: str) -> str:
@@ -106,13 +120,15 @@ class PhaseSlice:
         return "prefill" if self.in_prefill else "decode" if self.in_decode else "idle"
 
 
-def phase_slices(records: Sequence[PhaseRecord], start_s: float, end_s: float) -> list[PhaseSlice]:
-    """``[start_s, end_s]`` cut at every phase boundary of the requests that have a first token."""
+def phase_slices(
+    records: Sequence[PhaseRecord], start_s: float, end_s: float, prefill_s: float | None = None
+) -> list[PhaseSlice]:
+    """``[start_s, end_s]`` cut at every phase boundary (``phase_times``) of the requests that have a first token."""
     changes: dict[float, list[int]] = defaultdict(lambda: [0, 0])
-    for send, first, end in (_phases(r) for r in records if r.first_token_s is not None):
-        changes[send][0] += 1
-        changes[first][0] -= 1
-        changes[first][1] += 1
+    for prefill_from, decode_from, end in (phase_times(r, prefill_s) for r in records if r.first_token_s is not None):
+        changes[prefill_from][0] += 1
+        changes[decode_from][0] -= 1
+        changes[decode_from][1] += 1
         changes[end][1] -= 1
     bounds = sorted({start_s, end_s, *(t for t in changes if start_s < t < end_s)})
     change_times = sorted(changes)
@@ -128,7 +144,20 @@ def phase_slices(records: Sequence[PhaseRecord], start_s: float, end_s: float) -
     return slices
 
 
-def kv_handoff_intervals(records: Iterable[HandoffRecord]) -> list[tuple[float, float]] | None:
+def phase_times(record: PhaseRecord, prefill_s: float | None = None) -> tuple[float, float, float]:
+    """``(prefill from, decode from, end)`` of a request with a first token, monotonic so that no phase has a
+    negative length: decode from the start of its KV hand-off (disaggregated) or its first token; prefill from
+    ``prefill_s`` before that (the server's mean prefill time: the wait before it is no phase) or from its send."""
+    assert record.first_token_s is not None
+    send_s = record.send_s
+    first_s = max(record.first_token_s, send_s)
+    handoff_s = (record.kv_handoff_ms or 0.0) / 1000.0
+    decode_from_s = max(send_s, first_s - handoff_s)
+    prefill_from_s = send_s if prefill_s is None else max(send_s, decode_from_s - prefill_s)
+    return prefill_from_s, decode_from_s, max(record.end_s, first_s)
+
+
+def kv_handoff_intervals(records: Iterable[PhaseRecord]) -> list[tuple[float, float]] | None:
     """Each request's KV hand-off on the client's clock: the ``kv_handoff_ms`` before its first token (never
     before its send); ``None`` when no record carries one (a traditional server)."""
     intervals = []
@@ -159,8 +188,9 @@ class PhaseEnergy:
     overlap_s: float
     """Time with requests in both phases, whose energy was split."""
     idle_s: float
-    """Time with no request at all (the client's view, like the other times)."""
+    """Time with no request in either phase (some may wait in the queue); the client's view, like the other times."""
     requests: int
+    """Requests completed inside the window; with the two token counts, the work inside it (``work_inside``)."""
     skipped_requests: int
     prompt_tokens: int
     output_tokens: int
@@ -202,24 +232,23 @@ def attribute_energy(
     end_s: float | None = None,
     idle_power_w: float | None = None,
     anchor_j: float | None = None,
-    count_within_window: bool = False,
     role: str = "prefill+decode",
     kv_handoffs: Sequence[tuple[float, float]] | None = None,
+    prefill_s: float | None = None,
 ) -> PhaseEnergy:
     """Split the curves' energy over ``[start_s, end_s]`` (default: first send to last end) by the rule of the GPUs'
     ``role`` (above), scaled so that the parts add up to ``anchor_j`` (the counter's energy of the same GPUs) when
     it is given.
 
-    ``idle_power_w`` is the sum over the GPUs of ``curves``. Tokens are counted for every request used, so
-    the window should cover the requests whole; a steady-state window, which cuts through requests, counts
-    instead (``count_within_window``) the output tokens that arrived inside it and the prompts and requests whose
-    first token did. ``kv_handoffs`` (``kv_handoff_intervals``) are clipped to the window and merged.
+    ``idle_power_w`` is the sum over the GPUs of ``curves``. The counts are the work done inside the window.
+    ``kv_handoffs`` (``kv_handoff_intervals``) are clipped to the window and merged; ``prefill_s`` is the
+    server's mean prefill time (``phase_times``).
     """
     used = [r for r in records if r.first_token_s is not None]
     if start_s is None:
         start_s = min((r.send_s for r in used), default=0.0)
     if end_s is None:
-        end_s = max((_phases(r)[2] for r in used), default=start_s)
+        end_s = max((phase_times(r)[2] for r in used), default=start_s)
     curves = [curve for curve in curves if curve]
     integral_j = math.fsum(curve.energy_j(start_s, end_s) or 0.0 for curve in curves) if curves else None
     scale = anchor_j / integral_j if anchor_j is not None and integral_j else 1.0
@@ -228,7 +257,7 @@ def attribute_energy(
     def energy(a_s: float, b_s: float) -> float:
         return scale * math.fsum(curve.energy_j(a_s, b_s) or 0.0 for curve in curves)
 
-    sums = _split_slices(phase_slices(used, start_s, end_s), energy, role, method, idle_power_w)
+    sums = _split_slices(phase_slices(used, start_s, end_s, prefill_s), energy, role, method, idle_power_w)
     handoff = None if kv_handoffs is None else _union(kv_handoffs, start_s, end_s)  # merged: no time counts twice
     measured = bool(curves)
     above_idle = measured and idle_power_w is not None
@@ -246,7 +275,7 @@ def attribute_energy(
         overlap_s=sums.overlap_s,
         idle_s=sums.idle_s,
         skipped_requests=len(records) - len(used),
-        **(_counts_within(used, start_s, end_s) if count_within_window else _counts(used)),
+        **_counts(work_inside(used, start_s, end_s)),
         integral_j=integral_j,
         scale=scale,
         method=method,
@@ -322,30 +351,8 @@ def _union(intervals: Iterable[tuple[float, float]], start_s: float, end_s: floa
     return merged
 
 
-def _counts(used: Sequence[PhaseRecord]) -> dict[str, int]:
-    return {
-        "requests": len(used),
-        "prompt_tokens": sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len for r in used),
-        "output_tokens": sum(
-            r.completion_tokens if r.completion_tokens is not None else len(r.token_times_s) for r in used
-        ),
-    }
-
-
-def _counts_within(used: Sequence[PhaseRecord], start_s: float, end_s: float) -> dict[str, int]:
-    prefilled = [r for r in used if r.first_token_s is not None and start_s <= r.first_token_s <= end_s]
-    return {
-        "requests": len(prefilled),
-        "prompt_tokens": sum(r.prompt_tokens if r.prompt_tokens is not None else r.prompt_len for r in prefilled),
-        "output_tokens": sum(1 for r in used for t in r.token_times_s if start_s <= t <= end_s),
-    }
-
-
-def _phases(record: PhaseRecord) -> tuple[float, float, float]:
-    """``(send, first token, end)``, made monotonic so that no phase has a negative length."""
-    assert record.first_token_s is not None
-    first_s = max(record.first_token_s, record.send_s)
-    return record.send_s, first_s, max(record.end_s, first_s)
+def _counts(work: Work) -> dict[str, int]:
+    return {"requests": work.completed, "prompt_tokens": work.prompt_tokens, "output_tokens": work.output_tokens}
 
 
 def curves_of(samples: Iterable[Sample]) -> list[PowerCurve]:
@@ -354,7 +361,3 @@ def curves_of(samples: Iterable[Sample]) -> list[PowerCurve]:
     for sample in samples:
         by_gpu[sample.gpu].append(sample)
     return [PowerCurve(gpu_samples) for _, gpu_samples in sorted(by_gpu.items())]
-
-
-def per_unit(energy_j: float | None, count: int) -> float | None:
-    return None if energy_j is None or count <= 0 else energy_j / count

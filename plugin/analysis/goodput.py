@@ -6,9 +6,10 @@ and E2E. A request with a single output token has no TPOT in ``stats``; vLLM cou
 goodput, and so does this module: such a request always meets a TPOT target. With no target given, every
 successful request is good (it meets all of none).
 
-SLO attainment counts against every request sent, failed ones included; goodput is good requests per second of
-the benchmark's duration; energy per good request (and per output token of the good requests) charges all the
-energy spent, wasted work included, to the work that was useful.
+SLO attainment counts against every request counted (``plugin.analysis.accounting``: in steady state those due
+in the measured stretch), failed ones included, with its Wilson interval. Goodput and energy per good request
+count the good requests that completed inside the power window (``accounting.work_inside``), over the window's
+time and energy: all the energy spent, wasted work included, charged to the work that was useful.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
 from plugin.load.client import RequestRecord
 from plugin.option_values import GoodputTargets
-
 
 Z95 = 1.959964
 """The normal quantile of a two-sided 95 % interval."""
@@ -60,25 +60,15 @@ def is_good(record: RequestRecord, targets: GoodputTargets) -> bool:
     )
 
 
-def goodput_summary(
-    records: Sequence[RequestRecord], targets: GoodputTargets, duration_s: float | None, energy_j: float | None
-) -> dict[str, Any]:
-    """Goodput figures of one benchmark; a figure that cannot be computed is ``None``, never 0."""
-    good = [record for record in records if is_good(record, targets)]
-    good_output_tokens = sum(record.completion_tokens or 0 for record in good)
-    note = None
-    if not records:
-        note = "no request was sent: no SLO attainment or goodput"
-    elif not good:
-        note = "no request met the goodput targets: energy per good request is undefined"
+def attainment_summary(records: Sequence[RequestRecord], targets: GoodputTargets) -> dict[str, Any]:
+    """SLO attainment of the counted requests with its 95 % interval; a figure that cannot be computed is
+    ``None``, never 0."""
+    good = sum(1 for record in records if is_good(record, targets))
+    interval = attainment_interval_pct(good, len(records))
     return {
         "goodput_targets_ms": targets_ms(targets),
-        "good_requests": len(good),
-        "slo_attainment_pct": 100.0 * len(good) / len(records) if records else None,
-        "goodput_rps": len(good) / duration_s if duration_s is not None and duration_s > 0 else None,
-        "energy_per_good_request_j": energy_j / len(good) if energy_j is not None and good else None,
-        "energy_per_good_output_token_j": (
-            energy_j / good_output_tokens if energy_j is not None and good_output_tokens else None
-        ),
-        "goodput_note": note,
+        "good_requests": good,
+        "slo_attainment_pct": 100.0 * good / len(records) if records else None,
+        "slo_attainment_low_pct": None if interval is None else interval[0],
+        "slo_attainment_high_pct": None if interval is None else interval[1],
     }

@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from plugin.analysis.accounting import Work, energy_per_work, per_unit
 from plugin.analysis.energy import (
     PhaseEnergy,
     attribute_energy,
     kv_handoff_intervals,
     kv_handoff_seconds,
     method_of,
-    per_unit,
     phase_slices,
 )
 from plugin.analysis.residency import residency
@@ -34,13 +34,14 @@ def window_power(
     window: WindowMeasurement,
     records: Sequence[RequestRecord],
     gpu_roles: Mapping[int, str],
-    steady_state: bool = False,
+    prefill_s: float | None = None,
 ) -> PowerWindow:
-    """One round's window: each GPU's split by its role, anchored to its own counter, and their sum (a
-    steady-state window counts the tokens made inside it: ``plugin.analysis.energy``)."""
+    """One round's window: each GPU's split by its role, anchored to its own counter, and their sum, over the work
+    done inside the window; ``prefill_s``, the server's mean prefill time, keeps waiting out of prefill
+    (``plugin.analysis.energy``)."""
     done = [record for record in records if record.ok]
     handoffs = kv_handoff_intervals(done)
-    slices = phase_slices(done, window.start_s, window.end_s)
+    slices = phase_slices(done, window.start_s, window.end_s, prefill_s)
     gpus: dict[str, GpuEnergy] = {}
     for gpu_window in window.gpus:
         role = gpu_roles.get(gpu_window.gpu, "unknown")
@@ -50,7 +51,7 @@ def window_power(
         if curve:
             energy = attribute_energy(
                 [curve], done, window.start_s, window.end_s, gpu_window.idle_power_w, gpu_window.energy_counter_j,
-                count_within_window=steady_state, role=role, kv_handoffs=handoffs,
+                role=role, kv_handoffs=handoffs, prefill_s=prefill_s,
             )  # fmt: skip
         idle_w = gpu_window.idle_power_w
         gpus[str(gpu_window.gpu)] = GpuEnergy(
@@ -76,26 +77,33 @@ def window_power(
 
 
 def benchmark_power(
-    windows: Sequence[PowerWindow], backend: str, unmeasured_reason: str | None, gpu_roles: Mapping[int, str]
+    windows: Sequence[PowerWindow],
+    backend: str,
+    unmeasured_reason: str | None,
+    gpu_roles: Mapping[int, str],
+    work: Work,
+    notes: Sequence[str] = (),
 ) -> BenchmarkPower:
-    """The rounds together: energy summed over the windows, per token over every round's tokens."""
+    """The rounds together: energy summed over the windows, per unit of the work done inside them (``work``, the
+    rounds' sum: the same counts every other figure of the benchmark divides by)."""
     measured = unmeasured_reason is None and bool(windows) and all(window.gpus for window in windows)
     energies = [window.energy_j for window in windows]
     energy_j = math.fsum(e for e in energies if e is not None) if measured and None not in energies else None
     splits = [window.phases for window in windows if window.phases is not None]
     phases = combine(splits, same_requests=False) if measured and len(splits) == len(windows) else None
+    figures = energy_per_work(energy_j, work)
     return BenchmarkPower(
         measured=measured,
         backend=backend,
         unmeasured_reason=unmeasured_reason,
         gpu_roles={str(gpu): role for gpu, role in gpu_roles.items()},
         energy_j=energy_j,
-        energy_per_prompt_token_j=per_unit(energy_j, phases.prompt_tokens) if phases else None,
-        energy_per_output_token_j=per_unit(energy_j, phases.output_tokens) if phases else None,
-        energy_per_request_j=per_unit(energy_j, phases.requests) if phases else None,
+        energy_per_prompt_token_j=figures["energy_per_prompt_token_j"],
+        energy_per_output_token_j=figures["energy_per_output_token_j"],
+        energy_per_request_j=figures["energy_per_request_j"],
         phases=phases,
         windows=tuple(windows),
-        notes=tuple(dict.fromkeys(note for window in windows for note in window.notes)),
+        notes=tuple(dict.fromkeys([*(note for window in windows for note in window.notes), *notes])),
     )
 
 

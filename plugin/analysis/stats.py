@@ -11,6 +11,9 @@ Definitions (all per request, from the client's clock):
 - KV hand-off (disaggregated) = prefill answered -> decode's first bytes, timed by the proxy (its headers).
 - prefill tokens/s = prompt tokens / (first send -> last first token); decode tokens/s = output tokens after
   the first / (first first token -> last end).
+
+These are figures of the requests given (a round's counted requests: ``plugin.analysis.accounting``); throughput
+and energy, which divide by the work inside the power window, are the accounting's.
 """
 
 from __future__ import annotations
@@ -82,18 +85,13 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     tpot = _present(tpot_s(r) for r in done)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in done)
     output_tokens = sum(r.completion_tokens or 0 for r in done)
-    duration_s = (max(r.end_s for r in records) - min(r.due_s for r in records)) if records else 0.0
     summary: dict[str, Any] = {
         "requests": len(records),
         "completed": len(done),
         "failed": len(records) - len(done),
         "errors": sorted({r.error for r in records if r.error})[:5],
-        "duration_s": duration_s,
         "total_input_tokens": prompt_tokens,
         "total_output_tokens": output_tokens,
-        "request_throughput": len(done) / duration_s if duration_s > 0 else None,
-        "output_throughput": output_tokens / duration_s if duration_s > 0 else None,
-        "total_token_throughput": (prompt_tokens + output_tokens) / duration_s if duration_s > 0 else None,
         "prefill_tokens_per_s": _rate(
             prompt_tokens, (r.send_s for r in done), (r.first_token_s for r in done if r.first_token_s is not None)
         ),

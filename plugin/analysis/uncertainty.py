@@ -10,9 +10,19 @@ by root-sum-square (docs/energy-uncertainty.md says why and works examples by ha
   window's mean power per edge (``power.remote.clock_edges``): a misplaced edge moves the energy as a stale one;
 - ``disagreement``: |counter - samples' integral| per window and GPU, summed.
 
-Per-token and per-request figures carry the energy's relative uncertainty (token and request counts are exact).
-A part is given only when it is known for every window and GPU; nothing here is ever 0 for "unknown". Pure
-functions: no I/O.
+The energy's totals (``energy_j``, the split's ``prefill_j`` and ``decode_j``) carry its relative uncertainty.
+A figure per unit of work (J per token, per request, per good request, tokens per J) divides by a count of the work
+done inside the windows, which varies from round to round with the arrivals, so its ± combines:
+
+- ``edges`` and ``disagreement``: the energy's measurement parts, relative, as for the totals;
+- ``rounds``: the spread of the figure itself between rounds (Student's t on the per-round values, the mean's
+  half-width, as AIPerf does over repeated runs); ``None`` with one round;
+- ``good_count`` (figures per good request or good output token): the good share of the completions as a binomial
+  proportion, its Wilson interval carried to the figure; kept beside ``rounds`` although the rounds' spread holds
+  part of the same variation, so the interval errs wide rather than narrow.
+
+``uncertainty_sources`` names the parts each figure's ± contains. A part is given only when it is known for every
+window and GPU; nothing here is ever 0 for "unknown". Pure functions: no I/O.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from plugin.analysis.goodput import attainment_interval_pct
 from plugin.power.remote import clock_edges
 from plugin.power.window import GpuWindow, PowerCurve, WindowMeasurement
 from plugin.results.schema import BenchmarkPower, PowerWindow
@@ -59,6 +70,8 @@ class EnergyUncertainty:
     """``rounds``, ``edges``, ``disagreement`` for ``energy_j``, in J; empty when power was not measured."""
     figures: dict[str, float | None]
     """Figure name -> ± half-width (95 %), same unit as the figure; empty when power was not measured."""
+    sources: dict[str, list[str]]
+    """Figure name -> the parts its ± contains."""
     sensor_updates: tuple[float | None, ...]
     """Per window: its duration over the slowest of its GPUs' sensor update intervals."""
     sensor_updates_min: float | None
@@ -150,18 +163,21 @@ def energy_uncertainty(
     repeats: Sequence[int] | None = None,
     summary: Mapping[str, Any] | None = None,
     clock: Sequence[tuple[float, float]] = (),
+    round_summaries: Sequence[Mapping[str, Any]] = (),
 ) -> EnergyUncertainty:
     """Every part and figure for one benchmark. ``curves`` (per window, GPU -> curve) give the edge powers;
-    ``repeats`` (per window) how often each round ran its load; ``summary`` may hold ``energy_per_good_request_j``;
-    ``clock``: the clock-offset edges of samples from Ray nodes, as ``(error_s, power_w)``."""
+    ``repeats`` (per window) how often each round ran its load; ``summary`` holds the summary's figures of the
+    energy (``energy_per_good_request_j``, ``output_tokens_per_j``...) and the window counts, ``round_summaries``
+    the same per round; ``clock``: the clock-offset edges of samples from Ray nodes, as ``(error_s, power_w)``."""
     updates = tuple(sensor_updates(window) for window in power.windows)
     known_updates = [u for u in updates if u is not None]
     updates_min = min(known_updates) if known_updates else None
     short = updates_min is not None and updates_min < MIN_SENSOR_UPDATES
     if not power.measured:
-        return EnergyUncertainty({}, {}, updates, updates_min, short)
+        return EnergyUncertainty({}, {}, {}, updates, updates_min, short)
     parts = _parts(power, curves, repeats, clock)
-    return EnergyUncertainty(parts, _figures(power, combine(parts), summary or {}), updates, updates_min, short)
+    figures, sources = _figures(power, parts, summary or {}, round_summaries)
+    return EnergyUncertainty(parts, figures, sources, updates, updates_min, short)
 
 
 def with_uncertainty(
@@ -169,10 +185,12 @@ def with_uncertainty(
     windows: Sequence[WindowMeasurement],
     repeats: Sequence[int],
     summary: Mapping[str, Any] | None = None,
+    round_summaries: Sequence[Mapping[str, Any]] = (),
 ) -> BenchmarkPower:
     """``power`` with its uncertainty and sensor-update fields filled in, from the rounds' windows as measured."""
     clock = [edge for window in windows if window.clock_error_s for edge in clock_edges(window, window.clock_error_s)]
-    found = energy_uncertainty(power, [window.curves for window in windows], repeats, summary, clock)
+    curves = [window.curves for window in windows]
+    found = energy_uncertainty(power, curves, repeats, summary, clock, round_summaries)
     return dataclasses.replace(
         power,
         windows=tuple(
@@ -181,6 +199,7 @@ def with_uncertainty(
         ),
         uncertainty=found.figures,
         uncertainty_parts=found.parts,
+        uncertainty_sources=found.sources,
         sensor_updates_min=found.sensor_updates_min,
         short_window=found.short_window,
     )
@@ -208,12 +227,29 @@ def _parts(
     return {"rounds": rounds, "edges": edges_part(edges or []), "disagreement": disagreement_part(pairs)}
 
 
-SUMMARY_FIGURES = ("energy_per_good_request_j", "output_tokens_per_j")
-"""Figures of the energy kept in the summary; tokens per joule has the energy's relative uncertainty too."""
+MEASUREMENT_PARTS = ("edges", "disagreement")
+"""The energy's parts that come from measuring each window, not from the rounds' spread."""
+TOTALS = ("energy_j", "prefill_j", "decode_j")
+"""Figures that are the energy itself (or a share of it): they carry its relative uncertainty, rounds included."""
+SUMMARY_FIGURES = ("energy_per_good_request_j", "energy_per_good_output_token_j", "output_tokens_per_j")
+"""Figures of the energy kept in the summary."""
+GOOD_FIGURES = ("energy_per_good_request_j", "energy_per_good_output_token_j")
+"""Figures whose count is of good requests: their ± has a ``good_count`` part."""
+_SPLIT_FIGURES = {
+    "prefill_j_per_prompt_token": "j_per_prompt_token",
+    "decode_j_per_output_token": "j_per_output_token",
+    "j_per_request": "j_per_request",
+}
+"""Uncertainty keys of the phase split's per-unit figures -> ``PhaseSplit``'s attributes (per round: each window's)."""
 
 
-def _figures(power: BenchmarkPower, energy_u_j: float | None, summary: Mapping[str, Any]) -> dict[str, float | None]:
-    """The energy's relative uncertainty carried over to every figure of it (counts are exact)."""
+def _figures(
+    power: BenchmarkPower,
+    parts: Mapping[str, float | None],
+    summary: Mapping[str, Any],
+    round_summaries: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, float | None], dict[str, list[str]]]:
+    """Each figure's ± and the parts it contains (module docstring)."""
     phases = power.phases
     values: dict[str, float | None] = {
         "energy_j": power.energy_j,
@@ -222,13 +258,53 @@ def _figures(power: BenchmarkPower, energy_u_j: float | None, summary: Mapping[s
         "energy_per_request_j": power.energy_per_request_j,
         "prefill_j": phases.prefill_j if phases else None,
         "decode_j": phases.decode_j if phases else None,
-        "prefill_j_per_prompt_token": phases.j_per_prompt_token if phases else None,
-        "decode_j_per_output_token": phases.j_per_output_token if phases else None,
-        "j_per_request": phases.j_per_request if phases else None,
+        **{key: getattr(phases, attr) if phases else None for key, attr in _SPLIT_FIGURES.items()},
+        **{name: summary[name] for name in SUMMARY_FIGURES if name in summary},
     }
-    for name in SUMMARY_FIGURES:
-        if name in summary:
-            values[name] = summary[name]
     energy_j = power.energy_j
-    relative = None if energy_u_j is None or energy_j is None or energy_j <= 0 else energy_u_j / energy_j
-    return {name: None if relative is None or v is None else relative * abs(v) for name, v in values.items()}
+    if energy_j is None or energy_j <= 0:
+        return {name: None for name in values}, {name: [] for name in values}
+    figures: dict[str, float | None] = {}
+    sources: dict[str, list[str]] = {}
+    for name, value in values.items():
+        measured = parts if name in TOTALS else {part: parts.get(part) for part in MEASUREMENT_PARTS}
+        pieces: dict[str, float | None] = {
+            part: None if size is None or value is None else size / energy_j * abs(value)
+            for part, size in measured.items()
+        }
+        if name not in TOTALS:
+            pieces["rounds"] = _round_spread(_per_round(name, power, round_summaries))
+        if name in GOOD_FIGURES and value is not None:
+            share = _good_share_relative(summary.get("window_good_completed"), summary.get("window_completed"))
+            pieces["good_count"] = None if share is None else share * abs(value)
+        known = {part: size for part, size in pieces.items() if size is not None}
+        figures[name] = combine(known) if value is not None else None
+        sources[name] = sorted(known) if value is not None else []
+    return figures, sources
+
+
+def _per_round(name: str, power: BenchmarkPower, round_summaries: Sequence[Mapping[str, Any]]) -> list[float | None]:
+    if name in _SPLIT_FIGURES:
+        return [getattr(w.phases, _SPLIT_FIGURES[name]) if w.phases else None for w in power.windows]
+    return [summary.get(name) for summary in round_summaries]
+
+
+def _round_spread(values: Sequence[float | None]) -> float | None:
+    """95 % half-width of the mean of the per-round values (Student's t); ``None`` under 2 rounds or where a round
+    has no value."""
+    if len(values) < 2 or any(value is None for value in values):
+        return None
+    known = [value or 0.0 for value in values]
+    return t95(len(known) - 1) * statistics.stdev(known) / math.sqrt(len(known))
+
+
+def _good_share_relative(good: int | None, completed: int | None) -> float | None:
+    """The relative ± that the good share's Wilson interval (95 %) puts on a figure per good request: the larger
+    of its two sides, since E / good moves as 1 / share."""
+    if not good or not completed:
+        return None
+    interval = attainment_interval_pct(good, completed)
+    if interval is None or interval[0] <= 0:
+        return None
+    share_pct = 100.0 * good / completed
+    return max(share_pct / interval[0] - 1.0, 1.0 - share_pct / interval[1])

@@ -116,6 +116,9 @@ class BenchmarkPower:
     interval, in the figure's unit (``plugin.analysis.uncertainty``); empty when power was not measured."""
     uncertainty_parts: dict[str, float | None] = dataclasses.field(default_factory=dict)
     """``energy_j``'s uncertainty in parts, in J: ``rounds``, ``edges``, ``disagreement`` (``None``: unknown)."""
+    uncertainty_sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    """Figure name -> the parts its ± contains (``rounds``, ``edges``, ``disagreement``, ``good_count``), so a
+    verdict can say what its interval covers; empty in files from before it."""
     sensor_updates_min: float | None = None
     """The fewest sensor updates any of the windows rests on; ``None`` when the update interval is unknown."""
     short_window: bool = False
