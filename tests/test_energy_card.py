@@ -13,19 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from plugin.analysis.accounting import Work, rates
 from plugin.analysis.energy_card import (
     WindowPoint,
     energy_card_json,
     energy_cards,
     fit_points,
 )
-from plugin.analysis.accounting import Work, rates
 from plugin.analysis.stats import summarize
 from plugin.load.workload import Workload
 from plugin.power.window import GpuWindow
 from plugin.results.schema import BenchmarkPower, BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow
 
 A_J, B_J, C_W = 0.01, 0.3, 40.0
+NO_SUMMARY = {**summarize([]), **rates(Work(0.0, 0, 0, 0))}
+"""The card reads no summary figure: an empty one."""
 """The truth: J per prompt token, J per output token, W above idle while busy."""
 IDLE_W = 50.0
 DURATION_S = 10.0
@@ -91,7 +93,7 @@ def benchmark(
     rounds = tuple({"total_input_tokens": p, "total_output_tokens": o, "energy_j": None} for p, o, _, _ in windows)
     return BenchmarkResult(
         id=f"benchmarks/test_{phase}.py::{name}", name=name, architecture=architecture, phase=phase,
-        workload=Workload(phase, 100, 10, 1, 4), summary={**summarize([]), **rates(Work(0.0, 0, 0, 0))}, rounds=rounds, power=power,
+        workload=Workload(phase, 100, 10, 1, 4), summary=NO_SUMMARY, rounds=rounds, power=power,
         dvfs=None if setting is None else {"setting": setting}, requests_file=f"requests-{name}.jsonl",
         topology=topology,
     )  # fmt: skip

@@ -107,7 +107,9 @@ def test_three_rounds_each_part_as_worked_on_paper() -> None:
     # a round is 0.040, 0.044, 0.048 J (stdev 0.004): t(2 dof) x 0.004 / sqrt(3) = 0.00994 J.
     spread = 4.3027 * 0.004 / math.sqrt(3)
     assert figures["prefill_j_per_prompt_token"] == pytest.approx(math.hypot(measured * 0.044, spread))
-    assert figures["decode_j_per_output_token"] == pytest.approx(math.hypot(measured * 0.66, 4.3027 * 0.06 / math.sqrt(3)))  # 0.60, 0.66, 0.72 J
+    assert figures["decode_j_per_output_token"] == pytest.approx(
+        math.hypot(measured * 0.66, 4.3027 * 0.06 / math.sqrt(3))
+    )  # 0.60, 0.66, 0.72 J
     assert figures["j_per_request"] == pytest.approx(math.hypot(measured * 11.0, 4.3027 * 1.0 / math.sqrt(3)))
     assert found.sources["j_per_request"] == ["disagreement", "edges", "rounds"]
     assert "energy_per_good_request_j" not in figures
@@ -156,7 +158,9 @@ def test_a_window_under_ten_sensor_updates_is_flagged() -> None:
 
 
 def test_power_not_measured_gives_no_uncertainty() -> None:
-    power = with_uncertainty(benchmark_power([], "none", "power not measured: --power-backend none", {}, Work(0.0, 0, 0, 0)), [], [])
+    power = with_uncertainty(
+        benchmark_power([], "none", "power not measured: --power-backend none", {}, Work(0.0, 0, 0, 0)), [], []
+    )
     assert power.uncertainty == {} and power.uncertainty_parts == {}
     assert power.sensor_updates_min is None and power.short_window is False
 
