@@ -59,7 +59,10 @@ def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> 
         sampler.begin_window("bench")
         window = sampler.end_window("bench")
         entry = benchmark_power(
-            [window_power(0, window, [record(0.0, 0.1, 0.2)], {})], window.backend, window.unmeasured_reason, {},
+            [window_power(0, window, [record(0.0, 0.1, 0.2)], {})],
+            window.backend,
+            window.unmeasured_reason,
+            {},
             Work(0.0, 0, 0, 0),
         )
         session = session_power(sampler, None)
