@@ -1,6 +1,6 @@
 """The suite's section of pytest's terminal summary: a line per phase benchmark (latency, throughput, the energy
 figure of its phase ± its 95 % interval), a line per serving benchmark (rate, SLO attainment, goodput), power
-notes (short windows flagged "!", repeated loads), where results are."""
+notes (short windows flagged "!", repeated loads), a line per energy card, where results are."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
             _per_gpu_table(write, serving)
             _verdicts(write, serving, run.settings.slo_attainment_pct)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
+    for card in run.results.data.get("energy_card") or []:
+        write(_energy_card_line(card))
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
             write(
@@ -167,6 +169,19 @@ def _energy_notes(write: Callable[[str], None], entries: list[BenchmarkResult], 
             "samples, combined (docs/energy-uncertainty.md)"
             + ("; with one round it has no spread between rounds (more --rounds give it)" if one_round else "")
         )
+
+
+def _energy_card_line(card: dict[str, Any]) -> str:
+    """One card (``plugin.analysis.energy_card``): its costs ± 95 % where it has a fit, else only why not."""
+    name = card["topology"] + (f", DVFS {card['dvfs_setting']}" if card["dvfs_setting"] else "")
+    if card["coefficients"] is None:
+        return f"energy card {name}: no fit: {card['why_no_fit']}"
+    terms = ", ".join(
+        f"{key} 0 (pinned at 0: see the card's notes)" if c["half_width_95"] is None
+        else f"{key} {c['value']:.4g}±{c['half_width_95']:.2g}"
+        for key, c in card["coefficients"].items()
+    )  # fmt: skip
+    return f"energy card {name}: {terms} ({card['windows']} windows, weights: {card['weights']})"
 
 
 def _write_stand_in(write: Any) -> None:

@@ -819,8 +819,10 @@ def test_the_energy_card_is_on_the_page_with_its_cross_check(tmp_path: Path) -> 
                      "w_busy": "W above idle while busy"}[name]  # fmt: skip
             value = cell(coefficient["value"])
             row = next(r for r in coefficients if r["coefficient"] == label and r["value"] == value)
-            assert row["± 95 %"] == f"{coefficient['half_width_95']:.2g}"
-        assert f"R² {card['r_squared']:.4f}" in text
+            half = coefficient["half_width_95"]  # None where the non-negative fit pinned it at 0
+            assert row["± 95 %"] == ("-" if half is None else f"{half:.2g}")
+            assert (row["interval"] == "pinned at 0 (see the notes)") == coefficient["pinned"]
+        assert f"R² {card['r_squared']:.4f}, weights: {card['weights']}" in text
     checks = {row["isolated benchmark"]: row for row in table_with(page, "isolated benchmark")}
     for card in cards:
         for check in card["cross_check"]:
