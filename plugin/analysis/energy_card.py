@@ -394,10 +394,13 @@ def _above_idle_j(window: PowerWindow) -> float | None:
 
 
 def _tokens(window: PowerWindow, round_summary: dict[str, Any]) -> tuple[int, int] | None:
-    """The window's tokens: its phase split's count (steady state: those made inside it), else the round's."""
-    if window.phases is not None:
+    """The tokens made inside the window (``plugin.analysis.accounting``): the round's counts, in files from before
+    them its phase split's, else the round's requests' (a closed loop's window holds them whole)."""
+    prompt, output = round_summary.get("window_prompt_tokens"), round_summary.get("window_output_tokens")
+    if (prompt is None or output is None) and window.phases is not None:
         return window.phases.prompt_tokens, window.phases.output_tokens
-    prompt, output = round_summary.get("total_input_tokens"), round_summary.get("total_output_tokens")
+    if prompt is None or output is None:
+        prompt, output = round_summary.get("total_input_tokens"), round_summary.get("total_output_tokens")
     return None if prompt is None or output is None else (int(prompt), int(output))
 
 
