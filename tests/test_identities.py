@@ -5,6 +5,7 @@ rounds), and the work inside each window is counted again here from the stored r
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 from pathlib import Path
@@ -27,7 +28,8 @@ def steady_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) 
     command = benchmark_command(
         reports, model_cache_dir, "-m", "serving", "--gpus=0", "--prefill-gpus=0", "--decode-gpus=1",
         "--kv-connector=example", "--power-backend=nvml", "--dtype=bfloat16", "--request-rate=6",
-        "--duration-s=7", "--warmup-s=1", "--rounds=2", "--goodput", "ttft:3000", "tpot:100", "--idle-baseline-s=0.5",
+        "--e2e-input-len=200", "--e2e-output-len=24", "--duration-s=9", "--warmup-s=2", "--rounds=2",
+        "--goodput", "ttft:3000", "tpot:100", "--idle-baseline-s=0.5",
     )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -107,7 +109,6 @@ def test_the_work_counted_is_the_work_inside_each_window(steady_run: tuple[Path,
 
 
 def _rounds_of(run: Path, entry: dict[str, Any]) -> list[int]:
-    import json
-
-    lines = (run / entry["requests_file"]).read_text().splitlines()
-    return [json.loads(line)["round"] for line in lines if line.strip() and json.loads(line)["round"] is not None]
+    """The round of each measured record, in ``requests_of``'s order."""
+    stored = [json.loads(line) for line in (run / entry["requests_file"]).read_text().splitlines() if line.strip()]
+    return [line["round"] for line in stored if line["round"] is not None]

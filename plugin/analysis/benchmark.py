@@ -60,6 +60,11 @@ def benchmark_result(
     backend = first.backend if first else "none"
     reason = first.unmeasured_reason if first else "no round ran"
     notes = [] if topology.kind == DISAGGREGATED else [_queue_note(prefill_s)]
+    if any(r.steady_state for r in rounds) and not total.completed:
+        notes.append(
+            "no request completed inside a power window: the window closed before the batch reached steady state "
+            "(make --duration-s minus --warmup-s longer than a request's E2E), so no figure per request"
+        )
     power = benchmark_power(windows, backend, reason, gpu_roles, total, notes)
     serving = workload.phase == SERVING
     round_summaries = tuple(
