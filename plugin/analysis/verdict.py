@@ -22,13 +22,14 @@ count). Consecutive rates with the same verdict (kind, winner and the topology i
 range, "at 2-6 req/s ..."; a rate with an undecided topology stands alone. Pure functions: no I/O.
 
 What the suite follows: DistServe's SLO attainment (the share of requests that meet every latency target) and its
-90 % threshold, and vLLM's ``--goodput`` test of a good request (every target met, inclusive), both as point
-estimates from one run; DistServe then calls the highest rate per GPU at 90 % the goodput, with no interval. The
-suite adds the binomial (Wilson) interval of that share, so an attainment near the threshold reads "undecided"
+90 % goal, and vLLM's ``--goodput`` test of a good request (every target met, inclusive; goodput = good requests
+per second); both report a point estimate from one run, and DistServe's goodput is the highest rate per GPU at 90 %.
+The suite adds the binomial (Wilson) interval of that share, so an attainment near the goal reads "undecided"
 rather than flipping with the arrival draw. Between rounds it follows AIPerf's multi-run confidence reporting
-(``--num-profile-runs``: the mean of the runs ± Student's t at n - 1 degrees of freedom times the standard error, 95 %
-by default, with 3 runs as its "quick check" minimum), in ``plugin.analysis.uncertainty``'s between-round part; a
-verdict asks for those 3 rounds before it names a winner.
+(``--num-profile-runs``: the runs' mean ± Student's t at n - 1 degrees of freedom times the standard error, 95 % by
+default, 3 runs its "quick check" minimum) in ``plugin.analysis.uncertainty``'s between-round part, except that
+each round draws fresh requests where AIPerf repeats one seeded set, so the spread includes the draw; a verdict asks
+for those 3 rounds before it names a winner.
 """
 
 from __future__ import annotations
