@@ -13,6 +13,10 @@ DEFAULT_SLO_ATTAINMENT_PCT = 90.0
 """``--slo-attainment``'s default: a topology or DVFS setting meets goodput targets when at least this share of its
 requests are good. DistServe's (OSDI'24) attainment goal, which keeps a few outliers from disqualifying an
 otherwise fitting setting."""
+COMPARISON_ROUNDS = 3
+"""Rounds per rate a verdict between topologies needs to name a winner, and so the serving benchmarks' ``--rounds``
+default when a run names several topologies: with fewer, energy's ± has no between-round spread (one round) or
+rests on a t quantile of 12.7 (two). AIPerf's minimum for multi-run statistics too."""
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 

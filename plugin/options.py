@@ -20,6 +20,7 @@ import pytest
 
 from plugin.errors import BenchError
 from plugin.option_values import (
+    COMPARISON_ROUNDS,
     CPU_SIZES,
     DEFAULT_SLO_ATTAINMENT_PCT,
     GPU_SIZES,
@@ -69,6 +70,7 @@ class Settings:
     request_timeout_s: float
     sizes: Sizes
     rounds: int
+    """Measured rounds per phase benchmark (``--rounds``, else 1)."""
     reports_dir: Path
     gpu_sample_ms: float
     power_backend: str
@@ -107,6 +109,9 @@ class Settings:
     """With ``--ray-address``: the node of the prefill instances (IP, ``key=value`` label, custom resource, id)."""
     decode_node: str | None = None
     server_node: str | None = None
+    serving_rounds: int = 1
+    """Measured rounds per serving benchmark: ``--rounds`` where given, else ``COMPARISON_ROUNDS`` when the run names
+    several topologies (a verdict between them needs them), else 1."""
     slo_attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT
     """``--slo-attainment``: the SLO attainment (%) from which the topology verdict and the DVFS best setting count
     the targets as met."""
@@ -138,7 +143,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("e2e-output-len", "output length of the end-to-end benchmark in tokens"),
     ("concurrency", "concurrency levels, e.g. 1,8,32 (requests in flight at once)"),
     ("num-requests", "requests per measured round (at least the concurrency level is sent)"),
-    ("rounds", "measured rounds per benchmark, each a full load run (default: 1)"),
+    (
+        "rounds",
+        f"measured rounds per benchmark, each a full load run (default: 1; serving benchmarks, when several "
+        f"topologies run: {COMPARISON_ROUNDS}, the fewest with which a verdict names a winner)",
+    ),
     ("reports-dir", "where runs are written (default: reports)"),
     ("gpu-sample-ms", "power/clock sampling period per GPU in milliseconds (default: 100)"),
     ("power-backend", "where power comes from: auto (NVML, else nvidia-smi, else none), nvml, smi or none"),
@@ -275,6 +284,8 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         num_requests=_parsed(config, "num-requests", positive_int, device_sizes.num_requests),
     )
     vllm_args = tuple(config.getoption("vllm_args") or config.getini("vllm_args"))
+    rounds = _parsed(config, "rounds", positive_int, None)
+    topologies: tuple[Topology, ...] = _parsed(config, "topologies", parse_topologies, DEFAULT_TOPOLOGIES)
     settings = Settings(
         model=_raw(config, "model"),
         model_cache_dir=Path(_raw(config, "model-cache-dir") or default_cache_dir()).expanduser(),
@@ -288,7 +299,7 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         server_start_timeout_s=_parsed(config, "server-start-timeout-s", positive_float, 900.0),
         request_timeout_s=_parsed(config, "request-timeout-s", positive_float, 600.0),
         sizes=sizes,
-        rounds=_parsed(config, "rounds", positive_int, 1),
+        rounds=rounds or 1,
         reports_dir=Path(_raw(config, "reports-dir") or config.rootpath / "reports"),
         gpu_sample_ms=_parsed(config, "gpu-sample-ms", positive_float, 100.0),
         power_backend=_parsed(config, "power-backend", power_backend, "auto"),
@@ -306,7 +317,8 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         dvfs_dry_run=bool(config.getoption("dvfs_dry_run") or config.getini("dvfs_dry_run")),
         slo_ttft_ms=_parsed(config, "slo-ttft-ms", positive_float, None),
         slo_tbt_ms=_parsed(config, "slo-tbt-ms", positive_float, None),
-        topologies=_parsed(config, "topologies", parse_topologies, DEFAULT_TOPOLOGIES),
+        topologies=topologies,
+        serving_rounds=rounds or (COMPARISON_ROUNDS if len(topologies) > 1 else 1),
         **_load_settings(config, on_gpu),
     )
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
-from plugin.analysis.verdict import Point, verdicts
+from plugin.analysis.verdict import Point, attainment_of, pm_sources, verdicts
 from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.results.schema import BenchmarkResult
@@ -85,17 +85,18 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
     write("")
     write(
         f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'req/s':>7} {'TTFT p99':>9} {'TPOT p99':>9} "
-        f"{'SLO met':>8} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
+        f"{'SLO met (95 %)':>15} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
     )
     for entry in entries:
         s = entry.summary
         offered = s.get("offered_rate_rps")
-        attainment = s.get("slo_attainment_pct")
+        attainment = attainment_of(s)
         write(
             f"{entry.name[:44]:<44} {s['completed']:>3}/{s['requests']:<3} "
             f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s['request_throughput'], 2):>7} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
-            f"{'-' if attainment is None else f'{attainment:.0f}%':>8} {_ms(s.get('goodput_rps'), 2):>7} "
+            f"{'-' if attainment is None else f'{attainment.pct:.0f}% ({attainment.interval_text()})':>15} "
+            f"{_ms(s.get('goodput_rps'), 2):>7} "
             f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
@@ -120,16 +121,20 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
 
 def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
     """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given; each line names
-    the attainment that meets them, which ``--slo-attainment`` may have moved from 90 %."""
+    the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides."""
     points = [
-        Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], s.get("slo_attainment_pct"),
+        Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], len(entry.rounds), attainment,
               s.get("energy_per_good_request_j"), entry.power.uncertainty.get("energy_per_good_request_j"),
+              pm_sources(getattr(entry.power, "uncertainty_sources", {}), entry.power.uncertainty_parts),
               s.get("goodput_per_gpu_rps"))
         for entry in entries
-        if (s := entry.summary).get("offered_rate_rps") is not None
+        if (s := entry.summary).get("offered_rate_rps") is not None and (attainment := attainment_of(s)) is not None
     ]  # fmt: skip
     for verdict in verdicts(points, attainment_pct):
-        write(f"verdict ({verdict.dataset}, targets met at {attainment_pct:g} % SLO attainment): {verdict.text()}")
+        write(
+            f"verdict ({verdict.dataset}, SLO attainment target {attainment_pct:g} %, judged on its 95 % interval): "
+            f"{verdict.text()}"
+        )
 
 
 def _phase_energy(entry: BenchmarkResult) -> str:

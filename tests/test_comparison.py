@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,24 @@ from typing import Any
 import pytest
 
 from plugin import terminal
-from plugin.analysis.verdict import ALONE, NONE, ONLY, TIE, UNRANKED, WINS, Point, Verdict, judge, saving, verdicts
+from plugin.analysis.goodput import attainment_interval_pct
+from plugin.analysis.verdict import (
+    ALONE,
+    FEW_ROUNDS,
+    NONE,
+    ONLY,
+    TIE,
+    UNRANKED,
+    WINS,
+    Attainment,
+    Point,
+    Verdict,
+    attainment_of,
+    judge,
+    pm_sources,
+    saving,
+    verdicts,
+)
 from plugin.power.devices import Inventory
 from plugin.report import build_report
 from plugin.report.comparison import topology_comparison
@@ -36,10 +54,16 @@ EXPECTED = [
     "at 4 req/s only 1p1d meets the targets, with 33 ± 7.5 % less energy per good request than dp:2, which misses them",
 ]
 
+SOURCES = " (± 95 %: between-round spread, sensor edges)"
+"""What the ± of ``topology_run``'s verdicts contains: the known parts of its energy's ± (a file without sources)."""
+STORED = [line + SOURCES for line in EXPECTED]
 
-def point(topology: str, rate: float, attainment: float | None, energy: float | None, pm: float | None = None,
-          goodput_per_gpu: float | None = None) -> Point:  # fmt: skip
-    return Point(topology, SHAREGPT, rate, attainment, energy, pm, goodput_per_gpu)
+
+def point(topology: str, rate: float, attainment: float | Attainment, energy: float | None, pm: float | None = None,
+          goodput_per_gpu: float | None = None, rounds: int = 3, sources: tuple[str, ...] = ()) -> Point:  # fmt: skip
+    """A point; an attainment given as a number is known exactly (its interval a point: a vast sample)."""
+    known = attainment if isinstance(attainment, Attainment) else Attainment(attainment, attainment, attainment)
+    return Point(topology, SHAREGPT, rate, rounds, known, energy, pm, sources, goodput_per_gpu)
 
 
 def points() -> list[Point]:
@@ -90,20 +114,19 @@ def test_none_alone_unranked_and_unknown_uncertainty() -> None:
         point("2p2d", 10.0, 95.0, 40.0, 2.0),
         point("dp:4", 12.0, 91.0, 50.0), point("2p2d", 12.0, 90.0, 40.0, 2.0),
         point("dp:4", 14.0, 95.0, 10.0), point("2p2d", 14.0, 20.0, None),
-        point("dp:4", 16.0, None, 10.0),
     ])  # fmt: skip
     assert [(v.kind, v.rate_from_rps, v.rate_to_rps) for v in found] == [
         (UNRANKED, 1.0, 1.0),
         (NONE, 6.0, 8.0),
         (ALONE, 10.0, 10.0),
-        (WINS, 12.0, 12.0),
+        (TIE, 12.0, 12.0),
         (ONLY, 14.0, 14.0),
-    ]  # fmt: skip  (16 req/s: no SLO attainment, left out)
+    ]  # fmt: skip
     assert [v.text() for v in found] == [
         "at 1 req/s 2p2d and dp:4 meet the targets; no energy per good request to rank them",
         "at 6-8 req/s no topology meets the targets",
         "at 10 req/s only 2p2d was measured: nothing to compare it with",
-        "at 12 req/s 2p2d meets the targets with 20 % (± unknown) less energy per good request than dp:4",
+        "at 12 req/s 2p2d and dp:4 meet the targets: no clear winner (the saving has no known ±)",  # 20 %, ± unknown
         "at 14 req/s only dp:4 meets the targets; 2p2d misses them",
     ]
     assert saving(point("a", 1.0, 100.0, 10.0, 1.0), point("b", 1.0, 100.0, 0.0, 1.0)) == (None, None)
@@ -122,34 +145,132 @@ def test_only_one_meets_with_more_energy_or_within_the_uncertainty() -> None:
     )
 
 
+STRADDLES = Attainment(88.0, 80.2, 93.9)
+"""88 % met with a 95 % interval of 80.2-93.9 %: it straddles a 90 % target."""
+
+
+def test_equal_intervals_are_undecided_and_name_no_winner() -> None:
+    """Two topologies with the same interval across the target: neither meets nor misses, whatever their energy."""
+    step = judge(8.0, [point("dp:2", 8.0, STRADDLES, 10.0, 0.1), point("1p1d", 8.0, STRADDLES, 5.0, 0.1)])
+    assert (step.kind, step.winner, step.met, step.missed) == (NONE, None, (), ())
+    assert [name for name, _ in step.undecided] == ["dp:2", "1p1d"]
+    pair = [point("dp:2", 8.0, STRADDLES, 10.0, 0.1), point("1p1d", 8.0, STRADDLES, 5.0, 0.1)]
+    assert [v.text() for v in verdicts(pair)] == [
+        "at 8 req/s dp:2 is undecided: 88 % met (95 % interval 80-94 %) against a 90 % target; "
+        "1p1d is undecided: 88 % met (95 % interval 80-94 %) against a 90 % target"
+    ]
+
+
+def test_a_lower_bound_just_above_the_target_meets_and_just_below_is_undecided() -> None:
+    """The lower bound decides: 90.01 meets a 90 % target and wins on energy; 89.99 is undecided, never the loser it
+    would be compared with, though its point estimate (96 %) is the higher."""
+    just_above, just_below = Attainment(93.0, 90.01, 95.5), Attainment(96.0, 89.99, 99.0)
+    wins = judge(4.0, [point("2p2d", 4.0, just_above, 8.0, 0.2), point("dp:4", 4.0, 99.0, 10.0, 0.2)])
+    assert (wins.kind, wins.winner, wins.other) == (WINS, "2p2d", "dp:4")
+    found = verdicts([point("2p2d", 4.0, just_above, 8.0, 0.2), point("dp:4", 4.0, just_below, 10.0, 0.2)])
+    assert [(v.kind, v.winner, v.other, v.steps[0].met) for v in found] == [(ONLY, "2p2d", None, ("2p2d",))]
+    assert found[0].text() == (
+        "at 4 req/s 2p2d meets the targets; dp:4 is undecided: 96 % met (95 % interval 89-99 %) against a 90 % target"
+    )
+
+
+def test_an_upper_bound_below_the_target_misses() -> None:
+    """89.99 % at the top of the interval misses a 90 % target; at a target of 89.99 it is undecided."""
+    below = Attainment(85.0, 78.0, 89.99)
+    found = verdicts([point("1p3d", 2.0, 99.0, 12.0, 0.3), point("3p1d", 2.0, below, 10.0, 0.3)])
+    assert [(v.kind, v.winner, v.other) for v in found] == [(ONLY, "1p3d", "3p1d")]
+    assert found[0].text().startswith("at 2 req/s only 1p3d meets the targets, with 20 ± ")
+    at_its_bound = judge(2.0, [point("1p3d", 2.0, 99.0, 12.0, 0.3), point("3p1d", 2.0, below, 10.0, 0.3)], 89.99)
+    assert [name for name, _ in at_its_bound.undecided] == ["3p1d"] and at_its_bound.missed == ()
+
+
+def test_fewer_than_3_rounds_name_no_winner_but_who_meets_and_misses() -> None:
+    """A clear saving (20 ± 1.6 %) with one round: no winner, and the words say why and what to run."""
+    one_round = [
+        point("dp:4", 6.0, 99.0, 10.0, 0.1, rounds=1),
+        point("2p2d", 6.0, 99.0, 8.0, 0.1, rounds=1),
+        point("1p3d", 6.0, 40.0, 9.0, 0.1, rounds=1),
+        point("3p1d", 6.0, STRADDLES, 7.0, 0.1, rounds=1),
+    ]
+    step = judge(6.0, one_round)
+    assert (step.kind, step.winner, step.other, step.saving_pct) == (FEW_ROUNDS, None, None, None)
+    assert [v.text() for v in verdicts(one_round)] == [
+        "at 6 req/s 1 round per rate: a winner needs at least 3 (--rounds 3); dp:4 and 2p2d meet the targets, "
+        "1p3d misses them; 3p1d is undecided: 88 % met (95 % interval 80-94 %) against a 90 % target"
+    ]
+    two = [point("dp:4", rate, 99.0, 10.0, 0.1, rounds=3) for rate in (1.0, 2.0)]
+    two += [point("2p2d", 1.0, 99.0, 8.0, 0.1, rounds=2), point("2p2d", 2.0, 99.0, 8.0, 0.1, rounds=2)]
+    assert [v.text() for v in verdicts(two)] == [
+        "at 1-2 req/s 2 rounds per rate: a winner needs at least 3 (--rounds 3); dp:4 and 2p2d meet the targets"
+    ]  # the fewest rounds of the rate's topologies count
+
+
+def test_the_verdict_names_the_sources_of_its_uncertainty() -> None:
+    every = ("rounds", "edges", "disagreement", "good_count")
+    found = verdicts([point("dp:4", 2.0, 99.0, 10.0, 0.2, sources=("edges", "disagreement")),
+                      point("2p2d", 2.0, 99.0, 8.0, 0.2, sources=("good_count", "rounds", "edges"))])  # fmt: skip
+    assert found[0].text() == (
+        "at 2 req/s 2p2d meets the targets with 20 ± 2.6 % less energy per good request than dp:4 (± 95 %: "
+        "between-round spread, sensor edges, counter gap, good-request count)"
+    )  # either figure's sources, once each, in one order
+    tie = verdicts([point("dp:4", 2.0, 99.0, 10.0, 2.0, sources=every), point("2p2d", 2.0, 99.0, 9.0, 2.0)])
+    assert tie[0].text() == (
+        "at 2 req/s 2p2d and dp:4 meet the targets: no clear winner (within ±27 %; ± 95 %: between-round spread, "
+        "sensor edges, counter gap, good-request count)"
+    )
+    named = {"energy_per_good_request_j": ["rounds", "good_count"]}
+    assert pm_sources(named, {"edges": 1.0}) == ("rounds", "good_count")  # the entry's own list wins
+    older = {"rounds": None, "edges": 0.4, "disagreement": 0.1}  # a file from before the sources: the known parts
+    assert pm_sources({}, older) == pm_sources(None, older) == ("edges", "disagreement")
+
+
+def test_a_summary_without_stored_bounds_gets_wilsons_from_its_counts() -> None:
+    stored_bounds = {"slo_attainment_pct": 88.0, "slo_attainment_low_pct": 80.2, "slo_attainment_high_pct": 93.9,
+                     "good_requests": 88, "requests": 100}  # fmt: skip
+    assert attainment_of(stored_bounds) == STRADDLES
+    older = {"slo_attainment_pct": 88.0, "good_requests": 88, "requests": 100}
+    bounds = attainment_interval_pct(88, 100)
+    assert bounds is not None and attainment_of(older) == Attainment(88.0, *bounds)
+    found = attainment_of(older)
+    assert found is not None and 79.0 < found.low_pct < 88.0 < found.high_pct < 94.0
+    assert attainment_of({"slo_attainment_pct": None, "good_requests": 0, "requests": 0}) is None
+    assert attainment_of({"slo_attainment_pct": 50.0}) is None  # no counts: no interval, no verdict
+
+
 def topology_run(
     reports: Path,
     topologies: tuple[str, ...] = tuple(TOPOLOGIES),
-    attainments: dict[str, tuple[float, ...]] | None = None,
+    attainments: Mapping[str, tuple[float, ...]] | None = None,
     settings: dict[str, Any] | None = None,
+    rounds: int = 3,
 ) -> tuple[Path, list[BenchmarkResult]]:
     """A serving run written by the suite's ``ResultsFile``: each topology at each rate, with the per-GPU figures
-    and the ± the other engineer's ``benchmark_result`` adds (goodput / budget, output tokens per J);
-    ``attainments`` replaces a topology's SLO attainments, ``settings`` adds to the header's."""
+    and the ± the other engineer's ``benchmark_result`` adds (goodput / budget, output tokens per J), each
+    attainment with a 95 % interval of ± 2 points and each benchmark with ``rounds`` rounds; ``attainments``
+    replaces a topology's SLO attainments, ``settings`` adds to the header's."""
     header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
     header["settings"] = {**header["settings"], **(settings or {})}
     header["power"] = {"backend": "nvml", "unmeasured_reason": None, "gpus": [0, 1], "samples_csv": {}, "notes": []}
     results = ResultsFile(reports / "20261126-100000-topo" / RESULTS_FILE, {**header, "run_id": "20261126-100000-topo"})
     made: list[BenchmarkResult] = []
     for topology in topologies:
-        architecture, budget, attainment, energy, pm = TOPOLOGIES[topology]
-        attainment = (attainments or {}).get(topology, attainment)
+        architecture, budget, stated, energy, pm = TOPOLOGIES[topology]
+        attainment = (attainments or {}).get(topology, stated)
         for i, rate in enumerate(RATES):
             benchmark, requests = serving_benchmark(len(made), architecture, SHAREGPT, rate, TARGETS_MS)
             summary = {**benchmark.summary, "slo_attainment_pct": attainment[i], "energy_per_good_request_j": energy[i]}
             summary.update(goodput_per_gpu_rps=summary["goodput_rps"] / budget, output_tokens_per_j=0.5 + i + len(made),
-                           request_throughput_per_gpu_rps=summary["request_throughput"] / budget)  # fmt: skip
+                           request_throughput_per_gpu_rps=summary["request_throughput"] / budget,
+                           slo_attainment_low_pct=max(0.0, attainment[i] - 2.0),
+                           slo_attainment_high_pct=min(100.0, attainment[i] + 2.0))  # fmt: skip
             uncertainty: dict[str, float | None] = {
                 "energy_per_good_request_j": pm[i],
                 "output_tokens_per_j": 0.01 * (1 + len(made)),
             }
-            power = replace(benchmark.power, uncertainty=uncertainty)
-            made.append(replace(benchmark, summary=summary, power=power, topology=topology, gpu_budget=budget))
+            parts = {"rounds": 0.1, "edges": 0.05, "disagreement": None}  # an older file: no uncertainty_sources
+            power = replace(benchmark.power, uncertainty=uncertainty, uncertainty_parts=parts)
+            made.append(replace(benchmark, summary=summary, rounds=benchmark.rounds * rounds, power=power,
+                                topology=topology, gpu_budget=budget))  # fmt: skip
             results.add_benchmark(made[-1], requests)
     results.update(status="complete")
     return results.path.parent, made
@@ -170,8 +291,8 @@ def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_t
     links = check_page(page)
     text = page.read_text()
     assert "<h2>Topologies compared</h2>" in text and f"Dataset {SHAREGPT}: dp:2, 1p1d" in text
-    assert all(f"<li>{line}</li>" in text for line in EXPECTED)
-    assert text.index(EXPECTED[0]) < text.index("topologies-0-slo.png")  # the verdict above its charts
+    assert all(f"<li>{line}</li>" in text for line in STORED)
+    assert text.index(STORED[0]) < text.index("topologies-0-slo.png")  # the verdict above its charts
     shown = {Path(str(image["src"])).name for image in links.images}
     assert {"topologies-0-slo.png", "topologies-0-energy.png", "topologies-0-latency.png"} <= shown
     rows = per_gpu_table(page)
@@ -180,6 +301,9 @@ def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_t
         summary, pm = benchmark.summary, benchmark.power.uncertainty
         row = rows[(benchmark.topology, f"{summary['offered_rate_rps']:.4g}")]
         assert row["GPU budget"] == "2"
+        attainment = summary["slo_attainment_pct"]  # its interval: ± 2 points, within 0-100
+        low, high = summary["slo_attainment_low_pct"], summary["slo_attainment_high_pct"]
+        assert row["SLO attainment (%, 95 % interval)"] == f"{attainment:.4g} ({low:.0f}-{high:.0f})"
         assert row["goodput per GPU (good req/s)"] == f"{summary['goodput_rps'] / 2:.4g}"
         assert row["req/s per GPU"] == f"{summary['request_throughput'] / 2:.4g}"
         assert row["output tokens / J"] == f"{summary['output_tokens_per_j']:.4g} ± {pm['output_tokens_per_j']:.2g}"
@@ -231,7 +355,9 @@ def test_one_topology_has_no_section_and_an_old_file_still_builds(tmp_path: Path
 
 AT_85 = {"dp:2": (100.0, 95.0, 85.0)}
 """dp:2 at 4 req/s with 85 % attainment: it meets the targets at an --slo-attainment of 80, not at 90."""
-AT_80 = ["at 1-4 req/s 1p1d meets the targets with 20 ± 5.7 % to 33 ± 7.5 % less energy per good request than dp:2"]
+AT_80 = [
+    "at 1-4 req/s 1p1d meets the targets with 20 ± 5.7 % to 33 ± 7.5 % less energy per good request than dp:2" + SOURCES
+]
 
 
 class Lines:
@@ -257,7 +383,7 @@ def test_the_report_and_the_terminal_judge_at_the_runs_slo_attainment(tmp_path: 
     comparison = topology_comparison(run, SHAREGPT)
     assert (run.attainment_pct, comparison.verdicts) == (80.0, AT_80)
     text = build_report(folder).read_text()
-    assert f"<li>{AT_80[0]}</li>" in text and "SLO attainment is at least 80 %" in text
+    assert f"<li>{AT_80[0]}</li>" in text and "against the 80 % target" in text
     figure = slo_figure(comparison, topology_colors(comparison.topologies))
     assert figure is not None
     try:
@@ -274,7 +400,7 @@ def test_the_report_and_the_terminal_judge_at_the_runs_slo_attainment(tmp_path: 
     reporter = Lines()
     terminal.write_summary(reporter, session, None)
     assert [line for line in reporter.lines if line.startswith("verdict")] == [
-        f"verdict ({SHAREGPT}, targets met at 80 % SLO attainment): {AT_80[0]}"
+        f"verdict ({SHAREGPT}, SLO attainment target 80 %, judged on its 95 % interval): {AT_80[0]}"
     ]
 
 
@@ -283,4 +409,35 @@ def test_a_run_from_before_the_option_is_judged_at_90(tmp_path: Path) -> None:
     assert "slo_attainment_pct" not in stored(folder)["settings"]
     run = load_report_run(folder)
     comparison = topology_comparison(run, SHAREGPT)
-    assert (run.attainment_pct, comparison.attainment_pct, comparison.verdicts) == (90.0, 90.0, EXPECTED)
+    assert (run.attainment_pct, comparison.attainment_pct, comparison.verdicts) == (90.0, 90.0, STORED)
+
+
+ONE_ROUND = [
+    "at 1-2 req/s 1 round per rate: a winner needs at least 3 (--rounds 3); dp:2 and 1p1d meet the targets",
+    "at 4 req/s 1 round per rate: a winner needs at least 3 (--rounds 3); 1p1d meets the targets; dp:2 is "
+    "undecided: 89 % met (95 % interval 87-91 %) against a 90 % target",
+]
+
+
+def test_the_terminal_and_the_report_say_undecided_and_why_one_round_names_no_winner(tmp_path: Path) -> None:
+    """One round per rate, and dp:2 at 4 req/s with 87-91 % against a 90 % target: the same words in both places,
+    and each attainment with its interval."""
+    folder, benchmarks = topology_run(tmp_path / "reports", attainments={"dp:2": (100.0, 95.0, 89.0)}, rounds=1)
+    comparison = topology_comparison(load_report_run(folder), SHAREGPT)
+    assert comparison.verdicts == ONE_ROUND
+    text = build_report(folder).read_text()
+    assert all(f"<li>{line}</li>" in text for line in ONE_ROUND)
+    assert per_gpu_table(build_report(folder))[("dp:2", "4")]["SLO attainment (%, 95 % interval)"] == "89 (87-91)"
+    session = RunSession(make_settings(reports_dir=tmp_path / "terminal"), Inventory((), None, None), [])
+    session.open_run(None)
+    assert session.results is not None
+    for benchmark in benchmarks:
+        session.results.add_benchmark(benchmark, [])
+    reporter = Lines()
+    terminal.write_summary(reporter, session, None)
+    assert [line for line in reporter.lines if line.startswith("verdict")] == [
+        f"verdict ({SHAREGPT}, SLO attainment target 90 %, judged on its 95 % interval): {line}" for line in ONE_ROUND
+    ]
+    serving_table = reporter.lines[reporter.lines.index("") + 1 :]
+    header, dp2_at_4 = serving_table[0], next(line for line in serving_table if line.startswith(benchmarks[2].name))
+    assert "SLO met (95 %)" in header and " 89% (87-91) " in dp2_at_4

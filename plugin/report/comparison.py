@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugin.analysis.verdict import Point, verdicts
+from plugin.analysis.verdict import Point, attainment_of, pm_sources, verdicts
 from plugin.report.data import Run, _number
 
 ROW_FIGURES = (
@@ -21,7 +21,7 @@ UNCERTAIN = ("output_tokens_per_j", "energy_per_good_request_j")
 """Figures shown with their ± 95 % half-width (``power.uncertainty``, same key), where known."""
 PER_GPU_TABLE = {
     "gpu_budget": "GPU budget",
-    "slo_attainment_pct": "SLO attainment (%)",
+    "slo_attainment_pct": "SLO attainment (%, 95 % interval)",
     "goodput_per_gpu_rps": "goodput per GPU (good req/s)",
     "request_throughput_per_gpu_rps": "req/s per GPU",
     "output_tokens_per_j": "output tokens / J",
@@ -59,9 +59,11 @@ def topology_comparison(run: Run, dataset: str) -> TopologyComparison:
     energy figures only where the run measured power."""
     rows = rows_of(run, dataset)
     points = [
-        Point(row["topology"], dataset, row["offered_rate_rps"], row["slo_attainment_pct"],
-              row["energy_per_good_request_j"], row["energy_per_good_request_j_pm"], row["goodput_per_gpu_rps"])
+        Point(row["topology"], dataset, row["offered_rate_rps"], row["rounds"], row["attainment"],
+              row["energy_per_good_request_j"], row["energy_per_good_request_j_pm"], row["pm_sources"],
+              row["goodput_per_gpu_rps"])
         for row in rows
+        if row["attainment"] is not None
     ]  # fmt: skip
     lines = [verdict.text() for verdict in verdicts(points, run.attainment_pct)]
     why = None
@@ -83,9 +85,10 @@ def rows_of(run: Run, dataset: str) -> list[dict[str, Any]]:
         if str(benchmark.workload.dataset) != dataset or not _number(rate) or rate <= 0:
             continue
         setting = (benchmark.dvfs or {}).get("setting")
-        uncertainty = benchmark.power.uncertainty
+        power = benchmark.power
+        attainment = attainment_of(summary)
         figures = {key: _figure(summary.get(key)) for key in ROW_FIGURES}
-        if not benchmark.power.measured:
+        if not power.measured:
             figures.update(output_tokens_per_j=None, energy_per_good_request_j=None)
         rows.append(
             {
@@ -95,7 +98,11 @@ def rows_of(run: Run, dataset: str) -> list[dict[str, Any]]:
                 "offered_rate_rps": float(rate),
                 "gpu_budget": benchmark.gpu_budget,
                 **figures,
-                **{f"{key}_pm": _figure(uncertainty.get(key)) for key in UNCERTAIN},
+                **{f"{key}_pm": _figure(power.uncertainty.get(key)) for key in UNCERTAIN},
+                "attainment": attainment,
+                "slo_attainment_pct_interval": None if attainment is None else attainment.interval_text(),
+                "rounds": len(benchmark.rounds),
+                "pm_sources": pm_sources(getattr(power, "uncertainty_sources", {}), power.uncertainty_parts),
                 "targets_ms": dict(summary.get("goodput_targets_ms") or {}),
             }
         )
