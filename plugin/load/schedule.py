@@ -4,7 +4,8 @@ Count mode sends ``num_requests`` requests per round and measures all of them. S
 (``--duration-s T``) lets requests arrive for T seconds and measures only ``[warm-up, T - cool-down]``: the
 power window and the statistics cover that stretch alone, while the batch is full (as the ML.ENERGY benchmark
 measures). A sweep's ``sync`` point is a closed loop of one request at a time and its ``max`` point sends every
-request at once; the rates between are spaced evenly from the two throughputs measured (guidellm's sweep).
+request at once; the rates between are spaced evenly from the two throughputs measured (guidellm's sweep), once per
+dataset for every topology of the run (``SweepEnds``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
 from plugin.load.arrivals import closed_loop, open_loop
@@ -47,14 +48,47 @@ class Arrivals:
     cooldown_s: float
 
 
-def sweep_rate(point: str, points: int, sync_rps: float | None, max_rps: float | None) -> float:
+@dataclass(frozen=True, slots=True)
+class SweepEnds:
+    """One dataset's sweep ends: the synchronous (``sync``) and saturated (``max``) request throughput, and the
+    topology that measured them.
+
+    The first topology to measure both ends fixes them for every topology of the run, so all topologies meet at the
+    same rates and the verdict can compare them there. Not the widest ends of all topologies: topologies run one
+    after another (each one's servers start once), and waiting for every topology's ends before any point would
+    start each topology's servers twice. A topology with more capacity may then not be pushed to its own
+    saturation by the points; its own ``max`` point still measures it."""
+
+    topology: str
+    sync_rps: float | None = None
+    max_rps: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.sync_rps is not None and self.max_rps is not None
+
+
+def with_measured_end(ends: SweepEnds | None, topology: str, point: str, throughput_rps: float | None) -> SweepEnds:
+    """The dataset's ends after ``topology`` measured its ``sync`` or ``max`` point. Complete ends stay as they are;
+    incomplete ones take the first value measured, and a topology that left them incomplete (a point that failed)
+    gives way to the next topology, which measures both afresh."""
+    if ends is not None and ends.complete:
+        return ends
+    if ends is None or ends.topology != topology:
+        ends = SweepEnds(topology)
+    if point == SWEEP_SYNC:
+        return ends if ends.sync_rps is not None else replace(ends, sync_rps=throughput_rps)
+    return ends if ends.max_rps is not None else replace(ends, max_rps=throughput_rps)
+
+
+def sweep_rate(point: str, points: int, ends: SweepEnds | None) -> float:
     """The rate of sweep point ``point`` (``1``..``points``), evenly between the measured ``sync`` and ``max``."""
-    if sync_rps is None or max_rps is None:
+    if ends is None or ends.sync_rps is None or ends.max_rps is None:
         raise BenchError(
             f"sweep point {point} needs the synchronous and the saturated throughput, measured by the sweep's "
             "'sync' and 'max' benchmarks first; one of them did not finish (see its error above)"
         )
-    low, high = sorted((sync_rps, max_rps))
+    low, high = sorted((ends.sync_rps, ends.max_rps))
     return low + int(point) * (high - low) / (points + 1)
 
 
