@@ -306,7 +306,7 @@ def _serving_plan(
         rate = sweep_rate(str(workload.sweep), points, ends)
         assert ends is not None  # sweep_rate refuses a point without its ends
         extra["sweep_ends"] = asdict(ends)
-    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s)
+    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s, settings.arrival_scaling)
     spec = dataset_of(workload, settings)
     tokenizer = tokenizer_for(spec, endpoint.model_dir or endpoint.model, endpoint.metrics_url or endpoint.url)
     max_model_len = settings.max_model_len or (
@@ -316,4 +316,6 @@ def _serving_plan(
         workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
     )
     offered = arrivals.rate if arrivals.rate is not None and math.isfinite(arrivals.rate) else None
+    if offered is not None:  # an open loop: its gaps as drawn, or rescaled to the nominal span
+        extra["arrival_scaling"] = arrivals.scaling
     return plan, {"offered_rate_rps": offered, "dataset": plan.dataset, **extra}

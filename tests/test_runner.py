@@ -15,6 +15,7 @@ import pytest
 from plugin.analysis.benchmark import counted_records
 from plugin.errors import BenchError
 from plugin.fixtures import _serving_plan
+from plugin.load.arrivals import DRAWN, NOMINAL
 from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, SweepEnds, arrivals_of, schedules, sweep_rate, with_measured_end
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
@@ -127,9 +128,20 @@ def test_a_sweep_points_plan_takes_its_datasets_shared_ends_and_names_whose_they
     plan, extra = _serving_plan(session, point, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
     assert extra["offered_rate_rps"] == 6.0 and len(plan.rounds[0].due_offsets_s) == 4
     assert extra["sweep_ends"] == {"topology": "2p2d", "sync_rps": 2.0, "max_rps": 10.0}
+    assert extra["arrival_scaling"] == DRAWN and plan.rounds[0].due_offsets_s[0] == 0.0
     with pytest.raises(BenchError, match="needs the synchronous and the saturated throughput"):
         _serving_plan(session, replace(point, dataset="other"), Endpoint("http://127.0.0.1:1", "m", (1, 100)),
                       random.Random(1))  # fmt: skip
+
+
+def test_nominal_arrival_scaling_reaches_the_schedules_and_the_entry() -> None:
+    """--arrival-scaling nominal: every round's 4 requests at 4 req/s end at exactly 1 s (vLLM's span), and the
+    entry records the rule it was sent under."""
+    settings = make_settings(request_rates=RequestRates((4.0,)), rounds=3, arrival_scaling=NOMINAL)
+    session = RunSession(settings, Inventory((), None, None), [])
+    plan, extra = _serving_plan(session, SERVING, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
+    assert extra["arrival_scaling"] == NOMINAL and extra["offered_rate_rps"] == 4.0
+    assert [schedule.due_offsets_s[-1] for schedule in plan.rounds] == pytest.approx([1.0, 1.0, 1.0], rel=1e-12)
 
 
 def test_arrivals_of_a_sweeps_ends_and_of_a_rate() -> None:

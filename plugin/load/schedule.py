@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import closed_loop, open_loop
+from plugin.load.arrivals import DRAWN, closed_loop, open_loop
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
 
 
@@ -39,13 +39,15 @@ class Schedule:
 @dataclass(frozen=True, slots=True)
 class Arrivals:
     """How requests of one serving benchmark arrive: the resolved rate (``None``: a closed loop of ``concurrency``
-    in flight; ``math.inf``: all at once) and the steady-state stretch, if any."""
+    in flight; ``math.inf``: all at once), the steady-state stretch, if any, and whether an open loop's drawn gaps
+    stand or are rescaled to the nominal span (``--arrival-scaling``, ``plugin.load.arrivals``)."""
 
     rate: float | None
     concurrency: int | None
     duration_s: float | None
     warmup_s: float
     cooldown_s: float
+    scaling: str = DRAWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +94,18 @@ def sweep_rate(point: str, points: int, ends: SweepEnds | None) -> float:
     return low + int(point) * (high - low) / (points + 1)
 
 
-def arrivals_of(workload: Workload, rate: float | None, warmup_s: float, cooldown_s: float) -> Arrivals:
+def arrivals_of(
+    workload: Workload, rate: float | None, warmup_s: float, cooldown_s: float, scaling: str = DRAWN
+) -> Arrivals:
     """A sweep's ``sync`` is one request at a time and ``max`` all at once, both counted (a steady state needs a
-    rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set."""
+    rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set, their
+    gaps scaled by ``scaling``."""
     cap = workload.concurrency or None
     if workload.sweep == SWEEP_SYNC:
         return Arrivals(None, 1, None, 0.0, 0.0)
     if workload.sweep == SWEEP_MAX or rate is None:
         return Arrivals(math.inf, cap, None, 0.0, 0.0)
-    return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s)
+    return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s, scaling)
 
 
 def schedules(
@@ -117,9 +122,11 @@ def schedules(
         if arrivals.rate is None:
             offsets = closed_loop(count)
         elif arrivals.duration_s is not None:
-            offsets = open_loop(arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s)
+            offsets = open_loop(
+                arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling
+            )
         else:
-            offsets = open_loop(arrivals.rate, burstiness, rng, count=count)
+            offsets = open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
         requests = tuple(requests_for(len(offsets)))
         steady = arrivals.duration_s is not None
         result.append(
