@@ -18,7 +18,7 @@ from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
 from plugin.hookspec import extra_vllm_args
 from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
-from plugin.load.schedule import arrivals_of, sweep_rate
+from plugin.load.schedule import arrivals_of, sweep_rate, with_measured_end
 from plugin.load.workload import (
     DATASET_MAX_LEN,
     SERVING,
@@ -222,15 +222,18 @@ def run_workload(
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
         rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
         try:
-            measurement, extra = _measure(bench_session, runner, request.node.nodeid, topology, workload, rng)
+            measurement, extra = _measure(bench_session, runner, request.node.nodeid, workload, rng)
         except WarmupFailed as error:
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
             pytest.fail(str(error), pytrace=False)
         result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra)
-        if workload.sweep is not None:  # a sweep's later points take their rates from these
-            rates = bench_session.sweep_rps.setdefault((topology, str(workload.dataset)), {})
-            rates[workload.sweep] = result.summary["request_throughput"]
+        if workload.sweep in (SWEEP_SYNC, SWEEP_MAX):  # every topology's later points take their rates from these
+            ends = bench_session.sweep_ends.get(str(workload.dataset))
+            throughput_rps = result.summary["request_throughput"]
+            bench_session.sweep_ends[str(workload.dataset)] = with_measured_end(
+                ends, topology, workload.sweep, throughput_rps
+            )
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
         check_servers(bench_session, topology, measurement)
         fail_on_errors(measurement.records)
@@ -271,12 +274,12 @@ def _skip_refused(bench_session: RunSession, name: str, dvfs: DvfsSetting, recor
 
 
 def _measure(
-    bench_session: RunSession, runner: Runner, name: str, topology: str, workload: Workload, rng: random.Random
+    bench_session: RunSession, runner: Runner, name: str, workload: Workload, rng: random.Random
 ) -> tuple[Measurement, dict[str, Any]]:
     """A phase benchmark's rounds of fresh exact-length prompts, or a serving benchmark's schedules."""
     settings, endpoint = bench_session.settings, runner.endpoint
     if workload.phase == SERVING:
-        plan, extra = _serving_plan(bench_session, topology, workload, endpoint, rng)
+        plan, extra = _serving_plan(bench_session, workload, endpoint, rng)
         return runner.measure_schedules(name, plan.rounds, plan.warmup), extra
 
     def prompts_for(count: int) -> list[list[int]]:
@@ -290,16 +293,20 @@ def _measure(
 
 
 def _serving_plan(
-    bench_session: RunSession, topology: str, workload: Workload, endpoint: Endpoint, rng: random.Random
+    bench_session: RunSession, workload: Workload, endpoint: Endpoint, rng: random.Random
 ) -> tuple[ServingPlan, dict[str, Any]]:
-    """The schedules of a serving benchmark; a sweep point's rate comes from its sweep's measured ends."""
+    """The schedules of a serving benchmark; a sweep point's rate comes from its dataset's sweep ends, the same for
+    every topology, and its entry names the topology that measured them."""
     settings = bench_session.settings
     rate = workload.request_rate
+    extra: dict[str, Any] = {}
     if workload.sweep not in (None, SWEEP_SYNC, SWEEP_MAX):
-        ends = bench_session.sweep_rps.get((topology, str(workload.dataset)), {})
+        ends = bench_session.sweep_ends.get(str(workload.dataset))
         points = settings.request_rates.sweep_points or 0
-        rate = sweep_rate(str(workload.sweep), points, ends.get(SWEEP_SYNC), ends.get(SWEEP_MAX))
-    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s)
+        rate = sweep_rate(str(workload.sweep), points, ends)
+        assert ends is not None  # sweep_rate refuses a point without its ends
+        extra["sweep_ends"] = asdict(ends)
+    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s, settings.arrival_scaling)
     spec = dataset_of(workload, settings)
     tokenizer = tokenizer_for(spec, endpoint.model_dir or endpoint.model, endpoint.metrics_url or endpoint.url)
     max_model_len = settings.max_model_len or (
@@ -309,4 +316,6 @@ def _serving_plan(
         workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
     )
     offered = arrivals.rate if arrivals.rate is not None and math.isfinite(arrivals.rate) else None
-    return plan, {"offered_rate_rps": offered, "dataset": plan.dataset}
+    if offered is not None:  # an open loop: its gaps as drawn, or rescaled to the nominal span
+        extra["arrival_scaling"] = arrivals.scaling
+    return plan, {"offered_rate_rps": offered, "dataset": plan.dataset, **extra}

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from plugin.errors import BenchError
+from plugin.load.arrivals import DRAWN, arrival_scaling
 from plugin.option_values import (
     COMPARISON_ROUNDS,
     CPU_SIZES,
@@ -115,6 +116,8 @@ class Settings:
     slo_attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT
     """``--slo-attainment``: the SLO attainment (%) from which the topology verdict and the DVFS best setting count
     the targets as met."""
+    arrival_scaling: str = DRAWN
+    """``--arrival-scaling``: an open loop's gaps as drawn, or rescaled so the last of N is due at N / rate."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -178,6 +181,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("slo-tbt-ms", "latency target for TBT (time between tokens): as --slo-ttft-ms, for decode"),
     ("request-rate", "serving: open-loop arrival rates in requests/s, e.g. 2,8; inf (all at once); sweep:N"),
     ("burstiness", "serving: gamma shape of the gaps between arrivals (1: Poisson; lower: burstier; default 1)"),
+    (
+        "arrival-scaling",
+        "serving: drawn (the gaps as drawn, the first arrival at 0; default) or nominal (vLLM bench serve's rule: "
+        "the drawn arrivals rescaled so the last of N is due at N / rate)",
+    ),
     ("max-concurrency", "serving: at most this many requests in flight; later arrivals wait (default: no cap)"),
     ("dataset", "serving: random, sharegpt:PATH or jsonl:PATH (comma-separated; default on CPU: a shipped file)"),
     ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
@@ -389,6 +397,7 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
     return {
         "request_rates": _parsed(config, "request-rate", request_rates, default_rates),
         "burstiness": _parsed(config, "burstiness", positive_float, 1.0),
+        "arrival_scaling": _parsed(config, "arrival-scaling", arrival_scaling, DRAWN),
         "max_concurrency": _parsed(config, "max-concurrency", positive_int, None),
         "datasets": _parsed(config, "dataset", dataset_list, default_datasets),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),

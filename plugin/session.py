@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from plugin.clock import now_s
+from plugin.load.schedule import SweepEnds
 from plugin.options import Settings
 from plugin.power.devices import Inventory, cpu_count, cpu_model
 from plugin.results.redaction import redact_command_line
@@ -65,8 +66,8 @@ class RunSession:
         # topology -> its server processes, and why a topology's servers are gone (it is skipped then).
         self.server_processes: dict[str, list[ServerProcess]] = {}
         self.dead_topologies: dict[str, str] = {}
-        # (topology, dataset) -> a sweep's measured ends: "sync" and "max" request throughput (requests/s).
-        self.sweep_rps: dict[tuple[str, str], dict[str, float | None]] = {}
+        # dataset -> its sweep's ends, measured by the first topology that ran both and shared by every topology.
+        self.sweep_ends: dict[str, SweepEnds] = {}
 
     @property
     def budget(self) -> tuple[int, ...]:

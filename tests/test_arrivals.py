@@ -1,5 +1,6 @@
 """Arrival schedules: the gap distribution vLLM's ``bench serve`` defines (gamma, shape B, mean 1/rate),
-repeatable from a seed, and the edges (an infinite rate, a duration instead of a count, bad input)."""
+repeatable from a seed, the edges (an infinite rate, a duration instead of a count, bad input), and
+``--arrival-scaling``: the drawn gaps kept, or rescaled as vLLM does so the last of N is due at N / rate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import statistics
 
 import pytest
 
-from plugin.load.arrivals import closed_loop, open_loop
+from plugin.load.arrivals import DRAWN, NOMINAL, arrival_scaling, closed_loop, open_loop
 
 DRAWS = 2000
 SEED = 20261126
@@ -94,3 +95,58 @@ def test_bad_input_is_refused(
 def test_closed_loop_refuses_a_negative_count() -> None:
     with pytest.raises(ValueError, match="count"):
         closed_loop(-1)
+
+
+def test_drawn_keeps_the_suites_schedule_as_it_was() -> None:
+    """The default and ``drawn`` give what the suite drew before the option existed (values pinned from then): a
+    seeded draw of 80 Poisson arrivals at 4 req/s spans 17.9 s, not 20."""
+    for offsets in (open_loop(4.0, 1.0, random.Random(SEED), count=80),
+                    open_loop(4.0, 1.0, random.Random(SEED), count=80, scaling=DRAWN)):  # fmt: skip
+        assert offsets[:3] == (0.0, 0.16093714052883054, 0.16898586340255378)
+        assert offsets[-1] == pytest.approx(17.940592942944384, abs=1e-12)
+    within = open_loop(4.0, 1.0, random.Random(SEED), duration_s=30.0, scaling=DRAWN)
+    assert len(within) == 131 and within[-1] == pytest.approx(29.805493193941082, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize(("rate", "count", "burstiness"), [(4.0, 80, 1.0), (0.7, 13, 0.5), (50.0, 1, 2.0)])
+def test_nominal_puts_the_last_of_n_arrivals_at_n_over_the_rate(
+    seed: int, rate: float, count: int, burstiness: float
+) -> None:
+    """vLLM's rule: one gap per request, the first included, then every due time scaled so the last is N / rate:
+    the first request is due after its own (scaled) gap, not at 0, and the order of the draw is kept."""
+    offsets = open_loop(rate, burstiness, random.Random(seed), count=count, scaling=NOMINAL)
+    assert len(offsets) == count
+    assert offsets[-1] == pytest.approx(count / rate, rel=1e-12)
+    assert offsets[0] > 0.0 and all(gap >= 0 for gap in gaps(offsets))
+
+
+def test_nominal_rescales_the_same_draws_that_drawn_lays_out() -> None:
+    """With one seed, ``drawn`` lays gaps g1.. gN after an arrival at 0; ``nominal`` sends request i at
+    g1 + .. + gi, all times one factor: the same shape, stretched or shrunk to the nominal span."""
+    drawn = open_loop(4.0, 1.0, random.Random(SEED), count=81)
+    nominal = open_loop(4.0, 1.0, random.Random(SEED), count=80, scaling=NOMINAL)
+    factors = [scaled / kept for scaled, kept in zip(nominal, drawn[1:], strict=True)]
+    assert max(factors) == pytest.approx(min(factors), rel=1e-12)
+    assert factors[0] == pytest.approx(20.0 / drawn[-1])
+
+
+@pytest.mark.parametrize(("rate", "duration_s", "count"), [(4.0, 30.0, 120), (0.29, 100.0, 29), (3.0, 0.2, 0)])
+def test_nominal_in_steady_state_sends_what_the_rate_brings_in_the_duration(
+    rate: float, duration_s: float, count: int
+) -> None:
+    """floor(rate x duration) requests (0.29 x 100 is 28.999999999999996 in floating point: still 29), the last
+    due at N / rate, never past the duration."""
+    offsets = open_loop(rate, 1.0, random.Random(SEED), duration_s=duration_s, scaling=NOMINAL)
+    assert len(offsets) == count
+    if offsets:
+        assert offsets[-1] == pytest.approx(count / rate, rel=1e-12)
+        assert offsets[-1] <= duration_s * (1 + 1e-12)
+
+
+def test_an_unknown_scaling_is_refused() -> None:
+    assert arrival_scaling("nominal") == NOMINAL
+    with pytest.raises(ValueError, match="expected one of drawn, nominal"):
+        arrival_scaling("vllm")
+    with pytest.raises(ValueError, match="expected one of drawn, nominal"):
+        open_loop(4.0, 1.0, random.Random(0), count=3, scaling="vllm")

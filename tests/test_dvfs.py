@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,12 @@ def bench(phase: str, setting: str, **summary: float | None) -> BenchmarkResult:
     )  # fmt: skip
 
 
+def judged(phase: str, setting: str, good: int, requests: int, **summary: float | None) -> BenchmarkResult:
+    """A benchmark judged on goodput targets: ``good`` of ``requests`` met them."""
+    return bench(phase, setting, slo_attainment_pct=100.0 * good / requests, good_requests=good, requests=requests,
+                 **summary)  # fmt: skip
+
+
 def by_phase(analyses: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {entry["phase"]: entry for entry in analyses}
 
@@ -219,25 +226,28 @@ def test_analysis_finds_the_pareto_front_and_the_best_setting_under_the_median_t
     assert unmeasured["why_no_best"] == "power not measured: no energy to compare the settings by"
 
 
-def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_request() -> None:
-    """With --goodput: a setting meets the targets when at least 90 % of its requests are good; end to end, the
-    best is the lowest energy per good request, not per request; the median thresholds no longer apply."""
+def test_analysis_under_goodput_targets_judges_attainment_by_its_interval_and_energy_per_good_request() -> None:
+    """With --goodput: a setting meets the targets when its SLO attainment's Wilson 95 % interval lies at or above
+    90 %, misses them below, and is undecided across it; end to end, the best is the lowest energy per good
+    request among those that meet them; the median thresholds no longer apply."""
     e2e = [
-        bench("e2e", "sm1980", slo_attainment_pct=100.0, energy_per_good_request_j=3.0, energy_per_request_j=3.0,
-              median_e2el_ms=900, median_ttft_ms=40),
-        bench("e2e", "sm1500", slo_attainment_pct=95.0, energy_per_good_request_j=2.5, energy_per_request_j=2.4,
-              median_e2el_ms=1000, median_ttft_ms=60),  # over slo_ttft_ms=50: ignored under goodput targets
-        bench("e2e", "sm1200", slo_attainment_pct=DEFAULT_SLO_ATTAINMENT_PCT, energy_per_good_request_j=2.6,
-              energy_per_request_j=2.3, median_e2el_ms=1100, median_ttft_ms=45),  # lowest J/request that meets
-        bench("e2e", "sm900", slo_attainment_pct=89.9, energy_per_good_request_j=2.2, energy_per_request_j=2.0,
-              median_e2el_ms=1400, median_ttft_ms=45),  # lowest J per good request, misses the attainment
+        judged("e2e", "sm1980", 200, 200, energy_per_good_request_j=3.0, energy_per_request_j=3.0,
+               median_e2el_ms=900, median_ttft_ms=40),  # 98-100 %: met
+        judged("e2e", "sm1500", 195, 200, energy_per_good_request_j=2.5, energy_per_request_j=2.4,
+               median_e2el_ms=1000, median_ttft_ms=60),  # 94-99 %: met; over slo_ttft_ms=50, ignored
+        judged("e2e", "sm1200", 180, 200, energy_per_good_request_j=2.6, energy_per_request_j=2.3,
+               median_e2el_ms=1100, median_ttft_ms=45),  # 90 % measured, 85-93 %: undecided, dearer than sm1500
+        judged("e2e", "sm1000", 10, 10, energy_per_good_request_j=2.3, energy_per_request_j=2.3,
+               median_e2el_ms=1200, median_ttft_ms=45),  # all 10 good, 72-100 %: undecided, cheaper than sm1500
+        judged("e2e", "sm900", 165, 200, energy_per_good_request_j=2.2, energy_per_request_j=2.0,
+               median_e2el_ms=1400, median_ttft_ms=45),  # 77-87 %: missed
         bench("e2e", "sm600", energy_per_good_request_j=1.0, energy_per_request_j=1.0, median_e2el_ms=2000,
               median_ttft_ms=45),  # not judged on the targets at all: never meets them
     ]  # fmt: skip
     prefill = [
-        bench("prefill", "sm1980", slo_attainment_pct=100.0, energy_per_prompt_token_j=0.30, median_ttft_ms=50),
-        bench("prefill", "sm1500", slo_attainment_pct=91.0, energy_per_prompt_token_j=0.25, median_ttft_ms=60),
-        bench("prefill", "sm900", slo_attainment_pct=50.0, energy_per_prompt_token_j=0.20, median_ttft_ms=100),
+        judged("prefill", "sm1980", 200, 200, energy_per_prompt_token_j=0.30, median_ttft_ms=50),
+        judged("prefill", "sm1500", 195, 200, energy_per_prompt_token_j=0.25, median_ttft_ms=60),
+        judged("prefill", "sm900", 100, 200, energy_per_prompt_token_j=0.20, median_ttft_ms=100),
     ]
     targets = GoodputTargets(ttft_ms=200, tpot_ms=50)
     analyses = by_phase(analyse([*e2e, *prefill], slo_ttft_ms=50, slo_tbt_ms=None, goodput=targets))
@@ -245,19 +255,67 @@ def test_analysis_under_goodput_targets_judges_attainment_and_energy_per_good_re
     assert result["energy_metric"] == "energy_per_good_request_j"
     assert result["slo_attainment_min_pct"] == DEFAULT_SLO_ATTAINMENT_PCT == 90.0
     points = {p["setting"]: p for p in result["points"]}
-    assert {setting: p["meets_slo"] for setting, p in points.items()} == {
-        "sm1980": True, "sm1500": True, "sm1200": True, "sm900": False, "sm600": False,
+    assert {setting: p["slo_status"] for setting, p in points.items()} == {
+        "sm1980": "met", "sm1500": "met", "sm1200": "undecided", "sm1000": "undecided", "sm900": "missed",
+        "sm600": None,
     }  # fmt: skip
-    assert points["sm1500"]["energy_j"] == 2.5 and points["sm1500"]["slo_attainment_pct"] == 95.0
+    assert [setting for setting, p in points.items() if p["meets_slo"]] == ["sm1980", "sm1500"]
+    assert points["sm1500"]["energy_j"] == 2.5 and points["sm1500"]["slo_attainment_low_pct"] > 90.0
     assert result["best_setting"] == "sm1500"
+    # sm1000 could beat it: the analysis says so, with its interval; sm1200 (dearer) could not
+    assert result["undecided_settings"] == ["sm1000"]
+    assert result["undecided"] == (
+        "undecided: the SLO attainment of sm1000 (72-100 %) straddles 90% (Wilson 95 % interval) with less energy "
+        "than sm1500; more requests or rounds decide"
+    )
     assert analyses["prefill"]["energy_metric"] == "energy_per_prompt_token_j"  # a phase keeps its per-token energy
-    assert analyses["prefill"]["best_setting"] == "sm1500"
-    nobody = [bench("e2e", s, slo_attainment_pct=0.0, energy_per_request_j=2.0) for s in ("sm1980", "sm900", "sm600")]
+    assert analyses["prefill"]["best_setting"] == "sm1500" and analyses["prefill"]["undecided"] is None
+    nobody = [judged("e2e", s, 0, 10, energy_per_request_j=2.0) for s in ("sm1980", "sm900", "sm600")]
     (missed,) = analyse(nobody, None, None, goodput=targets)
     assert missed["best_setting"] is None
     assert missed["why_no_best"] == "no setting had at least 90% of its requests meet the goodput targets"
-    # --slo-attainment 85: sm900 (89.9 %) meets the targets and, with the least J per good request, is best
-    lenient = by_phase(analyse(e2e, None, None, goodput=targets, attainment_pct=85.0))["e2e"]
-    assert lenient["slo_attainment_min_pct"] == 85.0 and lenient["best_setting"] == "sm900"
-    (none_at_95,) = analyse(e2e[2:], None, None, goodput=targets, attainment_pct=95.0)
-    assert none_at_95["why_no_best"] == "no setting had at least 95% of its requests meet the goodput targets"
+    # --slo-attainment 80: sm1200 (85-93 %) now meets them, sm900 (77-87 %) turns undecided, sm1000 stays so
+    lenient = by_phase(analyse(e2e, None, None, goodput=targets, attainment_pct=80.0))["e2e"]
+    assert lenient["slo_attainment_min_pct"] == 80.0 and lenient["best_setting"] == "sm1500"
+    assert {p["setting"] for p in lenient["points"] if p["meets_slo"]} == {"sm1980", "sm1500", "sm1200"}
+    assert lenient["undecided_settings"] == ["sm1000", "sm900"]
+    # --slo-attainment 95: nothing is sure to reach it; the cheapest undecided ones are named
+    (none_at_95,) = analyse(e2e[1:], None, None, goodput=targets, attainment_pct=95.0)
+    assert none_at_95["best_setting"] is None
+    assert none_at_95["why_no_best"] == "no setting's SLO attainment is surely at least 95% (Wilson 95 % lower bound)"
+    assert none_at_95["undecided_settings"] == ["sm1500", "sm1000"]
+
+
+def test_the_attainment_interval_is_read_from_the_summary_before_it_is_computed() -> None:
+    """A summary that stores its interval is judged by it; one without interval or request counts is undecided
+    (how sure its attainment is cannot be said), never met on its point value alone."""
+    targets = GoodputTargets(ttft_ms=200)
+    stored = bench("e2e", "sm1980", slo_attainment_pct=100.0, slo_attainment_low_pct=91.0,
+                   slo_attainment_high_pct=100.0, good_requests=5, requests=5, energy_per_good_request_j=1.0,
+                   median_e2el_ms=10)  # fmt: skip
+    bare = bench("e2e", "sm900", slo_attainment_pct=100.0, energy_per_good_request_j=0.5, median_e2el_ms=20)
+    (result,) = analyse([stored, bare], None, None, goodput=targets)
+    points = {p["setting"]: p for p in result["points"]}
+    assert (points["sm1980"]["slo_status"], points["sm1980"]["slo_attainment_low_pct"]) == ("met", 91.0)
+    assert (points["sm900"]["slo_status"], points["sm900"]["slo_attainment_low_pct"]) == ("undecided", None)
+    assert result["best_setting"] == "sm1980"
+    assert result["undecided"] == (
+        "undecided: the SLO attainment of sm900 (no request count) straddles 90% (Wilson 95 % interval) with less "
+        "energy than sm1980; more requests or rounds decide"
+    )
+
+
+def test_each_topology_gets_its_own_front_and_keeps_its_architecture() -> None:
+    """2p2d, 1p3d and 3p1d are all disaggregated: each is its own group, not one front of all three."""
+    entries = [
+        replace(bench("prefill", setting, median_ttft_ms=latency, energy_per_prompt_token_j=energy),
+                topology=topology, architecture="disaggregated")
+        for topology, scale in (("2p2d", 1.0), ("1p3d", 2.0), ("3p1d", 0.5))
+        for setting, latency, energy in (("sm1980", 50.0, 0.30 * scale), ("sm900", 100.0, 0.20 * scale))
+    ]  # fmt: skip
+    analyses = analyse(entries, slo_ttft_ms=90, slo_tbt_ms=None)
+    assert [(a["topology"], a["architecture"], a["best_setting"]) for a in analyses] == [
+        ("2p2d", "disaggregated", "sm1980"), ("1p3d", "disaggregated", "sm1980"), ("3p1d", "disaggregated", "sm1980"),
+    ]  # fmt: skip
+    # one front per topology: each keeps both its settings (pooled, 3p1d's would dominate 1p3d's)
+    assert all([p["pareto"] for p in a["points"]] == [True, True] for a in analyses)

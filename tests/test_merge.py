@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,15 +61,72 @@ def test_two_runs_of_one_seed_merge_into_one_the_report_reads(tmp_path: Path) ->
     assert "Topologies compared" in page.read_text()
 
 
-def test_the_merged_run_is_judged_at_the_first_runs_slo_attainment(tmp_path: Path) -> None:
-    """The threshold judges what was measured without changing it: differing ones merge, the first's kept."""
-    halves = _split(tmp_path)
-    for half, attainment_pct in zip(halves, (80.0, 95.0), strict=True):
-        data = json.loads((half / "results.json").read_text())
-        data["settings"]["slo_attainment_pct"] = attainment_pct
-        (half / "results.json").write_text(json.dumps(data))
-    merged = load_run(merge_runs(halves, tmp_path / "merged").parent)
-    assert merged.header["settings"]["slo_attainment_pct"] == 80.0
+def _edit(folder: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads((folder / "results.json").read_text())
+    change(data)
+    (folder / "results.json").write_text(json.dumps(data))
+
+
+def _other_model(data: dict[str, Any]) -> None:
+    data["disaggregated"]["model"] = "/models/other"
+
+
+def _other_gpu(data: dict[str, Any]) -> None:
+    data["environment"]["gpus"][1]["uuid"] = "GPU-elsewhere-1"
+
+
+def _other_budget(data: dict[str, Any]) -> None:
+    data["gpu_budget"] = {"gpus": [0, 1, 2, 3], "size": 4}
+
+
+def _other_targets(data: dict[str, Any]) -> None:
+    for entry in data["benchmarks"]:
+        entry["summary"]["goodput_targets_ms"] = {"ttft": 500.0}
+
+
+def _other_dataset(data: dict[str, Any]) -> None:
+    for entry in data["benchmarks"]:
+        if entry["workload"]["dataset"] is not None:
+            entry["workload"]["dataset"] = "sharegpt-tiny"
+
+
+def _other_attainment(data: dict[str, Any]) -> None:
+    data["settings"]["slo_attainment_pct"] = 80.0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (_other_model, 'model: run-traditional ["/root/.cache/pd-energy-bench/tiny-llama-7fe66db69357"], '
+                       'run-disaggregated ["/models/other", "/root/.cache/pd-energy-bench/tiny-llama-7fe66db69357"]'),
+        (_other_gpu, '"uuid": "GPU-elsewhere-1"'),
+        (_other_budget, 'gpu_budget: run-traditional null, run-disaggregated {"gpus": [0, 1, 2, 3], "size": 4}'),
+        (_other_targets, 'goodput_targets_ms: run-traditional [{"ttft": 10000.0}], '
+                         'run-disaggregated [{"ttft": 500.0}]'),
+        (_other_dataset, 'datasets: run-traditional ["random"], run-disaggregated ["sharegpt-tiny"]'),
+        (_other_attainment, "slo_attainment_pct: run-traditional 90.0, run-disaggregated 80.0"),
+    ],
+)  # fmt: skip
+def test_runs_that_do_not_compare_are_refused_naming_the_key_and_each_runs_value(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], named: str
+) -> None:
+    first, second = _split(tmp_path)
+    _edit(second, change)
+    with pytest.raises(ValueError, match="the runs do not compare") as refused:
+        merge_runs([first, second], tmp_path / "merged")
+    assert named in str(refused.value)
+    assert not (tmp_path / "merged").exists()  # refused before anything is written
+
+
+def test_every_differing_key_is_named_at_once(tmp_path: Path) -> None:
+    first, second = _split(tmp_path)
+    _edit(second, _other_model)
+    _edit(second, _other_attainment)
+    with pytest.raises(ValueError) as refused:
+        merge_runs([first, second], tmp_path / "merged")
+    assert [part.split(":")[0] for part in str(refused.value).split(": ", 1)[1].split("; ")] == [
+        "model", "slo_attainment_pct"
+    ]  # fmt: skip
 
 
 def test_runs_of_other_loads_or_the_same_benchmarks_are_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ OPTIONS = {
     "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
-    "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node",
+    "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
@@ -151,6 +151,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--request-rate=-2", "--request-rate='-2': must be a positive number"),
         ("--request-rate=sweep:x", "--request-rate='sweep:x': a sweep is sweep:N*"),
         ("--burstiness=0", "--burstiness='0': must be a positive number"),
+        ("--arrival-scaling=vllm", "--arrival-scaling='vllm': expected one of drawn, nominal"),
         ("--max-concurrency=0", "--max-concurrency='0': must be a positive whole number"),
         ("--dataset=alpaca:x.json", "--dataset='alpaca:x.json': 'alpaca:x.json': the dataset kind is one of random*"),
         ("--dataset=sharegpt:/no/such.json", "--dataset='sharegpt:/no/such.json': *no such file /no/such.json"),
@@ -206,6 +207,20 @@ def test_slo_attainment_defaults_to_90_and_takes_the_ini_and_the_command_line(py
     pytester.makeini("[pytest]\nslo_attainment = 75.5\n")
     pytester.runpytest("-s", "--collect-only").stdout.fnmatch_lines(["attainment 75.5"])
     pytester.runpytest("-s", "--slo-attainment=100", "--collect-only").stdout.fnmatch_lines(["attainment 100.0"])
+
+
+def test_arrival_scaling_defaults_to_the_drawn_gaps_and_takes_the_ini_and_the_command_line(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        "from plugin.session import SESSION_KEY\n"
+        "def pytest_collection_finish(session):\n"
+        "    print('scaling', session.config.stash[SESSION_KEY].settings.arrival_scaling)\n"
+    )
+    pytester.runpytest("-s", "--collect-only").stdout.fnmatch_lines(["scaling drawn"])
+    pytester.makeini("[pytest]\narrival_scaling = nominal\n")
+    pytester.runpytest("-s", "--collect-only").stdout.fnmatch_lines(["scaling nominal"])
+    pytester.runpytest("-s", "--arrival-scaling=drawn", "--collect-only").stdout.fnmatch_lines(["scaling drawn"])
 
 
 def test_ini_value_applies_and_the_command_line_wins(pytester: pytest.Pytester, benchmarks_copy: Path) -> None:

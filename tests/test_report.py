@@ -454,6 +454,36 @@ def test_a_dvfs_sweep_gets_its_table_and_chart(tmp_path: Path) -> None:
     assert all(row["best_setting"] in ("sm1980", "sm1500") for row in results["dvfs"]["analysis"])
 
 
+def test_the_dvfs_table_names_each_topology_and_says_where_the_attainment_is_undecided(tmp_path: Path) -> None:
+    """Two disaggregated topologies get a row each, under their own names; a cheaper setting whose SLO
+    attainment straddles the target is named beside the best one, in words."""
+    from plugin.analysis.dvfs import analyse
+    from plugin.option_values import GoodputTargets
+
+    folder, results = write_power_run(tmp_path)
+    disaggregated = next(e for e in results["benchmarks"] if e["name"] == "test_e2e[disaggregated-in200-out8-c1]")
+    entries = [
+        from_json(BenchmarkResult, {
+            **disaggregated, "topology": topology, "dvfs": {"setting": setting},
+            "summary": {**disaggregated["summary"], "good_requests": good, "requests": sent,
+                        "slo_attainment_pct": 100.0 * good / sent, "energy_per_good_request_j": energy_j},
+        })
+        for topology in ("2p2d", "1p3d")
+        for setting, good, sent, energy_j in (("sm1980", 200, 200, 3.0), ("sm900", 10, 10, 2.0))
+    ]  # fmt: skip
+    results["dvfs"] = {
+        "nvml": "tests.fake_nvml", "slo_ttft_ms": None, "slo_tbt_ms": None, "goodput_targets_ms": {"ttft": 500.0},
+        "analysis": analyse(entries, None, None, GoodputTargets(ttft_ms=500.0)),
+    }  # fmt: skip
+    (folder / RESULTS_FILE).write_text(json.dumps({**results, "run_id": RUN_ID}))
+    text = build_report(folder).read_text()
+    assert "Goodput targets: ttft 500.0 ms." in text and "lies at or above 90 %" in text
+    undecided = "sm1980; undecided: the SLO attainment of sm900 (72-100 %) straddles 90%"
+    for topology in ("2p2d", "1p3d"):
+        row = re.search(rf"<tr><td class=\"text\">{topology} \(disaggregated\)</td>.*?</tr>", text, re.DOTALL)
+        assert row is not None and undecided in row.group(0)
+
+
 SHAREGPT, RANDOM = "sharegpt-tiny", "random"
 TARGETS_MS = {"ttft": 500.0, "tpot": 50.0}
 SERVING_RATES = (1.0, 2.0, 4.0, None)

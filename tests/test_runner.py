@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from plugin.analysis.benchmark import counted_records
 from plugin.errors import BenchError
+from plugin.fixtures import _serving_plan
+from plugin.load.arrivals import DRAWN, NOMINAL
 from plugin.load.plan import serving_plan
-from plugin.load.schedule import Arrivals, arrivals_of, schedules, sweep_rate
-from plugin.load.workload import Workload
+from plugin.load.schedule import Arrivals, SweepEnds, arrivals_of, schedules, sweep_rate, with_measured_end
+from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
+from plugin.option_values import RequestRates
 from plugin.power import NoneBackend, Sampler
+from plugin.power.devices import Inventory
 from plugin.runner import Round, Runner
 from plugin.serving.endpoint import Endpoint
+from plugin.session import RunSession
 from tests.conftest import StartStub
 from tests.settings import make_settings
 from tests.test_power_entry import _window, request_record
@@ -82,10 +88,60 @@ def test_the_schedule_not_the_windows_late_edge_says_which_requests_count() -> N
 
 
 def test_sweep_points_sit_evenly_between_the_measured_ends() -> None:
-    assert [sweep_rate(str(k), 3, 2.0, 10.0) for k in (1, 2, 3)] == [4.0, 6.0, 8.0]
-    assert sweep_rate("1", 1, 10.0, 2.0) == 6.0  # ends in either order
+    assert [sweep_rate(str(k), 3, SweepEnds("dp:1", 2.0, 10.0)) for k in (1, 2, 3)] == [4.0, 6.0, 8.0]
+    assert sweep_rate("1", 1, SweepEnds("dp:1", 10.0, 2.0)) == 6.0  # ends in either order
+    for missing in (None, SweepEnds("dp:1", None, 10.0)):
+        with pytest.raises(BenchError, match="needs the synchronous and the saturated throughput"):
+            sweep_rate("1", 3, missing)
+
+
+def test_the_first_topology_to_measure_both_ends_sets_every_topologys_sweep_rates() -> None:
+    """Topologies run one after another; once one has measured sync and max, later topologies (and later DVFS
+    settings) meet the same rates, whatever their own ends."""
+    ends = None
+    for topology, point, throughput_rps in [
+        ("2p2d", SWEEP_SYNC, 2.0), ("2p2d", SWEEP_SYNC, 2.5), ("2p2d", SWEEP_MAX, 10.0),
+        ("1p3d", SWEEP_SYNC, 3.0), ("1p3d", SWEEP_MAX, 20.0),
+    ]:  # fmt: skip
+        ends = with_measured_end(ends, topology, point, throughput_rps)
+    assert ends == SweepEnds("2p2d", 2.0, 10.0)
+    assert sweep_rate("2", 3, ends) == 6.0  # for 1p3d too, not (3 + 20) / 2
+
+
+def test_a_topology_that_left_its_ends_incomplete_gives_way_to_the_next() -> None:
+    """Its max point failed (no throughput): the next topology measures both ends afresh."""
+    ends = with_measured_end(None, "2p2d", SWEEP_SYNC, 2.0)
+    ends = with_measured_end(ends, "2p2d", SWEEP_MAX, None)
+    assert not ends.complete
+    ends = with_measured_end(ends, "1p3d", SWEEP_SYNC, 3.0)
+    assert ends == SweepEnds("1p3d", 3.0, None)
+    assert with_measured_end(ends, "1p3d", SWEEP_MAX, 20.0) == SweepEnds("1p3d", 3.0, 20.0)
+
+
+def test_a_sweep_points_plan_takes_its_datasets_shared_ends_and_names_whose_they_are() -> None:
+    """The plan no longer asks which topology runs it: 1p3d's point 2 is planned at 2p2d's rate, and its entry
+    says so."""
+    settings = make_settings(request_rates=RequestRates(sweep_points=3))
+    session = RunSession(settings, Inventory((), None, None), [])
+    session.sweep_ends["random"] = SweepEnds("2p2d", 2.0, 10.0)
+    point = Workload("serving", 8, 2, 0, 4, "random", None, 1.0, "2", None)
+    plan, extra = _serving_plan(session, point, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
+    assert extra["offered_rate_rps"] == 6.0 and len(plan.rounds[0].due_offsets_s) == 4
+    assert extra["sweep_ends"] == {"topology": "2p2d", "sync_rps": 2.0, "max_rps": 10.0}
+    assert extra["arrival_scaling"] == DRAWN and plan.rounds[0].due_offsets_s[0] == 0.0
     with pytest.raises(BenchError, match="needs the synchronous and the saturated throughput"):
-        sweep_rate("1", 3, None, 10.0)
+        _serving_plan(session, replace(point, dataset="other"), Endpoint("http://127.0.0.1:1", "m", (1, 100)),
+                      random.Random(1))  # fmt: skip
+
+
+def test_nominal_arrival_scaling_reaches_the_schedules_and_the_entry() -> None:
+    """--arrival-scaling nominal: every round's 4 requests at 4 req/s end at exactly 1 s (vLLM's span), and the
+    entry records the rule it was sent under."""
+    settings = make_settings(request_rates=RequestRates((4.0,)), rounds=3, arrival_scaling=NOMINAL)
+    session = RunSession(settings, Inventory((), None, None), [])
+    plan, extra = _serving_plan(session, SERVING, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
+    assert extra["arrival_scaling"] == NOMINAL and extra["offered_rate_rps"] == 4.0
+    assert [schedule.due_offsets_s[-1] for schedule in plan.rounds] == pytest.approx([1.0, 1.0, 1.0], rel=1e-12)
 
 
 def test_arrivals_of_a_sweeps_ends_and_of_a_rate() -> None:

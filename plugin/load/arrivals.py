@@ -5,15 +5,33 @@ repeated. The client (``plugin.load.client.run_schedule``) sends each request at
 
 The open loop follows vLLM's ``vllm bench serve``: the gaps between arrivals are gamma-distributed with shape
 ``burstiness`` (B) and mean ``1 / rate`` (scale ``1 / (rate * B)``), so B = 1 is a Poisson process, B < 1 is
-burstier and B > 1 more even; the coefficient of variation of the gaps is ``1 / sqrt(B)``. Unlike vLLM we do
-not rescale the drawn gaps so that the last arrival lands at ``count / rate``: that would tie every gap to all
-the others, and the schedule would no longer be a renewal process with the stated gap distribution.
+burstier and B > 1 more even; the coefficient of variation of the gaps is ``1 / sqrt(B)``.
+
+``--arrival-scaling`` says what the drawn gaps become. ``drawn`` (the default) keeps them: the first arrival is
+due at 0 and the schedule is a renewal process with the stated gap distribution, so the load a round actually
+offers is that of its draw (80 Poisson arrivals at 4 req/s once spanned 16.1 s, not 20). ``nominal`` is vLLM's
+rule (``get_request`` in ``vllm/benchmarks/serve.py``, no ramp-up): one gap is drawn per request, the first
+included, their running sums are the due times, and every due time is multiplied by ``(N / rate) / t_N``, so the
+first request is due at its scaled gap and the last of N at exactly ``N / rate``: every draw offers the nominal
+rate, at the price of tying every gap to all the others. In steady state (``duration_s``) ``nominal`` sends the
+``floor(rate * duration_s)`` requests the nominal rate brings, the last due at ``N / rate``, at most the duration.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+
+DRAWN, NOMINAL = "drawn", "nominal"
+ARRIVAL_SCALINGS = (DRAWN, NOMINAL)
+
+
+def arrival_scaling(text: str) -> str:
+    """``--arrival-scaling``'s value, checked."""
+    if text not in ARRIVAL_SCALINGS:
+        raise ValueError(f"expected one of {', '.join(ARRIVAL_SCALINGS)}")
+    return text
 
 
 def closed_loop(count: int) -> tuple[float, ...]:
@@ -29,11 +47,13 @@ def open_loop(
     rng: random.Random,
     count: int | None = None,
     duration_s: float | None = None,
+    scaling: str = DRAWN,
 ) -> tuple[float, ...]:
-    """Arrivals at ``rate`` requests/s with gamma gaps of shape ``burstiness``; the first is due at 0.
+    """Arrivals at ``rate`` requests/s with gamma gaps of shape ``burstiness``; with ``scaling`` ``drawn`` the
+    first is due at 0, with ``nominal`` the last of N at N / rate (vLLM's rule, see the module's docstring).
 
-    Give exactly one of ``count`` (that many arrivals) or ``duration_s`` (every arrival due before it).
-    ``rate == math.inf`` puts every arrival at 0, which needs a ``count``.
+    Give exactly one of ``count`` (that many arrivals) or ``duration_s`` (every arrival due before it; ``nominal``:
+    the last may be due at it). ``rate == math.inf`` puts every arrival at 0, which needs a ``count``.
     """
     if not rate > 0:  # also refuses NaN
         raise ValueError(f"the request rate must be positive (requests/s), not {rate}")
@@ -50,6 +70,9 @@ def open_loop(
             raise ValueError("an infinite rate puts endless arrivals at 0 in any duration: give a count")
         return closed_loop(count)
     scale_s = 1.0 / (rate * burstiness)
+    if arrival_scaling(scaling) == NOMINAL:
+        nominal_count = count if count is not None else math.floor(round(rate * (duration_s or 0.0), 9))
+        return _nominal_span(rate, nominal_count, burstiness, scale_s, rng)
     offsets: list[float] = []
     offset_s = 0.0
     while count is None or len(offsets) < count:
@@ -58,3 +81,12 @@ def open_loop(
         offsets.append(offset_s)
         offset_s += rng.gammavariate(burstiness, scale_s)
     return tuple(offsets)
+
+
+def _nominal_span(rate: float, count: int, burstiness: float, scale_s: float, rng: random.Random) -> tuple[float, ...]:
+    """vLLM's due times: the running sums of ``count`` gaps, scaled so that the last is ``count / rate``."""
+    due_s = list(itertools.accumulate(rng.gammavariate(burstiness, scale_s) for _ in range(count)))
+    if not due_s or due_s[-1] == 0.0:  # vLLM leaves an all-zero draw as it is
+        return tuple(due_s)
+    factor = count / rate / due_s[-1]
+    return tuple(offset_s * factor for offset_s in due_s)

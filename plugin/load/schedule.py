@@ -4,7 +4,8 @@ Count mode sends ``num_requests`` requests per round and measures all of them. S
 (``--duration-s T``) lets requests arrive for T seconds and measures only ``[warm-up, T - cool-down]``: the
 power window and the statistics cover that stretch alone, while the batch is full (as the ML.ENERGY benchmark
 measures). A sweep's ``sync`` point is a closed loop of one request at a time and its ``max`` point sends every
-request at once; the rates between are spaced evenly from the two throughputs measured (guidellm's sweep).
+request at once; the rates between are spaced evenly from the two throughputs measured (guidellm's sweep), once per
+dataset for every topology of the run (``SweepEnds``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import closed_loop, open_loop
+from plugin.load.arrivals import DRAWN, closed_loop, open_loop
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
 
 
@@ -38,35 +39,73 @@ class Schedule:
 @dataclass(frozen=True, slots=True)
 class Arrivals:
     """How requests of one serving benchmark arrive: the resolved rate (``None``: a closed loop of ``concurrency``
-    in flight; ``math.inf``: all at once) and the steady-state stretch, if any."""
+    in flight; ``math.inf``: all at once), the steady-state stretch, if any, and whether an open loop's drawn gaps
+    stand or are rescaled to the nominal span (``--arrival-scaling``, ``plugin.load.arrivals``)."""
 
     rate: float | None
     concurrency: int | None
     duration_s: float | None
     warmup_s: float
     cooldown_s: float
+    scaling: str = DRAWN
 
 
-def sweep_rate(point: str, points: int, sync_rps: float | None, max_rps: float | None) -> float:
+@dataclass(frozen=True, slots=True)
+class SweepEnds:
+    """One dataset's sweep ends: the synchronous (``sync``) and saturated (``max``) request throughput, and the
+    topology that measured them.
+
+    The first topology to measure both ends fixes them for every topology of the run, so all topologies meet at the
+    same rates and the verdict can compare them there. Not the widest ends of all topologies: topologies run one
+    after another (each one's servers start once), and waiting for every topology's ends before any point would
+    start each topology's servers twice. A topology with more capacity may then not be pushed to its own
+    saturation by the points; its own ``max`` point still measures it."""
+
+    topology: str
+    sync_rps: float | None = None
+    max_rps: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.sync_rps is not None and self.max_rps is not None
+
+
+def with_measured_end(ends: SweepEnds | None, topology: str, point: str, throughput_rps: float | None) -> SweepEnds:
+    """The dataset's ends after ``topology`` measured its ``sync`` or ``max`` point. Complete ends stay as they are;
+    incomplete ones take the first value measured, and a topology that left them incomplete (a point that failed)
+    gives way to the next topology, which measures both afresh."""
+    if ends is not None and ends.complete:
+        return ends
+    if ends is None or ends.topology != topology:
+        ends = SweepEnds(topology)
+    if point == SWEEP_SYNC:
+        return ends if ends.sync_rps is not None else replace(ends, sync_rps=throughput_rps)
+    return ends if ends.max_rps is not None else replace(ends, max_rps=throughput_rps)
+
+
+def sweep_rate(point: str, points: int, ends: SweepEnds | None) -> float:
     """The rate of sweep point ``point`` (``1``..``points``), evenly between the measured ``sync`` and ``max``."""
-    if sync_rps is None or max_rps is None:
+    if ends is None or ends.sync_rps is None or ends.max_rps is None:
         raise BenchError(
             f"sweep point {point} needs the synchronous and the saturated throughput, measured by the sweep's "
             "'sync' and 'max' benchmarks first; one of them did not finish (see its error above)"
         )
-    low, high = sorted((sync_rps, max_rps))
+    low, high = sorted((ends.sync_rps, ends.max_rps))
     return low + int(point) * (high - low) / (points + 1)
 
 
-def arrivals_of(workload: Workload, rate: float | None, warmup_s: float, cooldown_s: float) -> Arrivals:
+def arrivals_of(
+    workload: Workload, rate: float | None, warmup_s: float, cooldown_s: float, scaling: str = DRAWN
+) -> Arrivals:
     """A sweep's ``sync`` is one request at a time and ``max`` all at once, both counted (a steady state needs a
-    rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set."""
+    rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set, their
+    gaps scaled by ``scaling``."""
     cap = workload.concurrency or None
     if workload.sweep == SWEEP_SYNC:
         return Arrivals(None, 1, None, 0.0, 0.0)
     if workload.sweep == SWEEP_MAX or rate is None:
         return Arrivals(math.inf, cap, None, 0.0, 0.0)
-    return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s)
+    return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s, scaling)
 
 
 def schedules(
@@ -83,9 +122,11 @@ def schedules(
         if arrivals.rate is None:
             offsets = closed_loop(count)
         elif arrivals.duration_s is not None:
-            offsets = open_loop(arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s)
+            offsets = open_loop(
+                arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling
+            )
         else:
-            offsets = open_loop(arrivals.rate, burstiness, rng, count=count)
+            offsets = open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
         requests = tuple(requests_for(len(offsets)))
         steady = arrivals.duration_s is not None
         result.append(

@@ -353,9 +353,9 @@ def dvfs_tradeoff(run: Run, path: Path) -> Path:
         groups = [group for group in measured if group["phase"] == phase]
         for group in groups:
             points = group["points"]
-            label = f"{group['architecture']} {group['workload']}"
-            color = ARCHITECTURE_COLORS.get(group["architecture"])
-            axis.scatter([p["latency_ms"] for p in points], [p["energy_j"] for p in points], color=color, label=label)
+            label = f"{group.get('topology') or group['architecture']} {group['workload']}"  # older runs: none
+            dots = axis.scatter([p["latency_ms"] for p in points], [p["energy_j"] for p in points], label=label)
+            color = dots.get_facecolor()[0]  # one colour per topology and workload: 2p2d and 1p3d are told apart
             front = sorted((p for p in points if p["pareto"]), key=lambda p: p["latency_ms"])
             axis.plot([p["latency_ms"] for p in front], [p["energy_j"] for p in front], color=color, alpha=0.5)
             for point in points:

@@ -7,8 +7,11 @@ not repeat one another. Each benchmark's request records are copied under a new,
 samples are joined into one CSV (the report reads them by time: the runs must come from one machine between
 two boots, whose monotonic clock they share). The header is the first run's, with ``merged_from`` naming them all
 and the energy card fitted again over every benchmark (each run's card saw only its own topologies).
-Its ``settings`` too, the verdict's ``slo_attainment_pct`` included: runs that differ there still merge, and the
-first run's threshold judges them all (it changes the verdict, not what was measured).
+
+Runs are refused, before anything is written, when they differ in what makes their figures comparable
+(``comparable_keys``): the model, the GPUs (names and UUIDs) and the GPU budget that per-GPU figures divide by,
+the goodput targets, the datasets, and the SLO attainment at which the verdict counts targets as met. The message
+names each differing key with every run's value.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from plugin.analysis.energy_card import energy_card_json
-from plugin.results.store import RESULTS_FILE, load_run, requests_file_name, write_json_atomic
+from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
+from plugin.results.store import RESULTS_FILE, StoredRun, load_run, requests_file_name, write_json_atomic
 
 STATUS_ORDER = ("complete", "interrupted", "failed", "running")
 """A merged run is as finished as its least finished part."""
@@ -37,6 +41,9 @@ def merge_runs(folders: Sequence[Path], out: Path) -> Path:
         raise ValueError(
             f"the runs met different loads (prompt seeds {sorted(map(str, seeds))}): measure them with the same --seed"
         )
+    differing = _differences(runs)
+    if differing:
+        raise ValueError(f"the runs do not compare, so they are not merged: {'; '.join(differing)}")
     names = [benchmark.name for run in runs for benchmark in run.benchmarks]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -56,6 +63,34 @@ def merge_runs(folders: Sequence[Path], out: Path) -> Path:
     path = out / RESULTS_FILE
     write_json_atomic(path, {**header, "benchmarks": entries})
     return path
+
+
+def comparable_keys(run: StoredRun) -> dict[str, Any]:
+    """What must be equal in runs that are merged, each as JSON-like values that compare by ``==``."""
+    header = run.header
+    deployments = [header.get("server"), header.get("disaggregated"), *(header.get("topologies") or {}).values()]
+    gpus = (header.get("environment") or {}).get("gpus") or []
+    targets = {json.dumps(b.summary.get("goodput_targets_ms"), sort_keys=True) for b in run.benchmarks}
+    attainment_pct = (header.get("settings") or {}).get("slo_attainment_pct", DEFAULT_SLO_ATTAINMENT_PCT)
+    return {
+        "model": sorted({str(entry["model"]) for entry in deployments if entry and entry.get("model")}),
+        "gpus": [{"name": gpu.get("name"), "uuid": gpu.get("uuid")} for gpu in gpus],
+        "gpu_budget": header.get("gpu_budget"),
+        "goodput_targets_ms": [json.loads(target) for target in sorted(targets)],
+        "datasets": sorted({str(b.workload.dataset) for b in run.benchmarks if b.workload.dataset is not None}),
+        "slo_attainment_pct": attainment_pct,  # runs from before --slo-attainment were judged at 90 %
+    }
+
+
+def _differences(runs: list[StoredRun]) -> list[str]:
+    """``key: run-a X, run-b Y`` for each comparable key whose value is not the same in every run."""
+    keys = [comparable_keys(run) for run in runs]
+    names = [str(run.header.get("run_id", run.folder.name)) for run in runs]
+    return [
+        f"{key}: " + ", ".join(f"{name} {json.dumps(values[key])}" for name, values in zip(names, keys, strict=True))
+        for key in keys[0]
+        if any(values[key] != keys[0][key] for values in keys)
+    ]
 
 
 def _header(headers: list[dict[str, Any]], folders: list[Path], out: Path) -> dict[str, Any]:
