@@ -125,10 +125,15 @@ class RunSession:
             },
             "settings": {
                 "rounds": self.settings.rounds,
+                "serving_rounds": self.settings.serving_rounds,
                 "request_timeout_s": self.settings.request_timeout_s,
                 "sizes": asdict(self.settings.sizes),
                 # The report judges the topologies by the run's own threshold, not by the one in force when it runs.
                 "slo_attainment_pct": self.settings.slo_attainment_pct,
+                # The steady state's measured stretch and arrivals, so that plugin.reanalyse counts the same requests.
+                "warmup_s": self.settings.warmup_s,
+                "cooldown_s": self.settings.cooldown_s,
+                "arrival_scaling": self.settings.arrival_scaling,
             },
             "gpu_budget": {"gpus": list(self.budget), "size": self.gpu_budget},
             "server": None,

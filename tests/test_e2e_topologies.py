@@ -40,7 +40,7 @@ def test_two_topologies_of_one_budget_are_compared_per_gpu(tmp_path: Path, model
     assert roles == [{"0": "prefill+decode", "1": "prefill+decode"}, {"0": "prefill", "1": "decode"}]
     for entry in entries:
         summary = entry["summary"]
-        assert summary["completed"] == 6 and summary["failed"] == 0
+        assert summary["completed"] == 3 * 6 and summary["failed"] == 0  # two topologies: 3 rounds by default
         assert summary["request_throughput_per_gpu_rps"] == pytest.approx(summary["request_throughput"] / 2)
         assert summary["goodput_per_gpu_rps"] == pytest.approx(summary["goodput_rps"] / 2)
         power = entry["power"]
@@ -66,7 +66,9 @@ def test_two_topologies_of_one_budget_are_compared_per_gpu(tmp_path: Path, model
     # The comparison: per GPU in the terminal, and the report's section.
     assert "per GPU of the budget" in done.stdout
     verdict = next(line for line in done.stdout.splitlines() if line.startswith("verdict ("))
-    assert "at 4 req/s" in verdict and "dp:2" in verdict and "1p1d" in verdict  # both meet a 30 s TTFT target
+    # Both met a 30 s TTFT target with all 18 requests, yet 18 requests cannot show a 90 % attainment (Wilson's
+    # lower bound 82 %): both are undecided, and no winner is named.
+    assert "at 4 req/s" in verdict and "dp:2" in verdict and "1p1d" in verdict and "undecided" in verdict
     page = (run / "index.html").read_text() if (run / "index.html").is_file() else ""
     page = page or next(run.glob("*.html")).read_text()
     assert "Topologies compared" in page

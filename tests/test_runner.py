@@ -137,7 +137,7 @@ def test_a_sweep_points_plan_takes_its_datasets_shared_ends_and_names_whose_they
 def test_nominal_arrival_scaling_reaches_the_schedules_and_the_entry() -> None:
     """--arrival-scaling nominal: every round's 4 requests at 4 req/s end at exactly 1 s (vLLM's span), and the
     entry records the rule it was sent under."""
-    settings = make_settings(request_rates=RequestRates((4.0,)), rounds=3, arrival_scaling=NOMINAL)
+    settings = make_settings(request_rates=RequestRates((4.0,)), serving_rounds=3, arrival_scaling=NOMINAL)
     session = RunSession(settings, Inventory((), None, None), [])
     plan, extra = _serving_plan(session, SERVING, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
     assert extra["arrival_scaling"] == NOMINAL and extra["offered_rate_rps"] == 4.0

@@ -56,7 +56,7 @@ def serving_plan(
         per_round = math.ceil(arrivals.rate * arrivals.duration_s * SPARE) + 16
     spec = dataset_of(workload, settings)
     dataset = load_dataset(
-        spec, 1 + settings.rounds * per_round, rng, tokenizer=tokenizer, input_len=workload.input_len,
+        spec, 1 + settings.serving_rounds * per_round, rng, tokenizer=tokenizer, input_len=workload.input_len,
         output_len=workload.output_len, range_ratio=settings.random_range_ratio, vocab=vocab,
         max_model_len=max_model_len,
     )  # fmt: skip
@@ -69,7 +69,7 @@ def serving_plan(
         taken += count
         return chosen
 
-    rounds = schedules(arrivals, settings.rounds, workload.num_requests, settings.burstiness, rng, requests_for)
+    rounds = schedules(arrivals, settings.serving_rounds, workload.num_requests, settings.burstiness, rng, requests_for)
     warmup = Schedule((pool[0],) * warmup_requests, (0.0,) * warmup_requests, None)
     return ServingPlan(warmup, tuple(rounds), _dataset_entry(dataset))
 
