@@ -1,5 +1,5 @@
 """Fixtures: each topology's servers (``plugin.serving.deploy``: started, or the user's), the power sampler over
-the run's GPU budget, the DVFS controller, and the per-benchmark load runner."""
+the run's GPU budget and its idle baselines, the DVFS controller, and the per-benchmark load runner."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from plugin.power.dcgm import DcgmBackend
 from plugin.power.nvml_loader import load_nvml
 from plugin.power.ray_nodes import node_roles, node_stats, power_gpus, ray_sampler
 from plugin.power.remote import RemoteBackend
+from plugin.power.window import LOADED, NO_CONTEXT, IdleBaseline
 from plugin.progress import Progress
 from plugin.results.schema import BenchmarkResult
 from plugin.runner import Measurement, Runner, WarmupFailed
@@ -91,6 +92,7 @@ def served_topology(
     known = bench_session.endpoints.get(topology)
     if known is not None:
         return known
+    request.getfixturevalue("power_sampler")  # the first time, its no-context baseline comes before any server
     settings = bench_session.settings
     chosen = settings.topology(topology)
     placement = place(chosen, settings, bench_session.budget)
@@ -142,21 +144,21 @@ def power_sampler(
     request: pytest.FixtureRequest, bench_session: RunSession, ray_cluster: RayPlacement | None
 ) -> Iterator[Sampler]:
     """Samples the GPUs of the run's budget (every GPU of the topologies the session runs; on Ray, of every node
-    with GPUs) into the run folder; idle baseline once, before any benchmark. ``run_workload`` asks for it after
-    the first server is up, which created the run folder."""
+    with GPUs) into the run folder. ``served_topology`` asks for it before the first server starts: the no-context
+    idle baseline is measured then, once (not with ``--vllm-url``, whose server holds its GPUs already)."""
     settings = bench_session.settings
+    bench_session.open_run(None)  # the first deployment fills in the vLLM version
     results = bench_session.results
-    assert results is not None, "a server fixture starts the run before the sampler"
+    assert results is not None
     try:
         sampler = open_sampler(bench_session, ray_cluster)
     except PowerError as error:
         request.session.shouldstop = str(error)
         pytest.fail(f"power sampling cannot start: {error}; use --power-backend none to run without", pytrace=False)
     with sampler:
-        idle = None
-        if sampler.backend.gpus and settings.idle_baseline_s > 0:
-            idle = sampler.measure_idle(settings.idle_baseline_s)
-        results.update(power=session_power(sampler, idle))
+        if settings.vllm_url is None:
+            bench_session.idle_no_context = measure_baseline(bench_session, sampler, NO_CONTEXT)
+        write_session_power(bench_session, sampler)
         if isinstance(sampler.backend, DcgmBackend):
             results.update(power_gpus=[asdict(gpu) for gpu in sampler.backend.gpu_info])
         if isinstance(sampler.backend, RemoteBackend):
@@ -166,7 +168,42 @@ def power_sampler(
         finally:
             if isinstance(sampler.backend, RemoteBackend):  # before the samplers close with the sampler
                 results.update(power_nodes=node_stats(sampler.backend))
-            results.update(power=session_power(sampler, idle))
+            write_session_power(bench_session, sampler)
+
+
+def measure_baseline(
+    bench_session: RunSession, sampler: Sampler, kind: str, topology: str | None = None, dvfs_setting: str | None = None
+) -> IdleBaseline | None:
+    """``--idle-baseline-s`` of doing nothing on every GPU sampled; ``None`` without a GPU or with 0 s."""
+    duration_s = bench_session.settings.idle_baseline_s
+    if not sampler.backend.gpus or duration_s <= 0:
+        return None
+    name = " ".join(["idle", kind, *(part for part in (topology, dvfs_setting) if part)])
+    return IdleBaseline.of(kind, sampler.measure_idle(duration_s, name), topology, dvfs_setting)
+
+
+def use_loaded_baseline(bench_session: RunSession, sampler: Sampler, topology: str, dvfs_setting: str | None) -> None:
+    """The benchmark's windows subtract its topology and DVFS setting's loaded baseline (on a GPU that lacks one,
+    the no-context baseline). The first benchmark of the pair measures it, with the setting applied and before
+    its warm-up: the servers are ready and nothing is in flight, and the GPUs have not just run requests, whose
+    tail would read as idle power."""
+    key = (topology, dvfs_setting)
+    no_context = () if bench_session.idle_no_context is None else (bench_session.idle_no_context,)
+    if key not in bench_session.idle_loaded:
+        sampler.use_idle_baselines(*no_context)  # the loaded baseline's own figure above idle: what the servers cost
+        loaded = measure_baseline(bench_session, sampler, LOADED, topology, dvfs_setting)
+        if loaded is not None:
+            bench_session.idle_loaded[key] = loaded
+            write_session_power(bench_session, sampler)
+    own = bench_session.idle_loaded.get(key)
+    sampler.use_idle_baselines(*(() if own is None else (own,)), *no_context)
+
+
+def write_session_power(bench_session: RunSession, sampler: Sampler) -> None:
+    results = bench_session.results
+    assert results is not None
+    loaded = list(bench_session.idle_loaded.values())
+    results.update(power=session_power(sampler, bench_session.idle_no_context, loaded))
 
 
 @pytest.fixture(scope="session")
@@ -189,9 +226,10 @@ def run_workload(
     dvfs: DvfsSetting,
     bench_session: RunSession,
 ) -> Callable[[Workload], BenchmarkResult]:
-    """Runs a workload on the test's topology and DVFS setting: the setting applied, one warm-up request,
-    then ``--rounds`` measured rounds, each in its own power window (``plugin.runner``), the GPUs restored as
-    found, the results stored, and the round durations handed to pytest-benchmark."""
+    """Runs a workload on the test's topology and DVFS setting: the setting applied, the pair's loaded idle baseline
+    (measured on its first benchmark), one warm-up request, then ``--rounds`` measured rounds, each in its own power
+    window (``plugin.runner``), the GPUs restored as found, the results stored, and the round durations handed to
+    pytest-benchmark."""
     dead = bench_session.dead_topologies.get(topology)
     if dead:
         pytest.skip(f"the {topology} servers are gone: {dead}")
@@ -211,11 +249,13 @@ def run_workload(
 
     def run(workload: Workload) -> BenchmarkResult:
         if controller is None:
+            use_loaded_baseline(bench_session, sampler, topology, None)
             return measure(workload, None)
         used = {gpu: role for gpu, role in endpoint.gpu_roles.items() if role != UNUSED}
         with controller.applied(dvfs, used) as record:
             if record["refused"]:
                 _skip_refused(bench_session, request.node.name, dvfs, record)
+            use_loaded_baseline(bench_session, sampler, topology, dvfs.id)
             return measure(workload, record)
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:

@@ -1,7 +1,7 @@
 """One run: its id and folder under ``reports/``, its environment record and its results file.
 
-The folder is made only when a benchmark first needs a server, so ``pytest --help`` or the suite's own tests
-leave no empty runs behind.
+The folder is made only when a benchmark first needs a server (its power sampler starts just before the first
+one), so ``pytest --help`` or the suite's own tests leave no empty runs behind.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from plugin.clock import now_s
 from plugin.load.schedule import SweepEnds
 from plugin.options import Settings
 from plugin.power.devices import Inventory, cpu_count, cpu_model
+from plugin.power.window import IdleBaseline
 from plugin.results.redaction import redact_command_line
 from plugin.results.store import ResultsFile
 from plugin.serving.endpoint import Endpoint
@@ -68,6 +69,10 @@ class RunSession:
         self.dead_topologies: dict[str, str] = {}
         # dataset -> its sweep's ends, measured by the first topology that ran both and shared by every topology.
         self.sweep_ends: dict[str, SweepEnds] = {}
+        # The idle baselines windows subtract: the one measured before any server started, and per (topology, DVFS
+        # setting or None without a sweep) the one measured with its servers loaded, on its first benchmark.
+        self.idle_no_context: IdleBaseline | None = None
+        self.idle_loaded: dict[tuple[str, str | None], IdleBaseline] = {}
 
     @property
     def budget(self) -> tuple[int, ...]:
@@ -80,10 +85,14 @@ class RunSession:
         return budget_size(self.topologies, self.settings)
 
     def open_run(self, vllm_version: str | None) -> Path:
-        """The run folder, made with its results file (once) when a topology's servers first need it."""
+        """The run folder, made with its results file (once) when the power sampler or a topology's servers first
+        need it; the vLLM version is filled in when the first deployment knows it."""
         if self.results is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self.results = ResultsFile(self.folder / "results.json", self._header(vllm_version))
+        environment = self.results.data["environment"]
+        if vllm_version is not None and environment["vllm_version"] is None:
+            self.results.update(environment={**environment, "vllm_version": vllm_version})
         return self.folder
 
     def record_deployment(self, topology: Topology, entry: dict[str, Any]) -> None:

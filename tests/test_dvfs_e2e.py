@@ -106,6 +106,17 @@ def test_sweep_end_to_end_with_the_nvml_stand_in(tmp_path: Path, model_cache_dir
             total_j = phases["prefill_j"] + phases["decode_j"] + phases["idle_j"]
             assert total_j == pytest.approx(window["energy_j"], rel=1e-9)
             assert set(window["gpus"]) == set(power["gpu_roles"])
+    # Idle baselines: one before any server, on both GPUs; one per topology and setting, which its windows use.
+    no_context = results["power"]["idle_baseline_no_context"]
+    assert [gpu["gpu"] for gpu in no_context] == [0, 1] and all(gpu["mean_power_w"] for gpu in no_context)
+    loaded = {(b["topology"], b["dvfs_setting"]): b for b in results["power"]["idle_baselines_loaded"]}
+    assert list(loaded) == [(entry["topology"], entry["dvfs"]["setting"]) for entry in results["benchmarks"]]
+    assert max(gpu["end_s"] for gpu in no_context) < min(b["start_s"] for b in loaded.values())
+    for entry in results["benchmarks"]:
+        own = loaded[(entry["topology"], entry["dvfs"]["setting"])]
+        used = [gpu["window"] for window in entry["power"]["windows"] for gpu in window["gpus"].values()]
+        baselines = {(w["idle_baseline"], w["idle_baseline_origin"]["start_s"]) for w in used}
+        assert baselines == {("loaded", own["start_s"])}
     analyses = results["dvfs"]["analysis"]
     assert {a["architecture"] for a in analyses} == {"traditional", "disaggregated"}
     assert all(a["best_setting"] is not None and a["why_no_best"] is None for a in analyses)

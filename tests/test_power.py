@@ -25,7 +25,17 @@ from plugin.power.nvml_loader import STAND_IN_ENV, load_nvml
 from plugin.power.samples_csv import COLUMNS, read_energy_readings, read_samples
 from plugin.power.sensor import UpdateIntervalDetector
 from plugin.power.smi import SmiBackend, parse_line, smi_command
-from plugin.power.window import COUNTER_MODULUS, PowerCurve, counter_delta_mj, measure_window
+from plugin.power.window import (
+    COUNTER_MODULUS,
+    LOADED,
+    NO_BASELINE,
+    NO_CONTEXT,
+    BaselineOrigin,
+    IdleBaseline,
+    PowerCurve,
+    counter_delta_mj,
+    measure_window,
+)
 from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 SW_POWER_CAP = 0x4
@@ -90,7 +100,8 @@ def test_a_sample_without_power_is_bridged_not_counted_as_zero() -> None:
 
 def test_window_figures_counter_disagreement_idle_clock_and_max() -> None:
     samples = [sample(0.0, 100.0, sm_clock_mhz=1000), sample(1.0, 300.0, sm_clock_mhz=2000), sample(2.0, 100.0)]
-    window = measure_window(0, samples, 0.0, 2.0, counter_start_mj=5_000, counter_end_mj=405_000, idle_power_w=50.0)
+    idle = IdleBaseline(LOADED, BaselineOrigin("dp:1", None, -5.0, -2.0), {0: 50.0})
+    window = measure_window(0, samples, 0.0, 2.0, counter_start_mj=5_000, counter_end_mj=405_000, idle=idle)
     assert window.energy_samples_j == pytest.approx(400.0)
     assert window.energy_counter_j == pytest.approx(400.0)
     assert window.disagreement_pct == pytest.approx(0.0)
@@ -99,6 +110,7 @@ def test_window_figures_counter_disagreement_idle_clock_and_max() -> None:
     assert window.max_power_w == 300.0
     assert window.mean_sm_clock_mhz == pytest.approx((1000 + 2000 + 1980) / 3)
     assert window.energy_above_idle_j == pytest.approx(400.0 - 50.0 * 2)
+    assert (window.idle_baseline, window.idle_baseline_origin) == (LOADED, idle.origin)
     assert window.samples == 3 and window.power_source == "instant"
 
     off = measure_window(0, samples, 0.0, 2.0, counter_start_mj=0, counter_end_mj=500_000)
@@ -524,21 +536,57 @@ def test_no_gpu_means_not_measured_never_zero(tmp_path: Path) -> None:
     assert not measurement.measured and measurement.gpus == ()
     assert measurement.energy_j is None and measurement.backend == "none"
     assert measurement.unmeasured_reason == "no NVIDIA GPU is visible here"
-    assert idle.energy_j is None and sampler.idle_power_w == {}
+    assert idle.energy_j is None and IdleBaseline.of(NO_CONTEXT, idle).power_w == {}
     assert list(tmp_path.iterdir()) == []
 
 
-def test_idle_baseline_is_subtracted_from_later_windows(tmp_path: Path) -> None:
-    fake = FakeNvml([FakeGpu((Step(0.08, 100.0), Step(1.0, 300.0)), update_interval_s=0.002)])
+def test_windows_subtract_the_baseline_in_use_and_name_it(tmp_path: Path) -> None:
+    # 100 W at first (no context), then 300 W (servers loaded), then 500 W under load.
+    fake = FakeNvml([FakeGpu((Step(0.3, 100.0), Step(0.4, 300.0), Step(1.0, 500.0)), update_interval_s=0.002)])
+
+    def wait_until(elapsed_s: float) -> None:
+        time.sleep(max(0.0, elapsed_s - fake.elapsed_s()))
+
     with nvml_sampler(fake, tmp_path, period_ms=2.0) as sampler:
-        sampler.measure_idle(0.05)
-        assert sampler.idle_power_w[0] == pytest.approx(100.0, rel=0.1)
-        time.sleep(0.05)
+        wait_until(0.05)
+        no_context = IdleBaseline.of(NO_CONTEXT, sampler.measure_idle(0.15))
+        sampler.use_idle_baselines(no_context)
+        wait_until(0.4)
+        loaded = IdleBaseline.of(LOADED, sampler.measure_idle(0.15), "dp:1", "sm1500")
+        sampler.use_idle_baselines(loaded, no_context)
+        wait_until(0.75)
         sampler.begin_window("load")
-        time.sleep(0.1)
+        time.sleep(0.15)
         window = sampler.end_window("load").gpu(0)
-    assert window.idle_power_w == sampler.idle_power_w[0]
-    assert window.energy_above_idle_j == pytest.approx(200.0 * window.duration_s, rel=0.15)
+    assert no_context.power_w[0] == pytest.approx(100.0, rel=0.05) and no_context.gpus[0].idle_baseline == NO_BASELINE
+    assert loaded.power_w[0] == pytest.approx(300.0, rel=0.05)
+    # The loaded baseline's own window was measured against the no-context one: what the loaded servers cost.
+    assert loaded.gpus[0].idle_baseline == NO_CONTEXT
+    assert loaded.gpus[0].energy_above_idle_j == pytest.approx(200.0 * loaded.gpus[0].duration_s, rel=0.1)
+    assert loaded.origin == BaselineOrigin("dp:1", "sm1500", loaded.gpus[0].start_s, loaded.gpus[0].end_s)
+    assert (window.idle_baseline, window.idle_baseline_origin) == (LOADED, loaded.origin)
+    assert window.idle_power_w == loaded.power_w[0]
+    assert window.energy_above_idle_j == pytest.approx(200.0 * window.duration_s, rel=0.1)
+
+
+def test_a_gpu_without_a_loaded_baseline_falls_back_to_the_no_context_one_and_says_so(tmp_path: Path) -> None:
+    fake = FakeNvml([FakeGpu(update_interval_s=0.002), FakeGpu(update_interval_s=0.002)])
+    no_context = IdleBaseline(NO_CONTEXT, BaselineOrigin(None, None, 0.0, 1.0), {0: 60.0, 1: 70.0})
+    loaded = IdleBaseline(LOADED, BaselineOrigin("1p1d", None, 2.0, 3.0), {0: 90.0})
+    with nvml_sampler(fake, tmp_path, period_ms=2.0) as sampler:
+        sampler.begin_window("without")
+        sampler.use_idle_baselines(loaded, no_context)
+        sampler.begin_window("with")
+        time.sleep(0.02)
+        windows = sampler.end_window("with")
+        sampler.use_idle_baselines()
+        bare = sampler.end_window("without")
+    assert [(w.idle_baseline, w.idle_power_w) for w in windows.gpus] == [(LOADED, 90.0), (NO_CONTEXT, 70.0)]
+    assert windows.gpu(1).idle_baseline_origin == no_context.origin
+    assert [(w.idle_baseline, w.idle_power_w, w.energy_above_idle_j) for w in bare.gpus] == [
+        (NO_BASELINE, None, None)
+    ] * 2
+    assert all(w.idle_baseline_origin is None for w in bare.gpus)
 
 
 def test_missing_counter_and_instant_field_in_a_window(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_benchmark_power_splits_a_known_trace_by_phase(tmp_path: Path) -> None:
             window.backend, window.unmeasured_reason, {0: "prefill+decode"},
             work_inside([record(start_s, first_token_s, end_s)], window.start_s, window.end_s),
         )  # fmt: skip
-        session = session_power(sampler, None)
+        session = session_power(sampler, None, [])
     assert entry.measured is True
     assert entry.energy_j == pytest.approx(POWER_W * window.duration_s, rel=0.02)
     assert entry.energy_per_output_token_j == pytest.approx(entry.energy_j / 10)
@@ -65,7 +65,7 @@ def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> 
             {},
             Work(0.0, 0, 0, 0),
         )
-        session = session_power(sampler, None)
+        session = session_power(sampler, None, [])
     assert (entry.measured, entry.backend, entry.unmeasured_reason) == (False, "none", "power not measured: no GPU")
     assert entry.energy_j is None and entry.phases is None and entry.energy_per_output_token_j is None
     assert session["unmeasured_reason"] == "power not measured: no GPU" and session["samples_csv"] == {}
@@ -79,4 +79,4 @@ def test_the_sampler_reports_its_own_cpu_share(tmp_path: Path) -> None:
         time.sleep(0.3)
     share = sampler.cpu_share
     assert share is not None and 0 < share < 1.0
-    assert session_power(sampler, None)["sampler_cpu_share"] == share
+    assert session_power(sampler, None, [])["sampler_cpu_share"] == share

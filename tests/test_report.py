@@ -31,7 +31,7 @@ from plugin.load.client import RequestRecord
 from plugin.load.workload import SERVING, Workload, workload_id
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import SampleCsvWriter
-from plugin.power.window import PowerCurve, WindowMeasurement, measure_window
+from plugin.power.window import LOADED, BaselineOrigin, IdleBaseline, PowerCurve, WindowMeasurement, measure_window
 from plugin.report import build_report
 from plugin.report.build import png_size
 from plugin.report.data import ENERGY
@@ -297,7 +297,8 @@ def with_power(results: dict[str, Any], folder: Path) -> dict[str, Any]:
                 writer.write(sample)
                 samples.get(gpu, []).append(sample)
             t_s += 0.1
-        gpus = tuple(measure_window(gpu, samples[gpu], start_s, end_s, idle_power_w=60.0) for gpu in roles)
+        idle = IdleBaseline(LOADED, BaselineOrigin(benchmark.topology_name, None, 0.0, 3.0), dict.fromkeys(roles, 60.0))
+        gpus = tuple(measure_window(gpu, samples[gpu], start_s, end_s, idle=idle) for gpu in roles)
         curves = {gpu: PowerCurve(samples[gpu]) for gpu in roles}
         window = WindowMeasurement(benchmark.name, "nvml", start_s, end_s, gpus, (), None, curves)
         power = benchmark_power([window_power(0, window, records, roles)], "nvml", None, roles)

@@ -23,7 +23,7 @@ from plugin.analysis.residency import residency
 from plugin.load.client import RequestRecord
 from plugin.power import Sample, Sampler
 from plugin.power.nvml import NvmlBackend
-from plugin.power.window import ClockSeries, WindowAccumulator, WindowMeasurement
+from plugin.power.window import LOADED, BaselineOrigin, ClockSeries, IdleBaseline, WindowAccumulator, WindowMeasurement
 from plugin.results.schema import BenchmarkPower, GpuEnergy, from_json, to_json
 from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
@@ -59,12 +59,15 @@ def window(
 ) -> WindowMeasurement:
     """A 0-10 s window, flat power per GPU sampled every 0.5 s (clock and reasons from ``clocks`` where given)."""
     accumulators, gpus = {}, []
+    idle = IdleBaseline(
+        LOADED, BaselineOrigin("1p1d", None, -3.0, 0.0), {g: w for g, w in idle_w.items() if w is not None}
+    )
     for gpu, power_w in watts.items():
         accumulator = WindowAccumulator(gpu, 0.0, 0)
         for s in clocks.get(gpu) or [sample(step / 2, gpu, power_w) for step in range(21)]:
             accumulator.add(s)
         accumulators[gpu] = accumulator
-        gpus.append(accumulator.finish(10.0, round(counter_j[gpu] * 1000), idle_w[gpu]))
+        gpus.append(accumulator.finish(10.0, round(counter_j[gpu] * 1000), idle))
     curves = {gpu: a.curve for gpu, a in accumulators.items()}
     series = {gpu: a.clocks for gpu, a in accumulators.items()}
     return WindowMeasurement("w", "nvml", 0.0, 10.0, tuple(gpus), (), None, curves, series)

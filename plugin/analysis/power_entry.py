@@ -22,6 +22,7 @@ from plugin.analysis.energy import (
 from plugin.analysis.residency import residency
 from plugin.load.client import RequestRecord
 from plugin.power import Sampler, WindowMeasurement
+from plugin.power.window import IdleBaseline
 from plugin.results.schema import BenchmarkPower, GpuEnergy, PhaseSplit, PowerWindow
 
 _ENERGIES = ("prefill_j", "decode_j", "idle_j", "prefill_above_idle_j", "decode_above_idle_j", "integral_j")
@@ -138,8 +139,9 @@ def _sum_or_none(values: Iterable[float | None]) -> float | None:
     return None if any(v is None for v in items) else math.fsum(v for v in items if v is not None)
 
 
-def session_power(sampler: Sampler, idle: WindowMeasurement | None) -> dict[str, Any]:
-    """What the run's sampler was and saw: backend, period, raw sample files, idle baseline, sensor interval."""
+def session_power(sampler: Sampler, no_context: IdleBaseline | None, loaded: Sequence[IdleBaseline]) -> dict[str, Any]:
+    """What the run's sampler was and saw: backend, period, raw sample files, idle baselines (the one before any
+    server, and one per topology and DVFS setting with its servers loaded), sensor interval."""
     gpus = sampler.backend.gpus
     intervals = {str(gpu): sampler.update_interval_s(gpu) for gpu in gpus}
     return {
@@ -148,7 +150,10 @@ def session_power(sampler: Sampler, idle: WindowMeasurement | None) -> dict[str,
         "period_ms": sampler.period_s * 1000.0,
         "gpus": list(gpus),
         "samples_csv": {str(gpu): sampler.csv_path(gpu).name for gpu in gpus},
-        "idle_baseline": None if idle is None else [asdict(gpu) for gpu in idle.gpus],
+        "idle_baseline_no_context": None if no_context is None else [asdict(gpu) for gpu in no_context.gpus],
+        "idle_baselines_loaded": [
+            {**asdict(baseline.origin), "gpus": [asdict(gpu) for gpu in baseline.gpus]} for baseline in loaded
+        ],
         "sensor_update_interval_ms": {gpu: None if s is None else s * 1000.0 for gpu, s in intervals.items()},
         "sampler_cpu_share": sampler.cpu_share,
         "sample_errors": sampler.error_count,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +22,7 @@ from plugin.clock import now_s
 from plugin.power.backend import PowerBackend, PowerError, PowerReadError, Sample
 from plugin.power.samples_csv import SampleCsvWriter, read_samples
 from plugin.power.sensor import UpdateIntervalDetector
-from plugin.power.window import GpuWindow, WindowAccumulator, WindowMeasurement
+from plugin.power.window import GpuWindow, IdleBaseline, WindowAccumulator, WindowMeasurement
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Sampler:
         self._detectors = {gpu: UpdateIntervalDetector() for gpu in backend.gpus}
         self._last: dict[int, Sample] = {}
         self._windows: dict[str, _OpenWindow] = {}
-        self._idle_power_w: dict[int, float] = {}
+        self._idle_baselines: tuple[IdleBaseline, ...] = ()
         self._notes: dict[str, str] = {}  # keyed so that each note is given once
         self._error_count = 0
         self._recent_errors: deque[str] = deque(maxlen=20)
@@ -137,7 +137,7 @@ class Sampler:
             self._windows[name] = _OpenWindow(start_s, accumulators)
 
     def end_window(self, name: str) -> WindowMeasurement:
-        """Close a window and measure it, each GPU's energy above idle included once an idle baseline is known."""
+        """Close a window and measure it, each GPU's energy above idle included where a baseline in use has it."""
         self._check_running()
         with self._lock:
             window = self._windows.pop(name, None)
@@ -146,8 +146,8 @@ class Sampler:
         gpus: list[GpuWindow] = []
         for gpu, accumulator in window.gpus.items():
             end_s, counter_mj = self._counter_at_edge(gpu)
-            idle_w = self._idle_power_w.get(gpu)
-            gpus.append(accumulator.finish(end_s, counter_mj, idle_w, self.update_interval_s(gpu)))
+            idle = next((baseline for baseline in self._idle_baselines if gpu in baseline.power_w), None)
+            gpus.append(accumulator.finish(end_s, counter_mj, idle, self.update_interval_s(gpu)))
         end_s = max((gpu.end_s for gpu in gpus), default=self._clock())
         self._check_sensor()
         window_notes = self._window_notes(name, gpus)
@@ -164,21 +164,17 @@ class Sampler:
         )
 
     def measure_idle(self, duration_s: float = 3.0, name: str = "idle") -> WindowMeasurement:
-        """Measure each GPU's idle power over ``duration_s`` of doing nothing; later windows subtract it."""
+        """A window over ``duration_s`` of doing nothing, on every GPU; ``use_idle_baselines`` makes it a baseline."""
         self.begin_window(name)
         time.sleep(duration_s)
-        measurement = self.end_window(name)
-        self.set_idle_power_w({gpu.gpu: gpu.mean_power_w for gpu in measurement.gpus if gpu.mean_power_w is not None})
-        return measurement
+        return self.end_window(name)
 
-    def set_idle_power_w(self, idle_power_w: Mapping[int, float]) -> None:
-        self._idle_power_w.update(idle_power_w)
+    def use_idle_baselines(self, *baselines: IdleBaseline) -> None:
+        """Windows closed from now on subtract, on each GPU, the first of ``baselines`` that has its idle power (none:
+        no figure above idle); each window says which one it used."""
+        self._idle_baselines = baselines
 
     # -- what it saw --------------------------------------------------------------------------------------
-
-    @property
-    def idle_power_w(self) -> dict[int, float]:
-        return dict(self._idle_power_w)
 
     @property
     def notes(self) -> tuple[str, ...]:

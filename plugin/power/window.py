@@ -17,6 +17,16 @@ from plugin.power.backend import SLOWDOWN_MASK, Sample, reason_names
 COUNTER_MODULUS = 2**64
 """``nvmlDeviceGetTotalEnergyConsumption`` is an unsigned 64-bit count of mJ."""
 
+LOADED = "loaded"
+"""An idle baseline measured with a topology's servers ready at a DVFS setting and no request in flight."""
+NO_CONTEXT = "no context"
+"""The idle baseline measured once before any server started: no CUDA context on any GPU (an H200 draws about 40 W
+less than with a loaded server)."""
+NO_BASELINE = "none"
+RUN_BASELINE = "run (first server loaded)"
+"""What a window from before per-topology baselines subtracted: one baseline per run, measured once the first
+topology's servers were up (GPUs with and without a server mixed)."""
+
 
 def counter_delta_mj(begin_mj: int, end_mj: int) -> int:
     """Energy between two counter readings, across one wrap-around of the 64-bit counter."""
@@ -107,6 +117,17 @@ class ClockSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class BaselineOrigin:
+    """Where and when an idle baseline was measured: the topology and DVFS setting it was measured under (``None``
+    for the no-context one, and for a run without a DVFS sweep) and its window on the run's clock."""
+
+    topology: str | None
+    dvfs_setting: str | None
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class GpuWindow:
     """One GPU over one window. ``energy_j`` is the counter's figure where there is one, else the samples'."""
 
@@ -133,6 +154,11 @@ class GpuWindow:
     """``instant`` (field-values API), ``average`` (1 s average), ``mixed``, or ``None`` without samples."""
     sensor_interval_s: float | None = None
     """The power sensor's update interval as measured when the window closed (``None`` until known)."""
+    idle_baseline: str = RUN_BASELINE
+    """Which baseline ``idle_power_w`` is: ``loaded``, ``no context`` or ``none``; files from before read
+    ``run (first server loaded)``."""
+    idle_baseline_origin: BaselineOrigin | None = None
+    """Where and when that baseline was measured (``None`` without one, and in files from before)."""
 
     @property
     def duration_s(self) -> float:
@@ -141,6 +167,25 @@ class GpuWindow:
     @property
     def energy_j(self) -> float | None:
         return self.energy_counter_j if self.energy_counter_j is not None else self.energy_samples_j
+
+
+@dataclass(frozen=True, slots=True)
+class IdleBaseline:
+    """An idle power per GPU that windows subtract, which kind it is (``loaded``, ``no context``), where and when
+    it was measured, and the GPU windows it was measured in (what the results record)."""
+
+    kind: str
+    origin: BaselineOrigin
+    power_w: Mapping[int, float]
+    gpus: tuple[GpuWindow, ...] = ()
+
+    @classmethod
+    def of(
+        cls, kind: str, window: WindowMeasurement, topology: str | None = None, dvfs_setting: str | None = None
+    ) -> IdleBaseline:
+        """A measured window as a baseline: each GPU's mean power over it (a GPU without one has no baseline)."""
+        power_w = {gpu.gpu: gpu.mean_power_w for gpu in window.gpus if gpu.mean_power_w is not None}
+        return cls(kind, BaselineOrigin(topology, dvfs_setting, window.start_s, window.end_s), power_w, window.gpus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,9 +270,11 @@ class WindowAccumulator:
         self,
         end_s: float,
         counter_end_mj: int | None,
-        idle_power_w: float | None = None,
+        idle: IdleBaseline | None = None,
         sensor_interval_s: float | None = None,
     ) -> GpuWindow:
+        """The window's figures; above idle where ``idle`` has this GPU's power."""
+        idle_power_w = None if idle is None else idle.power_w.get(self.gpu)
         duration_s = end_s - self.start_s
         samples_j = self.curve.energy_j(self.start_s, end_s)
         counter_j: float | None = None
@@ -254,6 +301,8 @@ class WindowAccumulator:
             sample_errors=self._errors,
             power_source=_power_source(self._sources),
             sensor_interval_s=sensor_interval_s,
+            idle_baseline=NO_BASELINE if idle is None or idle_power_w is None else idle.kind,
+            idle_baseline_origin=None if idle is None or idle_power_w is None else idle.origin,
         )
 
     def _take_power(self, sample: Sample) -> None:
@@ -286,7 +335,7 @@ def measure_window(
     end_s: float,
     counter_start_mj: int | None = None,
     counter_end_mj: int | None = None,
-    idle_power_w: float | None = None,
+    idle: IdleBaseline | None = None,
 ) -> GpuWindow:
     """The sampler's figures from a list of samples (read back from the CSV, or made in a test).
 
@@ -295,7 +344,7 @@ def measure_window(
     accumulator = WindowAccumulator(gpu, start_s, counter_start_mj)
     for sample in sorted((s for s in samples if s.gpu == gpu and s.t_s <= end_s), key=lambda s: s.t_s):
         accumulator.add(sample)
-    return accumulator.finish(end_s, counter_end_mj, idle_power_w)
+    return accumulator.finish(end_s, counter_end_mj, idle)
 
 
 def _disagreement_pct(samples_j: float | None, counter_j: float | None) -> float | None:
