@@ -7,8 +7,11 @@
 #               vLLM 0.26 into /tmp/site, build the Llama-3.1-8B shape, record the machine and the versions
 #   run1, run2  the serving run with --seed 1 / --seed 2; each run folder (results.json, requests-*.jsonl,
 #               power_gpu*.csv, server.log, report) and the terminal output go into OUT/run-seedN.tgz
-# RUN_LIMIT_S bounds pytest (default 540 s): at the limit it gets SIGINT, stops its server and keeps what it
-# measured (SIGKILL 30 s later), so the archive is still made within the device's 600 s per call.
+# RUN_LIMIT_S bounds pytest (default 540 s): at the limit it gets SIGINT, stops its server and keeps the tests it
+# finished (SIGKILL 30 s later; a test cut in a round keeps none of its rounds), so the archive is still made within
+# the device's 600 s per call. RATES overrides the offered rates (default 8,96), e.g. to redo one rate.
+# Seen 2026-12-02: the first server start took 208 s (cold compilation cache; 55 s warm) and a 96 req/s round about
+# 65 s with its drain, so setup and run1 together did not fit one call: give setup a call of its own.
 set -euo pipefail
 step=$1
 out=$2
@@ -35,7 +38,7 @@ case $step in
       -W default --reports-dir "$reports" -m "serving and traditional" --gpus 0 --model "$model" \
       --vllm-arg=--load-format=dummy --power-backend nvml --gpu-sample-ms 100 \
       --dataset random --e2e-input-len 1024 --e2e-output-len 128 --random-range-ratio 0 \
-      --request-rate 8,96 --duration-s 20 --warmup-s 3 --goodput ttft:200 tpot:20 --rounds 3 --seed "$seed" \
+      --request-rate "${RATES:-8,96}" --duration-s 20 --warmup-s 3 --goodput ttft:200 tpot:20 --rounds 3 --seed "$seed" \
       2>&1 | tee "$reports/terminal.txt"
     echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$reports/terminal.txt"
     set -e
