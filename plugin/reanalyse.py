@@ -38,20 +38,21 @@ from typing import Any
 from plugin.analysis.benchmark import benchmark_result
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
+from plugin.analysis.server_phases import PHASE_HISTOGRAMS
 from plugin.errors import BenchError
 from plugin.load.client import RequestRecord
 from plugin.load.schedule import arrivals_of
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import read_samples
-from plugin.power.window import WindowAccumulator, WindowMeasurement
+from plugin.power.window import BaselineOrigin, IdleBaseline, WindowAccumulator, WindowMeasurement
 from plugin.results.schema import BenchmarkResult, PowerWindow, to_json
 from plugin.results.store import RESULTS_FILE, StoredRun, load_run, write_json_atomic
 from plugin.runner import Measurement, Round
 from plugin.serving.topology import parse_topology
 
 BACKUP_FILE = "results.before-reanalysis.json"
-KEPT_SUMMARY_KEYS = ("prefix_cache", "server_phases", "dataset")
+KEPT_SUMMARY_KEYS = ("prefix_cache", "server_phases", "dataset", "arrival_scaling", "sweep_ends")
 """Summary figures of the server's ``/metrics`` and of the serving plan: not in the run's files, kept as stored."""
 _ENTRY_FIELDS = {field.name for field in dataclasses.fields(BenchmarkResult)}
 
@@ -114,7 +115,8 @@ def rebuild_measurement(
     samples: Mapping[int, Sequence[Sample]],
     say: Callable[[str], None] = print,
 ) -> Measurement:
-    """The benchmark's ``Measurement`` as the runner made it, but for the server's ``/metrics`` (not stored)."""
+    """The benchmark's ``Measurement`` as the runner made it; the server's ``/metrics`` scrapes are not stored, so
+    their growth is rebuilt from the stored ``server_phases`` (``server_scrapes``)."""
     stored = run.requests(benchmark, warmup=True)
     warmup = tuple(request.record for request in stored if request.round is None)
     rounds = []
@@ -128,7 +130,24 @@ def rebuild_measurement(
         )
         _check_counted(benchmark, one_round, stored_round, _has_stretch(run.header), say)
         rounds.append(one_round)
-    return Measurement(warmup, tuple(rounds), {}, {})
+    return Measurement(warmup, tuple(rounds), *server_scrapes(benchmark.summary.get("server_phases") or {}))
+
+
+def server_scrapes(server_phases: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """Two ``/metrics`` scrapes whose histograms grew by what ``server_phases`` stored: the analysis reads only the
+    growth (the server's mean prefill time keeps waiting out of prefill: ``plugin.analysis.energy``)."""
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    figures = [server_phases.get(phase) or {} for phase in PHASE_HISTOGRAMS]
+    tokens = server_phases.get("iteration_tokens") or {}
+    growth = [(f.get("metric"), f.get("count"), f.get("sum_s")) for f in figures]
+    growth.append((tokens.get("metric"), tokens.get("steps"), tokens.get("tokens")))
+    for metric, count, total in growth:
+        if metric is None or count is None or total is None:
+            continue
+        before.update({f"{metric}_count": 0.0, f"{metric}_sum": 0.0})
+        after.update({f"{metric}_count": float(count), f"{metric}_sum": float(total)})
+    return before, after
 
 
 def window_measurement(
@@ -146,7 +165,12 @@ def window_measurement(
         for sample in inside:
             accumulator.add(sample)
         counter_end_mj = None if counter_j is None else round(counter_j * 1000)  # stored as mJ / 1000
-        gpus.append(accumulator.finish(stored.end_s, counter_end_mj, stored.idle_power_w, stored.sensor_interval_s))
+        idle = None
+        if stored.idle_power_w is not None:  # the baseline the window used, as stored (its origin too)
+            origin = stored.idle_baseline_origin or BaselineOrigin(None, None, stored.start_s, stored.start_s)
+            idle = IdleBaseline(stored.idle_baseline, origin, {gpu: stored.idle_power_w})
+        finished = accumulator.finish(stored.end_s, counter_end_mj, idle, stored.sensor_interval_s)
+        gpus.append(dataclasses.replace(finished, idle_baseline_origin=stored.idle_baseline_origin))
         curves[gpu], clocks[gpu] = accumulator.curve, accumulator.clocks
     power = benchmark.power
     return WindowMeasurement(

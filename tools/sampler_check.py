@@ -24,7 +24,7 @@ from plugin.clock import now_s
 from plugin.power import Sampler, open_backend
 from plugin.power.backend import PowerBackend, Sample
 from plugin.power.samples_csv import read_energy_readings
-from plugin.power.window import PowerCurve
+from plugin.power.window import LOADED, IdleBaseline, PowerCurve
 
 
 def matmul_load(seconds: float, size: int = 8192) -> int:
@@ -93,6 +93,7 @@ def check_period(
         time.sleep(cpu_s)
         cpu_per_s = (time.process_time() - cpu_start) / (now_s() - wall_start)
         idle = sampler.measure_idle(idle_s)
+        sampler.use_idle_baselines(IdleBaseline.of(LOADED, idle))  # the CUDA context is alive by then
         sampler.begin_window("load")
         products = matmul_load(load_s)
         window = sampler.end_window("load")
