@@ -81,11 +81,12 @@ def _phase_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -
 
 
 def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
-    """Offered against achieved rate, tail latency, SLO attainment, goodput and energy per (good) request."""
+    """Offered (nominal, then as the arrivals were drawn) against achieved rate, tail latency, SLO attainment,
+    goodput and energy per (good) request."""
     write("")
     write(
-        f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'req/s':>7} {'TTFT p99':>9} {'TPOT p99':>9} "
-        f"{'SLO met (95 %)':>15} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
+        f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'arrived':>7} {'req/s':>7} {'TTFT p99':>9} "
+        f"{'TPOT p99':>9} {'SLO met (95 %)':>15} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
     )
     for entry in entries:
         s = entry.summary
@@ -93,7 +94,8 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
         attainment = attainment_of(s)
         write(
             f"{entry.name[:44]:<44} {s['completed']:>3}/{s['requests']:<3} "
-            f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s['request_throughput'], 2):>7} "
+            f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s.get('arrival_rate_rps'), 2):>7} "
+            f"{_ms(s['request_throughput'], 2):>7} "
             f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
             f"{'-' if attainment is None else f'{attainment.pct:.0f}% ({attainment.interval_text()})':>15} "
             f"{_ms(s.get('goodput_rps'), 2):>7} "

@@ -24,6 +24,7 @@ import pytest
 
 import plugin.plugin as plugin_module
 import plugin.report as report_package
+from plugin.analysis.accounting import work_inside
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
@@ -301,7 +302,8 @@ def with_power(results: dict[str, Any], folder: Path) -> dict[str, Any]:
         gpus = tuple(measure_window(gpu, samples[gpu], start_s, end_s, idle=idle) for gpu in roles)
         curves = {gpu: PowerCurve(samples[gpu]) for gpu in roles}
         window = WindowMeasurement(benchmark.name, "nvml", start_s, end_s, gpus, (), None, curves)
-        power = benchmark_power([window_power(0, window, records, roles)], "nvml", None, roles)
+        work = work_inside(records, start_s, end_s)
+        power = benchmark_power([window_power(0, window, records, roles)], "nvml", None, roles, work)
         entry["power"] = to_json(power)
         entry["summary"].update({key: getattr(power, key) for key in ENERGY_KEYS})
     for writer in writers.values():

@@ -56,6 +56,8 @@ SERVING_LATENCY = {
 }
 GOODPUT = {
     "slo_attainment_pct": "SLO attainment (%)",
+    "slo_attainment_low_pct": "SLO attainment, 95 % low",
+    "slo_attainment_high_pct": "SLO attainment, 95 % high",
     "good_requests": "good requests",
     "goodput_rps": "goodput (good req/s)",
 }
@@ -78,6 +80,7 @@ SERVING_TABLES = (
         "dataset": "dataset",
         "arrivals": "arrivals",
         "offered_rate_rps": "offered req/s",
+        "arrival_rate_rps": "arrived req/s",
         **SERVING_LATENCY,
         "goodput_targets": "goodput targets",
         **GOODPUT,

@@ -45,6 +45,7 @@ def serving_rows(run: Run) -> list[dict[str, Any]]:
                 "dataset": benchmark.workload.dataset,
                 "arrivals": arrivals(benchmark),
                 "offered_rate_rps": summary.get("offered_rate_rps"),
+                "arrival_rate_rps": summary.get("arrival_rate_rps"),
                 **{key: summary.get(key) for key in SERVING_LATENCY},
                 "goodput_targets": targets_text(targets) if targets is not None else "none",
                 **{key: summary.get(key) for key in GOODPUT},
