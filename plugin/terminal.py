@@ -164,6 +164,9 @@ def _energy_notes(write: Callable[[str], None], entries: list[BenchmarkResult], 
                 f"{MIN_SENSOR_UPDATES}), so the window's edges weigh on its energy; a longer --min-window-s helps"
             )
     for entry in entries:
+        if entry.summary.get("window_note"):
+            write(f"! {entry.name}: {entry.summary['window_note']}")
+    for entry in entries:
         repeats = sorted({int(r.get("repeats") or 1) for r in entry.rounds})
         if repeats and repeats[-1] > 1:
             times = str(repeats[0]) if len(repeats) == 1 else f"{repeats[0]} to {repeats[-1]}"

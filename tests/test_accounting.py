@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from plugin.analysis.accounting import Work, arrival_rate_rps, counted, energy_per_work, rates, work_inside
+from plugin.analysis.benchmark import benchmark_result
 from plugin.load.client import RequestRecord
+from plugin.load.workload import Workload
+from plugin.runner import Measurement, Round
+from plugin.serving.topology import DEFAULT_TOPOLOGIES
+from tests.test_uncertainty import _window
 
 
 def request(due_s: float, first_s: float | None, end_s: float, tokens: int = 4, prompt: int = 100) -> RequestRecord:
@@ -91,3 +96,27 @@ def test_offered_load_as_it_was_drawn() -> None:
     assert arrival_rate_rps([(due, (0.0, 2.0)), ([3.0], (2.0, 4.0))]) == pytest.approx(1.5)  # 6 in 4 s
     assert arrival_rate_rps([([0.0, 0.0, 0.0], None)]) is None  # all at once
     assert arrival_rate_rps([([1.0], None)]) is None
+
+
+def test_a_window_no_request_completed_in_says_why_it_has_no_figure_per_request() -> None:
+    """Past saturation every request can outlast a steady-state window: the tokens made inside it still give
+    tokens per joule, but there is no completion to divide by, and the summary says why."""
+    window = _window(10.0, 20.0, 500.0, 5000.0, 0.1)
+    slow = request(11.0, 15.0, 40.0, tokens=26)  # due inside, first token inside, ends 20 s after the window
+    one_round = Round(0, (slow,), window, window.duration_s, counted_s=(10.0, 20.0))
+    result = benchmark_result(
+        "test_serving[x]", "test_serving[x]", DEFAULT_TOPOLOGIES[0], Workload("serving", 0, 0, 0, 0, duration_s=20.0),
+        Measurement((), (one_round,), {}, {}), {0: "prefill+decode"}, None, "requests.jsonl",
+    )  # fmt: skip
+    summary = result.summary
+    assert summary["window_completed"] == 0 and summary["request_throughput"] == 0.0
+    assert summary["energy_per_request_j"] is None and result.power.energy_per_request_j is None
+    assert summary["window_output_tokens"] == 6  # 15, 16, ... 20 s
+    assert summary["output_tokens_per_j"] == pytest.approx(6 / 5000.0)
+    assert "no request completed inside a power window" in summary["window_note"]
+    whole = Round(0, (request(11.0, 12.0, 14.0),), window, window.duration_s, counted_s=(10.0, 20.0))
+    again = benchmark_result(
+        "test_serving[x]", "test_serving[x]", DEFAULT_TOPOLOGIES[0], Workload("serving", 0, 0, 0, 0, duration_s=20.0),
+        Measurement((), (whole,), {}, {}), {0: "prefill+decode"}, None, "requests.jsonl",
+    )  # fmt: skip
+    assert again.summary["window_note"] is None and again.summary["energy_per_request_j"] == pytest.approx(5000.0)

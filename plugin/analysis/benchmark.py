@@ -60,11 +60,6 @@ def benchmark_result(
     backend = first.backend if first else "none"
     reason = first.unmeasured_reason if first else "no round ran"
     notes = [] if topology.kind == DISAGGREGATED else [_queue_note(prefill_s)]
-    if any(r.steady_state for r in rounds) and not total.completed:
-        notes.append(
-            "no request completed inside a power window: the window closed before the batch reached steady state "
-            "(make --duration-s minus --warmup-s longer than a request's E2E), so no figure per request"
-        )
     power = benchmark_power(windows, backend, reason, gpu_roles, total, notes)
     serving = workload.phase == SERVING
     round_summaries = tuple(
@@ -74,6 +69,7 @@ def benchmark_result(
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
+    summary["window_note"] = _window_note(rounds, total)
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary, round_summaries)
@@ -154,6 +150,15 @@ def _goodput_note(records: Sequence[RequestRecord], work: Work) -> str | None:
     if not work.good_completed:
         return "no good request completed inside the power window: no goodput, energy per good request undefined"
     return None
+
+
+def _window_note(rounds: Sequence[Round], work: Work) -> str | None:
+    """Why a steady-state benchmark has no figure per request: no request completed inside its windows."""
+    if work.completed or not any(r.steady_state for r in rounds):
+        return None
+    return ("no request completed inside a power window: each request took longer than the window, so it has no "
+            "request throughput and no figure per request (make --duration-s minus --warmup-s longer than a "
+            "request's E2E; tokens per J and J per token stand)")  # fmt: skip
 
 
 def _server_prefill_s(server_phases: Mapping[str, Any]) -> float | None:
