@@ -19,7 +19,10 @@ from typing import Any
 from plugin.results.store import RESULTS_FILE, load_run
 
 REL_TOL = 1e-9
-WINDOW_COUNTS = ("window_completed", "window_prompt_tokens", "window_output_tokens", "window_good_completed")
+ROUND_SUMS = (
+    "requests", "window_s", "window_completed", "window_prompt_tokens", "window_output_tokens", "window_good_completed",
+)  # fmt: skip
+"""What each round counts and the benchmark adds up."""
 PER_GPU = {
     "request_throughput_per_gpu_rps": "request_throughput",
     "output_throughput_per_gpu": "output_throughput",
@@ -62,9 +65,11 @@ def broken(entry: dict[str, Any]) -> Iterator[str]:
     energies = [window.get("energy_j") for window in power.get("windows", [])]
     if energy_j is not None and None not in energies and not _close(math.fsum(energies), energy_j):
         yield f"the windows' energies add up to {math.fsum(energies):.9g} J, not {energy_j:.9g}"
-    for key in WINDOW_COUNTS:
-        if key in summary and all(key in one for one in rounds) and sum(one[key] for one in rounds) != summary[key]:
-            yield f"the rounds' {key} add up to {sum(one[key] for one in rounds)}, not {summary[key]}"
+    for key in ROUND_SUMS:
+        if key in summary and all(key in one for one in rounds):
+            added = math.fsum(one[key] for one in rounds)
+            if not _close(added, summary[key]):
+                yield f"the rounds' {key} add up to {added:.9g}, not {summary[key]:.9g}"
     budget = entry.get("gpu_budget", 1)
     for per_gpu, total in PER_GPU.items():
         value, whole = summary.get(per_gpu), summary.get(total)
