@@ -391,17 +391,25 @@ def test_the_report_and_the_terminal_judge_at_the_runs_slo_attainment(tmp_path: 
     finally:
         plt.close(figure)
     assert drawn["meets the targets (80 %)"] == [80.0, 80.0]
-    session = RunSession(make_settings(reports_dir=tmp_path / "terminal", slo_attainment_pct=80.0),
-                         Inventory((), None, None), [])  # fmt: skip
+    assert verdicts_of(terminal_lines(tmp_path / "terminal", benchmarks, slo_attainment_pct=80.0)) == [
+        f"verdict ({SHAREGPT}, SLO attainment target 80 %, judged on its 95 % interval): {AT_80[0]}"
+    ]
+
+
+def terminal_lines(reports: Path, benchmarks: list[BenchmarkResult], **settings: Any) -> list[str]:
+    """The terminal's summary of a run of ``benchmarks``, line by line."""
+    session = RunSession(make_settings(reports_dir=reports, **settings), Inventory((), None, None), [])
     session.open_run(None)
     assert session.results is not None
     for benchmark in benchmarks:
         session.results.add_benchmark(benchmark, [])
     reporter = Lines()
     terminal.write_summary(reporter, session, None)
-    assert [line for line in reporter.lines if line.startswith("verdict")] == [
-        f"verdict ({SHAREGPT}, SLO attainment target 80 %, judged on its 95 % interval): {AT_80[0]}"
-    ]
+    return reporter.lines
+
+
+def verdicts_of(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("verdict")]
 
 
 def test_a_run_from_before_the_option_is_judged_at_90(tmp_path: Path) -> None:
@@ -428,16 +436,10 @@ def test_the_terminal_and_the_report_say_undecided_and_why_one_round_names_no_wi
     text = build_report(folder).read_text()
     assert all(f"<li>{line}</li>" in text for line in ONE_ROUND)
     assert per_gpu_table(build_report(folder))[("dp:2", "4")]["SLO attainment (%, 95 % interval)"] == "89 (87-91)"
-    session = RunSession(make_settings(reports_dir=tmp_path / "terminal"), Inventory((), None, None), [])
-    session.open_run(None)
-    assert session.results is not None
-    for benchmark in benchmarks:
-        session.results.add_benchmark(benchmark, [])
-    reporter = Lines()
-    terminal.write_summary(reporter, session, None)
-    assert [line for line in reporter.lines if line.startswith("verdict")] == [
+    lines = terminal_lines(tmp_path / "terminal", benchmarks)
+    assert verdicts_of(lines) == [
         f"verdict ({SHAREGPT}, SLO attainment target 90 %, judged on its 95 % interval): {line}" for line in ONE_ROUND
     ]
-    serving_table = reporter.lines[reporter.lines.index("") + 1 :]
+    serving_table = lines[lines.index("") + 1 :]
     header, dp2_at_4 = serving_table[0], next(line for line in serving_table if line.startswith(benchmarks[2].name))
     assert "SLO met (95 %)" in header and " 89% (87-91) " in dp2_at_4

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Protocol
 
-from plugin.analysis.accounting import Work, per_unit, work_inside
+from plugin.analysis.accounting import Work, WorkRecord, per_unit, work_inside
 from plugin.power.backend import Sample
 from plugin.power.window import PowerCurve
 
@@ -67,29 +67,12 @@ DEDICATED_ROLES = ("prefill", "decode", "unused")
 """Roles charged by role: one phase's GPU, or a budget GPU its topology leaves ``unused`` (all of it idle)."""
 
 
-class PhaseRecord(Protocol):
-    """What attribution needs of ``plugin.load.client.RequestRecord``."""
+class PhaseRecord(WorkRecord, Protocol):
+    """What attribution needs of ``plugin.load.client.RequestRecord``: the accounting's fields (it counts the work
+    inside the window) and the proxy's KV hand-off time (``None`` from a traditional server)."""
 
     @property
-    def due_s(self) -> float: ...
-    @property
-    def ok(self) -> bool: ...
-    @property
     def kv_handoff_ms(self) -> float | None: ...
-    @property
-    def send_s(self) -> float: ...
-    @property
-    def first_token_s(self) -> float | None: ...
-    @property
-    def end_s(self) -> float: ...
-    @property
-    def prompt_len(self) -> int: ...
-    @property
-    def prompt_tokens(self) -> int | None: ...
-    @property
-    def completion_tokens(self) -> int | None: ...
-    @property
-    def token_times_s(self) -> tuple[float, ...]: ...
 
 
 def method_of(role: str) -> str:
