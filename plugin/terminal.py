@@ -10,7 +10,7 @@ from typing import Any
 from plugin.analysis.benchmark import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
-from plugin.analysis.verdict import Point, attainment_of, pm_sources, verdicts
+from plugin.analysis.verdict import attainment_of, serving_points, verdicts
 from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.results.schema import BenchmarkResult
@@ -124,14 +124,7 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
 def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
     """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given; each line names
     the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides."""
-    points = [
-        Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], len(entry.rounds), attainment,
-              s.get("energy_per_good_request_j"), entry.power.uncertainty.get("energy_per_good_request_j"),
-              pm_sources(getattr(entry.power, "uncertainty_sources", {}), entry.power.uncertainty_parts),
-              s.get("goodput_per_gpu_rps"))
-        for entry in entries
-        if (s := entry.summary).get("offered_rate_rps") is not None and (attainment := attainment_of(s)) is not None
-    ]  # fmt: skip
+    points = serving_points(entries)
     for verdict in verdicts(points, attainment_pct):
         write(
             f"verdict ({verdict.dataset}, SLO attainment target {attainment_pct:g} %, judged on its 95 % interval): "

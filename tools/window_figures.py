@@ -28,7 +28,7 @@ from typing import Any
 
 from plugin.analysis.accounting import Work, energy_per_work
 from plugin.analysis.uncertainty import combine
-from plugin.analysis.verdict import Point, attainment_of, pm_sources, verdicts
+from plugin.analysis.verdict import serving_points, verdicts
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
 from plugin.results.schema import SCHEMA_VERSION
 from plugin.results.store import RESULTS_FILE, load_run
@@ -115,14 +115,7 @@ def verdict_lines(folder: Path) -> list[str]:
         return []
     run = load_run(folder)
     attainment_pct = float((run.header.get("settings") or {}).get("slo_attainment_pct") or DEFAULT_SLO_ATTAINMENT_PCT)
-    points = [
-        Point(entry.topology_name, str(entry.workload.dataset), s["offered_rate_rps"], len(entry.rounds), attainment,
-              s.get("energy_per_good_request_j"), entry.power.uncertainty.get("energy_per_good_request_j"),
-              pm_sources(getattr(entry.power, "uncertainty_sources", {}), entry.power.uncertainty_parts),
-              s.get("goodput_per_gpu_rps"))
-        for entry in run.benchmarks
-        if (s := entry.summary).get("offered_rate_rps") is not None and (attainment := attainment_of(s)) is not None
-    ]  # fmt: skip
+    points = serving_points(run.benchmarks)
     return [
         f"verdict ({v.dataset}, SLO attainment target {attainment_pct:g} %, judged on its 95 % interval): {v.text()}"
         for v in verdicts(points, attainment_pct)

@@ -41,6 +41,7 @@ from typing import Any
 
 from plugin.analysis.goodput import attainment_interval_pct
 from plugin.option_values import COMPARISON_ROUNDS, DEFAULT_SLO_ATTAINMENT_PCT
+from plugin.results.schema import BenchmarkResult
 
 WINS, TIE, ONLY, NONE, UNRANKED, ALONE = "wins", "tie", "only", "none", "unranked", "alone"
 FEW_ROUNDS = "few rounds"
@@ -85,6 +86,23 @@ def attainment_of(summary: Mapping[str, Any]) -> Attainment | None:
             return None
         low, high = bounds
     return Attainment(float(pct), float(low), float(high))
+
+
+def serving_points(entries: Iterable[BenchmarkResult]) -> list[Point]:
+    """One point per serving entry with an offered rate and an SLO attainment: what the verdict judges."""
+    points = []
+    for entry in entries:
+        summary, power = entry.summary, entry.power
+        attainment = attainment_of(summary)
+        if summary.get("offered_rate_rps") is None or attainment is None:
+            continue
+        points.append(
+            Point(entry.topology_name, str(entry.workload.dataset), summary["offered_rate_rps"], len(entry.rounds),
+                  attainment, summary.get("energy_per_good_request_j"),
+                  power.uncertainty.get("energy_per_good_request_j"),
+                  pm_sources(power.uncertainty_sources, power.uncertainty_parts), summary.get("goodput_per_gpu_rps"))
+        )  # fmt: skip
+    return points
 
 
 def pm_sources(sources: Mapping[str, Sequence[str]] | None, parts: Mapping[str, float | None]) -> tuple[str, ...]:
