@@ -5,12 +5,14 @@ per-GPU figures have a budget to divide by; the comparison appears in the termin
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.bench_cli import benchmark_command, load_results, only_run, processes_using_port, requests_of
+from tests.bench_cli import benchmark_command, load_results, only_run, processes_using_port
 from tests.conftest import ROOT
 from tests.test_dvfs_e2e import stand_in_env
 
@@ -46,13 +48,10 @@ def test_two_topologies_of_one_budget_are_compared_per_gpu(tmp_path: Path, model
         power = entry["power"]
         assert power["measured"] and all(set(window["gpus"]) == {"0", "1"} for window in power["windows"])
         assert summary["output_tokens_per_j"] == pytest.approx(summary["total_output_tokens"] / power["energy_j"])
-    # The same offered load on both: the same requests, due at the same offsets.
-    loads = []
-    for entry in entries:
-        records = sorted(requests_of(run, entry), key=lambda record: record["due_s"])
-        start_s = records[0]["due_s"]
-        loads.append([(r["prompt_len"], r["max_tokens"], round(r["due_s"] - start_s, 6)) for r in records])
-    assert loads[0] == loads[1]
+    # The same offered load on both: in each round the same requests, due at the same offsets from the round's
+    # start (the gap between rounds is each topology's own drain).
+    loads = [_load_per_round(run, entry) for entry in entries]
+    assert len(loads[0]) == 3 and loads[0] == loads[1]
     # vLLM's data parallelism: one server, two engine cores.
     deployed = results["topologies"]
     assert "--data-parallel-size" in deployed["dp:2"]["command"]
@@ -72,3 +71,18 @@ def test_two_topologies_of_one_budget_are_compared_per_gpu(tmp_path: Path, model
     page = (run / "index.html").read_text() if (run / "index.html").is_file() else ""
     page = page or next(run.glob("*.html")).read_text()
     assert "Topologies compared" in page
+
+
+def _load_per_round(run: Path, entry: dict[str, Any]) -> list[list[tuple[int, int, float]]]:
+    """Each round's requests as (prompt length, max tokens, due offset from the round's first)."""
+    stored = [json.loads(line) for line in (run / entry["requests_file"]).read_text().splitlines() if line.strip()]
+    rounds: dict[int, list[dict[str, Any]]] = {}
+    for line in stored:
+        if line["round"] is not None:
+            rounds.setdefault(line["round"], []).append(line["record"])
+    loads = []
+    for index in sorted(rounds):
+        records = sorted(rounds[index], key=lambda record: record["due_s"])
+        start_s = records[0]["due_s"]
+        loads.append([(r["prompt_len"], r["max_tokens"], round(r["due_s"] - start_s, 6)) for r in records])
+    return loads

@@ -61,7 +61,8 @@ def test_a_figure_that_disagrees_with_its_neighbour_is_caught(steady_run: tuple[
     entry = copy.deepcopy(_entries(steady_run[1])[0])
     summary = entry["summary"]
     summary["output_tokens_per_j"] = summary["total_output_tokens"] / entry["power"]["energy_j"]
-    assert summary["total_output_tokens"] > summary["window_output_tokens"]
+    # Counted requests' tokens made after the window, and warm-up requests' tokens made inside it: rarely equal.
+    assert summary["total_output_tokens"] != summary["window_output_tokens"]
     assert [problem.split(" =")[0] for problem in broken(entry)] == ["output_tokens_per_j x energy_per_output_token_j"]
     entry = copy.deepcopy(_entries(steady_run[1])[0])
     entry["rounds"][0]["window_completed"] += 1
