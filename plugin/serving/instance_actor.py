@@ -12,10 +12,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from plugin.serving.endpoint import PACKAGE_ROOT
 from plugin.serving.process import ManagedProcess, log_tail, start
 from plugin.serving.servers import ServerSpec, command, environment, free_port
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class InstanceActor:

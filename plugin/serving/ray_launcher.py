@@ -65,10 +65,9 @@ class RayLauncher:
         folder: Path,
         say: Callable[[str], None] = lambda text: None,
         grace_s: float = 20.0,
-        probe: Callable[[str], bool] = http_ok,
     ) -> None:
         self.placement = RayPlacement(address)
-        self.nodes, self.folder, self.say, self.grace_s, self.probe = nodes, folder, say, grace_s, probe
+        self.nodes, self.folder, self.say, self.grace_s = nodes, folder, say, grace_s
         self._actors: dict[str, tuple[Any, RayNode]] = {}
 
     def place(self, instances: Sequence[ClusterInstance]) -> list[PlacedInstance]:
@@ -117,7 +116,7 @@ class RayLauncher:
                         f"{instance.name} on Ray node {node.address} exited with code {code} before it was ready."
                         f"\nLast lines of its log:\n{tail}\n{START_HINT}"
                     )
-                if self.probe(f"{instance.url}/health"):
+                if http_ok(f"{instance.url}/health"):
                     elapsed_s = time.monotonic() - started
                     self.say(f"{instance.name} ready on {node.address} after {elapsed_s:.0f} s")
                     waiting.remove(instance)
