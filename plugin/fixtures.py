@@ -27,6 +27,7 @@ from plugin.load.workload import (
     Workload,
     default_max_model_len,
     make_prompts,
+    vocab_range,
 )
 from plugin.options import Settings
 from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
@@ -39,7 +40,7 @@ from plugin.power.window import LOADED, NO_CONTEXT, IdleBaseline
 from plugin.progress import Progress
 from plugin.results.schema import BenchmarkResult
 from plugin.runner import Measurement, Runner, WarmupFailed
-from plugin.serving.deploy import DeployPlan, deploy
+from plugin.serving.deploy import DeployOptions, DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.topology import UNUSED, place
 from plugin.session import SESSION_KEY, RunSession
@@ -103,8 +104,8 @@ def served_topology(
     deployments.callback(stack.close)
     try:
         plan = DeployPlan(
-            chosen, placement, settings, bench_session.open_run,
-            lambda entry: bench_session.record_deployment(chosen, entry), role_args, progress.say,
+            chosen, placement, deploy_options(settings), bench_session.open_run,
+            lambda entry: bench_session.record_deployment(chosen, entry), role_args, progress.say, vocab_range,
         )  # fmt: skip
         served = stack.enter_context(deploy(plan))
     except BenchError as error:
@@ -114,6 +115,25 @@ def served_topology(
     bench_session.server_processes[topology] = list(served.processes)
     bench_session.server_stoppers[topology] = stack.close
     return served.endpoint
+
+
+def deploy_options(settings: Settings) -> DeployOptions:
+    """What a deployment reads of the settings; the server's max-model-len resolved (the workloads' default)."""
+    return DeployOptions(
+        vllm_python=settings.vllm_python,
+        model=settings.model,
+        model_cache_dir=settings.model_cache_dir,
+        max_model_len=settings.max_model_len or default_max_model_len(settings),
+        dtype=settings.dtype,
+        vllm_args=settings.vllm_args,
+        kv_connector=settings.kv_connector,
+        server_start_timeout_s=settings.server_start_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+        vllm_url=settings.vllm_url,
+        vllm_port=settings.vllm_port,
+        ray_address=settings.ray_address,
+        nodes={"server": settings.server_node, "prefill": settings.prefill_node, "decode": settings.decode_node},
+    )
 
 
 def power_backend(bench_session: RunSession, gpus: tuple[int, ...]) -> PowerBackend:

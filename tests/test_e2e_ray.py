@@ -197,7 +197,7 @@ def test_without_ray_address_ray_is_not_imported(pytester: pytest.Pytester) -> N
     """The plugin, its fixtures and the Ray modules' own imports leave Ray alone until ``--ray-address``."""
     pytester.makeconftest(RAY_NOT_IMPORTED)
     pytester.makepyfile(
-        "import plugin.serving.ray_deploy, plugin.power.ray_nodes\n\n"
+        "import plugin.serving.deploy, plugin.serving.ray_launcher, plugin.power.ray_nodes\n\n"
         "def test_x(ray_cluster):\n    assert ray_cluster is None\n"
     )
     result = pytester.runpytest_subprocess("-s")

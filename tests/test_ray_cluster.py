@@ -1,7 +1,8 @@
 """Ray placement and power from every node, on a real local Ray cluster of two nodes (``ray.cluster_utils``):
-vLLM instances pinned by custom resources (``node_a``, ``node_b``), samplers on both nodes on the fake NVML, a
-clock shift injected on one node and recovered, and no server left on any node after a stop or a ``ray.kill``.
-The pure parts (offset estimate, node choice) run without Ray."""
+vLLM instances pinned by custom resources (``node_a``, ``node_b``) through the Ray launcher (the launcher protocol
+of ``tests/test_launcher.py``, and a whole deployment), samplers on both nodes on the fake NVML, a clock shift
+injected on one node and recovered, and no server left on any node after a stop, a ``ray.kill`` or a killed
+driver. The pure parts (offset estimate, node choice) run without Ray."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,18 @@ import pytest
 from plugin.errors import BenchError
 from plugin.load.workload import vocab_range
 from plugin.power.remote import RemoteBackend, RemoteSampler, estimate_offset, start_node_samplers
-from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
+from plugin.serving.cleanup import main as cleanup_main
+from plugin.serving.cluster import ClusterInstance
+from plugin.serving.deploy import DeployOptions, DeployPlan, deploy
 from plugin.serving.endpoint import build_tiny_model
-from plugin.serving.process import group_pids, start, wait_ready
-from plugin.serving.ray_placement import (
-    RayNode,
-    RayPlacement,
-    choose_node,
-    cleanup_all_nodes,
-    start_instances,
-    stop_all,
-    wait_all_ready,
-)
-from plugin.serving.servers import ServerSpec, environment, free_port
+from plugin.serving.launcher import Node
+from plugin.serving.process import group_pids, start
+from plugin.serving.ray_launcher import RayLauncher
+from plugin.serving.ray_placement import RayNode, RayPlacement, choose_node
+from plugin.serving.servers import ServerSpec
+from plugin.serving.topology import Placement, Topology
 from tests.fake_vllm import wrapper
+from tests.test_launcher import check_contract
 
 FAKE_NVML_ENV = {"PD_ENERGY_BENCH_NVML_MODULE": "tests.fake_nvml", "FAKE_NVML_GPUS": "2"}
 NODE_STORE_BYTES = 100 * 2**20
@@ -180,24 +179,35 @@ def stubborn_python(folder: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("how", ["stop_all", "ray.kill"])
+def pgids(folder: Path, name: str) -> tuple[int, int]:
+    """The process groups of an instance's server and of its watchdog, from their pid files."""
+    server, watchdog = (int((folder / "pids" / f"{n}.pid").read_text()) for n in (name, f"{name}-watchdog"))
+    return server, watchdog
+
+
+def test_the_ray_launcher_keeps_the_protocol(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    check_contract(RayLauncher(ray_cluster.address, {}, tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("how", ["stop", "ray.kill"])
 def test_no_server_survives_its_actor(ray_cluster: RayCluster, tmp_path: Path, how: str) -> None:
     import ray
 
     spec = ServerSpec("server", stubborn_python(tmp_path), "fake-model", 0, (), 256, None)
-    instance = ClusterInstance("server", "server0", spec)
-    handles = start_instances(ray_cluster.placement, [instance], {"server": "node_b"}, tmp_path, tmp_path, 2.0)
+    launcher = RayLauncher(ray_cluster.address, {"server": "node_b"}, tmp_path, grace_s=2.0)
     try:
-        wait_all_ready(handles, 60)
-        pgid, watchdog_pgid = ray.get(handles[0].actor.pids.remote())
-        assert handles[0].node == ray_cluster.node_b and handles[0].url.startswith(
-            f"http://{ray_cluster.node_b.address}:"
-        )
+        (placed,) = launcher.place([ClusterInstance("server", "server0", spec)])
+        process = launcher.start(placed)
+        launcher.wait_ready([placed], 60)
+        pgid, watchdog_pgid = pgids(tmp_path, "server0")
+        node_b = ray_cluster.node_b
+        assert placed.node == Node(node_b.node_id, node_b.address)
+        assert placed.url.startswith(f"http://{node_b.address}:")
         assert len(group_pids(pgid)) >= 2
         if how == "ray.kill":
-            ray.kill(handles[0].actor, no_restart=True)
+            ray.kill(process.actor, no_restart=True)
     finally:
-        stop_all(handles)
+        launcher.stop()
     deadline = time.monotonic() + 15
     while (group_pids(pgid) or group_pids(watchdog_pgid)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -209,14 +219,6 @@ def test_no_server_survives_its_actor(ray_cluster: RayCluster, tmp_path: Path, h
 
 PROMPT_TOKENS = 300  # over the CPU block of 128 tokens, as in tests/test_kv_transfer.py
 OUTPUT_TOKENS = 16
-
-
-def _without_prefix_cache(instance: ClusterInstance) -> ClusterInstance:
-    """Decode must answer from the transferred KV, not from a prefix cache of its own."""
-    if instance.role != "decode":
-        return instance
-    spec = replace(instance.spec, extra_args=(*instance.spec.extra_args, "--no-enable-prefix-caching"))
-    return replace(instance, spec=spec)
 
 
 def _complete(url: str, model: str, prompt: list[int]) -> dict[str, Any]:
@@ -239,51 +241,49 @@ def _listening(url: str) -> bool:
 def test_a_disaggregated_request_across_two_nodes(
     ray_cluster: RayCluster, model_cache_dir: Path, tmp_path: Path
 ) -> None:
-    import ray
-
     model = build_tiny_model(sys.executable, model_cache_dir)
-    base = ServerSpec("prefill", sys.executable, model, 0, (), 512, "bfloat16")
-    instances = [
-        _without_prefix_cache(i) for i in cluster_instances(base, "example", (None,), (None,), tmp_path / "store")
-    ]
-    roles = {"prefill": "node_a", "decode": "node_b"}
-    handles = start_instances(ray_cluster.placement, instances, roles, tmp_path / "logs", tmp_path / "pids")
-    pgids = [ray.get(handle.actor.pids.remote()) for handle in handles]
-    proxy = None
-    try:
-        assert [(h.instance.role, h.node) for h in handles] == [
-            ("prefill", ray_cluster.node_a),
-            ("decode", ray_cluster.node_b),
+    options = DeployOptions(
+        vllm_python=sys.executable, model=model, model_cache_dir=model_cache_dir, max_model_len=512,
+        dtype="bfloat16", vllm_args=(), kv_connector="example", server_start_timeout_s=600, request_timeout_s=120,
+        ray_address=ray_cluster.address, nodes={"prefill": "node_a", "decode": "node_b"},
+    )  # fmt: skip
+    entries: list[dict[str, Any]] = []
+    # Decode must answer from the transferred KV, not from a prefix cache of its own.
+    plan = DeployPlan(Topology("disaggregated", "disaggregated"), Placement((), (None,), (None,), {}), options,
+                      lambda version: tmp_path, entries.append, {"decode": ("--no-enable-prefix-caching",)}, print,
+                      vocab_range)  # fmt: skip
+    with deploy(plan) as deployment:
+        (entry,) = entries
+        groups = [pgids(tmp_path, instance["name"]) for instance in entry["instances"]]
+        assert entry["ray_address"] == ray_cluster.address
+        assert [(i["role"], i["node"]) for i in entry["instances"]] == [
+            ("prefill", {"address": ray_cluster.node_a.address, "node_id": ray_cluster.node_a.node_id}),
+            ("decode", {"address": ray_cluster.node_b.address, "node_id": ray_cluster.node_b.node_id}),
         ]
-        wait_all_ready(handles, 600)
-        port = free_port()
-        command = proxy_command([h.instance for h in handles], "example", port, 120)
-        proxy = start("proxy", command, environment(base), tmp_path / "proxy.log", tmp_path / "pids")
-        wait_ready(proxy, f"http://127.0.0.1:{port}/health", 60, f"see {tmp_path}")
-        decode = handles[1]
-        hits_before = ray.get(decode.actor.log_tail.remote(2000)).count("External Cache Hit")
+        decode = deployment.processes[1]
+        hits_before = decode.tail(2000).count("External Cache Hit")
 
-        low, high = vocab_range(model)
+        low, high = deployment.endpoint.vocab
         tokens = [low + (i * 7919) % (high - low) for i in range(PROMPT_TOKENS)]
-        answer = _complete(f"http://127.0.0.1:{port}", model, tokens)
+        answer = _complete(deployment.endpoint.url, deployment.endpoint.model, tokens)
 
         assert answer["usage"]["completion_tokens"] == OUTPUT_TOKENS
-        assert list((tmp_path / "store").rglob("*.safetensors")), "the prefill instance stored no KV files"
-        assert ray.get(decode.actor.log_tail.remote(2000)).count("External Cache Hit") == hits_before + 1
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        stop_all(handles)
-    assert all(group_pids(pgid) == [] and group_pids(watchdog) == [] for pgid, watchdog in pgids)
-    assert not any(_listening(handle.url) for handle in handles)
+        assert list((tmp_path / "kv_store").rglob("*.safetensors")), "the prefill instance stored no KV files"
+        assert decode.tail(2000).count("External Cache Hit") == hits_before + 1
+    assert all(group_pids(pgid) == [] and group_pids(watchdog) == [] for pgid, watchdog in groups)
+    urls = [entry["url"], *(i["url"] for i in entry["instances"])]
+    assert not any(_listening(url) for url in urls)
 
 
-def test_the_cleanup_command_reaches_every_node(ray_cluster: RayCluster, tmp_path: Path) -> None:
+def test_the_cleanup_command_reaches_every_node(
+    ray_cluster: RayCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     leftover = start("vllm-leftover", ["bash", "-c", "exec -a vllm-leftover sleep 600"], {}, tmp_path / "l.log",
                      tmp_path / "run" / "pids")  # fmt: skip
     try:
-        done = cleanup_all_nodes(ray_cluster.address, tmp_path)
-        assert done == [f"{ray_cluster.node_a.address}: stopped process group {leftover.pid} ({leftover.pid_path})"]
+        assert cleanup_main([str(tmp_path), "--ray-address", ray_cluster.address]) == 0
+        expected = f"{ray_cluster.node_a.address}: stopped process group {leftover.pid} ({leftover.pid_path})"
+        assert capsys.readouterr().out == expected + "\n"
         assert leftover.popen.wait(timeout=5) is not None  # killed there; reaped here, its parent
         assert group_pids(leftover.pid) == [] and not leftover.pid_path.exists()
     finally:
@@ -294,13 +294,14 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from plugin.serving.cluster import ClusterInstance
-from plugin.serving.ray_placement import RayPlacement, start_instances
+from plugin.serving.ray_launcher import RayLauncher
 from plugin.serving.servers import ServerSpec
 address, python, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+launcher = RayLauncher(address, {}, folder, grace_s=2.0)
 spec = ServerSpec("server", python, "fake-model", 0, (), 256, None)
-handles = start_instances(RayPlacement(address), [ClusterInstance("server", "s0", spec)], {}, folder, folder, 2.0)
-import ray
-print(*ray.get(handles[0].actor.pids.remote()), flush=True)
+(placed,) = launcher.place([ClusterInstance("server", "s0", spec)])
+launcher.start(placed)
+print("started", flush=True)
 time.sleep(600)
 """
 
@@ -313,7 +314,8 @@ def test_no_server_survives_a_killed_driver(ray_cluster: RayCluster, tmp_path: P
     )
     try:
         assert driver.stdout is not None
-        pgid, watchdog_pgid = (int(word) for word in driver.stdout.readline().split())
+        assert driver.stdout.readline() == "started\n"
+        pgid, watchdog_pgid = pgids(tmp_path, "s0")
         deadline = time.monotonic() + 60
         while len(group_pids(pgid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)

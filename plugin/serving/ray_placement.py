@@ -1,51 +1,15 @@
-"""Ray placement (``--ray-address``): each vLLM instance is a Ray actor pinned to a node that has its GPUs.
-
-Imported only when ``--ray-address`` is given (``ray`` is the ``ray`` extra). An actor owns its vLLM process
-through ``plugin.serving.process``: its own process group, a log and a pid file on the actor's node (where
-``cleanup_all_nodes`` finds it), and a parent-death signal. If the actor dies without ``stop()`` (``ray.kill``,
-its driver gone), Ray SIGKILLs the worker's own children, the server's leader among them (else its
-PR_SET_PDEATHSIG SIGTERM ends it), but not their children (vLLM's engine core): a watchdog, out of the actor's
-children and in a session of its own, sees the actor gone within 0.2 s and stops the server's whole group
-(SIGTERM, then SIGKILL after the grace period).
+"""Node choice on a Ray cluster (``--ray-address``): its alive nodes, the node for each instance (named by
+``--prefill-node`` / ``--decode-node`` / ``--server-node``, with free GPUs), and the connection that keeps count
+of the GPUs handed out. Ray itself is imported only inside functions (``ray`` is the ``ray`` extra).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from plugin.errors import BenchError, ServerStartError
-from plugin.serving.cluster import ClusterInstance
-from plugin.serving.process import ManagedProcess, http_ok, log_tail, start
-from plugin.serving.servers import ServerSpec, command, environment, free_port
-
-# Forks out of the actor's children (Ray SIGKILLs a dead worker's children, not theirs), then polls the actor (by
-# pid and start time) and the server's group; SIGTERM is ignored: a plain stop ends the group, and with it this.
-_WATCHDOG = """
-import os, signal, sys, time
-from plugin.serving.process import group_alive, kill_group
-def born(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-parent, pgid, grace_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-birth = born(parent)
-if os.fork():
-    os._exit(0)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-while group_alive(pgid):
-    if born(parent) != birth:
-        kill_group(pgid, grace_s)
-        break
-    time.sleep(0.2)
-"""
+from plugin.errors import BenchError
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,165 +105,9 @@ class RayPlacement:
             ray.shutdown()
 
 
-class InstanceActor:
-    """Runs on the chosen node (as ``ray.remote(InstanceActor)``): serves ``spec`` on the node's IP and a port
-    free there, on the GPUs Ray assigned; every method returns at once, so ``stop()`` never waits in a queue."""
-
-    def __init__(self, name: str, spec: ServerSpec, log_dir: str, pid_dir: str, grace_s: float = 20.0) -> None:
-        import ray
-
-        host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        gpus = tuple(int(gpu) for gpu in ray.get_gpu_ids()) if spec.gpus else ()
-        env = spec.extra_env
-        if any(key == "VLLM_NIXL_SIDE_CHANNEL_PORT" for key, _ in env):
-            env += (("VLLM_NIXL_SIDE_CHANNEL_HOST", host),)
-        self.spec = replace(spec, host=host, port=free_port(host), gpus=gpus, extra_env=env)
-        self.grace_s = grace_s
-        log, pids = Path(log_dir), Path(pid_dir)
-        self.process = start(name, command(self.spec), environment(self.spec), log / f"{name}.log", pids)
-        root = str(Path(__file__).resolve().parents[2])
-        watch = [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.process.pid), str(grace_s)]
-        self.watchdog: ManagedProcess = start(
-            f"{name}-watchdog", watch, {**os.environ, "PYTHONPATH": root}, log / f"{name}-watchdog.log", pids
-        )
-        self.watchdog.popen.wait(timeout=30)  # forked out of our children: armed before the actor is ready
-
-    def served_spec(self) -> ServerSpec:
-        return self.spec
-
-    def pids(self) -> tuple[int, int]:
-        """The process group ids of the server and of the watchdog."""
-        return self.process.pid, self.watchdog.pid
-
-    def exit_code(self) -> int | None:
-        return self.process.exit_code()
-
-    def log_tail(self, lines: int = 30) -> str:
-        return log_tail(self.process.log_path, lines)
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL, the server's group; then the watchdog. Safe to call twice; the exit code."""
-        self.process.stop(self.grace_s)
-        self.watchdog.stop(5.0)
-        return self.process.exit_code()
-
-
-@dataclass(frozen=True)
-class InstanceHandle:
-    """A started instance: where it serves (``instance.spec`` has the node's IP and port), on which node."""
-
-    instance: ClusterInstance
-    node: RayNode
-    actor: Any
-
-    @property
-    def url(self) -> str:
-        return self.instance.spec.url
-
-
-def _pinned(node: RayNode, gpus: int) -> dict[str, Any]:
+def pinned(node: RayNode, gpus: int) -> dict[str, Any]:
+    """Ray options that run an actor or task on ``node``, with ``gpus`` GPUs of it."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     strategy = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)
     return {"num_cpus": 0, "num_gpus": gpus, "scheduling_strategy": strategy}
-
-
-def start_instances(
-    placement: RayPlacement,
-    instances: Sequence[ClusterInstance],
-    node_for_role: Mapping[str, str | None],
-    log_dir: Path,
-    pid_dir: Path,
-    grace_s: float = 20.0,
-) -> list[InstanceHandle]:
-    """Place and start every instance at once (not ready yet: ``wait_all_ready``); on a failure, stop those
-    started. ``log_dir`` and ``pid_dir`` are absolute paths that each node writes to on its own disk."""
-    import ray
-
-    actor_class = ray.remote(max_restarts=0, max_task_retries=0)(InstanceActor)
-    handles: list[InstanceHandle] = []
-    try:
-        for instance in instances:
-            if instance.kv_address is not None:
-                raise BenchError(f"--kv-connector p2pnccl is not supported with --ray-address ({instance.name})")
-            gpus = len(instance.spec.gpus)
-            node = placement.node_for(instance.name, gpus, node_for_role.get(instance.role))
-            actor = actor_class.options(**_pinned(node, gpus)).remote(
-                instance.name, instance.spec, str(log_dir), str(pid_dir), grace_s
-            )
-            handles.append(InstanceHandle(instance, node, actor))
-        specs = ray.get([handle.actor.served_spec.remote() for handle in handles])
-    except BaseException:
-        stop_all(handles)
-        raise
-    return [replace(h, instance=replace(h.instance, spec=s)) for h, s in zip(handles, specs, strict=True)]
-
-
-def wait_all_ready(
-    handles: Sequence[InstanceHandle],
-    timeout_s: float,
-    report: Callable[[str], None] = lambda text: None,
-    probe: Callable[[str], bool] = http_ok,
-) -> None:
-    """Poll each instance's ``/health`` from here (as the proxy will reach it); fail at once, with its log tail,
-    when one exits."""
-    import ray
-
-    started = time.monotonic()
-    waiting = list(handles)
-    while waiting:
-        for handle in list(waiting):
-            code = ray.get(handle.actor.exit_code.remote())
-            if code is not None:
-                tail = ray.get(handle.actor.log_tail.remote())
-                raise ServerStartError(
-                    f"{handle.instance.name} on Ray node {handle.node.address} exited with code {code} before it "
-                    f"was ready.\nLast lines of its log:\n{tail}"
-                )
-            if probe(f"{handle.url}/health"):
-                elapsed_s = time.monotonic() - started
-                report(f"{handle.instance.name} ready on {handle.node.address} after {elapsed_s:.0f} s")
-                waiting.remove(handle)
-        if waiting and time.monotonic() - started > timeout_s:
-            names = ", ".join(f"{h.instance.name} ({h.url})" for h in waiting)
-            raise ServerStartError(f"not ready after {timeout_s:.0f} s: {names}")
-        time.sleep(0.5)
-
-
-def stop_all(handles: Sequence[InstanceHandle], timeout_s: float = 40.0) -> list[int | None]:
-    """Stop every instance at once, then end its actor; an actor that does not answer is killed, and its
-    watchdog ends the server. The exit codes, ``None`` where unknown."""
-    import ray
-
-    refs = [handle.actor.stop.remote() for handle in handles]
-    codes: list[int | None] = []
-    for handle, ref in zip(handles, refs, strict=True):
-        try:
-            codes.append(ray.get(ref, timeout=timeout_s))
-        except (ray.exceptions.RayError, TimeoutError):
-            codes.append(None)
-        ray.kill(handle.actor, no_restart=True)
-    return codes
-
-
-def _cleanup_here(reports_dir: str) -> list[str]:
-    from plugin.serving.cleanup import cleanup
-
-    return cleanup(Path(reports_dir))
-
-
-def cleanup_all_nodes(address: str, reports_dir: Path) -> list[str]:
-    """``plugin.serving.cleanup`` on every host of the cluster (one task pinned to one node of each IP: nodes of
-    one host share its disk); what each did, by host. A crashed driver's actors are ended by Ray, and their
-    watchdogs end the servers: this is for what even that missed."""
-    import ray
-
-    placement = RayPlacement(address)
-    try:
-        task = ray.remote(_cleanup_here)
-        hosts = list({node.address: node for node in placement.nodes()}.values())
-        refs = [task.options(**_pinned(node, 0)).remote(str(reports_dir.resolve())) for node in hosts]
-        pairs = zip(hosts, ray.get(refs), strict=True)
-        return [f"{node.address}: {line}" for node, lines in pairs for line in lines]
-    finally:
-        placement.close()
