@@ -19,15 +19,8 @@ from plugin.errors import BenchError
 from plugin.hookspec import extra_vllm_args
 from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
 from plugin.load.schedule import arrivals_of, sweep_rate, with_measured_end
-from plugin.load.workload import (
-    DATASET_MAX_LEN,
-    SERVING,
-    SWEEP_MAX,
-    SWEEP_SYNC,
-    Workload,
-    default_max_model_len,
-    make_prompts,
-)
+from plugin.load.workload import DATASET_MAX_LEN, SWEEP_MAX, SWEEP_SYNC, default_max_model_len, make_prompts
+from plugin.measurement import Measurement
 from plugin.options import Settings
 from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
 from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
@@ -35,13 +28,16 @@ from plugin.power.dcgm import DcgmBackend
 from plugin.power.nvml_loader import load_nvml
 from plugin.power.ray_nodes import node_roles, node_stats, power_gpus, ray_sampler
 from plugin.power.remote import RemoteBackend
-from plugin.power.window import LOADED, NO_CONTEXT, IdleBaseline
+from plugin.power.window import IdleBaseline
 from plugin.progress import Progress
-from plugin.results.schema import BenchmarkResult
-from plugin.runner import Measurement, Runner, WarmupFailed
+from plugin.records.results import BenchmarkResult
+from plugin.records.topology import UNUSED
+from plugin.records.windows import LOADED, NO_CONTEXT
+from plugin.records.workload import SERVING, Workload
+from plugin.runner import Runner, WarmupFailed
 from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
-from plugin.serving.topology import UNUSED, place
+from plugin.serving.topology import place
 from plugin.session import SESSION_KEY, RunSession
 
 if TYPE_CHECKING:

@@ -15,14 +15,15 @@ import pytest
 from plugin.analysis.benchmark import counted_records
 from plugin.errors import BenchError
 from plugin.fixtures import _serving_plan
-from plugin.load.arrivals import DRAWN, NOMINAL
 from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, SweepEnds, arrivals_of, schedules, sweep_rate, with_measured_end
-from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
-from plugin.option_values import RequestRates
+from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC
+from plugin.measurement import Round
+from plugin.option_values import DRAWN, NOMINAL, RequestRates
 from plugin.power import NoneBackend, Sampler
 from plugin.power.devices import Inventory
-from plugin.runner import Round, Runner
+from plugin.records.workload import Workload
+from plugin.runner import Runner
 from plugin.serving.endpoint import Endpoint
 from plugin.session import RunSession
 from tests.conftest import StartStub

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from plugin.analysis.benchmark import energy_figures
-from plugin.results.schema import BenchmarkResult
+from plugin.records.results import BenchmarkResult
 from plugin.results.store import load_run
 
 

@@ -25,13 +25,13 @@ from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.server_phases import server_phase_times
 from plugin.analysis.stats import summarize
 from plugin.analysis.uncertainty import with_uncertainty
-from plugin.load.client import RequestRecord
-from plugin.load.workload import SERVING, Workload
+from plugin.measurement import Measurement, Round
 from plugin.option_values import GoodputTargets
-from plugin.results.schema import BenchmarkResult
-from plugin.runner import Measurement, Round
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkResult
+from plugin.records.topology import DISAGGREGATED, Topology
+from plugin.records.workload import SERVING, Workload
 from plugin.serving import prometheus
-from plugin.serving.topology import DISAGGREGATED, Topology
 
 
 def benchmark_result(

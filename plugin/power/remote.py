@@ -4,7 +4,7 @@ drains them into the runner's ``Sampler`` as one ``PowerBackend``, each node's c
 
 A node's ``plugin.clock`` is a different monotonic clock: its offset to ours is the round trip with the
 smallest duration (``estimate_offset``), re-measured at every window; half that round trip bounds the error,
-which ``clock_edges`` turns into energy. ``ray`` is imported inside functions only.
+which ``plugin.analysis.uncertainty`` turns into energy. ``ray`` is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -68,11 +68,6 @@ def estimate_offset(pairs: Sequence[tuple[float, float, float]]) -> ClockOffset:
     if rtt_s < 0:
         raise PowerError(f"a clock round trip ended before it began ({rtt_s:.6f} s)")
     return ClockOffset(t_remote - (t_send + t_recv) / 2, rtt_s / 2, rtt_s)
-
-
-def clock_edges(window: WindowMeasurement, error_s: float) -> list[tuple[float, float]]:
-    """The clock error at each window edge as ``(error_s, power_w)``, the form of ``uncertainty.edges_part``."""
-    return [(error_s, gpu.mean_power_w) for gpu in window.gpus if gpu.mean_power_w is not None for _ in (0, 1)]
 
 
 class NodeSampler:

@@ -19,9 +19,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES  # noqa: E402
-from plugin.load.workload import SERVING, workload_id  # noqa: E402
+from plugin.records.results import BenchmarkResult, PowerWindow  # noqa: E402
+from plugin.records.workload import SERVING, workload_id
 from plugin.report.data import ERROR_SUFFIX, Run  # noqa: E402
-from plugin.results.schema import BenchmarkResult, PowerWindow  # noqa: E402
 
 DPI = 100
 WIDE = (11.0, 4.2)
