@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.fixtures import measure_baseline, use_loaded_baseline, write_session_power
+from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
 from plugin.power import Sampler
 from plugin.power.devices import Inventory
 from plugin.power.nvml import NvmlBackend

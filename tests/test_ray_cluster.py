@@ -21,7 +21,9 @@ import pytest
 
 from plugin.errors import BenchError
 from plugin.load.workload import vocab_range
-from plugin.power.remote import RemoteBackend, RemoteSampler, estimate_offset, start_node_samplers
+from plugin.power.node_sampler import start_node_samplers
+from plugin.power.remote_backend import RemoteBackend, estimate_offset
+from plugin.power.remote_sampler import RemoteSampler
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import build_tiny_model
 from plugin.serving.process import group_pids, start, wait_ready
