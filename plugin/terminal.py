@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.analysis.verdict import attainment_of, serving_points, verdicts

@@ -25,7 +25,7 @@ import pytest
 import plugin.plugin as plugin_module
 import plugin.report as report_package
 from plugin.analysis.accounting import work_inside
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
 from plugin.power.backend import Sample

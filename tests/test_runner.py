@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin.analysis.benchmark import counted_records
+from plugin.analysis.accounting import counted_records
 from plugin.benchmark_load import serving_plan_for
 from plugin.errors import BenchError
 from plugin.load.plan import serving_plan

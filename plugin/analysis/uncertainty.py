@@ -51,7 +51,7 @@ FIGURE_KEYS = {
     "decode_j_per_output_token": "decode_j_per_output_token",
     "j_per_good_request": "energy_per_good_request_j",
 }
-"""``plugin.analysis.benchmark.energy_figures``'s keys -> the keys of ``BenchmarkPower.uncertainty``."""
+"""``plugin.analysis.phase_figures.energy_figures``'s keys -> the keys of ``BenchmarkPower.uncertainty``."""
 
 _T95 = (
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,

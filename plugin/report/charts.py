@@ -32,7 +32,7 @@ PHASE_ENERGY = {
     "decode": ("j_per_output_token", "J/output tok"),
     "e2e": ("j_per_request", "J/request"),
 }
-"""The one energy figure of each phase (``plugin.analysis.benchmark.energy_figures``) and its unit."""
+"""The one energy figure of each phase (``plugin.analysis.phase_figures.energy_figures``) and its unit."""
 """The legend's words for a serving point without an offered rate, drawn hollow at its achieved throughput."""
 SHORT_WINDOW_COLOR = "red"
 SHORT_WINDOW_LABEL = f"short window (< {MIN_SENSOR_UPDATES} sensor updates)"

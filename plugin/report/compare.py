@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
 from plugin.records.requests import RequestRecord
 from plugin.records.results import BenchmarkResult

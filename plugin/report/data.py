@@ -14,7 +14,7 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import e2e_s, tbt_gaps_s, tpot_s, ttft_s
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.load.workload import SWEEP_SYNC
 from plugin.records.results import BenchmarkResult
 from plugin.records.workload import SERVING
