@@ -1,7 +1,7 @@
 """``python -m plugin.reanalyse RUN [--out DIR]``: a stored run folder recomputed with the current analysis, so
 that figures published from an older analysis can be corrected from what was measured.
 
-It rebuilds what a live run holds in memory when it assembles a benchmark (``plugin.runner.Measurement``) from
+It rebuilds what a live run holds in memory when it assembles a benchmark (``plugin.measurement.Measurement``) from
 the run's files, then goes through the live run's own steps: ``benchmark_result``, the energy card and the DVFS
 analysis of ``pytest_sessionfinish``, and the report. From the files:
 

@@ -28,7 +28,7 @@ from plugin.records.requests import RequestRecord
 
 
 class WorkRecord(Protocol):
-    """What the accounting needs of ``plugin.load.client.RequestRecord``."""
+    """What the accounting needs of ``plugin.records.requests.RequestRecord``."""
 
     @property
     def due_s(self) -> float: ...
