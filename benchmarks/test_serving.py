@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from plugin.load.workload import Workload
-from plugin.results.schema import BenchmarkResult
+from plugin.records.results import BenchmarkResult
+from plugin.records.workload import Workload
 
 RunWorkload = Callable[[Workload], BenchmarkResult]
 

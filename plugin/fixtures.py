@@ -1,10 +1,9 @@
-"""Fixtures: each topology's servers (``plugin.serving.deploy``: started, or the user's), the power sampler over
-the run's GPU budget and its idle baselines, the DVFS controller, and the per-benchmark load runner."""
+"""Fixtures only: each topology's servers (``plugin.serving.deploy``: started, or the user's), the power sampler
+over the run's GPU budget (``plugin.power_sources``) and its idle baselines (``plugin.idle_baselines``), the DVFS
+controller, and the per-benchmark load runner (``plugin.benchmark_load``, roles by ``plugin.gpu_roles``)."""
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -12,37 +11,32 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
-from plugin.analysis.power_entry import session_power
+from plugin.benchmark_load import measure_workload
+from plugin.deploy_settings import deploy_options
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
+from plugin.gpu_roles import sampled_roles
 from plugin.hookspec import extra_vllm_args
-from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
-from plugin.load.schedule import arrivals_of, sweep_rate, with_measured_end
-from plugin.load.workload import (
-    DATASET_MAX_LEN,
-    SERVING,
-    SWEEP_MAX,
-    SWEEP_SYNC,
-    Workload,
-    default_max_model_len,
-    make_prompts,
-    vocab_range,
-)
-from plugin.options import Settings
+from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
+from plugin.load.schedule import with_measured_end
+from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, vocab_range
 from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
-from plugin.power import NoneBackend, PowerBackend, PowerError, Sampler, open_backend
+from plugin.power import PowerError, Sampler
 from plugin.power.dcgm import DcgmBackend
 from plugin.power.nvml_loader import load_nvml
-from plugin.power.ray_nodes import node_roles, node_stats, power_gpus, ray_sampler
-from plugin.power.remote import RemoteBackend
-from plugin.power.window import LOADED, NO_CONTEXT, IdleBaseline
+from plugin.power.ray_nodes import node_stats, power_gpus
+from plugin.power.remote_backend import RemoteBackend
+from plugin.power_sources import open_sampler
 from plugin.progress import Progress
-from plugin.results.schema import BenchmarkResult
-from plugin.runner import Measurement, Runner, WarmupFailed
-from plugin.serving.deploy import DeployOptions, DeployPlan, deploy
+from plugin.records.results import BenchmarkResult
+from plugin.records.topology import UNUSED
+from plugin.records.windows import NO_CONTEXT
+from plugin.records.workload import Workload
+from plugin.runner import Runner, WarmupFailed
+from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
-from plugin.serving.topology import UNUSED, place
+from plugin.serving.topology import place
 from plugin.session import SESSION_KEY, RunSession
 
 if TYPE_CHECKING:
@@ -117,48 +111,6 @@ def served_topology(
     return served.endpoint
 
 
-def deploy_options(settings: Settings) -> DeployOptions:
-    """What a deployment reads of the settings; the server's max-model-len resolved (the workloads' default)."""
-    return DeployOptions(
-        vllm_python=settings.vllm_python,
-        model=settings.model,
-        model_cache_dir=settings.model_cache_dir,
-        max_model_len=settings.max_model_len or default_max_model_len(settings),
-        dtype=settings.dtype,
-        vllm_args=settings.vllm_args,
-        kv_connector=settings.kv_connector,
-        server_start_timeout_s=settings.server_start_timeout_s,
-        request_timeout_s=settings.request_timeout_s,
-        vllm_url=settings.vllm_url,
-        vllm_port=settings.vllm_port,
-        ray_address=settings.ray_address,
-        nodes={"server": settings.server_node, "prefill": settings.prefill_node, "decode": settings.decode_node},
-    )
-
-
-def power_backend(bench_session: RunSession, gpus: tuple[int, ...]) -> PowerBackend:
-    settings = bench_session.settings
-    if settings.power_sources:  # a cluster's exporters: their GPUs, wherever the servers run
-        return DcgmBackend(settings.power_sources)
-    if settings.power_backend == "none":
-        return NoneBackend("power not measured: --power-backend none")
-    if not gpus:
-        why = bench_session.inventory.nvml_error or "no GPU was given with --gpus"
-        return NoneBackend(f"power not measured: this run uses no NVIDIA GPU ({why})")
-    return open_backend(settings.power_backend, gpus, round(settings.gpu_sample_ms))  # type: ignore[arg-type]
-
-
-def open_sampler(bench_session: RunSession, ray_cluster: RayPlacement | None) -> Sampler:
-    """The run's sampler: over its budget's GPUs here, a cluster's exporters, or every Ray node with GPUs."""
-    settings = bench_session.settings
-    assert bench_session.results is not None
-    folder = bench_session.results.path.parent
-    if ray_cluster is not None and settings.power_backend != "none" and not settings.power_sources:
-        nodes = [(node.node_id, node.address) for node in ray_cluster.nodes() if node.gpus]
-        return ray_sampler(nodes, folder, settings.gpu_sample_ms)
-    return Sampler(power_backend(bench_session, bench_session.budget), folder, period_ms=settings.gpu_sample_ms)
-
-
 @pytest.fixture(scope="session")
 def power_sampler(
     request: pytest.FixtureRequest, bench_session: RunSession, ray_cluster: RayPlacement | None
@@ -191,41 +143,6 @@ def power_sampler(
             write_session_power(bench_session, sampler)
 
 
-def measure_baseline(
-    bench_session: RunSession, sampler: Sampler, kind: str, topology: str | None = None, dvfs_setting: str | None = None
-) -> IdleBaseline | None:
-    """``--idle-baseline-s`` of doing nothing on every GPU sampled; ``None`` without a GPU or with 0 s."""
-    duration_s = bench_session.settings.idle_baseline_s
-    if not sampler.backend.gpus or duration_s <= 0:
-        return None
-    name = " ".join(["idle", kind, *(part for part in (topology, dvfs_setting) if part)])
-    return IdleBaseline.of(kind, sampler.measure_idle(duration_s, name), topology, dvfs_setting)
-
-
-def use_loaded_baseline(bench_session: RunSession, sampler: Sampler, topology: str, dvfs_setting: str | None) -> None:
-    """The benchmark's windows subtract its topology and DVFS setting's loaded baseline (on a GPU that lacks one,
-    the no-context baseline). The first benchmark of the pair measures it, with the setting applied and before
-    its warm-up: the servers are ready and nothing is in flight, and the GPUs have not just run requests, whose
-    tail would read as idle power."""
-    key = (topology, dvfs_setting)
-    no_context = () if bench_session.idle_no_context is None else (bench_session.idle_no_context,)
-    if key not in bench_session.idle_loaded:
-        sampler.use_idle_baselines(*no_context)  # the loaded baseline's own figure above idle: what the servers cost
-        loaded = measure_baseline(bench_session, sampler, LOADED, topology, dvfs_setting)
-        if loaded is not None:
-            bench_session.idle_loaded[key] = loaded
-            write_session_power(bench_session, sampler)
-    own = bench_session.idle_loaded.get(key)
-    sampler.use_idle_baselines(*(() if own is None else (own,)), *no_context)
-
-
-def write_session_power(bench_session: RunSession, sampler: Sampler) -> None:
-    results = bench_session.results
-    assert results is not None
-    loaded = list(bench_session.idle_loaded.values())
-    results.update(power=session_power(sampler, bench_session.idle_no_context, loaded))
-
-
 @pytest.fixture(scope="session")
 def dvfs_controller(bench_session: RunSession) -> Iterator[DvfsController]:
     """Sets and restores the run's GPU clocks and power limits (only when a DVFS option asks for a sweep). It opens
@@ -256,7 +173,10 @@ def run_workload(
     settings = bench_session.settings
     endpoint: Endpoint = request.getfixturevalue("served_topology")
     sampler: Sampler = request.getfixturevalue("power_sampler")
-    endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
+    try:
+        endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
+    except BenchError as error:
+        pytest.fail(str(error), pytrace=False)
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 
@@ -282,7 +202,7 @@ def run_workload(
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
         rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
         try:
-            measurement, extra = _measure(bench_session, runner, request.node.nodeid, workload, rng)
+            measurement, extra = measure_workload(bench_session, runner, request.node.nodeid, workload, rng)
         except WarmupFailed as error:
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
@@ -302,80 +222,9 @@ def run_workload(
     return run
 
 
-def sampled_roles(sampler: Sampler, endpoint: Endpoint, settings: Settings) -> dict[int, str]:
-    """The endpoint's GPU roles in the sampler's indices: as placed here, or a cluster's exporters' GPUs
-    (``--gpu-role``), or the Ray nodes' GPUs that its instances were given."""
-    if isinstance(sampler.backend, DcgmBackend):
-        return exporter_roles(sampler.backend, settings.gpu_roles)
-    if isinstance(sampler.backend, RemoteBackend):
-        try:
-            return node_roles(sampler.backend, endpoint.node_gpus)
-        except PowerError as error:
-            pytest.fail(str(error), pytrace=False)
-    return dict(endpoint.gpu_roles)
-
-
-def exporter_roles(backend: DcgmBackend, given: tuple[tuple[str, int, str], ...]) -> dict[int, str]:
-    """Every GPU the exporters list, with its ``--gpu-role`` (``unknown`` where none is given: the time rule)."""
-    roles = dict.fromkeys(backend.gpus, "unknown")
-    try:
-        roles |= {backend.index_of(host, gpu): role for host, gpu, role in given}
-    except BenchError as error:
-        pytest.fail(str(error), pytrace=False)
-    return roles
-
-
 def _skip_refused(bench_session: RunSession, name: str, dvfs: DvfsSetting, record: dict[str, Any]) -> NoReturn:
     """A setting the GPU refused: kept in the results, and the benchmark skipped saying why."""
     results = bench_session.results
     assert results is not None
     results.update(dvfs_refused=[*results.data.get("dvfs_refused", []), {"benchmark": name, **record}])
     pytest.skip(f"the GPU refused setting {dvfs.id}: {'; '.join(record['refused'])}")
-
-
-def _measure(
-    bench_session: RunSession, runner: Runner, name: str, workload: Workload, rng: random.Random
-) -> tuple[Measurement, dict[str, Any]]:
-    """A phase benchmark's rounds of fresh exact-length prompts, or a serving benchmark's schedules."""
-    settings, endpoint = bench_session.settings, runner.endpoint
-    if workload.phase == SERVING:
-        plan, extra = _serving_plan(bench_session, workload, endpoint, rng)
-        return runner.measure_schedules(name, plan.rounds, plan.warmup), extra
-
-    def prompts_for(count: int) -> list[list[int]]:
-        return make_prompts(count, workload.input_len, endpoint.vocab, rng)
-
-    measurement = runner.measure(
-        name, settings.rounds, prompts_for, workload.num_requests, workload.output_len, workload.concurrency,
-        settings.min_window_s,
-    )  # fmt: skip
-    return measurement, {}
-
-
-def _serving_plan(
-    bench_session: RunSession, workload: Workload, endpoint: Endpoint, rng: random.Random
-) -> tuple[ServingPlan, dict[str, Any]]:
-    """The schedules of a serving benchmark; a sweep point's rate comes from its dataset's sweep ends, the same for
-    every topology, and its entry names the topology that measured them."""
-    settings = bench_session.settings
-    rate = workload.request_rate
-    extra: dict[str, Any] = {}
-    if workload.sweep not in (None, SWEEP_SYNC, SWEEP_MAX):
-        ends = bench_session.sweep_ends.get(str(workload.dataset))
-        points = settings.request_rates.sweep_points or 0
-        rate = sweep_rate(str(workload.sweep), points, ends)
-        assert ends is not None  # sweep_rate refuses a point without its ends
-        extra["sweep_ends"] = asdict(ends)
-    arrivals = arrivals_of(workload, rate, settings.warmup_s, settings.cooldown_s, settings.arrival_scaling)
-    spec = dataset_of(workload, settings)
-    tokenizer = tokenizer_for(spec, endpoint.model_dir or endpoint.model, endpoint.metrics_url or endpoint.url)
-    max_model_len = settings.max_model_len or (
-        default_max_model_len(settings) if endpoint.model_dir else DATASET_MAX_LEN
-    )
-    plan = serving_plan(
-        workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
-    )
-    offered = arrivals.rate if arrivals.rate is not None and math.isfinite(arrivals.rate) else None
-    if offered is not None:  # an open loop: its gaps as drawn, or rescaled to the nominal span
-        extra["arrival_scaling"] = arrivals.scaling
-    return plan, {"offered_rate_rps": offered, "dataset": plan.dataset, **extra}

@@ -1,11 +1,15 @@
-"""Parsers of option values, each raising ``ValueError`` with what was expected, and the typed values of the
-load options (request rates, datasets, goodput targets) shared by the options, the load and the analysis."""
+"""Parsers of option values, each raising ``ValueError`` (or ``BenchError``) with what was expected, and the typed
+values of the options (request rates, datasets, goodput targets) shared by the options, the load and the analysis.
+Beside ``plugin.options`` at the bottom of the stage order: it imports no stage."""
 
 from __future__ import annotations
 
 import math
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+
+from plugin.errors import BenchError
 
 DATASET_KINDS = ("random", "sharegpt", "jsonl")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
@@ -18,6 +22,20 @@ COMPARISON_ROUNDS = 3
 default when a run names several topologies: with fewer, energy's ± has no between-round spread (one round) or
 rests on a t quantile of 12.7 (two). AIPerf's minimum for multi-run statistics too."""
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
+GPU_ROLES = ("prefill", "decode", "prefill+decode")
+"""What a GPU does in a topology; ``unused`` (``plugin.records.topology.UNUSED``) is not one a user can give."""
+POWER_SOURCE_EXAMPLE = "dcgm=http://HOST:9400/metrics"
+DRAWN, NOMINAL = "drawn", "nominal"
+ARRIVAL_SCALINGS = (DRAWN, NOMINAL)
+
+
+def arrival_scaling(text: str) -> str:
+    """``--arrival-scaling``'s value, checked."""
+    if text not in ARRIVAL_SCALINGS:
+        raise ValueError(f"expected one of {', '.join(ARRIVAL_SCALINGS)}")
+    return text
+
+
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
 
@@ -255,3 +273,34 @@ def percentage(text: str) -> float:
     if not 0 < value <= 100:
         raise ValueError("must be above 0 and at most 100 (percent)")
     return value
+
+
+def parse_power_source(text: str) -> str:
+    """``--power-source dcgm=URL`` into the exporter's URL; a URL without a path gets ``/metrics``."""
+    kind, sep, url = (part.strip() for part in text.partition("="))
+    if not sep or not url:
+        raise BenchError(f"--power-source {text!r}: expected SOURCE=URL, such as {POWER_SOURCE_EXAMPLE}")
+    if kind != "dcgm":
+        known = f"the one known is dcgm ({POWER_SOURCE_EXAMPLE})"
+        raise BenchError(f"--power-source {text!r}: unknown source {kind!r}; {known}")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number, or out of range
+        valid = False
+    if not valid:
+        raise BenchError(f"--power-source {text!r}: {url!r} is not an http(s) URL with a host: {POWER_SOURCE_EXAMPLE}")
+    return urllib.parse.urlunsplit(parts._replace(path=parts.path if parts.path not in ("", "/") else "/metrics"))
+
+
+def parse_gpu_role(text: str) -> tuple[str, int, str]:
+    """``--gpu-role HOST:GPU=ROLE`` into ``(host, gpu, role)``; HOST and GPU as the exporter labels them."""
+    target, sep, role = (part.strip() for part in text.rpartition("="))
+    host, colon, gpu = target.rpartition(":")
+    if not sep or not colon or not host:
+        raise BenchError(f"--gpu-role {text!r}: expected HOST:GPU=ROLE, such as node-a:0=prefill")
+    if not gpu.isdigit():
+        raise BenchError(f"--gpu-role {text!r}: GPU {gpu!r} is not an index (the exporter's gpu label: 0, 1, ...)")
+    if role not in GPU_ROLES:
+        raise BenchError(f"--gpu-role {text!r}: role {role!r} is not one of {', '.join(GPU_ROLES)}")
+    return host, int(gpu), role

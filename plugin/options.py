@@ -19,21 +19,24 @@ from typing import Any, TypeVar
 import pytest
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import DRAWN, arrival_scaling
 from plugin.option_values import (
     COMPARISON_ROUNDS,
     CPU_SIZES,
     DEFAULT_SLO_ATTAINMENT_PCT,
+    DRAWN,
     GPU_SIZES,
     DatasetSpec,
     GoodputTargets,
     RequestRates,
     Sizes,
+    arrival_scaling,
     dataset_list,
     goodput_targets,
     gpu_list,
     kv_connector,
     non_negative_float,
+    parse_gpu_role,
+    parse_power_source,
     percentage,
     port_number,
     positive_float,
@@ -44,8 +47,7 @@ from plugin.option_values import (
     request_rates,
     value_list,
 )
-from plugin.power.dcgm import parse_gpu_role, parse_power_source
-from plugin.serving.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
+from plugin.records.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
 
 T = TypeVar("T")
 MIN_WINDOW_S = 5.0

@@ -11,11 +11,11 @@ import pytest
 
 from plugin.analysis.benchmark import benchmark_result
 from plugin.hookspec import update_entry
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
-from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
+from plugin.measurement import Measurement
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkResult, StoredRequest, to_json
+from plugin.records.workload import Workload
 from plugin.results.store import requests_file_name
-from plugin.runner import Measurement
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ServerProcess
 from plugin.session import RunSession

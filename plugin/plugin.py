@@ -21,12 +21,14 @@ from plugin.analysis.goodput import targets_ms
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.load.workload import PHASES, SERVING, longest_sequence, serving_workloads, workloads_for
+from plugin.load.workload import PHASES, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
+from plugin.records.topology import DISAGGREGATED, UNUSED, Topology
+from plugin.records.workload import SERVING
 from plugin.serving import servers
 from plugin.serving.process import log_tail
-from plugin.serving.topology import DISAGGREGATED, UNUSED, Topology, place
+from plugin.serving.topology import place
 from plugin.session import SESSION_KEY, RunSession
 from plugin.terminal import write_dvfs_plan, write_summary
 

@@ -1,7 +1,7 @@
 """``python -m plugin.reanalyse RUN [--out DIR]``: a stored run folder recomputed with the current analysis, so
 that figures published from an older analysis can be corrected from what was measured.
 
-It rebuilds what a live run holds in memory when it assembles a benchmark (``plugin.runner.Measurement``) from
+It rebuilds what a live run holds in memory when it assembles a benchmark (``plugin.measurement.Measurement``) from
 the run's files, then goes through the live run's own steps: ``benchmark_result``, the energy card and the DVFS
 analysis of ``pytest_sessionfinish``, and the report. From the files:
 
@@ -40,16 +40,17 @@ from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.server_phases import PHASE_HISTOGRAMS
 from plugin.errors import BenchError
-from plugin.load.client import RequestRecord
 from plugin.load.schedule import arrivals_of
+from plugin.measurement import Measurement, Round
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import read_samples
-from plugin.power.window import BaselineOrigin, IdleBaseline, WindowAccumulator, WindowMeasurement
-from plugin.results.schema import BenchmarkResult, PowerWindow, to_json
+from plugin.power.window import IdleBaseline, WindowAccumulator, WindowMeasurement
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkResult, PowerWindow, to_json
+from plugin.records.topology import parse_topology
+from plugin.records.windows import BaselineOrigin
 from plugin.results.store import RESULTS_FILE, StoredRun, load_run, write_json_atomic
-from plugin.runner import Measurement, Round
-from plugin.serving.topology import parse_topology
 
 BACKUP_FILE = "results.before-reanalysis.json"
 KEPT_SUMMARY_KEYS = ("prefix_cache", "server_phases", "dataset", "arrival_scaling", "sweep_ends")

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
-from plugin.load.client import RequestRecord, run_load, run_schedule
+from plugin.load.client import run_load, run_schedule
 from plugin.load.schedule import Schedule
-from plugin.power import Sampler, WindowMeasurement
+from plugin.measurement import Measurement, Round
+from plugin.power import Sampler
+from plugin.records.requests import RequestRecord
 from plugin.serving import prometheus
 from plugin.serving.endpoint import Endpoint
 
@@ -29,39 +31,6 @@ START_LEAD_S = 0.05
 
 class WarmupFailed(BenchError):
     """The warm-up request failed: the measured rounds would meet the same fault, each after a full timeout."""
-
-
-@dataclass(frozen=True, slots=True)
-class Round:
-    """One round: its requests, its power window and how long it took."""
-
-    index: int
-    records: tuple[RequestRecord, ...]
-    window: WindowMeasurement
-    duration_s: float
-    counted_s: tuple[float, float] | None = None
-    """In steady state, the schedule's measured stretch on the clock: only the requests due in it count (the rest
-    warmed the server up or kept the batch full). It is the schedule's, not the window's edges, which open a few
-    milliseconds late by chance: every topology that met the same schedule counts the same requests."""
-    repeats: int = 1
-    """How many times the round's load ran in its window to make the window ``min_window_s`` long."""
-
-    @property
-    def steady_state(self) -> bool:
-        return self.counted_s is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Measurement:
-    warmup: tuple[RequestRecord, ...]
-    rounds: tuple[Round, ...]
-    metrics_before: dict[str, float]
-    """The server's ``/metrics`` counters just before the first round and just after the last."""
-    metrics_after: dict[str, float]
-
-    @property
-    def records(self) -> list[RequestRecord]:
-        return [record for one_round in self.rounds for record in one_round.records]
 
 
 @dataclass(frozen=True)

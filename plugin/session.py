@@ -26,11 +26,12 @@ from plugin.load.schedule import SweepEnds
 from plugin.options import Settings
 from plugin.power.devices import Inventory, cpu_count, cpu_model
 from plugin.power.window import IdleBaseline
+from plugin.records.topology import DISAGGREGATED, TRADITIONAL, Topology
 from plugin.results.redaction import redact_command_line
 from plugin.results.store import ResultsFile
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ServerProcess
-from plugin.serving.topology import DISAGGREGATED, TRADITIONAL, Topology, budget_of, budget_size
+from plugin.serving.topology import budget_of, budget_size
 
 DISTRIBUTION = "pd-energy-bench"
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.analysis.verdict import attainment_of, serving_points, verdicts
-from plugin.load.workload import SERVING
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
-from plugin.results.schema import BenchmarkResult
+from plugin.records.results import BenchmarkResult
+from plugin.records.workload import SERVING
 from plugin.session import RunSession
 
 

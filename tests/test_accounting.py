@@ -7,10 +7,10 @@ import pytest
 
 from plugin.analysis.accounting import Work, arrival_rate_rps, counted, energy_per_work, rates, work_inside
 from plugin.analysis.benchmark import benchmark_result
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
-from plugin.runner import Measurement, Round
-from plugin.serving.topology import DEFAULT_TOPOLOGIES
+from plugin.measurement import Measurement, Round
+from plugin.records.requests import RequestRecord
+from plugin.records.topology import DEFAULT_TOPOLOGIES
+from plugin.records.workload import Workload
 from tests.test_uncertainty import _window
 
 

@@ -10,7 +10,8 @@ import statistics
 
 import pytest
 
-from plugin.load.arrivals import DRAWN, NOMINAL, arrival_scaling, closed_loop, open_loop
+from plugin.load.arrivals import closed_loop, open_loop
+from plugin.option_values import DRAWN, NOMINAL, arrival_scaling
 
 DRAWS = 2000
 SEED = 20261126

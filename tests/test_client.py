@@ -18,7 +18,8 @@ from aiohttp import ClientSession, web
 
 from plugin.analysis.stats import LAG_LIMIT_MS, summarize
 from plugin.clock import now_s
-from plugin.load.client import RequestRecord, completion_body, run_load, run_schedule, stream_completion
+from plugin.load.client import completion_body, run_load, run_schedule, stream_completion
+from plugin.records.requests import RequestRecord
 from plugin.serving.servers import free_port
 from tests.conftest import StartStub
 

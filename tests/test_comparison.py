@@ -34,10 +34,10 @@ from plugin.analysis.verdict import (
     verdicts,
 )
 from plugin.power.devices import Inventory
+from plugin.records.results import BenchmarkResult
 from plugin.report import build_report
 from plugin.report.comparison import topology_comparison
 from plugin.report.data import load_run as load_report_run
-from plugin.results.schema import BenchmarkResult
 from plugin.results.store import RESULTS_FILE, ResultsFile
 from plugin.session import RunSession
 from tests.settings import make_settings

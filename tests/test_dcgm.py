@@ -12,15 +12,10 @@ from pathlib import Path
 import pytest
 
 from plugin.errors import BenchError
-from plugin.fixtures import exporter_roles
+from plugin.gpu_roles import exporter_roles
+from plugin.option_values import parse_gpu_role, parse_power_source
 from plugin.power import PowerError, PowerReadError, Sampler
-from plugin.power.dcgm import (
-    DcgmBackend,
-    DcgmGpu,
-    estimate_update_interval_s,
-    parse_gpu_role,
-    parse_power_source,
-)
+from plugin.power.dcgm import DcgmBackend, DcgmGpu, estimate_update_interval_s
 from plugin.power.window import counter_delta_mj
 from tests.dcgm_exporter import POWER_BLANK, DcgmExporter, Gpu, payload
 

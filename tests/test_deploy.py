@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from plugin.errors import ServerStartError
+from plugin.records.topology import Topology, parse_topology
 from plugin.serving.cluster import ClusterInstance
 from plugin.serving.deploy import Deployment, DeployOptions, DeployPlan, deploy, launcher_for
 from plugin.serving.launcher import START_HINT, Launcher, PlacedInstance
 from plugin.serving.local_launcher import LocalLauncher
 from plugin.serving.process import ServerProcess, http_ok
-from plugin.serving.topology import Placement, Topology, parse_topology
+from plugin.serving.topology import Placement
 from tests.fake_vllm import VERSION, wrapper
 from tests.test_launcher import dying_python
 

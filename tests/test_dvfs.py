@@ -18,9 +18,9 @@ from plugin.analysis.dvfs import analyse
 from plugin.dvfs.controller import STATE_FILE, DvfsController, restore_from_state
 from plugin.dvfs.plan import DvfsError, DvfsSetting, GpuSetting, sweep
 from plugin.dvfs.preflight import preflight
-from plugin.load.workload import Workload
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets, value_list
-from plugin.results.schema import BenchmarkPower, BenchmarkResult
+from plugin.records.results import BenchmarkPower, BenchmarkResult
+from plugin.records.workload import Workload
 from tests.conftest import ROOT
 from tests.fake_nvml import FakeGpu, FakeNvml, GpuSettings
 

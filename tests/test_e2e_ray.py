@@ -24,8 +24,9 @@ from typing import Any, cast
 
 import pytest
 
-from plugin.power.ray_nodes import node_roles
-from plugin.power.remote import DeviceId, RemoteBackend
+from plugin.gpu_roles import node_roles
+from plugin.power.node_sampler import DeviceId
+from plugin.power.remote_backend import RemoteBackend
 from plugin.serving.process import command_line
 from plugin.serving.servers import free_port
 from tests.bench_cli import benchmark_command, load_results, only_run, processes_using_port
@@ -197,7 +198,8 @@ def test_without_ray_address_ray_is_not_imported(pytester: pytest.Pytester) -> N
     """The plugin, its fixtures and the Ray modules' own imports leave Ray alone until ``--ray-address``."""
     pytester.makeconftest(RAY_NOT_IMPORTED)
     pytester.makepyfile(
-        "import plugin.serving.deploy, plugin.serving.ray_launcher, plugin.power.ray_nodes\n\n"
+        "import plugin.serving.deploy, plugin.serving.ray_launcher, plugin.power.ray_nodes\n"
+        "import plugin.power.remote_sampler\n\n"
         "def test_x(ray_cluster):\n    assert ray_cluster is None\n"
     )
     result = pytester.runpytest_subprocess("-s")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from plugin.analysis.energy import attribute_energy, curves_of
-from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
+from plugin.records.requests import RequestRecord
 
 
 def power(points: list[tuple[float, float]], gpu: int = 0) -> list[Sample]:

@@ -25,10 +25,10 @@ from plugin.analysis.energy_card import (
     window_sigma_j,
 )
 from plugin.analysis.stats import summarize
-from plugin.load.workload import Workload
-from plugin.power.window import GpuWindow
+from plugin.records.results import BenchmarkPower, BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow, from_json
+from plugin.records.windows import GpuWindow
+from plugin.records.workload import Workload
 from plugin.report.data import load_run
-from plugin.results.schema import BenchmarkPower, BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow, from_json
 
 A_J, B_J, C_W = 0.01, 0.3, 40.0
 NO_SUMMARY = {**summarize([]), **rates(Work(0.0, 0, 0, 0))}
@@ -417,7 +417,7 @@ def test_a_card_reads_its_points_from_the_windows_and_round_tokens(tmp_path: Pat
 def test_a_stored_card_is_fitted_again_the_same_from_results_json() -> None:
     """A results file keeps every figure a window's weight needs: the card of benchmarks read back from JSON is the
     card of the benchmarks as run, weights included."""
-    from plugin.results.schema import to_json
+    from plugin.records.results import to_json
 
     rng = random.Random(5)
     run = [

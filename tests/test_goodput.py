@@ -7,8 +7,8 @@ import pytest
 
 from plugin.analysis.accounting import energy_per_work, rates, work_inside
 from plugin.analysis.goodput import attainment_interval_pct, attainment_summary, is_good
-from plugin.load.client import RequestRecord
 from plugin.option_values import GoodputTargets
+from plugin.records.requests import RequestRecord
 
 
 def record(token_times_s: tuple[float, ...], error: str | None = None) -> RequestRecord:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from plugin.fixtures import measure_baseline, use_loaded_baseline, write_session_power
+from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
 from plugin.power import Sampler
 from plugin.power.devices import Inventory
 from plugin.power.nvml import NvmlBackend
-from plugin.power.window import LOADED, NO_BASELINE, NO_CONTEXT, RUN_BASELINE, BaselineOrigin, GpuWindow
+from plugin.records.windows import LOADED, NO_BASELINE, NO_CONTEXT, RUN_BASELINE, BaselineOrigin, GpuWindow
 from plugin.results.store import load_run
 from plugin.session import RunSession
 from tests.fake_nvml import FakeGpu, FakeNvml, Step

@@ -25,17 +25,8 @@ from plugin.power.nvml_loader import STAND_IN_ENV, load_nvml
 from plugin.power.samples_csv import COLUMNS, read_energy_readings, read_samples
 from plugin.power.sensor import UpdateIntervalDetector
 from plugin.power.smi import SmiBackend, parse_line, smi_command
-from plugin.power.window import (
-    COUNTER_MODULUS,
-    LOADED,
-    NO_BASELINE,
-    NO_CONTEXT,
-    BaselineOrigin,
-    IdleBaseline,
-    PowerCurve,
-    counter_delta_mj,
-    measure_window,
-)
+from plugin.power.window import COUNTER_MODULUS, IdleBaseline, PowerCurve, counter_delta_mj, measure_window
+from plugin.records.windows import LOADED, NO_BASELINE, NO_CONTEXT, BaselineOrigin
 from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 SW_POWER_CAP = 0x4

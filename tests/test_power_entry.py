@@ -9,10 +9,10 @@ import pytest
 
 from plugin.analysis.accounting import Work
 from plugin.analysis.power_entry import benchmark_power, window_power
-from plugin.load.client import RequestRecord
 from plugin.power.backend import Sample
 from plugin.power.window import WindowAccumulator, WindowMeasurement
-from plugin.results.schema import PowerWindow
+from plugin.records.requests import RequestRecord
+from plugin.records.results import PowerWindow
 
 
 def request_record(send_s: float, first_s: float, end_s: float) -> RequestRecord:

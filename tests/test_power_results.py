@@ -10,9 +10,9 @@ import pytest
 from plugin.analysis.accounting import Work, work_inside
 from plugin.analysis.power_entry import benchmark_power, session_power, window_power
 from plugin.clock import now_s
-from plugin.load.client import RequestRecord
 from plugin.power import NoneBackend, Sampler
 from plugin.power.nvml import NvmlBackend
+from plugin.records.requests import RequestRecord
 from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 POWER_W = 300.0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin import prometheus_text
 from plugin.serving import prometheus
 
 DATA = Path(__file__).parent / "data" / "vllm-metrics"
@@ -20,7 +21,7 @@ AFTER = (DATA / "after.txt").read_text()
 
 
 def test_sums_each_series_over_its_labels_across_engines() -> None:
-    totals = prometheus.parse(AFTER)
+    totals = prometheus_text.parse(AFTER)
     assert totals["vllm:request_queue_time_seconds_count"] == 3.0
     assert totals["vllm:request_queue_time_seconds_sum"] == 0.25 + 0.5 + 0.0625
     assert totals["vllm:iteration_tokens_total_sum"] == 108 + 216 + 332
@@ -31,13 +32,13 @@ def test_sums_each_series_over_its_labels_across_engines() -> None:
 
 
 def test_buckets_and_created_timestamps_are_not_totals() -> None:
-    totals = prometheus.parse(AFTER)
+    totals = prometheus_text.parse(AFTER)
     assert not [name for name in totals if name.endswith(("_bucket", "_created"))]
     assert "vllm:request_queue_time_seconds_bucket" in AFTER and "vllm:prefix_cache_queries_created" in AFTER
 
 
 def test_families_keep_labels_and_types() -> None:
-    families = prometheus.parse_families(AFTER)
+    families = prometheus_text.parse_families(AFTER)
     queue = families["vllm:request_queue_time_seconds"]
     assert queue.type == "histogram"
     assert queue.help == "Histogram of time spent in WAITING phase for request."
@@ -55,13 +56,13 @@ def test_a_summary_keeps_its_sum_and_count_but_not_its_quantiles() -> None:
         'rpc_seconds{quantile="0.5"} 0.25\nrpc_seconds{quantile="0.9"} 0.75\n'
         "rpc_seconds_sum 3.5\nrpc_seconds_count 7\n"
     )
-    assert prometheus.parse(text) == {"rpc_seconds_sum": 3.5, "rpc_seconds_count": 7.0}
+    assert prometheus_text.parse(text) == {"rpc_seconds_sum": 3.5, "rpc_seconds_count": 7.0}
 
 
 def test_untyped_lines_of_one_name_add_up_and_a_timestamp_is_not_the_value() -> None:
     text = 'dcgm_power_usage{gpu="0"} 100.5 1700000000000\ndcgm_power_usage{gpu="1"} 50.25 1700000000000\n'
-    assert prometheus.parse(text) == {"dcgm_power_usage": 150.75}
-    samples = prometheus.parse_families(text)["dcgm_power_usage"].samples
+    assert prometheus_text.parse(text) == {"dcgm_power_usage": 150.75}
+    samples = prometheus_text.parse_families(text)["dcgm_power_usage"].samples
     assert [(s.labels, s.value) for s in samples] == [({"gpu": "0"}, 100.5), ({"gpu": "1"}, 50.25)]
 
 
@@ -76,9 +77,9 @@ def test_untyped_lines_of_one_name_add_up_and_a_timestamp_is_not_the_value() -> 
     ids=["html", "json", "binary", "truncated"],
 )
 def test_garbage_gives_no_totals(text: str) -> None:
-    assert prometheus.parse(text) == {}
-    with pytest.raises(prometheus.MetricsFormatError):
-        prometheus.parse_families(text)
+    assert prometheus_text.parse(text) == {}
+    with pytest.raises(prometheus_text.MetricsFormatError):
+        prometheus_text.parse_families(text)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -124,7 +125,7 @@ def _url(server: _MetricsServer) -> str:
 
 def test_scrape_reads_a_live_metrics_endpoint(metrics_server: _MetricsServer) -> None:
     metrics_server.body = AFTER
-    assert prometheus.scrape(_url(metrics_server)) == prometheus.parse(AFTER)
+    assert prometheus.scrape(_url(metrics_server)) == prometheus_text.parse(AFTER)
     assert prometheus.scrape(_url(metrics_server))["vllm:request_decode_time_seconds_sum"] == 0.5 + 1.0 + 2.0
 
 

@@ -22,7 +22,10 @@ import pytest
 
 from plugin.errors import BenchError
 from plugin.load.workload import vocab_range
-from plugin.power.remote import RemoteBackend, RemoteSampler, estimate_offset, start_node_samplers
+from plugin.power.node_sampler import start_node_samplers
+from plugin.power.remote_backend import RemoteBackend, estimate_offset
+from plugin.power.remote_sampler import RemoteSampler
+from plugin.records.topology import Topology
 from plugin.serving.cleanup import main as cleanup_main
 from plugin.serving.cluster import ClusterInstance
 from plugin.serving.deploy import DeployOptions, DeployPlan, deploy
@@ -32,7 +35,7 @@ from plugin.serving.process import group_pids, start
 from plugin.serving.ray_launcher import RayLauncher
 from plugin.serving.ray_placement import RayNode, RayPlacement, choose_node
 from plugin.serving.servers import ServerSpec
-from plugin.serving.topology import Placement, Topology
+from plugin.serving.topology import Placement
 from tests.fake_vllm import wrapper
 from tests.test_launcher import check_contract
 

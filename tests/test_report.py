@@ -25,20 +25,21 @@ import pytest
 import plugin.plugin as plugin_module
 import plugin.report as report_package
 from plugin.analysis.accounting import work_inside
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.stats import summarize
-from plugin.load.client import RequestRecord
-from plugin.load.workload import SERVING, Workload, workload_id
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import SampleCsvWriter
-from plugin.power.window import LOADED, BaselineOrigin, IdleBaseline, PowerCurve, WindowMeasurement, measure_window
+from plugin.power.window import IdleBaseline, PowerCurve, WindowMeasurement, measure_window
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkPower, BenchmarkResult, PowerWindow, StoredRequest, from_json, to_json
+from plugin.records.windows import LOADED, BaselineOrigin
+from plugin.records.workload import SERVING, Workload, workload_id
 from plugin.report import build_report
 from plugin.report.build import png_size
 from plugin.report.data import ENERGY
 from plugin.report.data import load_run as load_report_run
 from plugin.report.serving_data import ServingPoint, serving_points
-from plugin.results.schema import BenchmarkPower, BenchmarkResult, PowerWindow, StoredRequest, from_json, to_json
 from plugin.results.store import RESULTS_FILE, ResultsFile, load_run
 
 DATA = Path(__file__).parent / "data"

@@ -10,11 +10,11 @@ import pytest
 
 from plugin.analysis.accounting import Work
 from plugin.analysis.power_entry import benchmark_power
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
 from plugin.power.devices import Inventory
+from plugin.records.requests import RequestRecord
+from plugin.records.results import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
+from plugin.records.workload import Workload
 from plugin.results.redaction import REDACTED, redact_command_line
-from plugin.results.schema import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
 from plugin.results.store import ResultsFile, load_run, requests_file_name, write_json_atomic
 from plugin.session import RunSession
 from tests.settings import make_settings

@@ -20,11 +20,12 @@ from plugin.analysis.energy import (
 )
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.residency import residency
-from plugin.load.client import RequestRecord
 from plugin.power import Sample, Sampler
 from plugin.power.nvml import NvmlBackend
-from plugin.power.window import LOADED, BaselineOrigin, ClockSeries, IdleBaseline, WindowAccumulator, WindowMeasurement
-from plugin.results.schema import BenchmarkPower, GpuEnergy, from_json, to_json
+from plugin.power.window import ClockSeries, IdleBaseline, WindowAccumulator, WindowMeasurement
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkPower, GpuEnergy, from_json, to_json
+from plugin.records.windows import LOADED, BaselineOrigin
 from tests.fake_nvml import FakeGpu, FakeNvml, Step
 
 SW_POWER_CAP = 0x4

@@ -12,17 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from plugin.analysis.benchmark import counted_records
+from plugin.analysis.accounting import counted_records
+from plugin.benchmark_load import serving_plan_for
 from plugin.errors import BenchError
-from plugin.fixtures import _serving_plan
-from plugin.load.arrivals import DRAWN, NOMINAL
 from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, SweepEnds, arrivals_of, schedules, sweep_rate, with_measured_end
-from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
-from plugin.option_values import RequestRates
+from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC
+from plugin.measurement import Round
+from plugin.option_values import DRAWN, NOMINAL, RequestRates
 from plugin.power import NoneBackend, Sampler
 from plugin.power.devices import Inventory
-from plugin.runner import Round, Runner
+from plugin.records.workload import Workload
+from plugin.runner import Runner
 from plugin.serving.endpoint import Endpoint
 from plugin.session import RunSession
 from tests.conftest import StartStub
@@ -125,12 +126,12 @@ def test_a_sweep_points_plan_takes_its_datasets_shared_ends_and_names_whose_they
     session = RunSession(settings, Inventory((), None, None), [])
     session.sweep_ends["random"] = SweepEnds("2p2d", 2.0, 10.0)
     point = Workload("serving", 8, 2, 0, 4, "random", None, 1.0, "2", None)
-    plan, extra = _serving_plan(session, point, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
+    plan, extra = serving_plan_for(session, point, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
     assert extra["offered_rate_rps"] == 6.0 and len(plan.rounds[0].due_offsets_s) == 4
     assert extra["sweep_ends"] == {"topology": "2p2d", "sync_rps": 2.0, "max_rps": 10.0}
     assert extra["arrival_scaling"] == DRAWN and plan.rounds[0].due_offsets_s[0] == 0.0
     with pytest.raises(BenchError, match="needs the synchronous and the saturated throughput"):
-        _serving_plan(session, replace(point, dataset="other"), Endpoint("http://127.0.0.1:1", "m", (1, 100)),
+        serving_plan_for(session, replace(point, dataset="other"), Endpoint("http://127.0.0.1:1", "m", (1, 100)),
                       random.Random(1))  # fmt: skip
 
 
@@ -139,7 +140,7 @@ def test_nominal_arrival_scaling_reaches_the_schedules_and_the_entry() -> None:
     entry records the rule it was sent under."""
     settings = make_settings(request_rates=RequestRates((4.0,)), serving_rounds=3, arrival_scaling=NOMINAL)
     session = RunSession(settings, Inventory((), None, None), [])
-    plan, extra = _serving_plan(session, SERVING, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
+    plan, extra = serving_plan_for(session, SERVING, Endpoint("http://127.0.0.1:1", "m", (1, 100)), random.Random(1))
     assert extra["arrival_scaling"] == NOMINAL and extra["offered_rate_rps"] == 4.0
     assert [schedule.due_offsets_s[-1] for schedule in plan.rounds] == pytest.approx([1.0, 1.0, 1.0], rel=1e-12)
 

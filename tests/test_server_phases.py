@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from plugin import prometheus_text
 from plugin.analysis.benchmark import benchmark_result
 from plugin.analysis.server_phases import PHASE_HISTOGRAMS, server_phase_times
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
+from plugin.measurement import Measurement, Round
 from plugin.power.window import WindowMeasurement
-from plugin.runner import Measurement, Round
-from plugin.serving import prometheus
-from plugin.serving.topology import parse_topology
+from plugin.records.requests import RequestRecord
+from plugin.records.topology import parse_topology
+from plugin.records.workload import Workload
 
 DATA = Path(__file__).parent / "data" / "vllm-metrics"
 BEFORE_TEXT = (DATA / "before.txt").read_text()
@@ -28,7 +28,7 @@ def _without(text: str, name: str) -> str:
 
 
 def test_deltas_of_two_real_scrapes() -> None:
-    phases = server_phase_times(prometheus.parse(BEFORE_TEXT), prometheus.parse(AFTER_TEXT), "server")
+    phases = server_phase_times(prometheus_text.parse(BEFORE_TEXT), prometheus_text.parse(AFTER_TEXT), "server")
     # (metric, count, sum_s, mean_ms): B + C, e.g. queue 0.5 + 0.0625 s over 2 requests = 281.25 ms
     expected = {
         "queue": ("vllm:request_queue_time_seconds", 2, 0.5625, 281.25),
@@ -50,7 +50,7 @@ def test_deltas_of_two_real_scrapes() -> None:
 
 def test_a_histogram_the_server_lacks_is_none_and_named() -> None:
     name = "vllm:request_prefill_time_seconds"
-    phases = server_phase_times(prometheus.parse(BEFORE_TEXT), prometheus.parse(_without(AFTER_TEXT, name)))
+    phases = server_phase_times(prometheus_text.parse(BEFORE_TEXT), prometheus_text.parse(_without(AFTER_TEXT, name)))
     assert phases["prefill"] == {"metric": None, "count": None, "sum_s": None, "mean_ms": None}
     assert phases["note"] == f"the server did not expose {name}"
     assert phases["decode"]["sum_s"] == 3.0
@@ -60,21 +60,21 @@ def test_an_older_name_is_used_when_the_new_one_is_absent() -> None:
     def renamed(text: str) -> str:
         return text.replace("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds")
 
-    phases = server_phase_times(prometheus.parse(renamed(BEFORE_TEXT)), prometheus.parse(renamed(AFTER_TEXT)))
+    phases = server_phase_times(prometheus_text.parse(renamed(BEFORE_TEXT)), prometheus_text.parse(renamed(AFTER_TEXT)))
     assert phases["itl"] == {"metric": "vllm:time_per_output_token_seconds", "count": 46, "sum_s": 2.875,
                              "mean_ms": 62.5}  # fmt: skip
     assert phases["note"] is None
 
 
 def test_a_restart_between_the_scrapes_gives_none_not_a_negative_time() -> None:
-    phases = server_phase_times(prometheus.parse(AFTER_TEXT), prometheus.parse(BEFORE_TEXT))
+    phases = server_phase_times(prometheus_text.parse(AFTER_TEXT), prometheus_text.parse(BEFORE_TEXT))
     assert all(phases[phase]["sum_s"] is None for phase in PHASE_HISTOGRAMS)
     assert phases["iteration_tokens"]["tokens"] is None
     assert "vllm:request_queue_time_seconds" in phases["note"] and "went backwards" in phases["note"]
 
 
 def test_no_request_finished_between_the_scrapes_counts_zero_with_no_mean() -> None:
-    scrape = prometheus.parse(AFTER_TEXT)
+    scrape = prometheus_text.parse(AFTER_TEXT)
     phases = server_phase_times(scrape, scrape)
     assert phases["decode"] == {"metric": "vllm:request_decode_time_seconds", "count": 0, "sum_s": 0.0,
                                 "mean_ms": None}  # fmt: skip
@@ -82,7 +82,7 @@ def test_no_request_finished_between_the_scrapes_counts_zero_with_no_mean() -> N
 
 
 def test_no_scrape_gives_nothing_but_a_note() -> None:
-    phases = server_phase_times({}, prometheus.parse(AFTER_TEXT))
+    phases = server_phase_times({}, prometheus_text.parse(AFTER_TEXT))
     assert [phases[phase]["count"] for phase in PHASE_HISTOGRAMS] == [None] * len(PHASE_HISTOGRAMS)
     assert phases["iteration_tokens"]["steps"] is None
     assert phases["note"] == "the server's /metrics was not read or has no vLLM histograms"
@@ -94,8 +94,8 @@ def _measurement() -> Measurement:
         end_s=1.0, prompt_tokens=100, completion_tokens=2, error=None,
     )  # fmt: skip
     window = WindowMeasurement("w", "none", 0.0, 1.0, (), (), "power is not part of this test")
-    return Measurement((), (Round(0, (record,), window, 1.0),), prometheus.parse(BEFORE_TEXT),
-                       prometheus.parse(AFTER_TEXT))  # fmt: skip
+    return Measurement((), (Round(0, (record,), window, 1.0),), prometheus_text.parse(BEFORE_TEXT),
+                       prometheus_text.parse(AFTER_TEXT))  # fmt: skip
 
 
 @pytest.mark.parametrize(("kind", "source"), [("traditional", "server"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugin.analysis.stats import summarize, tbt_gaps_s
-from plugin.load.client import RequestRecord
+from plugin.records.requests import RequestRecord
 
 METRICS = ("ttft", "tbt", "tpot", "e2el", "queue")
 KINDS = ("mean", "median", "p90", "p99")

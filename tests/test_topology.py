@@ -8,20 +8,11 @@ from dataclasses import dataclass
 import pytest
 
 from plugin.analysis.benchmark import benchmark_result
-from plugin.load.workload import Workload
+from plugin.measurement import Measurement, Round
 from plugin.option_values import GoodputTargets
-from plugin.runner import Measurement, Round
-from plugin.serving.topology import (
-    DEFAULT_TOPOLOGIES,
-    Placement,
-    Topology,
-    budget_of,
-    budget_size,
-    check_fits,
-    parse_topologies,
-    place,
-    warmup_requests,
-)
+from plugin.records.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
+from plugin.records.workload import Workload
+from plugin.serving.topology import Placement, budget_of, budget_size, place, warmup_requests
 from tests.test_power_entry import _window, request_record
 
 

@@ -18,10 +18,10 @@ from plugin.analysis.uncertainty import (
     t95,
     with_uncertainty,
 )
-from plugin.load.workload import Workload
+from plugin.measurement import Measurement, Round
 from plugin.power.backend import Sample
-from plugin.power.window import GpuWindow, PowerCurve, WindowAccumulator, WindowMeasurement
-from plugin.results.schema import (
+from plugin.power.window import PowerCurve, WindowAccumulator, WindowMeasurement
+from plugin.records.results import (
     BenchmarkPower,
     BenchmarkResult,
     GpuEnergy,
@@ -30,8 +30,9 @@ from plugin.results.schema import (
     from_json,
     to_json,
 )
-from plugin.runner import Measurement, Round
-from plugin.serving.topology import DEFAULT_TOPOLOGIES
+from plugin.records.topology import DEFAULT_TOPOLOGIES
+from plugin.records.windows import GpuWindow
+from plugin.records.workload import Workload
 from tests.test_power_entry import request_record
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from plugin.load.workload import (
     FALLBACK_VOCAB,
-    Workload,
     default_max_model_len,
     longest_sequence,
     make_prompts,
@@ -21,6 +20,7 @@ from plugin.load.workload import (
     workloads_for,
 )
 from plugin.option_values import DatasetSpec, RequestRates, Sizes
+from plugin.records.workload import Workload
 from tests.settings import make_settings
 
 SIZES = Sizes(

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from plugin.analysis.benchmark import energy_figures
-from plugin.results.schema import BenchmarkResult
+from plugin.analysis.phase_figures import energy_figures
+from plugin.records.results import BenchmarkResult
 from plugin.results.store import load_run
 
 

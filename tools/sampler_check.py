@@ -24,7 +24,8 @@ from plugin.clock import now_s
 from plugin.power import Sampler, open_backend
 from plugin.power.backend import PowerBackend, Sample
 from plugin.power.samples_csv import read_energy_readings
-from plugin.power.window import LOADED, IdleBaseline, PowerCurve
+from plugin.power.window import IdleBaseline, PowerCurve
+from plugin.records.windows import LOADED
 
 
 def matmul_load(seconds: float, size: int = 8192) -> int:

@@ -29,7 +29,8 @@ import numpy as np
 from proxy_bench import cpu_seconds, machine_busy_s  # tools/ is this script's folder: the same /proc readings
 
 from plugin.load.arrivals import open_loop
-from plugin.load.client import RequestRecord, run_schedule
+from plugin.load.client import run_schedule
+from plugin.records.requests import RequestRecord
 from plugin.serving.process import start, wait_ready
 from plugin.serving.servers import free_port
 

@@ -30,7 +30,7 @@ from plugin.analysis.accounting import Work, energy_per_work
 from plugin.analysis.uncertainty import combine
 from plugin.analysis.verdict import serving_points, verdicts
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
-from plugin.results.schema import SCHEMA_VERSION
+from plugin.records.results import SCHEMA_VERSION
 from plugin.results.store import RESULTS_FILE, load_run
 
 

@@ -21,9 +21,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from plugin.analysis.goodput import is_good
+from plugin.measurement import Round
+from plugin.option_values import GoodputTargets
+from plugin.records.requests import RequestRecord
+
 
 class WorkRecord(Protocol):
-    """What the accounting needs of ``plugin.load.client.RequestRecord``."""
+    """What the accounting needs of ``plugin.records.requests.RequestRecord``."""
 
     @property
     def due_s(self) -> float: ...
@@ -174,3 +179,32 @@ def energy_per_work(energy_j: float | None, work: Work) -> dict[str, float | Non
         figures["energy_per_good_request_j"] = per_unit(energy_j, work.good_completed)
         figures["energy_per_good_output_token_j"] = per_unit(energy_j, work.good_output_tokens)
     return figures
+
+
+def round_work(one_round: Round, goodput: GoodputTargets | None) -> Work:
+    """The work done inside the round's power window (with targets: which of it was good)."""
+    good = None if goodput is None else [record for record in one_round.records if is_good(record, goodput)]
+    return work_inside(one_round.records, one_round.window.start_s, one_round.window.end_s, good)
+
+
+def counted_records(one_round: Round) -> list[RequestRecord]:
+    """Every request of a round, or in steady state those due inside its schedule's measured stretch."""
+    return counted(one_round.records, one_round.counted_s)  # type: ignore[return-value]
+
+
+def goodput_note(records: Sequence[WorkRecord], work: Work) -> str | None:
+    """Why a benchmark with goodput targets has no attainment or no goodput."""
+    if not records:
+        return "no request was counted: no SLO attainment"
+    if not work.good_completed:
+        return "no good request completed inside the power window: no goodput, energy per good request undefined"
+    return None
+
+
+def window_note(rounds: Sequence[Round], work: Work) -> str | None:
+    """Why a steady-state benchmark has no figure per request: no request completed inside its windows."""
+    if work.completed or not any(r.steady_state for r in rounds):
+        return None
+    return ("no request completed inside a power window: each request took longer than the window, so it has no "
+            "request throughput and no figure per request (make --duration-s minus --warmup-s longer than a "
+            "request's E2E; tokens per J and J per token stand)")  # fmt: skip

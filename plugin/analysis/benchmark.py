@@ -2,7 +2,8 @@
 (``power_entry``), and goodput against the latency targets. The one place a benchmark's results are assembled,
 by one accounting (``plugin.analysis.accounting``): latency and SLO attainment over the counted requests,
 throughput and every energy figure over the work done inside the power windows, for the benchmark and for each
-round alike."""
+round alike. The per-GPU figures are ``plugin.analysis.per_gpu``'s; which energy figures each phase shows is
+``plugin.analysis.phase_figures``'."""
 
 from __future__ import annotations
 
@@ -14,24 +15,26 @@ from typing import Any
 from plugin.analysis.accounting import (
     Work,
     arrival_rate_rps,
-    counted,
+    counted_records,
     energy_per_work,
+    goodput_note,
     rates,
+    round_work,
     window_keys,
-    work_inside,
+    window_note,
 )
-from plugin.analysis.goodput import attainment_summary, is_good
+from plugin.analysis.goodput import attainment_summary
+from plugin.analysis.per_gpu import per_gpu
 from plugin.analysis.power_entry import benchmark_power, window_power
-from plugin.analysis.server_phases import server_phase_times
+from plugin.analysis.server_phases import server_phase_times, server_prefill_s
 from plugin.analysis.stats import summarize
 from plugin.analysis.uncertainty import with_uncertainty
-from plugin.load.client import RequestRecord
-from plugin.load.workload import SERVING, Workload
+from plugin.measurement import Measurement, Round
 from plugin.option_values import GoodputTargets
-from plugin.results.schema import BenchmarkResult
-from plugin.runner import Measurement, Round
+from plugin.records.results import BenchmarkResult
+from plugin.records.topology import DISAGGREGATED, Topology
+from plugin.records.workload import SERVING, Workload
 from plugin.serving import prometheus
-from plugin.serving.topology import DISAGGREGATED, Topology
 
 
 def benchmark_result(
@@ -52,7 +55,7 @@ def benchmark_result(
     rounds = measurement.rounds
     source = "decode instance only" if topology.kind == DISAGGREGATED else "server"  # endpoint.metrics_url
     server_phases = server_phase_times(measurement.metrics_before, measurement.metrics_after, source)
-    prefill_s = _server_prefill_s(server_phases) if topology.kind != DISAGGREGATED else None
+    prefill_s = server_prefill_s(server_phases) if topology.kind != DISAGGREGATED else None
     windows = [window_power(r.index, r.window, r.records, gpu_roles, prefill_s) for r in rounds]
     works = [round_work(r, goodput) for r in rounds]
     total = functools.reduce(operator.add, works) if works else Work(0.0, 0, 0, 0)
@@ -69,7 +72,7 @@ def benchmark_result(
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
-    summary["window_note"] = _window_note(rounds, total)
+    summary["window_note"] = window_note(rounds, total)
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary, round_summaries)
@@ -87,17 +90,6 @@ def benchmark_result(
         topology=topology.name,
         gpu_budget=gpu_budget,
     )
-
-
-def round_work(one_round: Round, goodput: GoodputTargets | None) -> Work:
-    """The work done inside the round's power window (with targets: which of it was good)."""
-    good = None if goodput is None else [record for record in one_round.records if is_good(record, goodput)]
-    return work_inside(one_round.records, one_round.window.start_s, one_round.window.end_s, good)
-
-
-def counted_records(one_round: Round) -> list[RequestRecord]:
-    """Every request of a round, or in steady state those due inside its schedule's measured stretch."""
-    return counted(one_round.records, one_round.counted_s)  # type: ignore[return-value]
 
 
 def _figures(
@@ -123,48 +115,9 @@ def _figures(
     summary.update(energy_per_work(energy_j, work))
     if goodput is not None:
         summary.update(attainment_summary(records, goodput))
-        summary["goodput_note"] = _goodput_note(records, work)
+        summary["goodput_note"] = goodput_note(records, work)
     summary.update(per_gpu(summary, gpu_budget))
     return summary
-
-
-def per_gpu(summary: Mapping[str, Any], gpu_budget: int) -> dict[str, float | None]:
-    """Throughput and goodput per GPU of the budget."""
-
-    def per(key: str) -> float | None:
-        value = summary.get(key)
-        return None if value is None else value / gpu_budget
-
-    figures = {
-        "request_throughput_per_gpu_rps": per("request_throughput"),
-        "output_throughput_per_gpu": per("output_throughput"),
-    }
-    if "goodput_rps" in summary:
-        figures["goodput_per_gpu_rps"] = per("goodput_rps")
-    return figures
-
-
-def _goodput_note(records: Sequence[RequestRecord], work: Work) -> str | None:
-    if not records:
-        return "no request was counted: no SLO attainment"
-    if not work.good_completed:
-        return "no good request completed inside the power window: no goodput, energy per good request undefined"
-    return None
-
-
-def _window_note(rounds: Sequence[Round], work: Work) -> str | None:
-    """Why a steady-state benchmark has no figure per request: no request completed inside its windows."""
-    if work.completed or not any(r.steady_state for r in rounds):
-        return None
-    return ("no request completed inside a power window: each request took longer than the window, so it has no "
-            "request throughput and no figure per request (make --duration-s minus --warmup-s longer than a "
-            "request's E2E; tokens per J and J per token stand)")  # fmt: skip
-
-
-def _server_prefill_s(server_phases: Mapping[str, Any]) -> float | None:
-    """The server's mean prefill time (scheduled to first token), the part of a TTFT spent computing."""
-    mean_ms = (server_phases.get("prefill") or {}).get("mean_ms")
-    return None if mean_ms is None else mean_ms / 1000.0
 
 
 def _queue_note(prefill_s: float | None) -> str:
@@ -173,23 +126,3 @@ def _queue_note(prefill_s: float | None) -> str:
                 "is charged as prefill")  # fmt: skip
     return (f"a request is in prefill for the server's mean prefill time ({prefill_s * 1000:.1f} ms) before its "
             "first token; its wait in the queue before that is in no phase")  # fmt: skip
-
-
-def energy_figures(benchmark: BenchmarkResult) -> dict[str, float | None]:
-    """The energy figures that mean something for the benchmark's phase: the window's energy over the prompt
-    tokens of a prefill benchmark, over the output tokens of a decode one, per request end to end and serving,
-    plus, where both phases ran, the phase split's prefill J per prompt token and decode J per output token. The window
-    energy over the other phase's tokens is not a figure of that phase, so it is left out."""
-    power = benchmark.power
-    if benchmark.phase == "prefill":
-        return {"j_per_prompt_token": power.energy_per_prompt_token_j}
-    if benchmark.phase == "decode":
-        return {"j_per_output_token": power.energy_per_output_token_j}
-    figures = {"j_per_request": power.energy_per_request_j}
-    phases = power.phases
-    if phases is not None and phases.prefill_s > 0 and phases.decode_s > 0:
-        figures["prefill_j_per_prompt_token"] = phases.j_per_prompt_token
-        figures["decode_j_per_output_token"] = phases.j_per_output_token
-    if "energy_per_good_request_j" in benchmark.summary:  # --goodput targets were given
-        figures["j_per_good_request"] = benchmark.summary["energy_per_good_request_j"]
-    return figures

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from plugin.analysis.goodput import attainment_interval_pct
-from plugin.load.workload import workload_id
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT, GoodputTargets
-from plugin.results.schema import BenchmarkResult
+from plugin.records.results import BenchmarkResult
+from plugin.records.workload import workload_id
 
 PHASE_METRICS = {
     "prefill": ("median_ttft_ms", "energy_per_prompt_token_j"),

@@ -68,7 +68,7 @@ DEDICATED_ROLES = ("prefill", "decode", "unused")
 
 
 class PhaseRecord(WorkRecord, Protocol):
-    """What attribution needs of ``plugin.load.client.RequestRecord``: the accounting's fields (it counts the work
+    """What attribution needs of ``plugin.records.requests.RequestRecord``: the accounting's fields (it counts the work
     inside the window) and the proxy's KV hand-off time (``None`` from a traditional server)."""
 
     @property

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from plugin.analysis.uncertainty import combine, disagreement_part, edges_part, gpu_edges, t95
-from plugin.results.schema import BenchmarkResult, PowerWindow
+from plugin.records.results import BenchmarkResult, PowerWindow
 
 REGRESSORS = ("prompt_tokens", "output_tokens", "busy_s")
 COEFFICIENTS = {"prompt_tokens": "j_per_prompt_token", "output_tokens": "j_per_output_token", "busy_s": "w_busy"}

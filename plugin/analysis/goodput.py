@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
-from plugin.load.client import RequestRecord
 from plugin.option_values import GoodputTargets
+from plugin.records.requests import RequestRecord
 
 Z95 = 1.959964
 """The normal quantile of a two-sided 95 % interval."""

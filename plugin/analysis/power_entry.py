@@ -20,10 +20,10 @@ from plugin.analysis.energy import (
     phase_slices,
 )
 from plugin.analysis.residency import residency
-from plugin.load.client import RequestRecord
 from plugin.power import Sampler, WindowMeasurement
 from plugin.power.window import IdleBaseline
-from plugin.results.schema import BenchmarkPower, GpuEnergy, PhaseSplit, PowerWindow
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkPower, GpuEnergy, PhaseSplit, PowerWindow
 
 _ENERGIES = ("prefill_j", "decode_j", "idle_j", "prefill_above_idle_j", "decode_above_idle_j", "integral_j")
 _TIMES = ("prefill_s", "decode_s", "overlap_s", "idle_s")

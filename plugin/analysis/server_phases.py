@@ -7,6 +7,7 @@ span every round, so steady-state counts cover more requests than the power wind
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 PHASE_HISTOGRAMS: dict[str, tuple[str, ...]] = {
@@ -76,3 +77,9 @@ def server_phase_times(before: Scrape, after: Scrape, source: str | None = None)
         notes.append(f"{', '.join(went_back)} went backwards between the scrapes (a server restart?)")
     result["note"] = "; ".join(notes) or None
     return result
+
+
+def server_prefill_s(server_phases: Mapping[str, Any]) -> float | None:
+    """The server's mean prefill time (scheduled to first token), the part of a TTFT spent computing."""
+    mean_ms = (server_phases.get("prefill") or {}).get("mean_ms")
+    return None if mean_ms is None else mean_ms / 1000.0

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from plugin.load.client import RequestRecord
+from plugin.records.requests import RequestRecord
 
 PERCENTILES = (50, 90, 99)
 LAG_LIMIT_MS = 10.0

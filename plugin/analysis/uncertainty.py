@@ -7,7 +7,7 @@ by root-sum-square (docs/energy-uncertainty.md says why and works examples by ha
   scaled to the total; ``None`` with one round (more ``--rounds`` give it);
 - ``edges``: the sensor's quantisation at the window edges: per window, GPU and edge, update interval × power
   at the edge, root-sum-square over all edges; on Ray nodes also the bound on each node's clock offset × the
-  window's mean power per edge (``power.remote.clock_edges``): a misplaced edge moves the energy as a stale one;
+  window's mean power per edge (``_clock_edges``): a misplaced edge moves the energy as a stale one;
 - ``disagreement``: |counter - samples' integral| per window and GPU, summed.
 
 The energy's totals (``energy_j``, the split's ``prefill_j`` and ``decode_j``) carry its relative uncertainty.
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugin.analysis.goodput import attainment_interval_pct
-from plugin.power.remote import clock_edges
-from plugin.power.window import GpuWindow, PowerCurve, WindowMeasurement
-from plugin.results.schema import BenchmarkPower, PowerWindow
+from plugin.power.window import PowerCurve, WindowMeasurement
+from plugin.records.results import BenchmarkPower, PowerWindow
+from plugin.records.windows import GpuWindow
 
 MIN_SENSOR_UPDATES = 10
 """A window shorter than this many sensor updates N is flagged: each edge alone can move its energy by up to 1/N of
@@ -51,7 +51,7 @@ FIGURE_KEYS = {
     "decode_j_per_output_token": "decode_j_per_output_token",
     "j_per_good_request": "energy_per_good_request_j",
 }
-"""``plugin.analysis.benchmark.energy_figures``'s keys -> the keys of ``BenchmarkPower.uncertainty``."""
+"""``plugin.analysis.phase_figures.energy_figures``'s keys -> the keys of ``BenchmarkPower.uncertainty``."""
 
 _T95 = (
     12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -188,7 +188,7 @@ def with_uncertainty(
     round_summaries: Sequence[Mapping[str, Any]] = (),
 ) -> BenchmarkPower:
     """``power`` with its uncertainty and sensor-update fields filled in, from the rounds' windows as measured."""
-    clock = [edge for window in windows if window.clock_error_s for edge in clock_edges(window, window.clock_error_s)]
+    clock = [edge for window in windows if window.clock_error_s for edge in _clock_edges(window, window.clock_error_s)]
     curves = [window.curves for window in windows]
     found = energy_uncertainty(power, curves, repeats, summary, clock, round_summaries)
     return dataclasses.replace(
@@ -308,3 +308,8 @@ def _good_share_relative(good: int | None, completed: int | None) -> float | Non
         return None
     share_pct = 100.0 * good / completed
     return max(share_pct / interval[0] - 1.0, 1.0 - share_pct / interval[1])
+
+
+def _clock_edges(window: WindowMeasurement, error_s: float) -> list[tuple[float, float]]:
+    """The clock error at each window edge as ``(error_s, power_w)``, the form of ``edges_part``."""
+    return [(error_s, gpu.mean_power_w) for gpu in window.gpus if gpu.mean_power_w is not None for _ in (0, 1)]

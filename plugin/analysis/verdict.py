@@ -41,7 +41,7 @@ from typing import Any
 
 from plugin.analysis.goodput import attainment_interval_pct
 from plugin.option_values import COMPARISON_ROUNDS, DEFAULT_SLO_ATTAINMENT_PCT
-from plugin.results.schema import BenchmarkResult
+from plugin.records.results import BenchmarkResult
 
 WINS, TIE, ONLY, NONE, UNRANKED, ALONE = "wins", "tie", "only", "none", "unranked", "alone"
 FEW_ROUNDS = "few rounds"

@@ -23,15 +23,7 @@ import itertools
 import math
 import random
 
-DRAWN, NOMINAL = "drawn", "nominal"
-ARRIVAL_SCALINGS = (DRAWN, NOMINAL)
-
-
-def arrival_scaling(text: str) -> str:
-    """``--arrival-scaling``'s value, checked."""
-    if text not in ARRIVAL_SCALINGS:
-        raise ValueError(f"expected one of {', '.join(ARRIVAL_SCALINGS)}")
-    return text
+from plugin.option_values import DRAWN, NOMINAL, arrival_scaling
 
 
 def closed_loop(count: int) -> tuple[float, ...]:

@@ -18,43 +18,13 @@ import json
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from plugin.clock import now_s
 from plugin.load.arrivals import closed_loop
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request as the client saw it: due (its schedule says go), ready (due and, under a cap, holding a slot),
-    sent, first token, end. Queue = ``ready_s - due_s``; send lag = ``send_s - ready_s``; TTFT = first token - send.
-    """
-
-    index: int
-    prompt_len: int
-    max_tokens: int
-    due_s: float
-    send_s: float
-    first_token_s: float | None
-    token_times_s: tuple[float, ...]
-    end_s: float
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    error: str | None
-    proxy_prefill_ms: float | None = None
-    """Disaggregated only, from the proxy's headers: its prefill request, sent to answered."""
-    kv_handoff_ms: float | None = None
-    """Disaggregated only: prefill answered to decode's first bytes at the proxy (KV transfer, first step)."""
-    ready_s: float | None = None
-    """When it could have been sent: its due time, or when a slot was freed for it if it had to wait for one.
-    ``None`` in records from before it was kept (there ``send_s - due_s`` is queue and lag together)."""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+from plugin.records.requests import RequestRecord
 
 
 def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str, Any]:

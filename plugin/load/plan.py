@@ -11,9 +11,9 @@ from typing import Any
 
 from plugin.load.datasets import Dataset, Tokenizer, load_dataset, local_tokenizer, server_tokenizer
 from plugin.load.schedule import Arrivals, Schedule, schedules
-from plugin.load.workload import Workload
 from plugin.option_values import DatasetSpec
 from plugin.options import Settings
+from plugin.records.workload import Workload
 
 SPARE = 1.3
 """Requests drawn per expected arrival in steady state: Poisson arrivals can run ahead of the mean rate."""

@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import DRAWN, closed_loop, open_loop
-from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
+from plugin.load.arrivals import closed_loop, open_loop
+from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC
+from plugin.option_values import DRAWN
+from plugin.records.workload import Workload
 
 
 @dataclass(frozen=True, slots=True)

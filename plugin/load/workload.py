@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.option_values import Sizes
 from plugin.options import Settings
+from plugin.records.workload import SERVING, Workload
 
 PHASES = ("prefill", "decode", "e2e")
-SERVING = "serving"
 SWEEP_SYNC, SWEEP_MAX = "sync", "max"
 DATASET_MAX_LEN = 2048
 """vLLM's ShareGPT filter keeps prompt + output within 2048 tokens: a server for file datasets must hold that."""
@@ -25,43 +24,6 @@ UNIQUE_PREFIX_TOKENS = 4
 """Random token ids in front of every dataset prompt, so that no request hits a cached prefix (PEERS trap 1)."""
 # Token ids used when the model's vocabulary cannot be read (a remote server): every real tokenizer has these.
 FALLBACK_VOCAB = (100, 30000)
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """One benchmark's load: ``num_requests`` prompts of ``input_len`` tokens, ``output_len`` tokens each, at most
-    ``concurrency`` in flight (0: no cap). A serving workload also names its dataset (whose lengths replace
-    ``input_len``/``output_len`` unless it is ``random``) and its arrivals: ``request_rate`` requests/s (``None``:
-    all at once), gamma ``burstiness``, or a point of a sweep (``sweep``: ``sync``, ``max`` or ``1``..``N``, whose
-    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``."""
-
-    phase: str
-    input_len: int
-    output_len: int
-    concurrency: int
-    num_requests: int
-    dataset: str | None = None
-    request_rate: float | None = None
-    burstiness: float | None = None
-    sweep: str | None = None
-    duration_s: float | None = None
-
-    @property
-    def id(self) -> str:
-        return workload_id(self)
-
-
-def workload_id(workload: Workload) -> str:
-    """``in512-out1-c4`` or ``sharegpt-tiny-r2`` (``-rinf``, ``-sweep-max``, ``-c8`` with a cap): the one name of a
-    workload, in test ids, results and the report."""
-    if workload.phase != SERVING:
-        return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
-    if workload.sweep is not None:
-        arrivals = f"sweep-{workload.sweep}"
-    else:
-        arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"
-    cap = f"-c{workload.concurrency}" if workload.concurrency else ""
-    return f"{workload.dataset}-{arrivals}{cap}"
 
 
 def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:

@@ -11,13 +11,12 @@ from typing import Literal
 from plugin.power.backend import PowerBackend, PowerError, PowerReadError, Sample
 from plugin.power.none import NoneBackend
 from plugin.power.sampler import Sampler
-from plugin.power.window import GpuWindow, WindowMeasurement
+from plugin.power.window import WindowMeasurement
 
 BackendKind = Literal["auto", "nvml", "smi", "none"]
 
 __all__ = [
     "BackendKind",
-    "GpuWindow",
     "NoneBackend",
     "PowerBackend",
     "PowerError",

@@ -21,16 +21,15 @@ from dataclasses import dataclass, field
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
+from plugin.option_values import POWER_SOURCE_EXAMPLE
 from plugin.power.backend import PowerError, PowerReadError, Sample
-from plugin.serving.prometheus import MetricsFormatError, parse_families
+from plugin.prometheus_text import MetricsFormatError, parse_families
 
 POWER = "DCGM_FI_DEV_POWER_USAGE"  # W, gauge (a 1 s average on A100 and newer, as NVML's power usage)
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ since the driver loaded, counter
 SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"  # MHz, gauge
-ROLES = ("prefill", "decode", "prefill+decode")
 _BLANK = {POWER: 2.0**47, SM_CLOCK: 2.0**47, ENERGY: 9.2e18}
 """At or above these, a value is one of DCGM's "blank" sentinels (DCGM_FP64_BLANK, DCGM_INT64_BLANK...): no value."""
-_SOURCE_EXAMPLE = "dcgm=http://HOST:9400/metrics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +124,7 @@ class DcgmBackend:
         ``interval_s``: the collection interval where known (dcgm-exporter ``-c`` / 1000), else it is measured.
         ``max_age_s``: energy reads reuse a scrape this recent, so one scrape serves all GPUs at a window edge."""
         if not urls:
-            raise PowerError(f"no DCGM exporter given: --power-source {_SOURCE_EXAMPLE}")
+            raise PowerError(f"no DCGM exporter given: --power-source {POWER_SOURCE_EXAMPLE}")
         self._urls, self._interval_s, self._timeout_s = tuple(urls), interval_s, timeout_s
         self._max_age_s, self._clock = max_age_s, clock
         self._lock = threading.Lock()
@@ -255,33 +254,3 @@ def _sample(t_s: float, gpu: int, reading: DcgmReading | None, error: str | None
     clock = None if reading is None or reading.sm_clock_mhz is None else round(reading.sm_clock_mhz)
     power = None if reading is None else reading.power_w
     return Sample(t_s, gpu, None, power, clock, None, None, None, None, None, error)
-
-
-def parse_power_source(text: str) -> str:
-    """``--power-source dcgm=URL`` into the exporter's URL; a URL without a path gets ``/metrics``."""
-    kind, sep, url = (part.strip() for part in text.partition("="))
-    if not sep or not url:
-        raise BenchError(f"--power-source {text!r}: expected SOURCE=URL, such as {_SOURCE_EXAMPLE}")
-    if kind != "dcgm":
-        raise BenchError(f"--power-source {text!r}: unknown source {kind!r}; the one known is dcgm ({_SOURCE_EXAMPLE})")
-    parts = urllib.parse.urlsplit(url)
-    try:
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
-    except ValueError:  # a port that is not a number, or out of range
-        valid = False
-    if not valid:
-        raise BenchError(f"--power-source {text!r}: {url!r} is not an http(s) URL with a host: {_SOURCE_EXAMPLE}")
-    return urllib.parse.urlunsplit(parts._replace(path=parts.path if parts.path not in ("", "/") else "/metrics"))
-
-
-def parse_gpu_role(text: str) -> tuple[str, int, str]:
-    """``--gpu-role HOST:GPU=ROLE`` into ``(host, gpu, role)``; HOST and GPU as the exporter labels them."""
-    target, sep, role = (part.strip() for part in text.rpartition("="))
-    host, colon, gpu = target.rpartition(":")
-    if not sep or not colon or not host:
-        raise BenchError(f"--gpu-role {text!r}: expected HOST:GPU=ROLE, such as node-a:0=prefill")
-    if not gpu.isdigit():
-        raise BenchError(f"--gpu-role {text!r}: GPU {gpu!r} is not an index (the exporter's gpu label: 0, 1, ...)")
-    if role not in ROLES:
-        raise BenchError(f"--gpu-role {text!r}: role {role!r} is not one of {', '.join(ROLES)}")
-    return host, int(gpu), role

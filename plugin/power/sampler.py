@@ -22,7 +22,8 @@ from plugin.clock import now_s
 from plugin.power.backend import PowerBackend, PowerError, PowerReadError, Sample
 from plugin.power.samples_csv import SampleCsvWriter, read_samples
 from plugin.power.sensor import UpdateIntervalDetector
-from plugin.power.window import GpuWindow, IdleBaseline, WindowAccumulator, WindowMeasurement
+from plugin.power.window import IdleBaseline, WindowAccumulator, WindowMeasurement
+from plugin.records.windows import GpuWindow
 
 
 @dataclass

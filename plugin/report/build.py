@@ -10,7 +10,7 @@ from typing import Any
 import jinja2
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
-from plugin.load.workload import SERVING
+from plugin.records.workload import SERVING
 from plugin.report import charts
 from plugin.report.compare import METRICS, choose_baseline, compare
 from plugin.report.comparison import (

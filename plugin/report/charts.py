@@ -19,9 +19,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES  # noqa: E402
-from plugin.load.workload import SERVING, workload_id  # noqa: E402
+from plugin.records.results import BenchmarkResult, PowerWindow  # noqa: E402
+from plugin.records.workload import SERVING, workload_id
 from plugin.report.data import ERROR_SUFFIX, Run  # noqa: E402
-from plugin.results.schema import BenchmarkResult, PowerWindow  # noqa: E402
 
 DPI = 100
 WIDE = (11.0, 4.2)
@@ -32,7 +32,7 @@ PHASE_ENERGY = {
     "decode": ("j_per_output_token", "J/output tok"),
     "e2e": ("j_per_request", "J/request"),
 }
-"""The one energy figure of each phase (``plugin.analysis.benchmark.energy_figures``) and its unit."""
+"""The one energy figure of each phase (``plugin.analysis.phase_figures.energy_figures``) and its unit."""
 """The legend's words for a serving point without an offered rate, drawn hollow at its achieved throughput."""
 SHORT_WINDOW_COLOR = "red"
 SHORT_WINDOW_LABEL = f"short window (< {MIN_SENSOR_UPDATES} sensor updates)"

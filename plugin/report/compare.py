@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import e2e_s, tpot_s, ttft_s
-from plugin.load.client import RequestRecord
-from plugin.load.workload import SERVING
+from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkResult
+from plugin.records.workload import SERVING
 from plugin.report.data import GOODPUT, HEADLINE, LATENCY, SERVING_ENERGY, SERVING_LATENCY, Run, load_run
-from plugin.results.schema import BenchmarkResult
 
 PER_REQUEST: dict[str, Callable[[RequestRecord], float | None]] = {
     "median_ttft_ms": ttft_s,

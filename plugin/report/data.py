@@ -14,13 +14,13 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import e2e_s, tbt_gaps_s, tpot_s, ttft_s
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
-from plugin.load.workload import SERVING, workload_id
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
+from plugin.records.results import BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow
+from plugin.records.workload import SERVING, workload_id
 from plugin.results import store
-from plugin.results.schema import BenchmarkResult, GpuEnergy, PhaseSplit, PowerWindow
 
 LATENCY = {
     "median_ttft_ms": "TTFT p50 (ms)",

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from plugin.analysis.benchmark import energy_figures
-from plugin.load.workload import SERVING, SWEEP_SYNC
+from plugin.analysis.phase_figures import energy_figures
+from plugin.load.workload import SWEEP_SYNC
+from plugin.records.results import BenchmarkResult
+from plugin.records.workload import SERVING
 from plugin.report.data import (
     DATASET,
     GOODPUT,
@@ -18,7 +20,6 @@ from plugin.report.data import (
     energy_errors,
     short_window,
 )
-from plugin.results.schema import BenchmarkResult
 
 CURVE_METRICS = (
     "request_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "slo_attainment_pct",

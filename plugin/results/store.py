@@ -1,6 +1,6 @@
 """The run's results on disk: ``results.json`` (header and benchmark summaries, rewritten atomically after every
 benchmark so that an interrupted run keeps what it measured) and one JSONL file of request records per benchmark
-beside it, written once. ``load_run`` reads them back as typed results (``plugin.results.schema``)."""
+beside it, written once. ``load_run`` reads them back as typed results (``plugin.records.results``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugin.results.schema import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
+from plugin.records.results import SCHEMA_VERSION, BenchmarkResult, StoredRequest, from_json, to_json
 
 RESULTS_FILE = "results.json"
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from plugin.records.topology import DISAGGREGATED, Topology
 from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
 from plugin.serving.launcher import Launcher, PlacedInstance
 from plugin.serving.local_launcher import LocalLauncher
 from plugin.serving.process import ManagedProcess, ServerProcess, start, wait_ready
-from plugin.serving.topology import DISAGGREGATED, Placement, Topology, warmup_requests
+from plugin.serving.topology import Placement, warmup_requests
 
 OpenRun = Callable[[str | None], Path]
 """Creates the run (given the vLLM version) and returns its folder, where the servers' logs go."""

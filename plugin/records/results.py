@@ -14,9 +14,9 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
-from plugin.power.window import GpuWindow
+from plugin.records.requests import RequestRecord
+from plugin.records.windows import GpuWindow
+from plugin.records.workload import Workload
 
 SCHEMA_VERSION = 2
 T = TypeVar("T")
