@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from plugin import capacity_run
 from plugin.analysis.power_entry import session_power
+from plugin.clock import now_s
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
 from plugin.hookspec import extra_vllm_args
+from plugin.load.client import STOPPED
 from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
 from plugin.load.schedule import arrivals_of, sweep_rate, with_measured_end
 from plugin.load.workload import (
@@ -234,6 +237,10 @@ def run_workload(
     if dead:
         pytest.skip(f"the {topology} servers are gone: {dead}")
     settings = bench_session.settings
+    capacity_run.skip_if_measured(bench_session, request.node.nodeid)
+    searched = capacity_point(request)
+    if searched is not None:  # a capacity search's rate is known (or the slot skipped) before any server starts
+        rate = capacity_run.rate_or_skip(bench_session, topology, searched)
     endpoint: Endpoint = request.getfixturevalue("served_topology")
     sampler: Sampler = request.getfixturevalue("power_sampler")
     endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
@@ -261,8 +268,13 @@ def run_workload(
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
         rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
+        if searched is not None:
+            workload = replace(workload, request_rate=rate)
+        started_s = now_s()
         try:
             measurement, extra = _measure(bench_session, runner, request.node.nodeid, workload, rng)
+            if searched is not None:
+                extra |= capacity_run.probe_extra(measurement, now_s() - started_s)
         except WarmupFailed as error:
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
@@ -276,10 +288,17 @@ def run_workload(
             )
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
         check_servers(bench_session, topology, measurement)
-        fail_on_errors(measurement.records)
+        fail_on_errors([record for record in measurement.records if record.error != STOPPED])
         return result
 
     return run
+
+
+def capacity_point(request: pytest.FixtureRequest) -> Workload | None:
+    """The test's workload where it is a capacity search's probe or grid point, else ``None``."""
+    callspec = getattr(request.node, "callspec", None)
+    workload = None if callspec is None else callspec.params.get("workload")
+    return workload if isinstance(workload, Workload) and capacity_run.is_search_point(workload) else None
 
 
 def sampled_roles(sampler: Sampler, endpoint: Endpoint, settings: Settings) -> dict[int, str]:
@@ -320,7 +339,8 @@ def _measure(
     settings, endpoint = bench_session.settings, runner.endpoint
     if workload.phase == SERVING:
         plan, extra = _serving_plan(bench_session, workload, endpoint, rng)
-        return runner.measure_schedules(name, plan.rounds, plan.warmup), extra
+        stop = capacity_run.stop_when(settings) if capacity_run.is_open_loop_probe(workload) else None
+        return runner.measure_schedules(name, plan.rounds, plan.warmup, stop), extra
 
     def prompts_for(count: int) -> list[list[int]]:
         return make_prompts(count, workload.input_len, endpoint.vocab, rng)
@@ -340,7 +360,7 @@ def _serving_plan(
     settings = bench_session.settings
     rate = workload.request_rate
     extra: dict[str, Any] = {}
-    if workload.sweep not in (None, SWEEP_SYNC, SWEEP_MAX):
+    if workload.sweep is not None and workload.sweep.isdigit():
         ends = bench_session.sweep_ends.get(str(workload.dataset))
         points = settings.request_rates.sweep_points or 0
         rate = sweep_rate(str(workload.sweep), points, ends)
@@ -352,6 +372,8 @@ def _serving_plan(
     max_model_len = settings.max_model_len or (
         default_max_model_len(settings) if endpoint.model_dir else DATASET_MAX_LEN
     )
+    if capacity_run.is_probe_point(workload):  # a probe is judged on its requests' interval: one round
+        settings = replace(settings, serving_rounds=1)
     plan = serving_plan(
         workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
     )

@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 
 from plugin import hookspec, options
+from plugin.analysis.answer import answer_json, run_answers
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.goodput import targets_ms
+from plugin.capacity_run import resolution_of
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.load.workload import PHASES, SERVING, longest_sequence, serving_workloads, workloads_for
+from plugin.load.workload import GRID, PHASES, SERVING, Workload, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.serving import servers
@@ -208,9 +210,17 @@ def topologies_in(session: pytest.Session) -> tuple[Topology, ...]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once)."""
+    """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once); a capacity
+    search's probes of every topology come before its shared grid, whose rates rest on all their capacities (each
+    topology's servers then start twice)."""
     order = [topology.name for topology in config.stash[SESSION_KEY].settings.topologies]
-    items.sort(key=lambda item: order.index(topology_of(item) or order[0]))
+    items.sort(key=lambda item: (_is_grid_point(item), order.index(topology_of(item) or order[0])))
+
+
+def _is_grid_point(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    workload = None if callspec is None else callspec.params.get("workload")
+    return isinstance(workload, Workload) and (workload.sweep or "").startswith(GRID)
 
 
 def _topology_id(topology: Topology, setting: DvfsSetting, settings: options.Settings) -> str:
@@ -350,6 +360,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
     results.update(energy_card=energy_card_json(results.benchmarks))
     settings = session.config.stash[SESSION_KEY].settings
+    if settings.request_rates.capacity_points is not None:
+        found = run_answers(
+            results.benchmarks, settings.slo_attainment_pct, resolution_of(settings), settings.max_probes
+        )
+        results.update(capacity=[answer_json(one) for one in found])
     if settings.dvfs_requested:
         analysis = analyse(
             results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput, settings.slo_attainment_pct

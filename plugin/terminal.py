@@ -1,6 +1,7 @@
-"""The suite's section of pytest's terminal summary: a line per phase benchmark (latency, throughput, the energy
-figure of its phase ± its 95 % interval), a line per serving benchmark (rate, SLO attainment, goodput), power
-notes (short windows flagged "!", repeated loads), a line per energy card, where results are."""
+"""The suite's section of pytest's terminal summary: a capacity search's answer first, then a line per phase
+benchmark (latency, throughput, the energy figure of its phase ± its 95 % interval), a line per serving benchmark
+(rate, SLO attainment, goodput), power notes (short windows flagged "!", repeated loads), a line per energy card,
+where results are."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
     assert run.results is not None
     write = terminalreporter.write_line
     terminalreporter.section("pd-energy-bench")
+    for found in run.results.data.get("capacity") or []:  # the answer first, the evidence below it
+        for line in found["lines"]:
+            write(line)
     phases = [entry for entry in run.results.benchmarks if entry.phase != SERVING]
     serving = [entry for entry in run.results.benchmarks if entry.phase == SERVING]
     if phases:

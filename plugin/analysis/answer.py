@@ -12,11 +12,25 @@ Which topology has the larger capacity is undecided where their capacity interva
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from plugin.analysis.capacity import Capacity
-from plugin.analysis.verdict import ALONE, FEW_ROUNDS, NONE, ONLY, TIE, UNRANKED, WINS, Point, Step, judge
+from plugin.analysis.capacity import Capacity, Resolution, is_grid, is_probe, searches
+from plugin.analysis.verdict import (
+    ALONE,
+    FEW_ROUNDS,
+    NONE,
+    ONLY,
+    TIE,
+    UNRANKED,
+    WINS,
+    Point,
+    Step,
+    judge,
+    serving_points,
+)
+from plugin.results.schema import BenchmarkResult
 
 RUN, UNDECIDED, NOTHING = "run", "undecided", "none"
 
@@ -93,7 +107,9 @@ class Answer:
         top, runner_up = met[0], met[1]
         high = runner_up.capacity_high_rps
         if high is not None and (top.capacity_rps or 0.0) >= high:
-            return f"{top.topology} has the larger capacity ({top.topology}'s interval lies above {runner_up.topology}'s)"
+            return (
+                f"{top.topology} has the larger capacity ({top.topology}'s interval lies above {runner_up.topology}'s)"
+            )
         return f"larger capacity undecided: the intervals of {top.topology} and {runner_up.topology} overlap"
 
     def lines(self) -> list[str]:
@@ -176,3 +192,47 @@ def _band(step: Step, points: Mapping[str, Point]) -> Band:
 
 def _name(band: Band) -> str:
     return band.topology if band.kind == RUN and band.topology else band.kind
+
+
+def run_answers(
+    entries: Iterable[BenchmarkResult], target_pct: float, resolution: Resolution, max_probes: int
+) -> list[Answer]:
+    """The answer of every dataset a capacity search ran on, from the run's stored entries alone."""
+    entries = list(entries)
+    found = searches(entries, target_pct, resolution, max_probes)
+    gpus = {entry.topology_name: entry.gpu_budget for entry in entries if is_probe(entry)}
+    given = (entry.summary.get("goodput_targets_ms") for entry in entries)
+    targets: Mapping[str, float] = next((targets for targets in given if targets), {})
+    grid = serving_points(entry for entry in entries if is_grid(entry))
+    datasets = dict.fromkeys(dataset for _, dataset in found)
+    return [
+        answer(dataset, [s.capacity(gpus[t]) for (t, d), s in found.items() if d == dataset], grid, targets, target_pct)
+        for dataset in datasets
+    ]
+
+
+def answer_json(found: Answer) -> dict[str, Any]:
+    """What ``results.json`` keeps under ``capacity``: the lines as printed, and the figures behind them."""
+    return {
+        "dataset": found.dataset,
+        "goodput_targets_ms": dict(found.targets_ms),
+        "slo_attainment_pct": found.target_pct,
+        "lines": found.lines(),
+        "device_time_s": found.device_time_s,
+        "capacities": [
+            {**asdict(c), "capacity_per_gpu_rps": c.per_gpu_rps, "capacity_high_per_gpu_rps": c.per_gpu_high_rps}
+            for c in found.capacities
+        ],
+        "bands": [
+            {
+                "rates_rps": list(b.rates_rps),
+                "kind": b.kind,
+                "topology": b.topology,
+                "why": b.why or None,
+                "energy_per_good_request_j": list(b.energy_j),
+                "energy_per_good_request_pm_j": list(b.energy_pm_j),
+            }
+            for b in found.bands
+        ],  # fmt: skip
+        "crossovers": [asdict(c) for c in found.crossovers],
+    }

@@ -19,11 +19,13 @@ could not lift the attainment's upper bound to the target. Pure functions: no I/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from plugin.analysis.goodput import attainment_interval_pct
-from plugin.analysis.verdict import Attainment
+from plugin.analysis.verdict import Attainment, attainment_of
+from plugin.load.workload import GRID, PROBE
+from plugin.results.schema import BenchmarkResult
 
 MEETS, MISSES, UNDECIDED = "meets", "misses", "undecided"
 CONVERGED, NEVER_MEETS, OUT_OF_PROBES, SEARCHING = "converged", "never meets", "out of probes", "searching"
@@ -202,3 +204,40 @@ def grid_rates(capacities: Sequence[Capacity], points: int) -> tuple[float, ...]
     if largest is None:
         return ()
     return tuple(largest * k / points for k in range(1, points + 1))
+
+
+def is_probe(entry: BenchmarkResult) -> bool:
+    return (entry.workload.sweep or "").startswith(PROBE)
+
+
+def is_grid(entry: BenchmarkResult) -> bool:
+    return (entry.workload.sweep or "").startswith(GRID)
+
+
+def wall_s(entry: BenchmarkResult) -> float:
+    """A probe's device time: as the fixtures timed it (warm-up and drain included), else its rounds' windows."""
+    timed = entry.summary.get("probe_wall_s")
+    return float(timed) if timed is not None else sum(float(r.get("duration_s") or 0.0) for r in entry.rounds)
+
+
+def searches(
+    entries: Iterable[BenchmarkResult], target_pct: float, resolution: Resolution, max_probes: int
+) -> dict[tuple[str, str], Search]:
+    """Each (topology, dataset)'s search, rebuilt from its probes in the order they were measured: a search run
+    now, and one resumed from a run folder, go on from the same state."""
+    found: dict[tuple[str, str], Search] = {}
+    for entry in entries:
+        if not is_probe(entry):
+            continue
+        key = (entry.topology_name, str(entry.workload.dataset))
+        search = found.get(key) or Search(key[0], key[1], target_pct, resolution, max_probes)
+        rate = entry.summary.get("offered_rate_rps")
+        attainment = attainment_of(entry.summary)
+        if rate is None:  # the saturated probe: every request at once
+            search = search.with_saturated(float(entry.summary.get("request_throughput") or 0.0), wall_s(entry))
+        elif attainment is not None:
+            search = search.with_probe(
+                Probe(float(rate), attainment, wall_s(entry), bool(entry.summary.get("stopped_early")))
+            )
+        found[key] = search
+    return found

@@ -19,6 +19,8 @@ from plugin.options import Settings
 PHASES = ("prefill", "decode", "e2e")
 SERVING = "serving"
 SWEEP_SYNC, SWEEP_MAX = "sync", "max"
+PROBE, GRID = "probe", "grid"
+"""A capacity search's points (``sweep`` ``probe1``.. and ``grid1``..): each topology's probes, then the shared grid."""
 DATASET_MAX_LEN = 2048
 """vLLM's ShareGPT filter keeps prompt + output within 2048 tokens: a server for file datasets must hold that."""
 UNIQUE_PREFIX_TOKENS = 4
@@ -33,7 +35,8 @@ class Workload:
     ``concurrency`` in flight (0: no cap). A serving workload also names its dataset (whose lengths replace
     ``input_len``/``output_len`` unless it is ``random``) and its arrivals: ``request_rate`` requests/s (``None``:
     all at once), gamma ``burstiness``, or a point of a sweep (``sweep``: ``sync``, ``max`` or ``1``..``N``, whose
-    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``."""
+    rate is known only once ``sync`` and ``max`` are measured, or a capacity search's ``probeK`` or ``gridK``, whose
+    rates are chosen as the search goes); ``duration_s`` replaces ``num_requests``."""
 
     phase: str
     input_len: int
@@ -56,7 +59,9 @@ def workload_id(workload: Workload) -> str:
     workload, in test ids, results and the report."""
     if workload.phase != SERVING:
         return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
-    if workload.sweep is not None:
+    if workload.sweep is not None and workload.sweep.startswith((PROBE, GRID)):
+        arrivals = workload.sweep
+    elif workload.sweep is not None:
         arrivals = f"sweep-{workload.sweep}"
     else:
         arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"
@@ -82,10 +87,14 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
 
 
 def serving_workloads(settings: Settings) -> list[Workload]:
-    """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths."""
+    """Dataset x arrival rate (or sweep point, or capacity search point); ``random`` prompts take the end-to-end
+    lengths."""
     sizes, rates = settings.sizes, settings.request_rates
     arrivals: list[tuple[float | None, str | None]]
-    if rates.sweep_points is not None:
+    if rates.capacity_points is not None:
+        probes = [f"{PROBE}{k}" for k in range(1, settings.max_probes + 1)]
+        arrivals = [(None, point) for point in (*probes, *(f"{GRID}{k}" for k in range(1, rates.capacity_points + 1)))]
+    elif rates.sweep_points is not None:
         points = [SWEEP_SYNC, SWEEP_MAX, *(str(k) for k in range(1, rates.sweep_points + 1))]
         arrivals = [(None, point) for point in points]
     else:
