@@ -211,10 +211,15 @@ def topologies_in(session: pytest.Session) -> tuple[Topology, ...]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once); a capacity
-    search's probes of every topology come before its shared grid, whose rates rest on all their capacities (each
-    topology's servers then start twice)."""
+    search's probes of every topology come before its shared grid, whose rates rest on all their capacities, and the
+    grid runs the topologies in reverse, so the last one searched goes on with its servers (the others start twice)."""
     order = [topology.name for topology in config.stash[SESSION_KEY].settings.topologies]
-    items.sort(key=lambda item: (_is_grid_point(item), order.index(topology_of(item) or order[0])))
+
+    def key(item: pytest.Item) -> tuple[bool, int]:
+        index = order.index(topology_of(item) or order[0])
+        return (True, -index) if _is_grid_point(item) else (False, index)
+
+    items.sort(key=key)
 
 
 def _is_grid_point(item: pytest.Item) -> bool:
