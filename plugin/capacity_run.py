@@ -61,7 +61,7 @@ def skip_if_measured(run: RunSession, nodeid: str) -> None:
 
 def rate_or_skip(run: RunSession, topology: str, workload: Workload) -> float | None:
     """The offered rate of a probe slot or grid point (``None``: the saturated probe, all at once), or a skip that
-    says why the slot is not needed."""
+    says why the slot is not needed. ``topology`` is the search's candidate (``analysis.capacity.candidate``)."""
     point = workload.sweep or ""
     dataset = str(workload.dataset)
     found = run_searches(run)

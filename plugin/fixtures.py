@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from plugin import capacity_run
+from plugin.analysis.capacity import candidate
 from plugin.analysis.power_entry import session_power
 from plugin.clock import now_s
 from plugin.dvfs.controller import DvfsController
@@ -240,7 +241,8 @@ def run_workload(
     capacity_run.skip_if_measured(bench_session, request.node.nodeid)
     searched = capacity_point(request)
     if searched is not None:  # a capacity search's rate is known (or the slot skipped) before any server starts
-        rate = capacity_run.rate_or_skip(bench_session, topology, searched)
+        plan = dvfs.id if settings.dvfs_requested else None
+        rate = capacity_run.rate_or_skip(bench_session, candidate(topology, plan), searched)
     endpoint: Endpoint = request.getfixturevalue("served_topology")
     sampler: Sampler = request.getfixturevalue("power_sampler")
     endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))

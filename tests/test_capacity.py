@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from plugin.analysis.answer import NOTHING, RUN, UNDECIDED, answer
+from plugin.analysis.answer import NOTHING, RUN, UNDECIDED, answer, run_answers
 from plugin.analysis.capacity import (
     CONVERGED,
     NEVER_MEETS,
@@ -19,6 +19,8 @@ from plugin.analysis.capacity import (
 )
 from plugin.analysis.goodput import attainment_interval_pct
 from plugin.analysis.verdict import Attainment, Point
+from plugin.load.workload import Workload
+from plugin.results.schema import BenchmarkPower, BenchmarkResult
 
 REQUESTS = 400
 
@@ -99,7 +101,7 @@ def capacity_of(name: str, low: float | None, high: float | None, gpus: int = 2)
 
 
 def point(topology: str, rate: float, good: int, energy_j: float, pm_j: float = 0.01) -> Point:
-    return Point(topology, "random", rate, 3, measured(good), energy_j, pm_j, ("rounds",))
+    return Point(topology, "random", rate, 3, measured(good), energy_j, pm_j, ("rounds",), rate * good / REQUESTS / 2)
 
 
 def test_the_answer_names_bands_crossovers_and_the_cost() -> None:
@@ -121,6 +123,7 @@ def test_the_answer_names_bands_crossovers_and_the_cost() -> None:
     text = "\n".join(found.lines())
     assert "ttft <= 200 ms and tpot <= 20 ms" in text and "above 4 req/s" in text
     assert "dp:2 has the larger capacity" in text
+    assert "at 3-4 req/s run dp:2 (3 ± 0.01 J per good request, 5400-7200 good requests per GPU-hour)" in text
     assert found.device_time_s == pytest.approx(2 * (1.0 + 5.0 + 5.0)) and "6 probes and 22 s" in text
 
 
@@ -140,3 +143,37 @@ def test_straddling_attainment_is_undecided_and_nothing_met_is_said() -> None:
     assert [band.kind for band in found.bands] == [UNDECIDED, NOTHING]
     assert "dp:2 90 % met" in found.bands[0].why
     assert "no topology meets the targets at any rate probed" in "\n".join(found.lines())
+
+
+def entry(plan: str, sweep: str, rate: float | None, good: int, energy_j: float = 1.0) -> BenchmarkResult:
+    """A stored serving benchmark of 1p1d under a per-role DVFS plan: ``good`` of ``REQUESTS`` met the targets."""
+    low, high = attainment_interval_pct(good, REQUESTS) or (0.0, 0.0)
+    summary = {
+        "offered_rate_rps": rate, "request_throughput": 8.0, "requests": REQUESTS, "good_requests": good,
+        "slo_attainment_pct": 100.0 * good / REQUESTS, "slo_attainment_low_pct": low, "slo_attainment_high_pct": high,
+        "goodput_targets_ms": {"tpot": 20.0}, "energy_per_good_request_j": energy_j, "probe_wall_s": 10.0,
+    }  # fmt: skip
+    workload = Workload("serving", 1024, 128, 0, REQUESTS, "random", rate, 1.0, sweep)
+    figure = "energy_per_good_request_j"
+    power = BenchmarkPower(True, "nvml", None, {}, None, None, None, None, None, (), (), {figure: 0.01}, {},
+                           {figure: ["rounds"]})  # fmt: skip
+    name = f"test_serving[1p1d-{plan}-random-{sweep}]"
+    return BenchmarkResult(name, name, "disaggregated", "serving", workload, summary, ({},) * 3, power,
+                           {"setting": plan}, "", "1p1d", 2)  # fmt: skip
+
+
+def test_per_role_dvfs_plans_are_searched_apart_and_the_answer_names_the_best_plan() -> None:
+    slow, fast = "p-sm1500-d-sm900", "sm1980"
+    entries = [
+        entry(slow, "probe1", None, REQUESTS), entry(fast, "probe1", None, REQUESTS),
+        entry(slow, "probe2", 8.0, REQUESTS), entry(fast, "probe2", 8.0, REQUESTS),
+        entry(slow, "probe3", 16.0, 0), entry(fast, "probe3", 16.0, 0),
+        entry(slow, "grid1", 4.0, REQUESTS, energy_j=1.0), entry(fast, "grid1", 4.0, REQUESTS, energy_j=2.0),
+        entry(slow, "grid2", 8.0, REQUESTS, energy_j=1.5), entry(fast, "grid2", 8.0, REQUESTS, energy_j=3.0),
+    ]  # fmt: skip
+    (found,) = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
+    assert {c.topology for c in found.capacities} == {f"1p1d at {slow}", f"1p1d at {fast}"}
+    assert all(c.capacity_rps == 8.0 and c.capacity_high_rps == 16.0 and c.gpus == 2 for c in found.capacities)
+    assert [(band.topology, band.rates_rps) for band in found.bands] == [(f"1p1d at {slow}", (4.0, 8.0))]
+    assert found.device_time_s == pytest.approx(60.0)
+    assert "larger capacity undecided" in found.lines()[-2]

@@ -13,10 +13,10 @@ Which topology has the larger capacity is undecided where their capacity interva
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from plugin.analysis.capacity import Capacity, Resolution, is_grid, is_probe, searches
+from plugin.analysis.capacity import Capacity, Resolution, candidate_of, is_grid, is_probe, searches
 from plugin.analysis.verdict import (
     ALONE,
     FEW_ROUNDS,
@@ -33,6 +33,7 @@ from plugin.analysis.verdict import (
 from plugin.results.schema import BenchmarkResult
 
 RUN, UNDECIDED, NOTHING = "run", "undecided", "none"
+SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Band:
     why: str = ""
     energy_j: tuple[float, ...] = ()
     energy_pm_j: tuple[float | None, ...] = ()
+    good_per_gpu_hour: tuple[float, ...] = ()
+    """The chosen topology's goodput per GPU of the budget, per hour: what a GPU-hour buys at these rates."""
 
     @property
     def key(self) -> tuple[str, str | None, str]:
@@ -54,7 +57,8 @@ class Band:
         low, high = self.rates_rps[0], self.rates_rps[-1]
         rates = f"{low:.3g}" + (f"-{high:.3g}" if high != low else "")
         if self.kind == RUN:
-            return f"at {rates} req/s run {self.topology}{self._energy()}"
+            figures = ", ".join(part for part in (self._energy(), self._per_gpu_hour()) if part)
+            return f"at {rates} req/s run {self.topology}" + (f" ({figures})" if figures else "")
         if self.kind == UNDECIDED:
             return f"at {rates} req/s undecided ({self.why})"
         return f"at {rates} req/s no topology meets the targets"
@@ -65,8 +69,12 @@ class Band:
         low, high = min(self.energy_j), max(self.energy_j)
         known = [pm for pm in self.energy_pm_j if pm is not None]
         pm = f" ± {max(known):.2g}" if len(known) == len(self.energy_pm_j) else " (± unknown)"
-        shown = f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g}-{high:.3g}"
-        return f" ({shown}{pm} J per good request)"
+        return f"{_span(low, high)}{pm} J per good request"
+
+    def _per_gpu_hour(self) -> str:
+        if not self.good_per_gpu_hour:
+            return ""
+        return f"{_span(min(self.good_per_gpu_hour), max(self.good_per_gpu_hour))} good requests per GPU-hour"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +163,8 @@ def answer(
         if bands and bands[-1].key == band.key:
             last = bands[-1]
             band = Band((*last.rates_rps, rate), band.kind, band.topology, band.why,
-                        (*last.energy_j, *band.energy_j), (*last.energy_pm_j, *band.energy_pm_j))  # fmt: skip
+                        (*last.energy_j, *band.energy_j), (*last.energy_pm_j, *band.energy_pm_j),
+                        (*last.good_per_gpu_hour, *band.good_per_gpu_hour))  # fmt: skip
             bands[-1] = band
         else:
             bands.append(band)
@@ -176,7 +185,8 @@ def _band(step: Step, points: Mapping[str, Point]) -> Band:
         point = points[chosen]
         energy = () if point.energy_per_good_request_j is None else (point.energy_per_good_request_j,)
         pm = (point.energy_per_good_request_pm_j,) if energy else ()
-        return Band(rate, RUN, chosen, "", energy, pm)
+        per_hour = () if point.goodput_per_gpu_rps is None else (point.goodput_per_gpu_rps * SECONDS_PER_HOUR,)
+        return Band(rate, RUN, chosen, "", energy, pm, per_hour)
     if step.kind == TIE:
         return Band(rate, UNDECIDED, None, f"{step.winner} and {step.other} meet the targets within the saving's ±")
     if step.kind in (UNRANKED, FEW_ROUNDS) and step.met:
@@ -190,6 +200,12 @@ def _band(step: Step, points: Mapping[str, Point]) -> Band:
     return Band(rate, UNDECIDED, None, step.kind)
 
 
+def _span(low: float, high: float) -> str:
+    """``3``, ``1.9-2.3``, ``5400-7200``: three significant digits, whole numbers from 100 up."""
+    shown = [f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}" for value in (low, high)]
+    return shown[0] if shown[0] == shown[1] else "-".join(shown)
+
+
 def _name(band: Band) -> str:
     return band.topology if band.kind == RUN and band.topology else band.kind
 
@@ -200,10 +216,12 @@ def run_answers(
     """The answer of every dataset a capacity search ran on, from the run's stored entries alone."""
     entries = list(entries)
     found = searches(entries, target_pct, resolution, max_probes)
-    gpus = {entry.topology_name: entry.gpu_budget for entry in entries if is_probe(entry)}
+    gpus = {candidate_of(entry): entry.gpu_budget for entry in entries if is_probe(entry)}
     given = (entry.summary.get("goodput_targets_ms") for entry in entries)
     targets: Mapping[str, float] = next((targets for targets in given if targets), {})
-    grid = serving_points(entry for entry in entries if is_grid(entry))
+    grid = [
+        replace(p, topology=candidate_of(entry)) for entry in entries if is_grid(entry) for p in serving_points([entry])
+    ]
     datasets = dict.fromkeys(dataset for _, dataset in found)
     return [
         answer(dataset, [s.capacity(gpus[t]) for (t, d), s in found.items() if d == dataset], grid, targets, target_pct)

@@ -220,16 +220,26 @@ def wall_s(entry: BenchmarkResult) -> float:
     return float(timed) if timed is not None else sum(float(r.get("duration_s") or 0.0) for r in entry.rounds)
 
 
+def candidate(topology: str, dvfs_setting: str | None) -> str:
+    """What a search and the answer choose between: a topology, or with a DVFS sweep a topology under one plan
+    (``1p1d at p-1500-d-900``: the prefill and decode GPUs' own clocks), each searched on its own."""
+    return topology if dvfs_setting is None else f"{topology} at {dvfs_setting}"
+
+
+def candidate_of(entry: BenchmarkResult) -> str:
+    return candidate(entry.topology_name, None if entry.dvfs is None else str(entry.dvfs.get("setting")))
+
+
 def searches(
     entries: Iterable[BenchmarkResult], target_pct: float, resolution: Resolution, max_probes: int
 ) -> dict[tuple[str, str], Search]:
-    """Each (topology, dataset)'s search, rebuilt from its probes in the order they were measured: a search run
+    """Each (candidate, dataset)'s search, rebuilt from its probes in the order they were measured: a search run
     now, and one resumed from a run folder, go on from the same state."""
     found: dict[tuple[str, str], Search] = {}
     for entry in entries:
         if not is_probe(entry):
             continue
-        key = (entry.topology_name, str(entry.workload.dataset))
+        key = (candidate_of(entry), str(entry.workload.dataset))
         search = found.get(key) or Search(key[0], key[1], target_pct, resolution, max_probes)
         rate = entry.summary.get("offered_rate_rps")
         attainment = attainment_of(entry.summary)
