@@ -359,6 +359,8 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         serving_rounds=rounds or (COMPARISON_ROUNDS if len(topologies) > 1 else 1),
         **_load_settings(config, on_gpu),
     )
+    if settings.resume is not None and _raw(config, "reports-dir") is None:  # the run's own reports folder
+        settings = dataclasses.replace(settings, reports_dir=settings.resume.parent)
     try:
         check_fits(settings.topologies, settings)
     except ValueError as error:

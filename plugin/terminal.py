@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.capacity import is_probe
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.analysis.verdict import attainment_of, serving_points, verdicts
@@ -127,8 +128,9 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
 
 def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
     """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given; each line names
-    the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides."""
-    points = serving_points(entries)
+    the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides. A
+    capacity search's probes are left out: each topology's are at its own rates, and the answer judges them."""
+    points = serving_points(entry for entry in entries if not is_probe(entry))
     for verdict in verdicts(points, attainment_pct):
         write(
             f"verdict ({verdict.dataset}, SLO attainment target {attainment_pct:g} %, judged on its 95 % interval): "
