@@ -151,6 +151,10 @@ class RunSession:
                 "warmup_s": self.settings.warmup_s,
                 "cooldown_s": self.settings.cooldown_s,
                 "arrival_scaling": self.settings.arrival_scaling,
+                # A capacity search's stopping rule, so that plugin.reanalyse rebuilds the same answer.
+                "capacity_resolution_rps": self.settings.capacity_resolution_rps,
+                "capacity_resolution_pct": self.settings.capacity_resolution_pct,
+                "max_probes": self.settings.max_probes,
             },
             "gpu_budget": {"gpus": list(self.budget), "size": self.gpu_budget},
             "server": None,

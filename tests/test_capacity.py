@@ -20,6 +20,7 @@ from plugin.analysis.capacity import (
 from plugin.analysis.goodput import attainment_interval_pct
 from plugin.analysis.verdict import Attainment, Point
 from plugin.load.workload import Workload
+from plugin.reanalyse import run_end
 from plugin.results.schema import BenchmarkPower, BenchmarkResult
 
 REQUESTS = 400
@@ -177,3 +178,12 @@ def test_per_role_dvfs_plans_are_searched_apart_and_the_answer_names_the_best_pl
     assert [(band.topology, band.rates_rps) for band in found.bands] == [(f"1p1d at {slow}", (4.0, 8.0))]
     assert found.device_time_s == pytest.approx(60.0)
     assert "larger capacity undecided" in found.lines()[-2]
+
+
+def test_reanalysis_rebuilds_the_answer_under_the_runs_own_stopping_rule() -> None:
+    entries = [entry("sm900", "probe1", None, REQUESTS), entry("sm900", "probe2", 8.0, REQUESTS)]
+    settings = {"slo_attainment_pct": 90.0, "capacity_resolution_rps": 100.0, "max_probes": 3}
+    fields = run_end(entries, {"capacity": [], "settings": settings})
+    (expected,) = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
+    assert fields["capacity"][0]["lines"] == expected.lines()
+    assert "1p1d at sm900 8 req/s" in fields["capacity"][0]["lines"][-2]
