@@ -113,6 +113,10 @@ def is_search_point(workload: Workload) -> bool:
     return (workload.sweep or "").startswith((PROBE, GRID))
 
 
+def is_grid_point(workload: Workload) -> bool:
+    return (workload.sweep or "").startswith(GRID)
+
+
 def is_probe_point(workload: Workload) -> bool:
     return (workload.sweep or "").startswith(PROBE)
 

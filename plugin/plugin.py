@@ -19,11 +19,11 @@ from plugin.analysis.answer import answer_json, run_answers
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.goodput import targets_ms
-from plugin.capacity_run import resolution_of
+from plugin.capacity_run import is_grid_point, resolution_of
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.load.workload import GRID, PHASES, SERVING, Workload, longest_sequence, serving_workloads, workloads_for
+from plugin.load.workload import PHASES, SERVING, Workload, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.serving import servers
@@ -225,7 +225,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _is_grid_point(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     workload = None if callspec is None else callspec.params.get("workload")
-    return isinstance(workload, Workload) and (workload.sweep or "").startswith(GRID)
+    return isinstance(workload, Workload) and is_grid_point(workload)
 
 
 def _topology_id(topology: Topology, setting: DvfsSetting, settings: options.Settings) -> str:
