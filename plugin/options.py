@@ -262,7 +262,7 @@ def add_options(parser: pytest.Parser) -> None:
     for name, help_text in _OPTIONS:
         nargs = "+" if name == "goodput" else None  # vLLM's syntax: --goodput ttft:200 tpot:50
         group.addoption(f"--{name}", dest=_dest(name), default=None, nargs=nargs, help=help_text)
-        parser.addini(_dest(name), help=help_text, default=None)
+        parser.addini(_dest(name), help=help_text.replace("%%", "%"), default=None)  # argparse alone expands %%
     group.addoption(
         "--vllm-arg",
         dest="vllm_args",
