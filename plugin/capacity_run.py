@@ -9,6 +9,7 @@ made before a benchmark asks for its servers, so a skipped slot starts nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from plugin.analysis.capacity import (
     Resolution,
     Search,
     clearly_misses,
+    fewest_requests_to_meet,
     grid_rates,
     searches,
 )
@@ -107,6 +109,15 @@ def stop_when(settings: Settings) -> StopWhen:
         return clearly_misses(good, len(answered), counted, settings.slo_attainment_pct)
 
     return decided
+
+
+def sized(workload: Workload, rate: float | None, settings: Settings) -> Workload:
+    """A search point's workload at its rate, sending in count mode at least the requests whose attainment interval
+    can clear the target (``fewest_requests_to_meet``: 35 at 90 %), over its one round (a probe) or its rounds (a
+    grid point); a steady-state point's count is its rate times its duration."""
+    rounds = 1 if is_probe_point(workload) else settings.serving_rounds
+    fewest = -(-fewest_requests_to_meet(settings.slo_attainment_pct) // rounds)
+    return replace(workload, request_rate=rate, num_requests=max(workload.num_requests, fewest))
 
 
 def is_search_point(workload: Workload) -> bool:

@@ -271,7 +271,7 @@ def run_workload(
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
         rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
         if searched is not None:
-            workload = replace(workload, request_rate=rate)
+            workload = capacity_run.sized(workload, rate, settings)
         started_s = now_s()
         try:
             measurement, extra = _measure(bench_session, runner, request.node.nodeid, workload, rng)

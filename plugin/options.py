@@ -435,6 +435,12 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         )
     rates = _parsed(config, "request-rate", request_rates, default_rates)
     goodput = _parsed(config, "goodput", goodput_targets, None)
+    attainment_pct = _parsed(config, "slo-attainment", percentage, DEFAULT_SLO_ATTAINMENT_PCT)
+    if rates.capacity_points is not None and attainment_pct >= 100:
+        raise pytest.UsageError(
+            "--slo-attainment 100 with a capacity search: no finite number of requests shows 100 % with 95 % "
+            "confidence, so no rate would ever meet it; give 99 or less"
+        )
     if rates.capacity_points is not None and goodput is None:
         raise pytest.UsageError(
             "--request-rate capacity:N searches the highest rate that meets latency targets: give them with "
@@ -456,5 +462,5 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "cooldown_s": cooldown_s,
         "goodput": goodput,
         "seed": seed,
-        "slo_attainment_pct": _parsed(config, "slo-attainment", percentage, DEFAULT_SLO_ATTAINMENT_PCT),
+        "slo_attainment_pct": attainment_pct,
     }

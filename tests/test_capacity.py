@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -15,13 +16,17 @@ from plugin.analysis.capacity import (
     Resolution,
     Search,
     clearly_misses,
+    fewest_requests_to_meet,
     grid_rates,
 )
 from plugin.analysis.goodput import attainment_interval_pct
 from plugin.analysis.verdict import Attainment, Point
+from plugin.capacity_run import sized
 from plugin.load.workload import Workload
+from plugin.option_values import RequestRates
 from plugin.reanalyse import run_end
 from plugin.results.schema import BenchmarkPower, BenchmarkResult
+from tests.settings import make_settings
 
 REQUESTS = 400
 
@@ -187,3 +192,14 @@ def test_reanalysis_rebuilds_the_answer_under_the_runs_own_stopping_rule() -> No
     (expected,) = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
     assert fields["capacity"][0]["lines"] == expected.lines()
     assert "1p1d at sm900 8 req/s" in fields["capacity"][0]["lines"][-2]
+
+
+def test_a_probe_sends_at_least_the_requests_that_can_show_the_target() -> None:
+    assert fewest_requests_to_meet(90.0) == 35
+    assert attainment_interval_pct(34, 34)[0] < 90.0 <= attainment_interval_pct(35, 35)[0]  # type: ignore[index]
+    settings = make_settings(request_rates=RequestRates(capacity_points=2), serving_rounds=3, slo_attainment_pct=90.0)
+    probe = Workload("serving", 32, 8, 0, 8, "random", None, 1.0, "probe2")
+    grid = replace(probe, sweep="grid1")
+    assert (sized(probe, 4.0, settings).num_requests, sized(probe, 4.0, settings).request_rate) == (35, 4.0)
+    assert sized(grid, 4.0, settings).num_requests == 12  # over three rounds
+    assert sized(replace(probe, num_requests=50), 4.0, settings).num_requests == 50

@@ -156,6 +156,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--capacity-resolution=100%", "--capacity-resolution='100%': a relative resolution is above 0 %*"),
         ("--capacity-resolution=fine", "--capacity-resolution='fine': expected a percentage such as 10%*"),
         ("--max-probes=1", "--max-probes='1': a search needs at least 2 probes*"),
+        ("--request-rate=capacity:2 --slo-attainment=100", "--slo-attainment 100 with a capacity search: no finite*"),
         ("--resume=/no/run", "--resume /no/run: no results.json there*"),
         ("--burstiness=0", "--burstiness='0': must be a positive number"),
         ("--arrival-scaling=vllm", "--arrival-scaling='vllm': expected one of drawn, nominal"),
@@ -173,7 +174,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
-    result = pytester.runpytest(argument)
+    result = pytester.runpytest(*argument.split())
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}*"])
 

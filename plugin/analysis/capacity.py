@@ -197,6 +197,16 @@ def clearly_misses(good: int, done: int, total: int, target_pct: float) -> bool:
     return interval is not None and interval[1] < target_pct
 
 
+def fewest_requests_to_meet(target_pct: float, most: int = 100_000) -> int:
+    """The fewest requests whose attainment interval can clear ``target_pct`` at all (every one good): 35 for 90 %.
+    A probe with fewer could never meet the targets, whatever the server did."""
+    for count in range(1, most):
+        interval = attainment_interval_pct(count, count)
+        if interval is not None and interval[0] >= target_pct:
+            return count
+    return most
+
+
 def grid_rates(capacities: Sequence[Capacity], points: int) -> tuple[float, ...]:
     """``points`` rates evenly up to the largest capacity (every topology is measured at each); none where no
     topology meets the targets."""
