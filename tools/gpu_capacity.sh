@@ -14,8 +14,9 @@
 # the search goes on from the probes it holds. GPUS=1 (default): traditional against prefill and decode sharing
 # GPU 0 (the default pair); GPUS=2: dp:2 against 1p1d on GPUs 0,1. RUN_LIMIT_S bounds pytest (default 540 s): at the
 # limit it gets SIGINT and keeps every benchmark it finished, so the archive is still made within the device's
-# 600 s per call; a probe cut mid-round is measured again by the next call. DURATION_S (20), WARMUP_S (4),
-# GRID (3 shared rates), ROUNDS (3 per grid rate; probes take one), MAX_PROBES (7), RESOLUTION (10%) tune it.
+# 600 s per call; a probe cut mid-round is measured again by the next call. DURATION_S (30), WARMUP_S (5),
+# GRID (3 shared rates), ROUNDS (3 per grid rate; probes take one), MAX_PROBES (6), RESOLUTION (10%) tune it. A
+# steady-state probe counts rate x (DURATION_S - WARMUP_S) requests: below 35 (1.4 req/s here) it cannot show 90 %.
 # The answer's device time is the probes' wall time; server starts and the grid come on top.
 set -euo pipefail
 step=$1
@@ -54,8 +55,8 @@ case $step in
       -W default --reports-dir "$reports" -m serving "${topology[@]}" --model "$model" \
       --vllm-arg=--load-format=dummy --power-backend nvml --gpu-sample-ms 100 \
       --dataset random --e2e-input-len 1024 --e2e-output-len 128 --random-range-ratio 0 --burstiness 1 \
-      --duration-s "${DURATION_S:-20}" --warmup-s "${WARMUP_S:-4}" --goodput ttft:200 tpot:20 \
-      --request-rate "capacity:${GRID:-3}" --max-probes "${MAX_PROBES:-7}" --capacity-resolution "${RESOLUTION:-10%}" \
+      --duration-s "${DURATION_S:-30}" --warmup-s "${WARMUP_S:-5}" --goodput ttft:200 tpot:20 \
+      --request-rate "capacity:${GRID:-3}" --max-probes "${MAX_PROBES:-6}" --capacity-resolution "${RESOLUTION:-10%}" \
       --rounds "${ROUNDS:-3}" --seed 1 "${resume[@]}" 2>&1 | tee "$reports/terminal.txt"
     echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$reports/terminal.txt"
     set -e
