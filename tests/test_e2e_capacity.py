@@ -78,7 +78,8 @@ def test_the_capacity_search_answers_from_its_probes_and_resumes(tmp_path: Path,
     assert len(resumed["resumed_at"]) == 1 and not (run / "earlier-1").exists()  # no sampler, no server started
     # A target no request can meet (TPOT under a microsecond): dp:2 never meets it and the answer says so; its
     # open-loop probes stop once decided, which fails no test, and there is no grid to measure.
-    impossible = [*command[: command.index("--goodput")], "--goodput", "tpot:0.001", "-m", "serving and traditional"]
+    impossible = [*command, "-m", "serving and traditional"]  # the last -m counts: dp:2 alone
+    impossible[impossible.index("ttft:2000")] = "tpot:0.001"
     impossible[impossible.index(f"--reports-dir={reports}")] = f"--reports-dir={tmp_path / 'never'}"
     never = subprocess.run(impossible, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert never.returncode == 0, never.stdout[-4000:] + never.stderr[-4000:]
