@@ -88,7 +88,8 @@ def test_the_capacity_search_answers_from_its_probes_and_resumes(tmp_path: Path,
     assert [c["state"] for c in answer["capacities"]] == [NEVER_MEETS]
     assert "dp:2 never meets the targets down to" in answer["lines"][-2] and answer["bands"] == []
     open_loop = [e for e in missed["benchmarks"] if e["summary"].get("offered_rate_rps") is not None]
-    assert [e["workload"]["sweep"] for e in missed["benchmarks"]] == [f"probe{k}" for k in range(1, MAX_PROBES + 1)]
+    measured = [e["workload"]["sweep"] for e in missed["benchmarks"]]  # halved down to the resolution, or all 4
+    assert measured == [f"probe{k}" for k in range(1, len(measured) + 1)] and len(open_loop) >= 2
     assert any(e["summary"]["stopped_early"] for e in open_loop)
     assert answer["lines"][0] in never.stdout
     assert only_run(reports) == run
