@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
+from plugin import capacity_run
 from plugin.load.plan import ServingPlan, dataset_of, serving_plan, tokenizer_for
 from plugin.load.schedule import arrivals_of, sweep_rate
-from plugin.load.workload import DATASET_MAX_LEN, SWEEP_MAX, SWEEP_SYNC, default_max_model_len, make_prompts
+from plugin.load.workload import DATASET_MAX_LEN, default_max_model_len, make_prompts
 from plugin.measurement import Measurement
 from plugin.records.workload import SERVING, Workload
 from plugin.runner import Runner
@@ -26,7 +27,8 @@ def measure_workload(
     settings, endpoint = bench_session.settings, runner.endpoint
     if workload.phase == SERVING:
         plan, extra = serving_plan_for(bench_session, workload, endpoint, rng)
-        return runner.measure_schedules(name, plan.rounds, plan.warmup), extra
+        stop = capacity_run.stop_when(settings) if capacity_run.is_open_loop_probe(workload) else None
+        return runner.measure_schedules(name, plan.rounds, plan.warmup, stop), extra
 
     def prompts_for(count: int) -> list[list[int]]:
         return make_prompts(count, workload.input_len, endpoint.vocab, rng)
@@ -46,7 +48,7 @@ def serving_plan_for(
     settings = bench_session.settings
     rate = workload.request_rate
     extra: dict[str, Any] = {}
-    if workload.sweep not in (None, SWEEP_SYNC, SWEEP_MAX):
+    if workload.sweep is not None and workload.sweep.isdigit():
         ends = bench_session.sweep_ends.get(str(workload.dataset))
         points = settings.request_rates.sweep_points or 0
         rate = sweep_rate(str(workload.sweep), points, ends)
@@ -58,6 +60,8 @@ def serving_plan_for(
     max_model_len = settings.max_model_len or (
         default_max_model_len(settings) if endpoint.model_dir else DATASET_MAX_LEN
     )
+    if capacity_run.is_probe_point(workload):  # a probe is judged on its requests' interval: one round
+        settings = replace(settings, serving_rounds=1)
     plan = serving_plan(
         workload, arrivals, settings, rng, tokenizer, endpoint.vocab, max_model_len, endpoint.warmup_requests
     )

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
+from plugin import capacity_run
+from plugin.analysis.capacity import candidate
 from plugin.benchmark_load import measure_workload
+from plugin.clock import now_s
 from plugin.deploy_settings import deploy_options
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
@@ -19,6 +22,7 @@ from plugin.errors import BenchError
 from plugin.gpu_roles import sampled_roles
 from plugin.hookspec import extra_vllm_args
 from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
+from plugin.load.client import STOPPED
 from plugin.load.schedule import with_measured_end
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, vocab_range
 from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
@@ -171,6 +175,11 @@ def run_workload(
     if dead:
         pytest.skip(f"the {topology} servers are gone: {dead}")
     settings = bench_session.settings
+    capacity_run.skip_if_measured(bench_session, request.node.nodeid)
+    searched = capacity_point(request)
+    if searched is not None:  # a capacity search's rate is known (or the slot skipped) before any server starts
+        plan = dvfs.id if settings.dvfs_requested else None
+        rate = capacity_run.rate_or_skip(bench_session, candidate(topology, plan), searched)
     endpoint: Endpoint = request.getfixturevalue("served_topology")
     sampler: Sampler = request.getfixturevalue("power_sampler")
     try:
@@ -201,8 +210,13 @@ def run_workload(
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
         rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
+        if searched is not None:
+            workload = capacity_run.sized(workload, rate, settings)
+        started_s = now_s()
         try:
             measurement, extra = measure_workload(bench_session, runner, request.node.nodeid, workload, rng)
+            if searched is not None:
+                extra |= capacity_run.probe_extra(measurement, now_s() - started_s)
         except WarmupFailed as error:
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
@@ -216,10 +230,17 @@ def run_workload(
             )
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
         check_servers(bench_session, topology, measurement)
-        fail_on_errors(measurement.records)
+        fail_on_errors([record for record in measurement.records if record.error != STOPPED])
         return result
 
     return run
+
+
+def capacity_point(request: pytest.FixtureRequest) -> Workload | None:
+    """The test's workload where it is a capacity search's probe or grid point, else ``None``."""
+    callspec = getattr(request.node, "callspec", None)
+    workload = None if callspec is None else callspec.params.get("workload")
+    return workload if isinstance(workload, Workload) and capacity_run.is_search_point(workload) else None
 
 
 def _skip_refused(bench_session: RunSession, name: str, dvfs: DvfsSetting, record: dict[str, Any]) -> NoReturn:

@@ -42,10 +42,13 @@ KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 @dataclass(frozen=True, slots=True)
 class RequestRates:
     """Open-loop arrival rates in requests/s (``math.inf``: all at once), or a sweep: the synchronous rate and the
-    saturated throughput are measured first, then ``sweep_points`` rates spaced between them (guidellm's sweep)."""
+    saturated throughput are measured first, then ``sweep_points`` rates spaced between them (guidellm's sweep), or
+    a capacity search: each topology's goodput capacity is searched for, then every topology is measured at
+    ``capacity_points`` rates up to the largest (``plugin.analysis.capacity``)."""
 
     rates: tuple[float, ...] = ()
     sweep_points: int | None = None
+    capacity_points: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,14 @@ def positive_int(text: str) -> int:
         raise ValueError("expected a whole number") from None
     if value <= 0:
         raise ValueError("must be a positive whole number")
+    return value
+
+
+def at_least_two(text: str) -> int:
+    """A capacity search's probe slots: the saturated probe and at least one open-loop probe."""
+    value = positive_int(text)
+    if value < 2:
+        raise ValueError("a search needs at least 2 probes (the saturated one and one at a rate)")
     return value
 
 
@@ -195,8 +206,18 @@ def value_list(text: str) -> tuple[int, ...]:
 
 
 def request_rates(text: str) -> RequestRates:
-    """``2,8``, ``inf`` or ``sweep:N``."""
+    """``2,8``, ``inf``, ``sweep:N`` or ``capacity:N``."""
     text = text.strip()
+    if text.startswith("capacity:"):
+        try:
+            points = int(text.removeprefix("capacity:"))
+        except ValueError:
+            raise ValueError(
+                "a capacity search is capacity:N, N shared rates measured after it, e.g. capacity:4"
+            ) from None
+        if points < 1:
+            raise ValueError("a capacity search measures at least one shared rate after it: capacity:N with N >= 1")
+        return RequestRates(capacity_points=points)
     if text.startswith("sweep:"):
         try:
             points = int(text.removeprefix("sweep:"))
@@ -210,7 +231,7 @@ def request_rates(text: str) -> RequestRates:
         rate = math.inf if item.lower() == "inf" else positive_float(item)
         rates.append(rate)
     if not rates:
-        raise ValueError("expected request rates in requests/s such as 2,8, inf (all at once) or sweep:5")
+        raise ValueError("expected request rates in requests/s such as 2,8, inf (all at once), sweep:5 or capacity:4")
     return RequestRates(tuple(dict.fromkeys(rates)))
 
 
@@ -304,3 +325,20 @@ def parse_gpu_role(text: str) -> tuple[str, int, str]:
     if role not in GPU_ROLES:
         raise BenchError(f"--gpu-role {text!r}: role {role!r} is not one of {', '.join(GPU_ROLES)}")
     return host, int(gpu), role
+
+
+def resolution(text: str) -> tuple[float | None, float | None]:
+    """``10%`` (of the bracket's upper end) or ``0.5`` (req/s): ``(rps, pct)``, one of them ``None``."""
+    text = text.strip()
+    if text.endswith("%"):
+        try:
+            pct = float(text[:-1])
+        except ValueError:
+            raise ValueError("expected a percentage such as 10% or a rate in req/s such as 0.5") from None
+        if not 0 < pct < 100:
+            raise ValueError("a relative resolution is above 0 % and below 100 %")
+        return None, pct
+    try:
+        return positive_float(text), None
+    except ValueError:
+        raise ValueError("expected a percentage such as 10% or a positive rate in req/s such as 0.5") from None

@@ -30,6 +30,7 @@ from plugin.option_values import (
     RequestRates,
     Sizes,
     arrival_scaling,
+    at_least_two,
     dataset_list,
     goodput_targets,
     gpu_list,
@@ -45,11 +46,14 @@ from plugin.option_values import (
     power_backend,
     ratio,
     request_rates,
+    resolution,
     value_list,
 )
 from plugin.records.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
 
 T = TypeVar("T")
+DEFAULT_CAPACITY_RESOLUTION_PCT = 10.0
+DEFAULT_MAX_PROBES = 8
 MIN_WINDOW_S = 5.0
 """50 updates of a 100 ms power sensor: a window's edges then cost about 2 % (docs/energy-uncertainty.md)."""
 SHIPPED_SHAREGPT = Path(__file__).resolve().parent / "load" / "data" / "sharegpt-tiny.json"
@@ -120,6 +124,14 @@ class Settings:
     the targets as met."""
     arrival_scaling: str = DRAWN
     """``--arrival-scaling``: an open loop's gaps as drawn, or rescaled so the last of N is due at N / rate."""
+    capacity_resolution_rps: float | None = None
+    """``--capacity-resolution``: a capacity search stops once its bracket is this narrow (req/s), or ..."""
+    capacity_resolution_pct: float | None = DEFAULT_CAPACITY_RESOLUTION_PCT
+    """... this many % of the bracket's upper end."""
+    max_probes: int = DEFAULT_MAX_PROBES
+    """``--max-probes``: a capacity search's probes per topology and dataset, the saturated one included."""
+    resume: Path | None = None
+    """``--resume RUN_FOLDER``: measure into that run folder; benchmarks it holds already are not measured again."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -181,7 +193,25 @@ _OPTIONS: list[tuple[str, str]] = [
     ),
     ("slo-ttft-ms", "latency target for TTFT: the report names the lowest-energy setting that meets it"),
     ("slo-tbt-ms", "latency target for TBT (time between tokens): as --slo-ttft-ms, for decode"),
-    ("request-rate", "serving: open-loop arrival rates in requests/s, e.g. 2,8; inf (all at once); sweep:N"),
+    (
+        "request-rate",
+        "serving: open-loop arrival rates in requests/s, e.g. 2,8; inf (all at once); sweep:N; capacity:N (search "
+        "each topology's goodput capacity, then measure all at N shared rates up to the largest)",
+    ),
+    (
+        "capacity-resolution",
+        f"capacity search: stop bisecting once the bracket is this narrow, in req/s (0.5) or percent of its upper end "
+        f"(10%%; default {DEFAULT_CAPACITY_RESOLUTION_PCT:g}%%)",
+    ),
+    (
+        "max-probes",
+        f"capacity search: at most this many probes per topology, the saturated one included (default "
+        f"{DEFAULT_MAX_PROBES})",
+    ),
+    (
+        "resume",
+        "measure into this run folder again (same command): benchmarks it holds already are not measured again",
+    ),
     ("burstiness", "serving: gamma shape of the gaps between arrivals (1: Poisson; lower: burstier; default 1)"),
     (
         "arrival-scaling",
@@ -234,7 +264,7 @@ def add_options(parser: pytest.Parser) -> None:
     for name, help_text in _OPTIONS:
         nargs = "+" if name == "goodput" else None  # vLLM's syntax: --goodput ttft:200 tpot:50
         group.addoption(f"--{name}", dest=_dest(name), default=None, nargs=nargs, help=help_text)
-        parser.addini(_dest(name), help=help_text, default=None)
+        parser.addini(_dest(name), help=help_text.replace("%%", "%"), default=None)  # argparse alone expands %%
     group.addoption(
         "--vllm-arg",
         dest="vllm_args",
@@ -331,6 +361,8 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         serving_rounds=rounds or (COMPARISON_ROUNDS if len(topologies) > 1 else 1),
         **_load_settings(config, on_gpu),
     )
+    if settings.resume is not None and _raw(config, "reports-dir") is None:  # the run's own reports folder
+        settings = dataclasses.replace(settings, reports_dir=settings.resume.parent)
     try:
         check_fits(settings.topologies, settings)
     except ValueError as error:
@@ -396,8 +428,32 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
     if duration_s is None and (warmup_s or cooldown_s):
         raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
     seed = _parsed(config, "seed", int, None)
+    default_resolution: tuple[float | None, float | None] = (None, DEFAULT_CAPACITY_RESOLUTION_PCT)
+    resolution_rps, resolution_pct = _parsed(config, "capacity-resolution", resolution, default_resolution)
+    resume = _raw(config, "resume")
+    if resume is not None and not (Path(resume) / "results.json").is_file():
+        raise pytest.UsageError(
+            f"--resume {resume}: no results.json there; give a run folder of an earlier run (reports/<run id>)"
+        )
+    rates = _parsed(config, "request-rate", request_rates, default_rates)
+    goodput = _parsed(config, "goodput", goodput_targets, None)
+    attainment_pct = _parsed(config, "slo-attainment", percentage, DEFAULT_SLO_ATTAINMENT_PCT)
+    if rates.capacity_points is not None and attainment_pct >= 100:
+        raise pytest.UsageError(
+            "--slo-attainment 100 with a capacity search: no finite number of requests shows 100 % with 95 % "
+            "confidence, so no rate would ever meet it; give 99 or less"
+        )
+    if rates.capacity_points is not None and goodput is None:
+        raise pytest.UsageError(
+            "--request-rate capacity:N searches the highest rate that meets latency targets: give them with "
+            "--goodput, e.g. --goodput ttft:200 tpot:20"
+        )
     return {
-        "request_rates": _parsed(config, "request-rate", request_rates, default_rates),
+        "capacity_resolution_rps": resolution_rps,
+        "capacity_resolution_pct": resolution_pct,
+        "max_probes": _parsed(config, "max-probes", at_least_two, DEFAULT_MAX_PROBES),
+        "resume": None if resume is None else Path(resume),
+        "request_rates": rates,
         "burstiness": _parsed(config, "burstiness", positive_float, 1.0),
         "arrival_scaling": _parsed(config, "arrival-scaling", arrival_scaling, DRAWN),
         "max_concurrency": _parsed(config, "max-concurrency", positive_int, None),
@@ -406,7 +462,7 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "cooldown_s": cooldown_s,
-        "goodput": _parsed(config, "goodput", goodput_targets, None),
+        "goodput": goodput,
         "seed": seed,
-        "slo_attainment_pct": _parsed(config, "slo-attainment", percentage, DEFAULT_SLO_ATTAINMENT_PCT),
+        "slo_attainment_pct": attainment_pct,
     }

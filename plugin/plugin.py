@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from plugin import hookspec, options
+from plugin.analysis.answer import answer_json, run_answers
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.goodput import targets_ms
+from plugin.capacity_run import is_grid_point, resolution_of
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
@@ -25,7 +27,7 @@ from plugin.load.workload import PHASES, longest_sequence, serving_workloads, wo
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
 from plugin.records.topology import DISAGGREGATED, UNUSED, Topology
-from plugin.records.workload import SERVING
+from plugin.records.workload import SERVING, Workload
 from plugin.serving import servers
 from plugin.serving.process import log_tail
 from plugin.serving.topology import place
@@ -210,9 +212,22 @@ def topologies_in(session: pytest.Session) -> tuple[Topology, ...]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once)."""
+    """Run each topology's benchmarks together, in ``--topologies`` order (its servers start once); a capacity
+    search's probes of every topology come before its shared grid, whose rates rest on all their capacities, and the
+    grid runs the topologies in reverse, so the last one searched goes on with its servers (the others start twice)."""
     order = [topology.name for topology in config.stash[SESSION_KEY].settings.topologies]
-    items.sort(key=lambda item: order.index(topology_of(item) or order[0]))
+
+    def key(item: pytest.Item) -> tuple[bool, int]:
+        index = order.index(topology_of(item) or order[0])
+        return (True, -index) if _is_grid_point(item) else (False, index)
+
+    items.sort(key=key)
+
+
+def _is_grid_point(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    workload = None if callspec is None else callspec.params.get("workload")
+    return isinstance(workload, Workload) and is_grid_point(workload)
 
 
 def _topology_id(topology: Topology, setting: DvfsSetting, settings: options.Settings) -> str:
@@ -352,6 +367,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.update(status=status, finished_at=datetime.now(UTC).isoformat())
     results.update(energy_card=energy_card_json(results.benchmarks))
     settings = session.config.stash[SESSION_KEY].settings
+    if settings.request_rates.capacity_points is not None:
+        found = run_answers(
+            results.benchmarks, settings.slo_attainment_pct, resolution_of(settings), settings.max_probes
+        )
+        results.update(capacity=[answer_json(one) for one in found])
     if settings.dvfs_requested:
         analysis = analyse(
             results.benchmarks, settings.slo_ttft_ms, settings.slo_tbt_ms, settings.goodput, settings.slo_attainment_pct

@@ -35,7 +35,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from plugin.analysis.answer import answer_json, run_answers
 from plugin.analysis.benchmark import benchmark_result
+from plugin.analysis.capacity import Resolution
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.server_phases import PHASE_HISTOGRAMS
@@ -53,7 +55,9 @@ from plugin.records.windows import BaselineOrigin
 from plugin.results.store import RESULTS_FILE, StoredRun, load_run, write_json_atomic
 
 BACKUP_FILE = "results.before-reanalysis.json"
-KEPT_SUMMARY_KEYS = ("prefix_cache", "server_phases", "dataset", "arrival_scaling", "sweep_ends")
+KEPT_SUMMARY_KEYS = (
+    "prefix_cache", "server_phases", "dataset", "arrival_scaling", "sweep_ends", "probe_wall_s", "stopped_early"
+)  # fmt: skip
 """Summary figures of the server's ``/metrics`` and of the serving plan: not in the run's files, kept as stored."""
 _ENTRY_FIELDS = {field.name for field in dataclasses.fields(BenchmarkResult)}
 
@@ -195,8 +199,9 @@ def counted_stretch(
 
 
 def run_end(benchmarks: Sequence[BenchmarkResult], header: Mapping[str, Any]) -> dict[str, Any]:
-    """The header's figures that ``pytest_sessionfinish`` computes over every benchmark: the energy card and,
-    where the run swept DVFS settings, the DVFS analysis under the run's own targets and threshold."""
+    """The header's figures that ``pytest_sessionfinish`` computes over every benchmark: the energy card, where the
+    run swept DVFS settings the DVFS analysis, and where it searched capacity the answer, each under the run's own
+    targets, threshold and stopping rule."""
     fields: dict[str, Any] = {"energy_card": energy_card_json(benchmarks)}
     dvfs = header.get("dvfs")
     if dvfs:
@@ -204,6 +209,12 @@ def run_end(benchmarks: Sequence[BenchmarkResult], header: Mapping[str, Any]) ->
         attainment_pct = (header.get("settings") or {}).get("slo_attainment_pct") or DEFAULT_SLO_ATTAINMENT_PCT
         analysis = analyse(benchmarks, dvfs.get("slo_ttft_ms"), dvfs.get("slo_tbt_ms"), goodput, attainment_pct)
         fields["dvfs"] = {**dvfs, "analysis": analysis}
+    if header.get("capacity") is not None:
+        settings = header.get("settings") or {}
+        attainment_pct = settings.get("slo_attainment_pct") or DEFAULT_SLO_ATTAINMENT_PCT
+        resolution = Resolution(settings.get("capacity_resolution_rps"), settings.get("capacity_resolution_pct"))
+        found = run_answers(benchmarks, attainment_pct, resolution, int(settings.get("max_probes") or 0))
+        fields["capacity"] = [answer_json(one) for one in found]
     return fields
 
 
@@ -216,6 +227,11 @@ def _goodput(targets_ms: Mapping[str, float] | None) -> GoodputTargets | None:
 
 def _check_files(run: StoredRun) -> None:
     """Every file the re-analysis reads, before anything is written."""
+    if run.header.get("resumed_at") and any(run.folder.glob("earlier-*")):
+        raise ReanalysisError(
+            f"cannot re-analyse {run.folder}: it was resumed (--resume), and each session's power samples are apart "
+            "(earlier-N/), which re-analysis does not read yet; its stored figures stand as measured"
+        )
     missing = [run.folder / benchmark.requests_file for benchmark in run.benchmarks]
     csv_names = (run.header.get("power") or {}).get("samples_csv") or {}
     for gpu in sorted(_measured_gpus(run)):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
-from plugin.load.client import run_load, run_schedule
+from plugin.load.client import STOPPED, run_load, run_schedule
 from plugin.load.schedule import Schedule
 from plugin.measurement import Measurement, Round
 from plugin.power import Sampler
@@ -25,6 +26,8 @@ from plugin.serving import prometheus
 from plugin.serving.endpoint import Endpoint
 
 T = TypeVar("T")
+StopWhen = Callable[[Sequence[RequestRecord], int], bool]
+"""Whether a round is decided already, from its answered counted records and how many it counts."""
 START_LEAD_S = 0.05
 """A round's schedule starts this long after it is set up, so the first arrival is not late by the setting up."""
 
@@ -72,50 +75,65 @@ class Runner:
         after = prometheus.scrape(metrics_url)
         return Measurement(tuple(warmup_records), tuple(measured), before, after)
 
-    def measure_schedules(self, name: str, rounds: Sequence[Schedule], warmup: Schedule | None = None) -> Measurement:
-        """As ``measure``, for serving schedules (open loop, datasets, steady state)."""
+    def measure_schedules(
+        self, name: str, rounds: Sequence[Schedule], warmup: Schedule | None = None, stop_when: StopWhen | None = None
+    ) -> Measurement:
+        """As ``measure``, for serving schedules (open loop, datasets, steady state). ``stop_when(answered,
+        counted)``, given a round's answered records among those it counts and how many it counts, ends the round
+        early when it says so (a capacity probe already decided: ``plugin.analysis.capacity.clearly_misses``)."""
         warmup_records = _run(self._send(warmup, None)) if warmup else []
         failed = [record for record in warmup_records if not record.ok]
         if failed:
             raise WarmupFailed(f"the warm-up request failed, so no round was measured: {failed[0].error}")
         metrics_url = self.endpoint.metrics_url or self.endpoint.url
         before = prometheus.scrape(metrics_url)
-        measured = [_run(self._scheduled_round(f"{name} round {i}", i, s)) for i, s in enumerate(rounds)]
+        measured = [_run(self._scheduled_round(f"{name} round {i}", i, s, stop_when)) for i, s in enumerate(rounds)]
         after = prometheus.scrape(metrics_url)
         return Measurement(tuple(warmup_records), tuple(measured), before, after)
 
-    async def _scheduled_round(self, window: str, index: int, schedule: Schedule) -> Round:
+    async def _scheduled_round(
+        self, window: str, index: int, schedule: Schedule, stop_when: StopWhen | None = None
+    ) -> Round:
         gc.collect()
         gc.freeze()  # a full collection mid-round took 13-17 ms: late sends (docs/client-schedule.md)
         try:
-            return await self._timed_round(window, index, schedule)
+            return await self._timed_round(window, index, schedule, stop_when)
         finally:
             gc.unfreeze()
 
-    async def _timed_round(self, window: str, index: int, schedule: Schedule) -> Round:
+    async def _timed_round(
+        self, window: str, index: int, schedule: Schedule, stop_when: StopWhen | None = None
+    ) -> Round:
         gpus = tuple(self.endpoint.gpu_roles)
         origin_s = now_s() + START_LEAD_S
         opens_s = origin_s + (schedule.measured_from_s or 0.0)
-        client = asyncio.create_task(self._send(schedule, self.on_request_done, origin_s))
+        client = asyncio.create_task(self._send(schedule, self.on_request_done, origin_s, _stop(schedule, stop_when)))
         await asyncio.sleep(max(0.0, opens_s - now_s()))
         await asyncio.to_thread(self.sampler.begin_window, window, gpus)  # a counter read may take milliseconds
         try:
-            if schedule.measured_to_s is not None:
-                await asyncio.sleep(max(0.0, origin_s + schedule.measured_to_s - now_s()))
+            if schedule.measured_to_s is not None:  # the window's end, or the load's if a stop came first
+                await asyncio.wait([client], timeout=max(0.0, origin_s + schedule.measured_to_s - now_s()))
             else:
                 await asyncio.wait([client])
         finally:
             measurement = await asyncio.to_thread(self.sampler.end_window, window)
         records = await client
-        counted_s = None if schedule.measured_to_s is None else (opens_s, origin_s + schedule.measured_to_s)
+        counted_s = None
+        if schedule.measured_to_s is not None:  # a stopped round counts what was due until its window closed
+            stopped = any(record.error == STOPPED for record in records)
+            counted_s = (opens_s, measurement.end_s if stopped else origin_s + schedule.measured_to_s)
         return Round(index, tuple(records), measurement, measurement.duration_s, counted_s)
 
     async def _send(
-        self, schedule: Schedule, on_done: Callable[[int, int], None] | None, start_s: float | None = None
+        self,
+        schedule: Schedule,
+        on_done: Callable[[int, int], None] | None,
+        start_s: float | None = None,
+        stop_when: Callable[[RequestRecord], bool] | None = None,
     ) -> list[RequestRecord]:
         url, model = self.endpoint.url, self.endpoint.model
         return await run_schedule(url, model, schedule.requests, schedule.due_offsets_s, schedule.max_concurrency,
-                                  self.timeout_s, on_done, start_s=start_s)  # fmt: skip
+                                  self.timeout_s, on_done, start_s=start_s, stop_when=stop_when)  # fmt: skip
 
     def _round(
         self,
@@ -146,6 +164,24 @@ class Runner:
         on_done = self.on_request_done if measured else None
         url, model = self.endpoint.url, self.endpoint.model
         return _run(run_load(url, model, prompts, output_len, concurrency, self.timeout_s, on_done))
+
+
+def _stop(schedule: Schedule, stop_when: StopWhen | None) -> Callable[[RequestRecord], bool] | None:
+    """The client's per-answer test: ``stop_when`` over the answered requests among those the round counts (in
+    steady state, those due in the measured stretch)."""
+    if stop_when is None:
+        return None
+    low_s = schedule.measured_from_s if schedule.measured_from_s is not None else -math.inf
+    high_s = schedule.measured_to_s if schedule.measured_to_s is not None else math.inf
+    counted = {i for i, offset_s in enumerate(schedule.due_offsets_s) if low_s <= offset_s <= high_s}
+    answered: list[RequestRecord] = []
+
+    def test(record: RequestRecord) -> bool:
+        if record.index in counted:
+            answered.append(record)
+        return stop_when(answered, len(counted))
+
+    return test
 
 
 def _run(load: Coroutine[Any, Any, T]) -> T:

@@ -28,7 +28,7 @@ from plugin.power.devices import Inventory, cpu_count, cpu_model
 from plugin.power.window import IdleBaseline
 from plugin.records.topology import DISAGGREGATED, TRADITIONAL, Topology
 from plugin.results.redaction import redact_command_line
-from plugin.results.store import ResultsFile
+from plugin.results.store import RESULTS_FILE, ResultsFile, keep_earlier_files
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ServerProcess
 from plugin.serving.topology import budget_of, budget_size
@@ -59,6 +59,11 @@ class RunSession:
         # cannot hit (with --seed it can; the recorded hit rate shows it).
         self.prompt_seed = settings.seed if settings.seed is not None else secrets.randbits(32)
         self.results: ResultsFile | None = None
+        self._earlier_kept = settings.resume is None
+        if settings.resume is not None:  # the same run goes on: its folder, its benchmarks and its seed
+            self.folder, self.run_id = settings.resume, settings.resume.name
+            self.results = ResultsFile.reopen(settings.resume / RESULTS_FILE)
+            self.prompt_seed = int(self.results.data["prompt_seed"])
         # The topologies among the collected benchmarks (set at collection): their GPUs are the run's budget.
         self.topologies: tuple[Topology, ...] = settings.topologies
         # topology -> its ready servers' endpoint, and what stops them: the next topology must not share the CPU or
@@ -88,9 +93,12 @@ class RunSession:
     def open_run(self, vllm_version: str | None) -> Path:
         """The run folder, made with its results file (once) when the power sampler or a topology's servers first
         need it; the vLLM version is filled in when the first deployment knows it."""
+        if not self._earlier_kept:  # a resumed run: the samplers and servers about to start write the same names
+            self._earlier_kept = True
+            keep_earlier_files(self.folder)
         if self.results is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.results = ResultsFile(self.folder / "results.json", self._header(vllm_version))
+            self.results = ResultsFile(self.folder / RESULTS_FILE, self._header(vllm_version))
         environment = self.results.data["environment"]
         if vllm_version is not None and environment["vllm_version"] is None:
             self.results.update(environment={**environment, "vllm_version": vllm_version})
@@ -144,6 +152,10 @@ class RunSession:
                 "warmup_s": self.settings.warmup_s,
                 "cooldown_s": self.settings.cooldown_s,
                 "arrival_scaling": self.settings.arrival_scaling,
+                # A capacity search's stopping rule, so that plugin.reanalyse rebuilds the same answer.
+                "capacity_resolution_rps": self.settings.capacity_resolution_rps,
+                "capacity_resolution_pct": self.settings.capacity_resolution_pct,
+                "max_probes": self.settings.max_probes,
             },
             "gpu_budget": {"gpus": list(self.budget), "size": self.gpu_budget},
             "server": None,

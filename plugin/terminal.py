@@ -1,12 +1,14 @@
-"""The suite's section of pytest's terminal summary: a line per phase benchmark (latency, throughput, the energy
-figure of its phase ± its 95 % interval), a line per serving benchmark (rate, SLO attainment, goodput), power
-notes (short windows flagged "!", repeated loads), a line per energy card, where results are."""
+"""The suite's section of pytest's terminal summary: a capacity search's answer first, then a line per phase
+benchmark (latency, throughput, the energy figure of its phase ± its 95 % interval), a line per serving benchmark
+(rate, SLO attainment, goodput), power notes (short windows flagged "!", repeated loads), a line per energy card,
+where results are."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from plugin.analysis.capacity import is_probe
 from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
@@ -28,6 +30,9 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
     assert run.results is not None
     write = terminalreporter.write_line
     terminalreporter.section("pd-energy-bench")
+    for found in run.results.data.get("capacity") or []:  # the answer first, the evidence below it
+        for line in found["lines"]:
+            write(line)
     phases = [entry for entry in run.results.benchmarks if entry.phase != SERVING]
     serving = [entry for entry in run.results.benchmarks if entry.phase == SERVING]
     if phases:
@@ -123,8 +128,9 @@ def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult])
 
 def _verdicts(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
     """The report's verdict per rate range (``plugin.analysis.verdict``), where targets were given; each line names
-    the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides."""
-    points = serving_points(entries)
+    the attainment target, which ``--slo-attainment`` may have moved from 90 %, and that its interval decides. A
+    capacity search's probes are left out: each topology's are at its own rates, and the answer judges them."""
+    points = serving_points(entry for entry in entries if not is_probe(entry))
     for verdict in verdicts(points, attainment_pct):
         write(
             f"verdict ({verdict.dataset}, SLO attainment target {attainment_pct:g} %, judged on its 95 % interval): "

@@ -18,7 +18,7 @@ from aiohttp import ClientSession, web
 
 from plugin.analysis.stats import LAG_LIMIT_MS, summarize
 from plugin.clock import now_s
-from plugin.load.client import completion_body, run_load, run_schedule, stream_completion
+from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion
 from plugin.records.requests import RequestRecord
 from plugin.serving.servers import free_port
 from tests.conftest import StartStub
@@ -313,6 +313,23 @@ def test_offsets_count_from_a_given_start(stub_upstream: StartStub) -> None:
     start_s, records = asyncio.run(main())
     assert [r.due_s for r in records] == [start_s, start_s + 0.1]
     assert all(r.ok and r.send_s >= r.due_s for r in records)
+
+
+def test_a_stop_sends_nothing_more_and_records_the_rest_as_stopped(stub_upstream: StartStub) -> None:
+    """The capacity probe's over-saturation stop: decided after the first answer, so the later ones never go."""
+    url = stub_upstream(0.0)
+    seen: list[int] = []
+
+    def decided(record: RequestRecord) -> bool:
+        seen.append(record.index)
+        return True
+
+    offsets_s = [0.0, 0.5, 1.0, 1.5]
+    records = asyncio.run(run_schedule(url, "m", [([1], 2)] * 4, offsets_s, None, 10.0, stop_when=decided))
+    assert seen == [0] and records[0].ok
+    assert [r.index for r in records] == [0, 1, 2, 3]
+    assert all(r.error == STOPPED and r.first_token_s is None for r in records[1:])
+    assert records[-1].end_s - records[0].due_s < 0.5  # it did not wait for the later arrivals
 
 
 @pytest.mark.parametrize(

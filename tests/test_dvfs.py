@@ -5,6 +5,7 @@ permission check, and the dry run (no set call at all)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -319,3 +320,24 @@ def test_each_topology_gets_its_own_front_and_keeps_its_architecture() -> None:
     ]  # fmt: skip
     # one front per topology: each keeps both its settings (pooled, 3p1d's would dominate 1p3d's)
     assert all([p["pareto"] for p in a["points"]] == [True, True] for a in analyses)
+
+
+def test_a_capacity_search_plans_per_role_clocks_as_a_dry_run_and_changes_nothing(tmp_path: Path) -> None:
+    """On lent GPUs a capacity search with per-role clocks runs only as a dry run: each topology's plans (the
+    search's candidates) are listed, no GPU setting is touched and no benchmark runs (the NVML stand-in)."""
+    log = tmp_path / "calls.jsonl"
+    env = {**os.environ, "PD_ENERGY_BENCH_NVML_MODULE": "tests.fake_nvml", "FAKE_NVML_LOG": str(log),
+           "PYTHONPATH": str(ROOT)}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider", "-m", "serving",
+         f"--reports-dir={tmp_path / 'reports'}", "--topologies=dp:2,1p1d", "--gpus=0,1",
+         "--prefill-sm-clocks=1500,900", "--decode-sm-clocks=900", "--request-rate=capacity:2",
+         "--goodput", "ttft:200", "--dvfs-dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1p1d p-sm1500-d-sm900: GPU 0 (prefill): sm1500, GPU 1 (decode): sm900" in done.stdout
+    assert "1p1d sm900: GPU 0 (prefill): sm900, GPU 1 (decode): sm900" in done.stdout
+    calls = [json.loads(line)["name"] for line in log.read_text().splitlines()] if log.exists() else []
+    assert not [name for name in calls if "Set" in name or "Reset" in name]
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())

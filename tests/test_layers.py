@@ -63,6 +63,7 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
             "plugin.benchmark_load",
             "plugin.deploy_settings",
             "plugin.outcome",
+            "plugin.capacity_run",
             "plugin.session",
             "plugin.progress",
             "plugin.terminal",

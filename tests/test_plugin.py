@@ -23,7 +23,8 @@ OPTIONS = {
     "--decode-gpus", "--topologies",
     "--kv-connector", "--sm-clocks", "--mem-clocks", "--power-limits", "--prefill-sm-clocks", "--decode-sm-clocks",
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
-    "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
+    "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--capacity-resolution",
+    "--max-probes", "--resume", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
 }  # fmt: skip
@@ -150,6 +151,13 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--request-rate=0", "--request-rate='0': must be a positive number"),
         ("--request-rate=-2", "--request-rate='-2': must be a positive number"),
         ("--request-rate=sweep:x", "--request-rate='sweep:x': a sweep is sweep:N*"),
+        ("--request-rate=capacity:0", "--request-rate='capacity:0': a capacity search measures at least one*"),
+        ("--request-rate=capacity:3", "--request-rate capacity:N searches the highest rate*give them with --goodput*"),
+        ("--capacity-resolution=100%", "--capacity-resolution='100%': a relative resolution is above 0 %*"),
+        ("--capacity-resolution=fine", "--capacity-resolution='fine': expected a percentage such as 10%*"),
+        ("--max-probes=1", "--max-probes='1': a search needs at least 2 probes*"),
+        ("--request-rate=capacity:2 --slo-attainment=100", "--slo-attainment 100 with a capacity search: no finite*"),
+        ("--resume=/no/run", "--resume /no/run: no results.json there*"),
         ("--burstiness=0", "--burstiness='0': must be a positive number"),
         ("--arrival-scaling=vllm", "--arrival-scaling='vllm': expected one of drawn, nominal"),
         ("--max-concurrency=0", "--max-concurrency='0': must be a positive whole number"),
@@ -166,7 +174,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
-    result = pytester.runpytest(argument)
+    result = pytester.runpytest(*argument.split())
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}*"])
 

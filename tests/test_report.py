@@ -256,6 +256,21 @@ def test_an_interrupted_run_with_no_benchmark_renders(tmp_path: Path) -> None:
     assert "No benchmark finished in this run." in page.read_text()
 
 
+def test_a_capacity_searchs_answer_opens_the_page(tmp_path: Path) -> None:
+    results = stored()
+    lines = [
+        "answer (random; ttft <= 200 ms for at least 90 % of requests, judged on 95 % intervals):",
+        "  at 2-4 req/s run dp:2",
+        "  the search took 9 probes and 120 s of device time (probe windows)",
+    ]
+    results["capacity"] = [{"dataset": "random", "lines": lines}]
+    page = build_report(write_run(tmp_path, results))
+    check_page(page)
+    text = page.read_text()
+    assert text.index("The answer (random)") < text.index("<h2>Benchmarks</h2>")
+    assert "<li>at 2-4 req/s run dp:2</li>" in text and "120 s of device time" in text
+
+
 def test_strings_from_the_run_are_escaped(tmp_path: Path) -> None:
     results = stored()
     evil = "<script>alert('x')</script>"

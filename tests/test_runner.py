@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from plugin.analysis.accounting import counted_records
 from plugin.benchmark_load import serving_plan_for
 from plugin.errors import BenchError
+from plugin.load.client import STOPPED
 from plugin.load.plan import serving_plan
 from plugin.load.schedule import Arrivals, SweepEnds, arrivals_of, schedules, sweep_rate, with_measured_end
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC
@@ -22,6 +24,7 @@ from plugin.measurement import Round
 from plugin.option_values import DRAWN, NOMINAL, RequestRates
 from plugin.power import NoneBackend, Sampler
 from plugin.power.devices import Inventory
+from plugin.records.requests import RequestRecord
 from plugin.records.workload import Workload
 from plugin.runner import Runner
 from plugin.serving.endpoint import Endpoint
@@ -76,6 +79,31 @@ def test_a_steady_state_window_covers_the_measured_stretch_only(stub_upstream: S
     counted = counted_records(one_round)
     assert 0 < len(counted) < len(one_round.records)
     assert [record.due_s for record in counted] == [r.due_s for r in one_round.records if start_s <= r.due_s < end_s]
+
+
+def test_a_decided_round_stops_its_window_and_counts_only_what_was_due_before(
+    stub_upstream: StartStub, tmp_path: Path
+) -> None:
+    """The capacity probe's over-saturation stop in steady state: told after two counted answers that the round is
+    decided, the runner closes the window at once (not at 1.0 s) and counts only the requests due until then."""
+    url = stub_upstream(5.0)
+    arrivals = Arrivals(rate=10.0, concurrency=None, duration_s=1.2, warmup_s=0.3, cooldown_s=0.2)
+    rounds = schedules(arrivals, 1, 0, 1.0, random.Random(0), lambda n: [([1, 2, 3], 2)] * n)
+    calls: list[tuple[int, int]] = []
+
+    def decided(answered: Sequence[RequestRecord], counted: int) -> bool:
+        calls.append((len(answered), counted))
+        return len(answered) >= 2
+
+    with Sampler(NoneBackend("no GPU in this test"), tmp_path) as sampler:
+        runner = Runner(Endpoint(url, "m", (1, 100)), sampler, timeout_s=10.0)
+        (one_round,) = runner.measure_schedules("b", rounds, None, stop_when=decided).rounds
+    counted_offsets = [o for o in rounds[0].due_offsets_s if 0.3 <= o <= 1.0]
+    assert calls[0][1] == len(counted_offsets) and calls[-1][0] == 2
+    assert one_round.window.duration_s < 0.5
+    assert one_round.counted_s is not None and one_round.counted_s[1] == one_round.window.end_s
+    assert any(record.error == STOPPED for record in one_round.records)
+    assert all(record.ok for record in counted_records(one_round)[:2])
 
 
 def test_the_schedule_not_the_windows_late_edge_says_which_requests_count() -> None:

@@ -108,6 +108,13 @@ def test_a_sweep_measures_sync_and_max_first() -> None:
     ]  # fmt: skip
 
 
+def test_a_capacity_search_has_its_probe_slots_then_the_shared_grid() -> None:
+    settings = make_settings(sizes=SIZES, request_rates=RequestRates(capacity_points=2), max_probes=3)
+    assert [w.id for w in serving_workloads(settings)] == [
+        "random-probe1", "random-probe2", "random-probe3", "random-grid1", "random-grid2"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("vocab_size", "expected"),
     [(512, (2, 512)), (5000, (100, 5000)), (128256, (100, 30000))],

@@ -26,6 +26,8 @@ from plugin.clock import now_s
 from plugin.load.arrivals import closed_loop
 from plugin.records.requests import RequestRecord
 
+STOPPED = "stopped: the probe was already decided (over-saturated), so the load stopped before this answer"
+
 
 def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str, Any]:
     return {
@@ -189,11 +191,15 @@ async def run_schedule(
     on_done: Callable[[int, int], None] | None = None,
     *,
     start_s: float | None = None,
+    stop_when: Callable[[RequestRecord], bool] | None = None,
 ) -> list[RequestRecord]:
     """Send ``requests`` (prompt token ids, max_tokens) each at its due offset (seconds from ``start_s``, a
     ``plugin.clock.now_s`` time; default: once the HTTP session is open), without waiting for earlier answers;
     with ``max_concurrency``, a request due while every slot is taken waits for one (FIFO). Records come back in
-    request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop)."""
+    request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop).
+    ``stop_when(record)``, called with each answer, stops the load when it says so (a capacity probe already
+    decided): nothing more is sent, requests in flight are cancelled, and each unanswered one gets a failed record
+    (``STOPPED``)."""
     if len(requests) != len(due_offsets_s):
         raise ValueError(f"{len(requests)} requests but {len(due_offsets_s)} due offsets")
     if any(not (offset >= 0 and math.isfinite(offset)) for offset in due_offsets_s):
@@ -223,20 +229,39 @@ async def run_schedule(
             done += 1
             if on_done is not None:
                 on_done(done, len(requests))
+            record = records[index]
+            if stop_when is not None and record is not None and stop_when(record):
+                stopped.set()
 
-        tasks: list[asyncio.Task[None]] = []
-        origin_s = now_s() if start_s is None else start_s
-        try:
+        async def send_all() -> None:
             # One timer at a time, each to an absolute deadline: a late wake-up delays one send, never the rest.
             for index in sorted(range(len(requests)), key=lambda i: due_offsets_s[i]):
                 due_s = origin_s + due_offsets_s[index]
                 await _sleep_until(due_s)
                 tasks.append(asyncio.create_task(one(index, due_s)))
             await asyncio.gather(*tasks)
+
+        tasks: list[asyncio.Task[None]] = []
+        stopped = asyncio.Event()
+        origin_s = now_s() if start_s is None else start_s
+        sender = asyncio.create_task(send_all())
+        waiter = asyncio.create_task(stopped.wait())
+        try:
+            await asyncio.wait((sender, waiter), return_when=asyncio.FIRST_COMPLETED)
+            if sender.done():
+                sender.result()  # its exception, if any
         finally:
-            for task in tasks:
+            for task in (sender, waiter, *tasks):
                 task.cancel()  # a no-op once all have finished; on a failure, no request outlives the session
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(sender, waiter, *tasks, return_exceptions=True)
+    if stopped.is_set():
+        stopped_s = now_s()
+        for index, record in enumerate(records):
+            if record is None:
+                prompt, max_tokens = requests[index]
+                due_s = origin_s + due_offsets_s[index]
+                records[index] = RequestRecord(index, len(prompt), max_tokens, due_s, min(due_s, stopped_s), None, (),
+                                               stopped_s, None, None, STOPPED)  # fmt: skip
     return [record for record in records if record is not None]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from plugin.option_values import Sizes
 from plugin.options import Settings
-from plugin.records.workload import SERVING, Workload
+from plugin.records.workload import GRID, PROBE, SERVING, Workload
 
 PHASES = ("prefill", "decode", "e2e")
 SWEEP_SYNC, SWEEP_MAX = "sync", "max"
@@ -44,10 +44,14 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
 
 
 def serving_workloads(settings: Settings) -> list[Workload]:
-    """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths."""
+    """Dataset x arrival rate (or sweep point, or capacity search point); ``random`` prompts take the end-to-end
+    lengths."""
     sizes, rates = settings.sizes, settings.request_rates
     arrivals: list[tuple[float | None, str | None]]
-    if rates.sweep_points is not None:
+    if rates.capacity_points is not None:
+        probes = [f"{PROBE}{k}" for k in range(1, settings.max_probes + 1)]
+        arrivals = [(None, point) for point in (*probes, *(f"{GRID}{k}" for k in range(1, rates.capacity_points + 1)))]
+    elif rates.sweep_points is not None:
         points = [SWEEP_SYNC, SWEEP_MAX, *(str(k) for k in range(1, rates.sweep_points + 1))]
         arrivals = [(None, point) for point in points]
     else:

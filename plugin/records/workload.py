@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 SERVING = "serving"
 """The phase of the serving benchmarks (datasets and arrival rates), beside ``prefill``, ``decode`` and ``e2e``."""
+PROBE, GRID = "probe", "grid"
+"""A capacity search's points (``sweep`` ``probe1``.. and ``grid1``..): each topology's probes, then the shared grid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +16,8 @@ class Workload:
     ``concurrency`` in flight (0: no cap). A serving workload also names its dataset (whose lengths replace
     ``input_len``/``output_len`` unless it is ``random``) and its arrivals: ``request_rate`` requests/s (``None``:
     all at once), gamma ``burstiness``, or a point of a sweep (``sweep``: ``sync``, ``max`` or ``1``..``N``, whose
-    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``."""
+    rate is known only once ``sync`` and ``max`` are measured, or a capacity search's ``probeK`` or ``gridK``, whose
+    rates are chosen as the search goes); ``duration_s`` replaces ``num_requests``."""
 
     phase: str
     input_len: int
@@ -37,7 +40,9 @@ def workload_id(workload: Workload) -> str:
     workload, in test ids, results and the report."""
     if workload.phase != SERVING:
         return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
-    if workload.sweep is not None:
+    if workload.sweep is not None and workload.sweep.startswith((PROBE, GRID)):
+        arrivals = workload.sweep
+    elif workload.sweep is not None:
         arrivals = f"sweep-{workload.sweep}"
     else:
         arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plugin.analysis.capacity import is_probe
 from plugin.analysis.verdict import Point, attainment_of, pm_sources, verdicts
 from plugin.report.data import Run, _number
 
@@ -63,7 +64,7 @@ def topology_comparison(run: Run, dataset: str) -> TopologyComparison:
               row["energy_per_good_request_j"], row["energy_per_good_request_j_pm"], row["pm_sources"],
               row["goodput_per_gpu_rps"])
         for row in rows
-        if row["attainment"] is not None
+        if row["attainment"] is not None and not row["probe"]  # a search's probes: the answer judges them
     ]  # fmt: skip
     lines = [verdict.text() for verdict in verdicts(points, run.attainment_pct)]
     why = None
@@ -104,6 +105,7 @@ def rows_of(run: Run, dataset: str) -> list[dict[str, Any]]:
                 "rounds": len(benchmark.rounds),
                 "pm_sources": pm_sources(getattr(power, "uncertainty_sources", {}), power.uncertainty_parts),
                 "targets_ms": dict(summary.get("goodput_targets_ms") or {}),
+                "probe": is_probe(benchmark),
             }
         )
     order = {topology: index for index, topology in enumerate(dict.fromkeys(row["topology"] for row in rows))}

@@ -10,6 +10,7 @@ import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ class ResultsFile:
         }
         self.benchmarks: list[BenchmarkResult] = []
         write_json_atomic(self.path, self.data)
+
+    @classmethod
+    def reopen(cls, path: Path) -> ResultsFile:
+        """An earlier run's results to go on with (``--resume``): its header and benchmarks kept, ``status`` back to
+        running and the time it was taken up again in ``resumed_at``."""
+        stored = load_run(path.parent)
+        results = cls.__new__(cls)
+        results.path = path
+        results.data = {**json.loads(path.read_text()), "status": "running"}
+        results.data["resumed_at"] = [*results.data.get("resumed_at", []), datetime.now(UTC).isoformat()]
+        results.benchmarks = list(stored.benchmarks)
+        write_json_atomic(path, results.data)
+        return results
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
@@ -107,3 +121,17 @@ def load_run(folder: Path) -> StoredRun:
         )
     benchmarks = tuple(from_json(BenchmarkResult, entry) for entry in data.pop("benchmarks", []))
     return StoredRun(folder, data, benchmarks)
+
+
+def keep_earlier_files(folder: Path) -> Path | None:
+    """Move an earlier session's power samples and server logs into ``folder/earlier-N/`` before a resumed session
+    writes its own under the same names; the folder, or ``None`` when there was nothing to move."""
+    files = [*folder.glob("power_gpu*.csv"), *folder.glob("*.log")]
+    if not files:
+        return None
+    index = 1 + sum(1 for _ in folder.glob("earlier-*"))
+    kept = folder / f"earlier-{index}"
+    kept.mkdir()
+    for file in files:
+        file.rename(kept / file.name)
+    return kept
