@@ -38,7 +38,7 @@ def store(
     result = benchmark_result(
         request.node.nodeid, name, settings.topology(topology), workload, measurement, endpoint.gpu_roles,
         dvfs_record, requests_file_name(len(results.data["benchmarks"]), name), _gpu_budget(bench_session, endpoint),
-        settings.goodput, extra.get("offered_rate_rps"),
+        settings.goodput, extra.get("offered_rate_rps"), settings.prices,
     )  # fmt: skip
     result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
     stored = [StoredRequest(None, record) for record in measurement.warmup]
