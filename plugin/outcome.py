@@ -12,7 +12,8 @@ import pytest
 from plugin.analysis.benchmark import benchmark_result
 from plugin.hookspec import update_entry
 from plugin.load.client import RequestRecord
-from plugin.load.workload import Workload
+from plugin.load.workload import SERVING, Workload
+from plugin.results import vllm_format
 from plugin.results.schema import BenchmarkResult, StoredRequest, to_json
 from plugin.results.store import requests_file_name
 from plugin.runner import Measurement
@@ -46,6 +47,8 @@ def store(
     entry = to_json(result)
     update_entry(request.config, entry)
     results.add_benchmark(result, stored, entry)
+    if settings.vllm_results and workload.phase == SERVING:
+        vllm_format.write(bench_session.folder, result, endpoint.model, bench_session.run_id)
     return result
 
 
