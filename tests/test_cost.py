@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -19,6 +20,7 @@ from plugin.results.identities import broken
 from plugin.results.schema import BenchmarkResult, to_json
 from plugin.runner import Measurement, Round
 from plugin.serving.topology import DEFAULT_TOPOLOGIES
+from plugin.terminal_cost import write_cost
 from tests.test_power_entry import request_record
 from tests.test_uncertainty import _window
 
@@ -150,3 +152,27 @@ def test_the_identities_catch_a_tampered_cost_figure() -> None:
         problems = list(broken(tampered))
         assert problems and all(problem.startswith("cost: ") for problem in problems), (key, problems)
     assert math.isfinite(entry["summary"][COST_KEY]["usd"])
+
+
+def test_the_terminal_shows_cost_only_when_priced_and_ranks_topologies_by_it() -> None:
+    def serving(topology: str, scale: float, prices: Prices | None) -> BenchmarkResult:
+        windows = [
+            _window(10.0 * i, 10.0 * i + 6, 100.0 * scale, c * scale, 0.1) for i, c in enumerate([630, 600, 660])
+        ]
+        result = _result(windows, prices)
+        result.summary["offered_rate_rps"] = 2.0
+        return replace(result, name=f"test_serving[{topology}-r2]", topology=topology)
+
+    lines: list[str] = []
+    write_cost(lines.append, [serving("dp:2", 1.0, None), serving("1p1d", 2.0, None)], 90.0)
+    assert lines == []  # not asked for: nothing shown
+    energy_only = Prices(energy_usd_per_kwh=0.2)
+    # 3 good requests of 3: Wilson's interval 43-100 %, so a 40 % target is met.
+    write_cost(lines.append, [serving("dp:2", 1.0, energy_only), serving("1p1d", 10.0, energy_only)], 40.0)
+    text = "\n".join(lines)
+    assert "$/good req" in lines[1] and "test_serving[dp:2-r2]" in lines[2]
+    assert "cost: energy $ = measured GPU J x PUE 1 / 3.6e6 J/kWh x $0.2/kWh" in text and "GPU-h" not in text
+    # Three rounds each, the same request: 1p1d spends ten times the energy, so ten times the energy's price (the
+    # good count's interval, one good request a round, makes the ± wide).
+    verdict = next(line for line in lines if line.startswith("verdict by $ per good request"))
+    assert "dp:2 meets the targets with 90 ± " in verdict and "% less $ per good request than 1p1d" in verdict

@@ -30,21 +30,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from plugin.analysis.accounting import Work
 from plugin.analysis.energy import PhaseRecord, attribute_energy
 from plugin.analysis.uncertainty import combine, good_share_relative, round_spread
+from plugin.analysis.verdict import Point, serving_points
 from plugin.option_values import Prices
 from plugin.power.window import PowerCurve
-from plugin.results.schema import BenchmarkPower, PhaseSplit
+from plugin.results.schema import BenchmarkPower, BenchmarkResult, PhaseSplit
 
 J_PER_KWH = 3.6e6
 S_PER_HOUR = 3600.0
 PER_MILLION = 1e6
 COST_KEY = "cost"
 """Where a benchmark's summary keeps these figures (absent without a price or a carbon intensity)."""
+COST_FIGURE = "$ per good request"
+"""What ``cost_points`` rank by, in the verdict's words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +229,21 @@ def _note(prices: Prices, power: BenchmarkPower, work: Work) -> str | None:
     elif not work.good_completed:
         notes.append("no good request completed inside the power windows: no figure per good request")
     return "; ".join(notes) or None
+
+
+def cost_points(entries: Iterable[BenchmarkResult]) -> list[Point]:
+    """The topology verdict's points (``plugin.analysis.verdict.serving_points``) with $ per good request and its ±
+    in place of the energy's, for the priced entries: the same rule then ranks the topologies by what they cost.
+    Its ± has the energy's parts (carried to the energy's share), so the point keeps the energy's sources."""
+    points = []
+    for entry in entries:
+        cost = entry.summary.get(COST_KEY)
+        if cost is None or cost.get("usd") is None:
+            continue
+        for point in serving_points([entry]):
+            usd, pm = cost["usd_per_good_request"], cost["uncertainty"].get("usd_per_good_request")
+            points.append(replace(point, energy_per_good_request_j=usd, energy_per_good_request_pm_j=pm))
+    return points
 
 
 def formula_lines(inputs: Mapping[str, Any]) -> list[str]:
