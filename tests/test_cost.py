@@ -16,6 +16,7 @@ from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
 from plugin.option_values import GoodputTargets, Prices
 from plugin.power.window import WindowMeasurement
+from plugin.report.cost_section import cost_section
 from plugin.results.identities import broken
 from plugin.results.schema import BenchmarkResult, to_json
 from plugin.runner import Measurement, Round
@@ -176,3 +177,13 @@ def test_the_terminal_shows_cost_only_when_priced_and_ranks_topologies_by_it() -
     # good count's interval, one good request a round, makes the ± wide).
     verdict = next(line for line in lines if line.startswith("verdict by $ per good request"))
     assert "dp:2 meets the targets with 90 ± " in verdict and "% less $ per good request than 1p1d" in verdict
+
+
+def test_the_reports_section_is_there_only_when_priced() -> None:
+    windows = [_window(0.0, 6.0, 100.0, 600.0, 0.1)]
+    assert cost_section([_result(windows, None)], 90.0) is None
+    section = cost_section([_result(windows, PRICES)], 90.0)
+    assert section is not None and section.verdicts == [] and section.notes == []
+    row = section.rows[0]
+    assert row["usd_per_good_request"] == pytest.approx(0.00005 + 6.0 / 1800) and "usd_per_good_request_pm" in row
+    assert any("x $2/GPU-h" in line for line in section.formulas)
