@@ -124,6 +124,9 @@ class Settings:
     """The user's energy price, PUE, GPU-hour price and grid carbon intensity: cost and carbon figures; ``None``
     without any of them (no price is ever assumed)."""
     vllm_results: bool = False
+    mlenergy_max_num_seqs: int | None = None
+    """``--mlenergy-max-num-seqs``: vLLM's batch bound B, passed to the servers, and ML.ENERGY's figures beside the
+    suite's for every serving benchmark whose requests all arrive at once (``plugin.analysis.mlenergy``)."""
     """``--vllm-results``: also write each serving benchmark as ``vllm bench serve --save-result`` would."""
 
     def topology(self, name: str) -> Topology:
@@ -221,6 +224,11 @@ _OPTIONS: list[tuple[str, str]] = [
         "grid-gco2e-per-kwh",
         "carbon: your grid's intensity in gCO2e/kWh (published by Electricity Maps, Ember, EPA eGRID, grid "
         "operators): gCO2e per good request and per million output tokens",
+    ),
+    (
+        "mlenergy-max-num-seqs",
+        "measure as the ML.ENERGY benchmark does: vLLM --max-num-seqs B for the servers, and for serving benchmarks "
+        "sent all at once (--request-rate inf) their steady state's J per token and per response beside the suite's",
     ),
     (
         "report-baseline",
@@ -346,14 +354,33 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         topologies=topologies,
         serving_rounds=rounds or (COMPARISON_ROUNDS if len(topologies) > 1 else 1),
         prices=_prices(config),
+        mlenergy_max_num_seqs=_parsed(config, "mlenergy-max-num-seqs", positive_int, None),
         vllm_results=bool(config.getoption("vllm_results") or config.getini("vllm_results")),
         **_load_settings(config, on_gpu),
     )
+    settings = _with_mlenergy(settings)
     try:
         check_fits(settings.topologies, settings)
     except ValueError as error:
         raise pytest.UsageError(f"--topologies: {error}") from None
     return _with_ray(config, _with_power_sources(config, settings))
+
+
+def _with_mlenergy(settings: Settings) -> Settings:
+    """``--mlenergy-max-num-seqs B`` bounds the servers' batch at B (vLLM's ``--max-num-seqs``), unless a
+    ``--vllm-arg`` already bounds it otherwise."""
+    batch = settings.mlenergy_max_num_seqs
+    if batch is None:
+        return settings
+    given = [arg for arg in settings.vllm_args if arg.startswith("--max-num-seqs")]
+    if given and given != [f"--max-num-seqs={batch}"]:
+        raise pytest.UsageError(
+            f"--mlenergy-max-num-seqs {batch} sets vLLM's --max-num-seqs, and --vllm-arg gives {given[0]!r}: "
+            "give one of them"
+        )
+    return dataclasses.replace(
+        settings, vllm_args=(*settings.vllm_args, *([] if given else [f"--max-num-seqs={batch}"]))
+    )
 
 
 def _prices(config: pytest.Config) -> Prices | None:

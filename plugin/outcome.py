@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import pytest
 
 from plugin.analysis.benchmark import benchmark_result
+from plugin.analysis.mlenergy import MLENERGY_KEY, benchmark_view
 from plugin.hookspec import update_entry
 from plugin.load.client import RequestRecord
 from plugin.load.workload import SERVING, Workload
@@ -19,6 +20,7 @@ from plugin.results.store import requests_file_name
 from plugin.runner import Measurement
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ServerProcess
+from plugin.serving.topology import DISAGGREGATED
 from plugin.session import RunSession
 
 
@@ -42,6 +44,13 @@ def store(
         settings.goodput, extra.get("offered_rate_rps"), settings.prices,
     )  # fmt: skip
     result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
+    if settings.mlenergy_max_num_seqs is not None and workload.phase == SERVING:
+        served, burst = settings.topology(topology), workload.request_rate is None and workload.sweep is None
+        result.summary[MLENERGY_KEY] = benchmark_view(
+            served.kind == DISAGGREGATED, served.replicas or 1, burst,
+            [(r.records, r.window, r.repeats) for r in measurement.rounds], settings.mlenergy_max_num_seqs,
+            result.summary,
+        )  # fmt: skip
     stored = [StoredRequest(None, record) for record in measurement.warmup]
     stored += [StoredRequest(r.index, record) for r in measurement.rounds for record in r.records]
     entry = to_json(result)

@@ -1,6 +1,7 @@
-"""The terminal's cost and carbon section, only when a price or a carbon intensity was given: a line per priced
-benchmark (each figure ± its 95 % interval), the formulas with the inputs they used, why a figure is missing, and
-where several topologies ran, the verdict ranked by $ per good request beside the one by energy."""
+"""The terminal's figures to hold against others, each only when asked for: the cost and carbon section (a price
+or a carbon intensity given): a line per priced benchmark (each figure ± its 95 % interval), the formulas with the
+inputs they used, why a figure is missing, and where several topologies ran, the verdict ranked by $ per good
+request beside the one by energy; and with ``--mlenergy-max-num-seqs``, ML.ENERGY's figures beside the suite's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from plugin.analysis.cost import COST_FIGURE, COST_KEY, cost_points, formula_lines
+from plugin.analysis.mlenergy import MLENERGY_KEY
 from plugin.analysis.verdict import verdicts
 from plugin.results.schema import BenchmarkResult
 
@@ -40,6 +42,30 @@ def write_cost(write: Callable[[str], None], entries: list[BenchmarkResult], att
     if len({entry.topology_name for entry in priced}) > 1:
         for verdict in verdicts(cost_points(priced), attainment_pct, COST_FIGURE):
             write(f"verdict by {COST_FIGURE} ({verdict.dataset}, target {attainment_pct:g} %): {verdict.text()}")
+
+
+def write_mlenergy(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
+    """Per benchmark measured the ML.ENERGY way: their steady state's J per output token and per response, then the
+    suite's own over its power window, or why their rule gave no window."""
+    for entry in entries:
+        view = entry.summary.get(MLENERGY_KEY)
+        if view is None:
+            continue
+        head = f"ML.ENERGY's way ({entry.name}, batch {view['max_num_seqs']}):"
+        if view["why_not"]:
+            write(f"{head} no figure: {view['why_not']}")
+            continue
+        write(
+            f"{head} {_j(view['steady_state_energy_per_token_j'])} J/output token, "
+            f"{_j(view['energy_per_generation_j'])} J/response over their steady state "
+            f"({view['steady_state_s']:.1f} s); the suite over its window: "
+            f"{_j(view['suite_energy_per_output_token_j'])} J/output token, "
+            f"{_j(view['suite_energy_per_request_j'])} J/request"
+        )
+
+
+def _j(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 def _pm(cost: Mapping[str, Any], key: str, with_pm: bool = True) -> str:

@@ -26,7 +26,7 @@ OPTIONS = {
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--energy-usd-per-kwh", "--pue",
-    "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results",
+    "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
@@ -169,6 +169,7 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--pue=1.2", "--pue scales the energy's cost and carbon: give --energy-usd-per-kwh or --grid-gco2e-per-kwh*"),
         ("--energy-usd-per-kwh=-0.1", "--energy-usd-per-kwh='-0.1': must be zero or more"),
         ("--grid-gco2e-per-kwh=low", "--grid-gco2e-per-kwh='low': expected a number"),
+        ("--mlenergy-max-num-seqs=0", "--mlenergy-max-num-seqs='0': must be a positive whole number"),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:
