@@ -149,9 +149,13 @@ def _figures(
         "usd": _sum_priced(priced),
         "g_co2e": g_co2e,
     }
-    for side, count, share_of in (("input", work.prompt_tokens, _input), ("output", work.output_tokens, _output)):
-        energy_part = _per_million(_times(energy_usd, share_of(energy_share)), count)
-        time_part = _per_million(_times(gpu_time_usd, share_of(time_share)), count)
+    shares = {
+        "input": (work.prompt_tokens, energy_share, time_share),
+        "output": (work.output_tokens, _rest(energy_share), _rest(time_share)),
+    }
+    for side, (count, energy_part_share, time_part_share) in shares.items():
+        energy_part = _per_million(_times(energy_usd, energy_part_share), count)
+        time_part = _per_million(_times(gpu_time_usd, time_part_share), count)
         figures[f"energy_usd_per_million_{side}_tokens"] = energy_part
         figures[f"gpu_time_usd_per_million_{side}_tokens"] = time_part
         figures[f"usd_per_million_{side}_tokens"] = _sum_priced(
@@ -275,11 +279,8 @@ def _share(prefill: float | None, decode: float | None) -> float | None:
     return prefill / (prefill + decode)
 
 
-def _input(share: float | None) -> float | None:
-    return share
-
-
-def _output(share: float | None) -> float | None:
+def _rest(share: float | None) -> float | None:
+    """Decode's share, where ``share`` is prefill's."""
     return None if share is None else 1.0 - share
 
 
