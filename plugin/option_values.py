@@ -162,6 +162,33 @@ def port_number(text: str) -> int:
     return port
 
 
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """The user's inputs; ``None``: not given, so the figures that need it are absent."""
+
+    energy_usd_per_kwh: float | None = None
+    gpu_usd_per_hour: float | None = None
+    """Per GPU of the budget (on CPU, per instance slot of the budget)."""
+    grid_g_co2e_per_kwh: float | None = None
+    pue: float = 1.0
+    """Power usage effectiveness: the facility's energy over the IT equipment's (1: the GPUs' energy alone)."""
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.energy_usd_per_kwh, self.gpu_usd_per_hour, self.grid_g_co2e_per_kwh))
+
+
+def pue(text: str) -> float:
+    """Power usage effectiveness: facility energy over IT energy, so 1 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number, the facility's energy over the IT equipment's (e.g. 1.2)") from None
+    if not (value >= 1 and math.isfinite(value)):
+        raise ValueError("a PUE is 1 or more (the facility's energy over the IT equipment's; 1: the GPUs alone)")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)

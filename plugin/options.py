@@ -27,6 +27,7 @@ from plugin.option_values import (
     GPU_SIZES,
     DatasetSpec,
     GoodputTargets,
+    Prices,
     RequestRates,
     Sizes,
     arrival_scaling,
@@ -44,6 +45,7 @@ from plugin.option_values import (
     positive_int,
     positive_int_list,
     power_backend,
+    pue,
     ratio,
     request_rates,
     resolution,
@@ -132,6 +134,14 @@ class Settings:
     """``--max-probes``: a capacity search's probes per topology and dataset, the saturated one included."""
     resume: Path | None = None
     """``--resume RUN_FOLDER``: measure into that run folder; benchmarks it holds already are not measured again."""
+    prices: Prices | None = None
+    """The user's energy price, PUE, GPU-hour price and grid carbon intensity: cost and carbon figures; ``None``
+    without any of them (no price is ever assumed)."""
+    vllm_results: bool = False
+    """``--vllm-results``: also write each serving benchmark as ``vllm bench serve --save-result`` would."""
+    mlenergy_max_num_seqs: int | None = None
+    """``--mlenergy-max-num-seqs``: vLLM's batch bound B, passed to the servers, and ML.ENERGY's figures beside the
+    suite's for every serving benchmark whose requests all arrive at once (``plugin.analysis.mlenergy``)."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -239,6 +249,19 @@ _OPTIONS: list[tuple[str, str]] = [
     ("prefill-node", "with --ray-address: the prefill instances' node: IP, label key=value, custom resource or id"),
     ("decode-node", "with --ray-address: the decode instances' node (as --prefill-node)"),
     ("server-node", "with --ray-address: the traditional server's node (as --prefill-node)"),
+    ("energy-usd-per-kwh", "cost: your energy price in $/kWh (with --pue): energy cost per token and per good request"),
+    ("pue", "cost and carbon: the data centre's PUE, facility over IT energy (default 1: the GPUs' energy alone)"),
+    ("gpu-usd-per-hour", "cost: your price of one GPU-hour; every GPU of the budget is charged for the windows' time"),
+    (
+        "grid-gco2e-per-kwh",
+        "carbon: your grid's intensity in gCO2e/kWh (published by Electricity Maps, Ember, EPA eGRID, grid "
+        "operators): gCO2e per good request and per million output tokens",
+    ),
+    (
+        "mlenergy-max-num-seqs",
+        "measure as the ML.ENERGY benchmark does: vLLM --max-num-seqs B for the servers, and for serving benchmarks "
+        "sent all at once (--request-rate inf) their steady state's J per token and per response beside the suite's",
+    ),
     (
         "report-baseline",
         "run id or folder the report compares with (default: the last run of the same model and devices)",
@@ -276,6 +299,9 @@ def add_options(parser: pytest.Parser) -> None:
     for name, metavar, help_text in _REPEATED:
         group.addoption(f"--{name}", dest=_dest(name), action="append", default=[], metavar=metavar, help=help_text)
         parser.addini(_dest(name), help=help_text, type="linelist", default=[])
+    vllm_help = "also write each serving benchmark as vllm bench serve --save-result does (run folder, vllm-results/)"
+    group.addoption("--vllm-results", dest="vllm_results", action="store_true", default=False, help=vllm_help)
+    parser.addini("vllm_results", help=vllm_help, type="bool", default=False)
     dry_run_help = "DVFS: plan the sweep and check it against the GPUs' supported values, change nothing, run nothing"
     group.addoption("--dvfs-dry-run", dest="dvfs_dry_run", action="store_true", default=False, help=dry_run_help)
     parser.addini("dvfs_dry_run", help=dry_run_help, type="bool", default=False)
@@ -359,15 +385,51 @@ def resolve_settings(config: pytest.Config, gpu_count: int) -> Settings:
         slo_tbt_ms=_parsed(config, "slo-tbt-ms", positive_float, None),
         topologies=topologies,
         serving_rounds=rounds or (COMPARISON_ROUNDS if len(topologies) > 1 else 1),
+        prices=_prices(config),
+        mlenergy_max_num_seqs=_parsed(config, "mlenergy-max-num-seqs", positive_int, None),
+        vllm_results=bool(config.getoption("vllm_results") or config.getini("vllm_results")),
         **_load_settings(config, on_gpu),
     )
     if settings.resume is not None and _raw(config, "reports-dir") is None:  # the run's own reports folder
         settings = dataclasses.replace(settings, reports_dir=settings.resume.parent)
+    settings = _with_mlenergy(settings)
     try:
         check_fits(settings.topologies, settings)
     except ValueError as error:
         raise pytest.UsageError(f"--topologies: {error}") from None
     return _with_ray(config, _with_power_sources(config, settings))
+
+
+def _with_mlenergy(settings: Settings) -> Settings:
+    """``--mlenergy-max-num-seqs B`` bounds the servers' batch at B (vLLM's ``--max-num-seqs``), unless a
+    ``--vllm-arg`` already bounds it otherwise."""
+    batch = settings.mlenergy_max_num_seqs
+    if batch is None:
+        return settings
+    given = [arg for arg in settings.vllm_args if arg.startswith("--max-num-seqs")]
+    if given and given != [f"--max-num-seqs={batch}"]:
+        raise pytest.UsageError(
+            f"--mlenergy-max-num-seqs {batch} sets vLLM's --max-num-seqs, and --vllm-arg gives {given[0]!r}: "
+            "give one of them"
+        )
+    return dataclasses.replace(
+        settings, vllm_args=(*settings.vllm_args, *([] if given else [f"--max-num-seqs={batch}"]))
+    )
+
+
+def _prices(config: pytest.Config) -> Prices | None:
+    """The user's prices and carbon intensity; ``None`` without any (``--pue`` alone prices nothing: refused)."""
+    prices = Prices(
+        energy_usd_per_kwh=_parsed(config, "energy-usd-per-kwh", non_negative_float, None),
+        gpu_usd_per_hour=_parsed(config, "gpu-usd-per-hour", non_negative_float, None),
+        grid_g_co2e_per_kwh=_parsed(config, "grid-gco2e-per-kwh", non_negative_float, None),
+        pue=_parsed(config, "pue", pue, 1.0),
+    )
+    if not prices.given and _raw(config, "pue") is not None:
+        raise pytest.UsageError(
+            "--pue scales the energy's cost and carbon: give --energy-usd-per-kwh or --grid-gco2e-per-kwh with it"
+        )
+    return prices if prices.given else None
 
 
 def _with_ray(config: pytest.Config, settings: Settings) -> Settings:

@@ -10,11 +10,14 @@ from typing import Any, NoReturn
 import pytest
 
 from plugin.analysis.benchmark import benchmark_result
+from plugin.analysis.mlenergy import MLENERGY_KEY, benchmark_view
 from plugin.hookspec import update_entry
 from plugin.measurement import Measurement
 from plugin.records.requests import RequestRecord
 from plugin.records.results import BenchmarkResult, StoredRequest, to_json
-from plugin.records.workload import Workload
+from plugin.records.topology import DISAGGREGATED
+from plugin.records.workload import SERVING, Workload
+from plugin.results import vllm_format
 from plugin.results.store import requests_file_name
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import ServerProcess
@@ -38,14 +41,23 @@ def store(
     result = benchmark_result(
         request.node.nodeid, name, settings.topology(topology), workload, measurement, endpoint.gpu_roles,
         dvfs_record, requests_file_name(len(results.data["benchmarks"]), name), _gpu_budget(bench_session, endpoint),
-        settings.goodput, extra.get("offered_rate_rps"),
+        settings.goodput, extra.get("offered_rate_rps"), settings.prices,
     )  # fmt: skip
     result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
+    if settings.mlenergy_max_num_seqs is not None and workload.phase == SERVING:
+        served, burst = settings.topology(topology), workload.request_rate is None and workload.sweep is None
+        result.summary[MLENERGY_KEY] = benchmark_view(
+            served.kind == DISAGGREGATED, served.replicas or 1, burst,
+            [(r.records, r.window, r.repeats) for r in measurement.rounds], settings.mlenergy_max_num_seqs,
+            result.summary,
+        )  # fmt: skip
     stored = [StoredRequest(None, record) for record in measurement.warmup]
     stored += [StoredRequest(r.index, record) for r in measurement.rounds for record in r.records]
     entry = to_json(result)
     update_entry(request.config, entry)
     results.add_benchmark(result, stored, entry)
+    if settings.vllm_results and workload.phase == SERVING:
+        vllm_format.write(bench_session.folder, result, endpoint.model, bench_session.run_id)
     return result
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from plugin.analysis.answer import answer_json, run_answers
 from plugin.analysis.benchmark import benchmark_result
 from plugin.analysis.capacity import Resolution
+from plugin.analysis.cost import COST_KEY, stored_prices
 from plugin.analysis.dvfs import analyse
 from plugin.analysis.energy_card import energy_card_json
 from plugin.analysis.server_phases import PHASE_HISTOGRAMS
@@ -108,7 +109,7 @@ def recompute(
     result = benchmark_result(
         benchmark.id, benchmark.name, parse_topology(benchmark.topology_name), benchmark.workload, measurement,
         {int(gpu): role for gpu, role in benchmark.power.gpu_roles.items()}, benchmark.dvfs, benchmark.requests_file,
-        benchmark.gpu_budget, goodput, summary.get("offered_rate_rps"),
+        benchmark.gpu_budget, goodput, summary.get("offered_rate_rps"), stored_prices(summary.get(COST_KEY)),
     )  # fmt: skip
     result.summary.update({key: summary[key] for key in KEPT_SUMMARY_KEYS if key in summary})
     return result

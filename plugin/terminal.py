@@ -17,6 +17,7 @@ from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.records.results import BenchmarkResult
 from plugin.records.workload import SERVING
 from plugin.session import RunSession
+from plugin.terminal_cost import write_cost, write_mlenergy
 
 
 def write_dvfs_plan(terminalreporter: Any, lines: list[str]) -> None:
@@ -42,6 +43,8 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
             _verdicts(write, serving, run.settings.slo_attainment_pct)
+    write_cost(write, run.results.benchmarks, run.settings.slo_attainment_pct)
+    write_mlenergy(write, run.results.benchmarks)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for card in run.results.data.get("energy_card") or []:
         write(_energy_card_line(card))

@@ -67,6 +67,7 @@ STAGES: tuple[tuple[str, int, tuple[str, ...]], ...] = (
             "plugin.session",
             "plugin.progress",
             "plugin.terminal",
+            "plugin.terminal_cost",
             "plugin.reanalyse",
         ),
     ),

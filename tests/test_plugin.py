@@ -26,16 +26,18 @@ OPTIONS = {
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--capacity-resolution",
     "--max-probes", "--resume", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
-    "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
+    "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--energy-usd-per-kwh", "--pue",
+    "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
     **{
         option.removeprefix("--").replace("-", "_"): "string"
-        for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role"}
+        for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--vllm-results"}
     },
     "vllm_args": "linelist",
     "dvfs_dry_run": "bool",
+    "vllm_results": "bool",
     "power_source": "linelist",
     "gpu_role": "linelist",
 }
@@ -171,6 +173,11 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--slo-attainment=0", "--slo-attainment='0': must be above 0 and at most 100 (percent)"),
         ("--slo-attainment=100.5", "--slo-attainment='100.5': must be above 0 and at most 100 (percent)"),
         ("--slo-attainment=most", "--slo-attainment='most': expected a number of percent, e.g. 90"),
+        ("--pue=0.8", "--pue='0.8': a PUE is 1 or more*"),
+        ("--pue=1.2", "--pue scales the energy's cost and carbon: give --energy-usd-per-kwh or --grid-gco2e-per-kwh*"),
+        ("--energy-usd-per-kwh=-0.1", "--energy-usd-per-kwh='-0.1': must be zero or more"),
+        ("--grid-gco2e-per-kwh=low", "--grid-gco2e-per-kwh='low': expected a number"),
+        ("--mlenergy-max-num-seqs=0", "--mlenergy-max-num-seqs='0': must be a positive whole number"),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:

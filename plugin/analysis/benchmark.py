@@ -23,6 +23,7 @@ from plugin.analysis.accounting import (
     window_keys,
     window_note,
 )
+from plugin.analysis.cost import COST_KEY, benchmark_cost, budget_roles, gpu_time
 from plugin.analysis.goodput import attainment_summary
 from plugin.analysis.per_gpu import per_gpu
 from plugin.analysis.power_entry import benchmark_power, window_power
@@ -30,7 +31,7 @@ from plugin.analysis.server_phases import server_phase_times, server_prefill_s
 from plugin.analysis.stats import summarize
 from plugin.analysis.uncertainty import with_uncertainty
 from plugin.measurement import Measurement, Round
-from plugin.option_values import GoodputTargets
+from plugin.option_values import GoodputTargets, Prices
 from plugin.records.results import BenchmarkResult
 from plugin.records.topology import DISAGGREGATED, Topology
 from plugin.records.workload import SERVING, Workload
@@ -49,9 +50,10 @@ def benchmark_result(
     gpu_budget: int = 1,
     goodput: GoodputTargets | None = None,
     offered_rate_rps: float | None = None,
+    prices: Prices | None = None,
 ) -> BenchmarkResult:
     """``gpu_roles`` covers the whole budget (``unused`` GPUs too), so every window charges all of it; the per-GPU
-    figures divide by ``gpu_budget``."""
+    figures divide by ``gpu_budget``. ``prices`` (the user's) add the cost and carbon figures (``cost``)."""
     rounds = measurement.rounds
     source = "decode instance only" if topology.kind == DISAGGREGATED else "server"  # endpoint.metrics_url
     server_phases = server_phase_times(measurement.metrics_before, measurement.metrics_after, source)
@@ -76,6 +78,10 @@ def benchmark_result(
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary, round_summaries)
+    if prices is not None and prices.given:
+        roles = budget_roles(gpu_roles, gpu_budget)
+        times = [gpu_time(r.records, r.window.start_s, r.window.end_s, roles, prefill_s) for r in rounds]
+        summary[COST_KEY] = benchmark_cost(prices, power, works, times)
     return BenchmarkResult(
         id=node_id,
         name=name,

@@ -273,9 +273,9 @@ def _figures(
             for part, size in measured.items()
         }
         if name not in TOTALS:
-            pieces["rounds"] = _round_spread(_per_round(name, power, round_summaries))
+            pieces["rounds"] = round_spread(_per_round(name, power, round_summaries))
         if name in GOOD_FIGURES and value is not None:
-            share = _good_share_relative(summary.get("window_good_completed"), summary.get("window_completed"))
+            share = good_share_relative(summary.get("window_good_completed"), summary.get("window_completed"))
             pieces["good_count"] = None if share is None else share * abs(value)
         known = {part: size for part, size in pieces.items() if size is not None}
         figures[name] = combine(known) if value is not None else None
@@ -289,7 +289,7 @@ def _per_round(name: str, power: BenchmarkPower, round_summaries: Sequence[Mappi
     return [summary.get(name) for summary in round_summaries]
 
 
-def _round_spread(values: Sequence[float | None]) -> float | None:
+def round_spread(values: Sequence[float | None]) -> float | None:
     """95 % half-width of the mean of the per-round values (Student's t); ``None`` under 2 rounds or where a round
     has no value."""
     if len(values) < 2 or any(value is None for value in values):
@@ -298,7 +298,7 @@ def _round_spread(values: Sequence[float | None]) -> float | None:
     return t95(len(known) - 1) * statistics.stdev(known) / math.sqrt(len(known))
 
 
-def _good_share_relative(good: int | None, completed: int | None) -> float | None:
+def good_share_relative(good: int | None, completed: int | None) -> float | None:
     """The relative ± that the good share's Wilson interval (95 %) puts on a figure per good request: the larger
     of its two sides, since E / good moves as 1 / share."""
     if not good or not completed:

@@ -45,6 +45,7 @@ from plugin.records.results import BenchmarkResult
 
 WINS, TIE, ONLY, NONE, UNRANKED, ALONE = "wins", "tie", "only", "none", "unranked", "alone"
 FEW_ROUNDS = "few rounds"
+ENERGY_FIGURE = "energy per good request"
 SOURCE_WORDS = {
     "rounds": "between-round spread",
     "edges": "sensor edges",
@@ -177,6 +178,8 @@ class Verdict:
     steps: tuple[Step, ...]
     attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT
     """The attainment target the steps were judged against."""
+    figure: str = ENERGY_FIGURE
+    """What the topologies are ranked by, in words (the points' ``energy_per_good_request_j`` holds it)."""
 
     @property
     def rate_from_rps(self) -> float:
@@ -231,7 +234,7 @@ class Verdict:
             rounds, needed = f"{first.rounds} round{'s' if first.rounds > 1 else ''} per rate", COMPARISON_ROUNDS
             return f"{rounds}: a winner needs at least {needed} (--rounds {needed}); {_standing(first)}"
         if self.kind == UNRANKED:
-            return f"{_standing(first)}; no energy per good request to rank them"
+            return f"{_standing(first)}; no {self.figure} to rank them"
         if self.kind == TIE:
             known = [step.saving_pm_pct for step in self.steps if step.saving_pm_pct is not None]
             if len(known) < len(self.steps):
@@ -240,7 +243,7 @@ class Verdict:
             return (f"{winner} and {other} meet the targets: no clear winner (within ±{_pct(max(known))} %"
                     f"{'; ' + words if words else ''})")  # fmt: skip
         if self.kind == WINS:
-            return (f"{winner} meets the targets with {self._savings()} less energy per good request than {other}"
+            return (f"{winner} meets the targets with {self._savings()} less {self.figure} than {other}"
                     f"{self._pm_note()}")  # fmt: skip
         if other is None:
             return _standing(first)
@@ -249,10 +252,10 @@ class Verdict:
         if all(step.saving_pm_pct is not None and abs(step.saving_pct or 0.0) <= step.saving_pm_pct
                for step in self.steps):  # fmt: skip
             widest = max(step.saving_pm_pct or 0.0 for step in self.steps)
-            return (f"only {winner} meets the targets, with energy per good request within ±{_pct(widest)} % "
+            return (f"only {winner} meets the targets, with {self.figure} within ±{_pct(widest)} % "
                     f"of {other}'s, which misses them{self._pm_note()}")  # fmt: skip
         more = "less" if self.saving_pct >= 0 else "more"
-        return (f"only {winner} meets the targets, with {self._savings()} {more} energy per good request "
+        return (f"only {winner} meets the targets, with {self._savings()} {more} {self.figure} "
                 f"than {other}, which misses them{self._pm_note()}")  # fmt: skip
 
     def _savings(self) -> str:
@@ -275,9 +278,12 @@ class Verdict:
         return f" ({words})" if words else ""
 
 
-def verdicts(points: Sequence[Point], attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT) -> list[Verdict]:
+def verdicts(
+    points: Sequence[Point], attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT, figure: str = ENERGY_FIGURE
+) -> list[Verdict]:
     """The verdicts of every dataset (in the order they first appear), each over its rates from low to high; where a
-    topology has several points at one rate, the last counts."""
+    topology has several points at one rate, the last counts. ``figure`` names what the points' figure per good
+    request is (``plugin.analysis.cost`` ranks by $ per good request with the same rule)."""
     result = []
     for dataset in dict.fromkeys(point.dataset for point in points):
         per_rate: dict[float, dict[str, Point]] = {}
@@ -285,7 +291,7 @@ def verdicts(points: Sequence[Point], attainment_pct: float = DEFAULT_SLO_ATTAIN
             if point.dataset == dataset:
                 per_rate.setdefault(point.offered_rate_rps, {})[point.topology] = point
         steps = [judge(rate, list(per_rate[rate].values()), attainment_pct) for rate in sorted(per_rate)]
-        result += [Verdict(dataset, run, attainment_pct) for run in _merge(steps)]
+        result += [Verdict(dataset, run, attainment_pct, figure) for run in _merge(steps)]
     return result
 
 

@@ -21,6 +21,8 @@ from plugin.report.comparison import (
     topology_comparison,
 )
 from plugin.report.comparison_charts import comparison_charts
+from plugin.report.cost_section import COLUMNS as COST_COLUMNS
+from plugin.report.cost_section import cost_section
 from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
 from plugin.report.serving_charts import serving_curves
 from plugin.report.serving_data import serving_rows
@@ -87,6 +89,8 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             topologies=topologies,
             per_gpu_table=PER_GPU_TABLE,
             attainment_pct=f"{run.attainment_pct:g}",
+            cost=cost_section(run.benchmarks, run.attainment_pct),
+            cost_columns=COST_COLUMNS,
             energy_keys=[*ENERGY, *SERVING_ENERGY],
             cards=run.energy_cards,
             card_coefficients=CARD_COEFFICIENTS,

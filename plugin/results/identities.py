@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from plugin.analysis.cost import COST_KEY, J_PER_KWH, PER_MILLION, S_PER_HOUR
 from plugin.results.store import RESULTS_FILE, load_run
 
 REL_TOL = 1e-9
@@ -75,6 +76,56 @@ def broken(entry: dict[str, Any]) -> Iterator[str]:
         value, whole = summary.get(per_gpu), summary.get(total)
         if value is not None and whole is not None and not _close(value * budget, whole):
             yield f"{per_gpu} x {budget} GPUs = {value * budget:.9g}, not {total} {whole:.9g}"
+    if COST_KEY in summary:
+        yield from (f"cost: {problem}" for problem in cost_broken(summary, energy_j, budget))
+
+
+def cost_broken(summary: dict[str, Any], energy_j: float | None, budget: int) -> Iterator[str]:
+    """What does not hold between the cost and carbon figures (``plugin.analysis.cost``) and the energy, the
+    windows' time and the work they divide by: each cost is its inputs' product, and its figures per unit of work
+    times that work give it back (input and output tokens together pay the whole cost)."""
+    cost, inputs = summary[COST_KEY], summary[COST_KEY]["inputs"]
+    gpu_s = math.fsum(cost["gpu_s"].values())
+    kwh = None if energy_j is None else energy_j * inputs["pue"] / J_PER_KWH
+    products = [
+        ("energy_kwh", cost["energy_kwh"], kwh),
+        ("gpu_hours x 3600", cost["gpu_hours"] * S_PER_HOUR, gpu_s),
+        ("the GPU time split", gpu_s, summary["window_s"] * budget),
+        ("energy_usd", cost["energy_usd"], _times(kwh, inputs["energy_usd_per_kwh"])),
+        ("g_co2e", cost["g_co2e"], _times(kwh, inputs["grid_g_co2e_per_kwh"])),
+        ("gpu_time_usd", cost["gpu_time_usd"], _times(cost["gpu_hours"], inputs["gpu_usd_per_hour"])),
+    ]
+    priced = [cost[key] for key, price in (("energy_usd", "energy_usd_per_kwh"), ("gpu_time_usd", "gpu_usd_per_hour"))
+              if inputs[price] is not None]  # fmt: skip
+    if None not in priced:
+        products.append(("energy_usd + gpu_time_usd (those priced)", cost["usd"], math.fsum(priced)))
+    for name, value, expected in products:
+        if value is not None and expected is not None and not _close(value, expected):
+            yield f"{name} = {value:.9g}, not {expected:.9g}"
+    prompt, output = summary["window_prompt_tokens"], summary["window_output_tokens"]
+    good = summary.get("window_good_completed")
+    for part in ("energy_usd", "gpu_time_usd", "usd", "g_co2e"):
+        total, prefix = cost[part], part.removesuffix("usd")
+        per_in, per_out = (
+            cost.get(f"{prefix}usd_per_million_input_tokens"),
+            cost.get(f"{prefix}usd_per_million_output_tokens"),
+        )
+        if part != "g_co2e" and None not in (total, per_in, per_out):
+            paid = (per_in * prompt + per_out * output) / PER_MILLION
+            if not _close(paid, total):
+                yield f"{prefix}usd_per_million_input_tokens and _output_tokens pay {paid:.9g}, not {part} {total:.9g}"
+        per_good = cost.get(f"{part}_per_good_request")
+        if None not in (total, per_good, good) and not _close(per_good * good, total):
+            yield f"{part}_per_good_request x window_good_completed = {per_good * good:.9g}, not {total:.9g}"
+    per_million_out = cost["g_co2e_per_million_output_tokens"]
+    if None not in (cost["g_co2e"], per_million_out) and not _close(
+        per_million_out * output / PER_MILLION, cost["g_co2e"]
+    ):
+        yield f"g_co2e_per_million_output_tokens x window_output_tokens / 1e6 is not g_co2e {cost['g_co2e']:.9g}"
+
+
+def _times(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a * b
 
 
 def entries(folder: Path) -> list[dict[str, Any]]:
