@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-DATASET_KINDS = ("random", "sharegpt", "jsonl")
+DATASET_KINDS = ("random", "sharegpt", "jsonl", "mooncake", "azure", "sessions")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 DEFAULT_SLO_ATTAINMENT_PCT = 90.0
 """``--slo-attainment``'s default: a topology or DVFS setting meets goodput targets when at least this share of its
@@ -17,6 +17,13 @@ COMPARISON_ROUNDS = 3
 """Rounds per rate a verdict between topologies needs to name a winner, and so the serving benchmarks' ``--rounds``
 default when a run names several topologies: with fewer, energy's ± has no between-round spread (one round) or
 rests on a t quantile of 12.7 (two). AIPerf's minimum for multi-run statistics too."""
+_EXAMPLE_FILES = {
+    "sharegpt": "conversations.json",
+    "jsonl": "prompts.jsonl",
+    "mooncake": "trace.jsonl",
+    "azure": "AzureLLMInferenceTrace_conv.csv",
+    "sessions": "sessions.jsonl",
+}
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 KV_CONNECTORS = ("example", "nixl", "p2pnccl")
 
@@ -32,7 +39,8 @@ class RequestRates:
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
-    """Where prompts come from: ``random`` (exact-length token ids), a ShareGPT JSON file, or a JSONL file."""
+    """Where prompts come from: ``random`` (exact-length token ids), a ShareGPT JSON file, a JSONL file, a trace
+    (``mooncake``, ``azure``: ``plugin.load.traces``) or multi-turn ``sessions`` (``plugin.load.sessions``)."""
 
     kind: str
     path: Path | None = None
@@ -197,7 +205,8 @@ def request_rates(text: str) -> RequestRates:
 
 
 def dataset_list(text: str) -> tuple[DatasetSpec, ...]:
-    """``random``, ``sharegpt:PATH`` or ``jsonl:PATH``, comma-separated; the files must exist."""
+    """``random`` or ``KIND:PATH`` (sharegpt, jsonl, mooncake, azure, sessions), comma-separated; the files must
+    exist."""
     specs = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
         kind, _, path = item.partition(":")
@@ -209,15 +218,13 @@ def dataset_list(text: str) -> tuple[DatasetSpec, ...]:
             specs.append(DatasetSpec("random"))
             continue
         if not path:
-            raise ValueError(
-                f"{item!r}: name the file, e.g. {kind}:data/conversations.{'json' if kind == 'sharegpt' else 'jsonl'}"
-            )
+            raise ValueError(f"{item!r}: name the file, e.g. {kind}:data/{_EXAMPLE_FILES[kind]}")
         file = Path(path).expanduser()
         if not file.is_file():
             raise ValueError(f"{item!r}: no such file {file}")
         specs.append(DatasetSpec(kind, file))
     if not specs:
-        raise ValueError("expected random, sharegpt:PATH or jsonl:PATH")
+        raise ValueError("expected random or KIND:PATH with KIND one of sharegpt, jsonl, mooncake, azure, sessions")
     return tuple(specs)
 
 

@@ -20,6 +20,8 @@ import pytest
 
 from plugin.errors import BenchError
 from plugin.load.arrivals import DRAWN, arrival_scaling
+from plugin.load.traces import TraceSlice, trace_slice
+from plugin.load.validate import check_replay_files
 from plugin.option_values import (
     COMPARISON_ROUNDS,
     CPU_SIZES,
@@ -118,6 +120,12 @@ class Settings:
     the targets as met."""
     arrival_scaling: str = DRAWN
     """``--arrival-scaling``: an open loop's gaps as drawn, or rescaled so the last of N is due at N / rate."""
+    trace_time_scale: float = 1.0
+    """``--trace-time-scale``: a trace's timestamps multiplied by this (0.5: replayed twice as fast)."""
+    trace_slice: TraceSlice = TraceSlice()
+    """``--trace-slice``: the stretch of a trace replayed, in seconds of trace time."""
+    think_time_s: float = 0.0
+    """``--think-time-s``: in a session, the pause between an answer and the next turn."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -187,7 +195,14 @@ _OPTIONS: list[tuple[str, str]] = [
         "the drawn arrivals rescaled so the last of N is due at N / rate)",
     ),
     ("max-concurrency", "serving: at most this many requests in flight; later arrivals wait (default: no cap)"),
-    ("dataset", "serving: random, sharegpt:PATH or jsonl:PATH (comma-separated; default on CPU: a shipped file)"),
+    (
+        "dataset",
+        "serving: random, sharegpt:PATH, jsonl:PATH, a trace (mooncake:PATH, azure:PATH) or multi-turn sessions "
+        "(sessions:PATH) (comma-separated; default on CPU: a shipped file)",
+    ),
+    ("trace-time-scale", "serving, traces: timestamps multiplied by this (0.5 replays twice as fast; default 1)"),
+    ("trace-slice", "serving, traces: replay only START:END, in seconds of trace time (e.g. 0:600; default all)"),
+    ("think-time-s", "serving, sessions: seconds between an answer and the session's next turn (default 0)"),
     ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
     ("duration-s", "serving: requests arrive for this many seconds (instead of --num-requests); steady state"),
     ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
@@ -394,12 +409,22 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
     if duration_s is None and (warmup_s or cooldown_s):
         raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
     seed = _parsed(config, "seed", int, None)
+    datasets = _parsed(config, "dataset", dataset_list, default_datasets)
+    time_scale = _parsed(config, "trace-time-scale", positive_float, 1.0)
+    window = _parsed(config, "trace-slice", trace_slice, TraceSlice())
+    try:
+        check_replay_files(datasets, time_scale, window, _parsed(config, "max-model-len", positive_int, None))
+    except BenchError as error:
+        raise pytest.UsageError(str(error)) from None
     return {
         "request_rates": _parsed(config, "request-rate", request_rates, default_rates),
         "burstiness": _parsed(config, "burstiness", positive_float, 1.0),
         "arrival_scaling": _parsed(config, "arrival-scaling", arrival_scaling, DRAWN),
         "max_concurrency": _parsed(config, "max-concurrency", positive_int, None),
-        "datasets": _parsed(config, "dataset", dataset_list, default_datasets),
+        "datasets": datasets,
+        "trace_time_scale": time_scale,
+        "trace_slice": window,
+        "think_time_s": _parsed(config, "think-time-s", non_negative_float, 0.0),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
         "duration_s": duration_s,
         "warmup_s": warmup_s,

@@ -25,7 +25,8 @@ OPTIONS = {
     "--slo-ttft-ms", "--slo-tbt-ms", "--request-rate", "--burstiness", "--max-concurrency", "--dataset",
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
-    "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role",
+    "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--trace-time-scale", "--trace-slice",
+    "--think-time-s",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {

@@ -23,13 +23,16 @@ from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """One round: (prompt token ids, max_tokens) per request, each one's due offset from the round's start, the
-    cap on requests in flight, and in steady state the measured stretch ``[measured_from_s, measured_to_s]``."""
+    cap on requests in flight, and in steady state the measured stretch ``[measured_from_s, measured_to_s]``. In a
+    multi-turn round ``follows`` names the request each turn waits for; its offset is then its think time after
+    that one's end (``plugin.load.client.run_schedule``)."""
 
     requests: tuple[tuple[list[int], int], ...]
     due_offsets_s: tuple[float, ...]
     max_concurrency: int | None
     measured_from_s: float | None = None
     measured_to_s: float | None = None
+    follows: tuple[int | None, ...] | None = None
 
     @property
     def steady_state(self) -> bool:
@@ -108,6 +111,23 @@ def arrivals_of(
     return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s, scaling)
 
 
+def arrival_offsets(arrivals: Arrivals, count: int, burstiness: float, rng: random.Random) -> tuple[float, ...]:
+    """One round's arrivals (of requests, or of sessions): ``count`` at once, ``count`` open-loop, or open-loop
+    for the steady state's duration."""
+    if arrivals.rate is None:
+        return closed_loop(count)
+    if arrivals.duration_s is not None:
+        return open_loop(arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling)
+    return open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
+
+
+def measured_stretch(arrivals: Arrivals) -> tuple[float | None, float | None]:
+    """``(measured_from_s, measured_to_s)`` of a round: the steady state's stretch, or ``(None, None)``."""
+    if arrivals.duration_s is None:
+        return None, None
+    return arrivals.warmup_s, arrivals.duration_s - arrivals.cooldown_s
+
+
 def schedules(
     arrivals: Arrivals,
     rounds: int,
@@ -119,23 +139,7 @@ def schedules(
     """``rounds`` schedules; ``requests_for(n)`` gives n fresh requests (prompts are never reused between rounds)."""
     result = []
     for _ in range(rounds):
-        if arrivals.rate is None:
-            offsets = closed_loop(count)
-        elif arrivals.duration_s is not None:
-            offsets = open_loop(
-                arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling
-            )
-        else:
-            offsets = open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
+        offsets = arrival_offsets(arrivals, count, burstiness, rng)
         requests = tuple(requests_for(len(offsets)))
-        steady = arrivals.duration_s is not None
-        result.append(
-            Schedule(
-                requests,
-                offsets,
-                arrivals.concurrency,
-                arrivals.warmup_s if steady else None,
-                (arrivals.duration_s or 0.0) - arrivals.cooldown_s if steady else None,
-            )
-        )
+        result.append(Schedule(requests, offsets, arrivals.concurrency, *measured_stretch(arrivals)))
     return result

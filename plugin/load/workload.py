@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from plugin.load.traces import TRACE_KINDS
 from plugin.option_values import Sizes
 from plugin.options import Settings
 
@@ -33,7 +34,8 @@ class Workload:
     ``concurrency`` in flight (0: no cap). A serving workload also names its dataset (whose lengths replace
     ``input_len``/``output_len`` unless it is ``random``) and its arrivals: ``request_rate`` requests/s (``None``:
     all at once), gamma ``burstiness``, or a point of a sweep (``sweep``: ``sync``, ``max`` or ``1``..``N``, whose
-    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``."""
+    rate is known only once ``sync`` and ``max`` are measured); ``duration_s`` replaces ``num_requests``. A trace
+    (``replay``) brings its own arrivals (``plugin.load.traces``): one workload per trace, whatever the rates."""
 
     phase: str
     input_len: int
@@ -45,6 +47,7 @@ class Workload:
     burstiness: float | None = None
     sweep: str | None = None
     duration_s: float | None = None
+    replay: bool = False
 
     @property
     def id(self) -> str:
@@ -52,11 +55,13 @@ class Workload:
 
 
 def workload_id(workload: Workload) -> str:
-    """``in512-out1-c4`` or ``sharegpt-tiny-r2`` (``-rinf``, ``-sweep-max``, ``-c8`` with a cap): the one name of a
-    workload, in test ids, results and the report."""
+    """``in512-out1-c4`` or ``sharegpt-tiny-r2`` (``-rinf``, ``-sweep-max``, ``-c8`` with a cap, ``mooncake-x-replay``
+    for a trace): the one name of a workload, in test ids, results and the report."""
     if workload.phase != SERVING:
         return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
-    if workload.sweep is not None:
+    if workload.replay:
+        arrivals = "replay"
+    elif workload.sweep is not None:
         arrivals = f"sweep-{workload.sweep}"
     else:
         arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"
@@ -82,7 +87,8 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
 
 
 def serving_workloads(settings: Settings) -> list[Workload]:
-    """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths."""
+    """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths; a trace is replayed
+    once, at its own timestamps."""
     sizes, rates = settings.sizes, settings.request_rates
     arrivals: list[tuple[float | None, str | None]]
     if rates.sweep_points is not None:
@@ -104,7 +110,19 @@ def serving_workloads(settings: Settings) -> list[Workload]:
             settings.duration_s,
         )  # fmt: skip
         for dataset in settings.datasets
-        for rate, sweep in arrivals
+        for rate, sweep in (arrivals if dataset.kind not in TRACE_KINDS else [])
+    ] + [
+        Workload(
+            SERVING,
+            sizes.e2e_input_len,
+            sizes.e2e_output_len,
+            settings.max_concurrency or 0,
+            sizes.num_requests,
+            dataset.id,
+            replay=True,
+        )  # fmt: skip
+        for dataset in settings.datasets
+        if dataset.kind in TRACE_KINDS
     ]
 
 
