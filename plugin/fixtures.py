@@ -26,6 +26,7 @@ from plugin.load.workload import (
     SWEEP_SYNC,
     Workload,
     default_max_model_len,
+    load_id,
     make_prompts,
 )
 from plugin.options import Settings
@@ -260,7 +261,7 @@ def run_workload(
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
-        rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
+        rng = bench_session.rng_for(f"{request.node.originalname}[{load_id(workload)}-{dvfs.id}]")
         try:
             measurement, extra = _measure(bench_session, runner, request.node.nodeid, workload, rng)
         except WarmupFailed as error:

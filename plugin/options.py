@@ -126,6 +126,8 @@ class Settings:
     """``--trace-slice``: the stretch of a trace replayed, in seconds of trace time."""
     think_time_s: float = 0.0
     """``--think-time-s``: in a session, the pause between an answer and the next turn."""
+    prefix_cache_control: bool = False
+    """``--prefix-cache-control``: each trace and sessions benchmark is followed by its control, caching defeated."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -262,6 +264,14 @@ def add_options(parser: pytest.Parser) -> None:
     dry_run_help = "DVFS: plan the sweep and check it against the GPUs' supported values, change nothing, run nothing"
     group.addoption("--dvfs-dry-run", dest="dvfs_dry_run", action="store_true", default=False, help=dry_run_help)
     parser.addini("dvfs_dry_run", help=dry_run_help, type="bool", default=False)
+    control_help = (
+        "serving, traces and sessions: after each, a control benchmark of the same requests with the prefix cache "
+        "defeated (a cache_salt per request), so the energy the cache saved is measured"
+    )
+    group.addoption(
+        "--prefix-cache-control", dest="prefix_cache_control", action="store_true", default=False, help=control_help
+    )
+    parser.addini("prefix_cache_control", help=control_help, type="bool", default=False)
 
 
 def _dest(name: str) -> str:
@@ -425,6 +435,7 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "trace_time_scale": time_scale,
         "trace_slice": window,
         "think_time_s": _parsed(config, "think-time-s", non_negative_float, 0.0),
+        "prefix_cache_control": bool(config.getoption("prefix_cache_control") or config.getini("prefix_cache_control")),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
         "duration_s": duration_s,
         "warmup_s": warmup_s,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from plugin.analysis.benchmark import energy_figures
+from plugin.analysis.cache_savings import cache_savings, saving_line
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
 from plugin.analysis.verdict import attainment_of, serving_points, verdicts
@@ -34,6 +35,11 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _phase_table(write, phases)
     if serving:
         _serving_table(write, serving)
+        for entry in serving:
+            for line in reuse_lines(entry.name, entry.summary):
+                write(line)
+        for saving in cache_savings(serving):
+            write(saving_line(saving))
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
             _verdicts(write, serving, run.settings.slo_attainment_pct)
@@ -102,6 +108,31 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
             f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
+
+
+def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
+    """Prefix reuse as the server reported it (and its ``/metrics`` cross-check), per turn of sessions, and the
+    requests a trace or sessions file dropped, by reason."""
+    lines = []
+    rate, metrics_rate = summary.get("prefix_hit_rate"), (summary.get("prefix_cache") or {}).get("hit_rate")
+    if rate is not None or metrics_rate is not None:
+        turns = "; ".join(
+            f"turn {t['turn'] + 1}: {_pct(t['prefix_hit_rate'])} cached, TTFT {_ms(t['mean_ttft_ms'])} ms"
+            for t in summary.get("turns") or []
+        )
+        lines.append(
+            f"prefix reuse {name}: {_pct(rate)} of prompt tokens cached (server's usage; /metrics "
+            f"{_pct(metrics_rate)}){f'; {turns}' if turns else ''}"
+        )
+    dropped = (summary.get("dataset") or {}).get("dropped")
+    if dropped:
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items())
+        lines.append(f"dropped from {name}'s dataset: {reasons}")
+    return lines
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f} %"
 
 
 def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:

@@ -26,16 +26,18 @@ OPTIONS = {
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--trace-time-scale", "--trace-slice",
-    "--think-time-s",
+    "--think-time-s", "--prefix-cache-control",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
     **{
         option.removeprefix("--").replace("-", "_"): "string"
-        for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role"}
+        for option in OPTIONS
+        - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--prefix-cache-control"}
     },
     "vllm_args": "linelist",
     "dvfs_dry_run": "bool",
+    "prefix_cache_control": "bool",
     "power_source": "linelist",
     "gpu_role": "linelist",
 }

@@ -22,6 +22,7 @@ from plugin.analysis.accounting import (
 )
 from plugin.analysis.goodput import attainment_summary, is_good
 from plugin.analysis.power_entry import benchmark_power, window_power
+from plugin.analysis.prefix_reuse import per_turn, reuse_figures
 from plugin.analysis.server_phases import server_phase_times
 from plugin.analysis.stats import summarize
 from plugin.analysis.uncertainty import with_uncertainty
@@ -67,6 +68,7 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
+    summary["turns"] = per_turn([record for r in rounds for record in counted_records(r)])
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = _window_note(rounds, total)
@@ -121,6 +123,7 @@ def _figures(
             ([record.due_s for record in records], r.counted_s) for r, records in zip(rounds, per_round, strict=True)
         )
     summary.update(energy_per_work(energy_j, work))
+    summary.update(reuse_figures(records))
     if goodput is not None:
         summary.update(attainment_summary(records, goodput))
         summary["goodput_note"] = _goodput_note(records, work)

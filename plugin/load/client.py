@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,8 +70,11 @@ class RequestRecord:
         return self.error is None
 
 
-def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str, Any]:
-    return {
+def completion_body(model: str, prompt: list[int], max_tokens: int, cache_salt: str | None = None) -> dict[str, Any]:
+    """vLLM's completion request; a ``cache_salt`` (vLLM's per-request salt of the prefix cache's block hashes)
+    keeps the request from reusing any prefix another request left in the cache."""
+    salt = {} if cache_salt is None else {"cache_salt": cache_salt}
+    return salt | {
         "model": model,
         "prompt": prompt,
         "max_tokens": max_tokens,
@@ -240,11 +244,13 @@ async def run_schedule(
     *,
     start_s: float | None = None,
     follows: Sequence[int | None] | None = None,
+    salt_cache: bool = False,
 ) -> list[RequestRecord]:
     """Send ``requests`` (prompt token ids, max_tokens) each at its due offset (seconds from ``start_s``, a
     ``plugin.clock.now_s`` time; default: once the HTTP session is open), without waiting for earlier answers;
     with ``max_concurrency``, a request due while every slot is taken waits for one (FIFO). ``follows[i]``, where
     not ``None``, is an earlier request that request ``i`` waits for: it is due its offset after that one ended.
+    With ``salt_cache`` every request gets a random ``cache_salt`` of its own (caching defeated, for a control).
     Records come back in request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on
     the event loop)."""
     if len(requests) != len(due_offsets_s):
@@ -265,7 +271,7 @@ async def run_schedule(
         async def one(index: int, due_s: float) -> RequestRecord:
             nonlocal done
             prompt, max_tokens = requests[index]
-            body = completion_body(model, prompt, max_tokens)
+            body = completion_body(model, prompt, max_tokens, secrets.token_hex(16) if salt_cache else None)
             if slots is None:
                 record = await stream_completion(session, url, body, index, due_s, timeout_s, due_s)
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,9 @@ def _replayed_plan(
             spec, arrivals, rounds, workload.num_requests, settings.burstiness, settings.think_time_s, rng, tokenizer,
             vocab, max_model_len, UNIQUE_PREFIX_TOKENS, warmup_requests,
         )  # fmt: skip
-    return ServingPlan(warmup, schedules, entry)
+    if workload.cache_defeated:
+        schedules = tuple(replace(schedule, cache_salted=True) for schedule in schedules)
+    return ServingPlan(warmup, schedules, {**entry, "prefix_cache_defeated": workload.cache_defeated})
 
 
 def _dataset_entry(dataset: Dataset) -> dict[str, Any]:

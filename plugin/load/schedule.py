@@ -33,6 +33,8 @@ class Schedule:
     measured_from_s: float | None = None
     measured_to_s: float | None = None
     follows: tuple[int | None, ...] | None = None
+    cache_salted: bool = False
+    """A control round: every request carries a ``cache_salt`` of its own, so none reuses a cached prefix."""
 
     @property
     def steady_state(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from plugin.load.traces import TRACE_KINDS
@@ -48,6 +48,8 @@ class Workload:
     sweep: str | None = None
     duration_s: float | None = None
     replay: bool = False
+    cache_defeated: bool = False
+    """A control (``--prefix-cache-control``): the same load, every request salted so none reuses a cached prefix."""
 
     @property
     def id(self) -> str:
@@ -66,7 +68,12 @@ def workload_id(workload: Workload) -> str:
     else:
         arrivals = f"r{'inf' if workload.request_rate is None else f'{workload.request_rate:g}'}"
     cap = f"-c{workload.concurrency}" if workload.concurrency else ""
-    return f"{workload.dataset}-{arrivals}{cap}"
+    return f"{workload.dataset}-{arrivals}{cap}{'-nocache' if workload.cache_defeated else ''}"
+
+
+def load_id(workload: Workload) -> str:
+    """The id that seeds a workload's requests: a control's is its benchmark's, so both send the same load."""
+    return workload_id(replace(workload, cache_defeated=False))
 
 
 def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
@@ -88,15 +95,16 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
 
 def serving_workloads(settings: Settings) -> list[Workload]:
     """Dataset x arrival rate (or sweep point); ``random`` prompts take the end-to-end lengths; a trace is replayed
-    once, at its own timestamps."""
+    once, at its own timestamps; with ``--prefix-cache-control`` each trace and sessions workload is followed by its
+    control."""
     sizes, rates = settings.sizes, settings.request_rates
-    arrivals: list[tuple[float | None, str | None]]
+    arrivals: list[tuple[float | None, str | None, bool]]
     if rates.sweep_points is not None:
         points = [SWEEP_SYNC, SWEEP_MAX, *(str(k) for k in range(1, rates.sweep_points + 1))]
-        arrivals = [(None, point) for point in points]
+        arrivals = [(None, point, False) for point in points]
     else:
-        arrivals = [(None if math.isinf(rate) else rate, None) for rate in rates.rates]
-    return [
+        arrivals = [(None if math.isinf(rate) else rate, None, False) for rate in rates.rates]
+    workloads = [
         Workload(
             SERVING,
             sizes.e2e_input_len,
@@ -107,22 +115,19 @@ def serving_workloads(settings: Settings) -> list[Workload]:
             rate,
             settings.burstiness,
             sweep,
-            settings.duration_s,
+            None if replay else settings.duration_s,
+            replay,
         )  # fmt: skip
         for dataset in settings.datasets
-        for rate, sweep in (arrivals if dataset.kind not in TRACE_KINDS else [])
-    ] + [
-        Workload(
-            SERVING,
-            sizes.e2e_input_len,
-            sizes.e2e_output_len,
-            settings.max_concurrency or 0,
-            sizes.num_requests,
-            dataset.id,
-            replay=True,
-        )  # fmt: skip
-        for dataset in settings.datasets
-        if dataset.kind in TRACE_KINDS
+        for rate, sweep, replay in ([(None, None, True)] if dataset.kind in TRACE_KINDS else arrivals)
+    ]
+    if not settings.prefix_cache_control:
+        return workloads
+    reuse = {dataset.id for dataset in settings.datasets if dataset.kind in (*TRACE_KINDS, "sessions")}
+    return [
+        variant
+        for workload in workloads
+        for variant in (workload, replace(workload, cache_defeated=True))[: 2 if workload.dataset in reuse else 1]
     ]
 
 
