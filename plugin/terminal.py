@@ -118,11 +118,16 @@ def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
     if rate is not None or metrics_rate is not None:
         turns = "; ".join(
             f"turn {t['turn'] + 1}: {_pct(t['prefix_hit_rate'])} cached, TTFT {_ms(t['mean_ttft_ms'])} ms"
+            + ("" if t.get("energy_per_request_j") is None else f", {t['energy_per_request_j']:.3g} J")
             for t in summary.get("turns") or []
+        )
+        hit, miss = (summary.get(f"prefill_j_per_prompt_token_{key}") for key in ("cache_hit", "no_cache_hit"))
+        prefill = (
+            "" if hit is None or miss is None else f"; prefill J/prompt token {hit:.3g} with a hit, {miss:.3g} without"
         )
         lines.append(
             f"prefix reuse {name}: {_pct(rate)} of prompt tokens cached (server's usage; /metrics "
-            f"{_pct(metrics_rate)}){f'; {turns}' if turns else ''}"
+            f"{_pct(metrics_rate)}){prefill}{f'; {turns}' if turns else ''}"
         )
     dropped = (summary.get("dataset") or {}).get("dropped")
     if dropped:

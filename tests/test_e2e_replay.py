@@ -70,3 +70,6 @@ def test_a_trace_and_sessions_are_replayed_with_the_reuse_the_server_reports(
     assert sessions_control["summary"]["prefix_hit_rate"] == 0.0
     assert "prefix reuse test_serving[traditional-sessions-tiny-r2]" in done.stdout
     assert "prefix cache test_serving[traditional-mooncake-tiny-replay]: " in done.stdout
+    report = (run / "index.html").read_text()
+    assert "prefix hit rate (server&#39;s usage)" in report and "trace timestamps x 0.5, cache defeated" in report
+    assert "1: 0 %, " in report  # the per-turn cell of the sessions

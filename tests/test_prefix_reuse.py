@@ -8,11 +8,14 @@ import math
 import pytest
 
 from plugin.analysis.cache_savings import COST, SAVED, UNDECIDED, UNMEASURED, cache_savings, saving_line
-from plugin.analysis.prefix_reuse import per_turn, reuse_figures
+from plugin.analysis.prefix_reuse import per_turn, prefill_by_cache_hit, reuse_figures
+from plugin.analysis.turn_energy import RequestEnergy, request_energies
 from plugin.load.client import RequestRecord
 from plugin.load.workload import Workload
+from plugin.power.window import WindowMeasurement
 from plugin.results.schema import BenchmarkPower, BenchmarkResult
 from plugin.terminal import reuse_lines
+from tests.test_power_entry import _window
 
 
 def record(prompt: int, cached: int | None, turn: int | None = None, ttft_s: float = 0.1) -> RequestRecord:
@@ -31,15 +34,39 @@ def test_no_report_is_no_hit_rate_not_zero() -> None:
 
 def test_per_turn_figures_follow_the_turns() -> None:
     records = [record(100, 0, 0, 0.2), record(120, 0, 0, 0.4), record(300, 224, 1, 0.1), record(50, 0)]
-    first, second = per_turn(records)
+    energies = [RequestEnergy(1.0, 2.0), RequestEnergy(3.0, 4.0), None, RequestEnergy(9.0, 9.0)]
+    first, second = per_turn(records, energies)
     assert (first["turn"], first["requests"], first["prefix_hit_rate"]) == (0, 2, 0.0)
     assert first["mean_ttft_ms"] == pytest.approx(300.0)
-    assert (second["turn"], second["mean_prompt_tokens"], second["prefix_hit_rate"]) == (
-        1,
-        300,
-        pytest.approx(224 / 300),
-    )
-    assert per_turn([record(50, 0)]) == []
+    assert first["energy_per_request_j"] == pytest.approx(5.0)
+    assert (second["turn"], second["mean_prompt_tokens"], second["energy_per_request_j"]) == (1, 300, None)
+    assert second["prefix_hit_rate"] == pytest.approx(224 / 300)
+    assert per_turn([record(50, 0)], [None]) == []
+
+
+def test_prefill_energy_per_prompt_token_with_and_without_cache_hits() -> None:
+    records = [record(100, 64), record(300, 128), record(200, 0), record(50, None)]
+    energies = [RequestEnergy(1.0, 5.0), RequestEnergy(2.0, 5.0), RequestEnergy(4.0, 5.0), RequestEnergy(9.0, 9.0)]
+    assert prefill_by_cache_hit(records, energies) == {
+        "prefill_j_per_prompt_token_cache_hit": pytest.approx(3.0 / 400),
+        "prefill_j_per_prompt_token_no_cache_hit": pytest.approx(4.0 / 200),
+    }
+
+
+def test_each_request_gets_its_share_of_the_slices_it_ran_in() -> None:
+    """100 W for 6 s, counter 660 J (scale 1.1). A: prefill 0-1 s, decode 1-4 s; B: prefill 1-2 s, decode 2-5 s;
+    5-6 s idle. 0-1 s: A alone; 1-2: A decode, B prefill, halves; 2-4: halves; 4-5: B alone."""
+    a = RequestRecord(0, 100, 3, 0.0, 0.0, 1.0, (1.0, 2.5, 4.0), 4.0, 100, 3, None)
+    b = RequestRecord(1, 100, 3, 1.0, 1.0, 2.0, (2.0, 3.5, 5.0), 5.0, 100, 3, None)
+    failed = RequestRecord(2, 100, 3, 1.0, 1.0, None, (), 1.5, None, None, "HTTP 500")
+    window = _window(0.0, 6.0, {0: 100.0}, {0: 660.0})
+    shares = request_energies(window, [a, b, failed], {0: "prefill+decode"})
+    assert shares[2] is None
+    assert shares[0] == RequestEnergy(pytest.approx(110.0), pytest.approx(55.0 + 110.0))  # type: ignore[arg-type]
+    assert shares[1] == RequestEnergy(pytest.approx(55.0), pytest.approx(110.0 + 110.0))  # type: ignore[arg-type]
+    decode_only = request_energies(window, [a, b], {0: "decode"})
+    assert [share.prefill_j for share in decode_only if share] == [0.0, 0.0]
+    assert request_energies(WindowMeasurement("w", "none", 0.0, 6.0, (), (), "no GPU"), [a], {}) == [None]
 
 
 def test_terminal_lines_show_hit_rates_turns_and_drops() -> None:
@@ -55,6 +82,11 @@ def test_terminal_lines_show_hit_rates_turns_and_drops() -> None:
         "dropped from b's dataset: 2 too long for model",
     ]
     assert reuse_lines("b", {"prefix_cache": {"hit_rate": None}, "dataset": {"dropped": {}}}) == []
+    summary["turns"] = [{"turn": 1, "prefix_hit_rate": 0.5, "mean_ttft_ms": 40.0, "energy_per_request_j": 2.5}]
+    summary |= {"prefill_j_per_prompt_token_cache_hit": 0.01, "prefill_j_per_prompt_token_no_cache_hit": 0.02}
+    assert reuse_lines("b", summary)[0].endswith(
+        "; prefill J/prompt token 0.01 with a hit, 0.02 without; turn 2: 50 % cached, TTFT 40.0 ms, 2.5 J"
+    )
 
 
 def benchmark(name: str, j_per_request: float | None, spread: float | None, hit_rate: float) -> BenchmarkResult:

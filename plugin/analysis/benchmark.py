@@ -22,9 +22,10 @@ from plugin.analysis.accounting import (
 )
 from plugin.analysis.goodput import attainment_summary, is_good
 from plugin.analysis.power_entry import benchmark_power, window_power
-from plugin.analysis.prefix_reuse import per_turn, reuse_figures
+from plugin.analysis.prefix_reuse import per_turn, prefill_by_cache_hit, reuse_figures
 from plugin.analysis.server_phases import server_phase_times
 from plugin.analysis.stats import summarize
+from plugin.analysis.turn_energy import RequestEnergy, request_energies
 from plugin.analysis.uncertainty import with_uncertainty
 from plugin.load.client import RequestRecord
 from plugin.load.workload import SERVING, Workload
@@ -68,7 +69,9 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
-    summary["turns"] = per_turn([record for r in rounds for record in counted_records(r)])
+    records, energies = counted_energies(rounds, gpu_roles, prefill_s)
+    summary["turns"] = per_turn(records, energies)
+    summary.update(prefill_by_cache_hit(records, energies))
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = _window_note(rounds, total)
@@ -100,6 +103,22 @@ def round_work(one_round: Round, goodput: GoodputTargets | None) -> Work:
 def counted_records(one_round: Round) -> list[RequestRecord]:
     """Every request of a round, or in steady state those due inside its schedule's measured stretch."""
     return counted(one_round.records, one_round.counted_s)  # type: ignore[return-value]
+
+
+def counted_energies(
+    rounds: Sequence[Round], gpu_roles: Mapping[int, str], prefill_s: float | None
+) -> tuple[list[RequestRecord], list[RequestEnergy | None]]:
+    """The counted requests of every round and each one's share of its round's energy (``turn_energy``)."""
+    records: list[RequestRecord] = []
+    energies: list[RequestEnergy | None] = []
+    for one_round in rounds:
+        kept = {id(record) for record in counted_records(one_round)}
+        shares = request_energies(one_round.window, one_round.records, gpu_roles, prefill_s)
+        for record, share in zip(one_round.records, shares, strict=True):
+            if id(record) in kept:
+                records.append(record)
+                energies.append(share)
+    return records, energies
 
 
 def _figures(

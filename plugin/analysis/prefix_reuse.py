@@ -8,10 +8,12 @@ also a request's retries) are the cross-check."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from plugin.analysis.stats import summarize
+from plugin.analysis.turn_energy import RequestEnergy, mean_j
 from plugin.load.client import RequestRecord
 
 
@@ -38,25 +40,47 @@ def reuse_figures(records: Iterable[ReuseRecord]) -> dict[str, float | int | Non
     return {"cached_prompt_tokens": cached, "prefix_hit_rate": cached / prompt if prompt else None}
 
 
-def per_turn(records: Sequence[RequestRecord]) -> list[dict[str, Any]]:
+def per_turn(records: Sequence[RequestRecord], energies: Sequence[RequestEnergy | None]) -> list[dict[str, Any]]:
     """For multi-turn sessions, each turn (0 the first) with its requests, mean prompt tokens, mean and median TTFT
-    (``plugin.analysis.stats``) and hit rate; empty for requests that are no session's."""
+    (``plugin.analysis.stats``), hit rate and mean J per request of the turn (its requests' shares of their
+    rounds' energy, ``plugin.analysis.turn_energy``; ``None`` without power); empty for no session's requests.
+    ``energies`` is parallel to ``records``."""
     turns = sorted({r.turn for r in records if r.turn is not None})
     result = []
     for turn in turns:
-        of_turn = [r for r in records if r.turn == turn]
-        latency = summarize(of_turn)
+        of_turn = [i for i, r in enumerate(records) if r.turn == turn]
+        latency = summarize([records[i] for i in of_turn])
         result.append(
             {
                 "turn": turn,
                 "requests": len(of_turn),
-                "mean_prompt_tokens": sum(_prompt_tokens(r) for r in of_turn) / len(of_turn),
+                "mean_prompt_tokens": sum(_prompt_tokens(records[i]) for i in of_turn) / len(of_turn),
                 "mean_ttft_ms": latency.get("mean_ttft_ms"),
                 "median_ttft_ms": latency.get("median_ttft_ms"),
-                **reuse_figures(of_turn),
+                **reuse_figures(records[i] for i in of_turn),
+                "energy_per_request_j": mean_j([energies[i] for i in of_turn]),
             }
         )
     return result
+
+
+def prefill_by_cache_hit(
+    records: Sequence[RequestRecord], energies: Sequence[RequestEnergy | None]
+) -> dict[str, float | None]:
+    """Prefill J per prompt token of the requests the server served a cached prefix (``cache_hit``) and of those it
+    did not (``no_cache_hit``): their prefill shares over their prompt tokens; ``None`` without such requests or
+    power."""
+    figures: dict[str, float | None] = {}
+    for key, hit in (("cache_hit", True), ("no_cache_hit", False)):
+        chosen = [
+            (r, e) for r, e in zip(records, energies, strict=True)
+            if e is not None and r.cached_tokens is not None and (r.cached_tokens > 0) == hit
+        ]  # fmt: skip
+        tokens = sum(_prompt_tokens(r) for r, _ in chosen)
+        figures[f"prefill_j_per_prompt_token_{key}"] = (
+            math.fsum(e.prefill_j for _, e in chosen) / tokens if tokens else None
+        )
+    return figures
 
 
 def _prompt_tokens(record: ReuseRecord) -> int:
