@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import DRAWN, arrival_scaling
+from plugin.load.arrivals import DRAWN, arrival_scaling, ramp_up_strategy
 from plugin.load.traces import TraceSlice, trace_slice
 from plugin.load.validate import check_replay_files
 from plugin.option_values import (
@@ -126,6 +126,8 @@ class Settings:
     """``--trace-slice``: the stretch of a trace replayed, in seconds of trace time."""
     think_time_s: float = 0.0
     """``--think-time-s``: in a session, the pause between an answer and the next turn."""
+    ramp_up: tuple[str, float, float] | None = None
+    """``--ramp-up-strategy``, ``--ramp-up-start-rps``, ``--ramp-up-end-rps`` (vLLM's): one ramp replaces the rates."""
     prefix_cache_control: bool = False
     """``--prefix-cache-control``: each trace and sessions benchmark is followed by its control, caching defeated."""
 
@@ -205,6 +207,13 @@ _OPTIONS: list[tuple[str, str]] = [
     ("trace-time-scale", "serving, traces: timestamps multiplied by this (0.5 replays twice as fast; default 1)"),
     ("trace-slice", "serving, traces: replay only START:END, in seconds of trace time (e.g. 0:600; default all)"),
     ("think-time-s", "serving, sessions: seconds between an answer and the session's next turn (default 0)"),
+    (
+        "ramp-up-strategy",
+        "serving: linear or exponential: the arrival rate ramps from --ramp-up-start-rps to --ramp-up-end-rps over "
+        "a round's requests (vLLM's), in place of --request-rate; reported per stage",
+    ),
+    ("ramp-up-start-rps", "serving, with --ramp-up-strategy: the first request's rate (requests/s)"),
+    ("ramp-up-end-rps", "serving, with --ramp-up-strategy: the last request's rate (requests/s)"),
     ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
     ("duration-s", "serving: requests arrive for this many seconds (instead of --num-requests); steady state"),
     ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
@@ -420,6 +429,12 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
     seed = _parsed(config, "seed", int, None)
     datasets = _parsed(config, "dataset", dataset_list, default_datasets)
+    strategy = _parsed(config, "ramp-up-strategy", ramp_up_strategy, None)
+    ramp_rates = [_parsed(config, f"ramp-up-{end}-rps", positive_float, None) for end in ("start", "end")]
+    if (strategy is None) != (ramp_rates[0] is None) or (strategy is None) != (ramp_rates[1] is None):
+        raise pytest.UsageError(
+            "--ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together: give all three or none"
+        )
     time_scale = _parsed(config, "trace-time-scale", positive_float, 1.0)
     window = _parsed(config, "trace-slice", trace_slice, TraceSlice())
     try:
@@ -435,6 +450,7 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "trace_time_scale": time_scale,
         "trace_slice": window,
         "think_time_s": _parsed(config, "think-time-s", non_negative_float, 0.0),
+        "ramp_up": None if strategy is None else (strategy, ramp_rates[0], ramp_rates[1]),
         "prefix_cache_control": bool(config.getoption("prefix_cache_control") or config.getini("prefix_cache_control")),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
         "duration_s": duration_s,

@@ -36,7 +36,7 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
     if serving:
         _serving_table(write, serving)
         for entry in serving:
-            for line in reuse_lines(entry.name, entry.summary):
+            for line in reuse_lines(entry.name, entry.summary) + ramp_lines(entry.name, entry.summary):
                 write(line)
         for saving in cache_savings(serving):
             write(saving_line(saving))
@@ -134,6 +134,17 @@ def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
         reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items())
         lines.append(f"dropped from {name}'s dataset: {reasons}")
     return lines
+
+
+def ramp_lines(name: str, summary: dict[str, Any]) -> list[str]:
+    """A ramp-up benchmark's stages (``plugin.analysis.ramp``): nominal rates, arrived rate, TTFT p99, J/request."""
+    return [
+        f"ramp {name} stage {stage['stage'] + 1}: {stage['from_rps']:.3g}-{stage['to_rps']:.3g} req/s nominal, "
+        f"{_ms(stage['arrival_rate_rps'], 2)} arrived, {stage['completed']}/{stage['requests']} ok, TTFT p99 "
+        f"{_ms(stage['p99_ttft_ms'])} ms, TPOT p99 {_ms(stage['p99_tpot_ms'])} ms"
+        + ("" if stage["energy_per_request_j"] is None else f", {stage['energy_per_request_j']:.3g} J/request")
+        for stage in summary.get("ramp_stages") or []
+    ]
 
 
 def _pct(share: float | None) -> str:

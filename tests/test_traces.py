@@ -188,3 +188,11 @@ def test_a_bad_replay_file_is_a_usage_error_before_any_server_starts(
     result = pytester.runpytest(*(argument.format(**paths) for argument in arguments))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message.format(**paths)}*"])
+
+
+def test_a_ramp_needs_its_three_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--ramp-up-strategy=linear", "--ramp-up-start-rps=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together*"])
+    bad = pytester.runpytest("--ramp-up-strategy=step", "--ramp-up-start-rps=1", "--ramp-up-end-rps=2")
+    bad.stderr.fnmatch_lines(["ERROR: --ramp-up-strategy='step': expected one of linear, exponential"])

@@ -23,6 +23,7 @@ from plugin.analysis.accounting import (
 from plugin.analysis.goodput import attainment_summary, is_good
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.prefix_reuse import per_turn, prefill_by_cache_hit, reuse_figures
+from plugin.analysis.ramp import ramp_stages
 from plugin.analysis.server_phases import server_phase_times
 from plugin.analysis.stats import summarize
 from plugin.analysis.turn_energy import RequestEnergy, request_energies
@@ -69,9 +70,13 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
-    records, energies = counted_energies(rounds, gpu_roles, prefill_s)
+    per_round = counted_energies(rounds, gpu_roles, prefill_s)
+    records = [record for round_records, _ in per_round for record in round_records]
+    energies = [share for _, shares in per_round for share in shares]
     summary["turns"] = per_turn(records, energies)
     summary.update(prefill_by_cache_hit(records, energies))
+    if workload.ramp_up is not None:
+        summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = _window_note(rounds, total)
@@ -107,18 +112,15 @@ def counted_records(one_round: Round) -> list[RequestRecord]:
 
 def counted_energies(
     rounds: Sequence[Round], gpu_roles: Mapping[int, str], prefill_s: float | None
-) -> tuple[list[RequestRecord], list[RequestEnergy | None]]:
-    """The counted requests of every round and each one's share of its round's energy (``turn_energy``)."""
-    records: list[RequestRecord] = []
-    energies: list[RequestEnergy | None] = []
+) -> list[tuple[list[RequestRecord], list[RequestEnergy | None]]]:
+    """Per round, its counted requests and each one's share of the round's energy (``turn_energy``)."""
+    result = []
     for one_round in rounds:
         kept = {id(record) for record in counted_records(one_round)}
         shares = request_energies(one_round.window, one_round.records, gpu_roles, prefill_s)
-        for record, share in zip(one_round.records, shares, strict=True):
-            if id(record) in kept:
-                records.append(record)
-                energies.append(share)
-    return records, energies
+        pairs = [(r, e) for r, e in zip(one_round.records, shares, strict=True) if id(r) in kept]
+        result.append(([r for r, _ in pairs], [e for _, e in pairs]))
+    return result
 
 
 def _figures(

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import DRAWN, closed_loop, open_loop
+from plugin.load.arrivals import DRAWN, closed_loop, open_loop, ramp_up
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, Workload
 
 
@@ -53,6 +53,8 @@ class Arrivals:
     warmup_s: float
     cooldown_s: float
     scaling: str = DRAWN
+    ramp_up: tuple[str, float, float] | None = None
+    """``(strategy, start_rps, end_rps)``: the rate ramps over each round's requests (``arrivals.ramp_up``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,8 @@ def arrivals_of(
     rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set, their
     gaps scaled by ``scaling``."""
     cap = workload.concurrency or None
+    if workload.ramp_up is not None:
+        return Arrivals(None, cap, None, 0.0, 0.0, ramp_up=workload.ramp_up)
     if workload.sweep == SWEEP_SYNC:
         return Arrivals(None, 1, None, 0.0, 0.0)
     if workload.sweep == SWEEP_MAX or rate is None:
@@ -116,6 +120,8 @@ def arrivals_of(
 def arrival_offsets(arrivals: Arrivals, count: int, burstiness: float, rng: random.Random) -> tuple[float, ...]:
     """One round's arrivals (of requests, or of sessions): ``count`` at once, ``count`` open-loop, or open-loop
     for the steady state's duration."""
+    if arrivals.ramp_up is not None:
+        return ramp_up(*arrivals.ramp_up, count, burstiness, rng)
     if arrivals.rate is None:
         return closed_loop(count)
     if arrivals.duration_s is not None:

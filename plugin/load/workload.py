@@ -49,6 +49,8 @@ class Workload:
     duration_s: float | None = None
     replay: bool = False
     cache_defeated: bool = False
+    ramp_up: tuple[str, float, float] | None = None
+    """``(strategy, start_rps, end_rps)``: arrivals whose rate ramps over the round (vLLM's ``--ramp-up-*``)."""
     """A control (``--prefix-cache-control``): the same load, every request salted so none reuses a cached prefix."""
 
     @property
@@ -63,6 +65,9 @@ def workload_id(workload: Workload) -> str:
         return f"in{workload.input_len}-out{workload.output_len}-c{workload.concurrency}"
     if workload.replay:
         arrivals = "replay"
+    elif workload.ramp_up is not None:
+        strategy, start_rps, end_rps = workload.ramp_up
+        arrivals = f"ramp-{strategy}{start_rps:g}-{end_rps:g}"
     elif workload.sweep is not None:
         arrivals = f"sweep-{workload.sweep}"
     else:
@@ -104,6 +109,8 @@ def serving_workloads(settings: Settings) -> list[Workload]:
         arrivals = [(None, point, False) for point in points]
     else:
         arrivals = [(None if math.isinf(rate) else rate, None, False) for rate in rates.rates]
+    if settings.ramp_up is not None:
+        arrivals = [(None, None, False)]  # the ramp's rates replace --request-rate
     workloads = [
         Workload(
             SERVING,
@@ -115,8 +122,9 @@ def serving_workloads(settings: Settings) -> list[Workload]:
             rate,
             settings.burstiness,
             sweep,
-            None if replay else settings.duration_s,
+            None if replay or settings.ramp_up else settings.duration_s,
             replay,
+            ramp_up=None if replay else settings.ramp_up,
         )  # fmt: skip
         for dataset in settings.datasets
         for rate, sweep, replay in ([(None, None, True)] if dataset.kind in TRACE_KINDS else arrivals)

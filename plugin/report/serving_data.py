@@ -146,6 +146,9 @@ def arrivals(benchmark: BenchmarkResult) -> str:
     if workload.replay:
         scale = (benchmark.summary.get("dataset") or {}).get("trace_time_scale")
         return f"trace timestamps{'' if scale in (None, 1.0) else f' x {scale:g}'}{salted}"
+    if workload.ramp_up is not None:
+        strategy, start_rps, end_rps = workload.ramp_up
+        return f"{strategy} ramp {start_rps:g}-{end_rps:g} req/s{salted}"
     if workload.sweep is not None:
         closed = " (closed loop)" if workload.sweep == SWEEP_SYNC else ""
         return f"sweep {workload.sweep}{closed}"
