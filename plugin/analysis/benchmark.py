@@ -70,13 +70,14 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
-    per_round = counted_energies(rounds, gpu_roles, prefill_s)
-    records = [record for round_records, _ in per_round for record in round_records]
-    energies = [share for _, shares in per_round for share in shares]
-    summary["turns"] = per_turn(records, energies)
-    summary.update(prefill_by_cache_hit(records, energies))
-    if workload.ramp_up is not None:
-        summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
+    if serving:  # J per turn, prefill J per prompt token with and without a cache hit, ramp stages
+        per_round = counted_energies(rounds, gpu_roles, prefill_s)
+        records = [record for round_records, _ in per_round for record in round_records]
+        energies = [share for _, shares in per_round for share in shares]
+        summary["turns"] = per_turn(records, energies)
+        summary.update(prefill_by_cache_hit(records, energies))
+        if workload.ramp_up is not None:
+            summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = _window_note(rounds, total)
