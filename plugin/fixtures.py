@@ -36,7 +36,7 @@ from plugin.progress import Progress
 from plugin.records.results import BenchmarkResult
 from plugin.records.topology import UNUSED
 from plugin.records.windows import NO_CONTEXT
-from plugin.records.workload import Workload
+from plugin.records.workload import Workload, load_id
 from plugin.runner import Runner, WarmupFailed
 from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
@@ -209,7 +209,7 @@ def run_workload(
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
-        rng = bench_session.rng_for(f"{request.node.originalname}[{workload.id}-{dvfs.id}]")
+        rng = bench_session.rng_for(f"{request.node.originalname}[{load_id(workload)}-{dvfs.id}]")
         if searched is not None:
             workload = capacity_run.sized(workload, rate, settings)
         started_s = now_s()

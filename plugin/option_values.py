@@ -11,7 +11,7 @@ from pathlib import Path
 
 from plugin.errors import BenchError
 
-DATASET_KINDS = ("random", "sharegpt", "jsonl")
+DATASET_KINDS = ("random", "sharegpt", "jsonl", "mooncake", "azure", "sessions")
 GOODPUT_KEYS = ("ttft", "tpot", "e2el")
 DEFAULT_SLO_ATTAINMENT_PCT = 90.0
 """``--slo-attainment``'s default: a topology or DVFS setting meets goodput targets when at least this share of its
@@ -21,6 +21,13 @@ COMPARISON_ROUNDS = 3
 """Rounds per rate a verdict between topologies needs to name a winner, and so the serving benchmarks' ``--rounds``
 default when a run names several topologies: with fewer, energy's ± has no between-round spread (one round) or
 rests on a t quantile of 12.7 (two). AIPerf's minimum for multi-run statistics too."""
+_EXAMPLE_FILES = {
+    "sharegpt": "conversations.json",
+    "jsonl": "prompts.jsonl",
+    "mooncake": "trace.jsonl",
+    "azure": "AzureLLMInferenceTrace_conv.csv",
+    "sessions": "sessions.jsonl",
+}
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
 GPU_ROLES = ("prefill", "decode", "prefill+decode")
 """What a GPU does in a topology; ``unused`` (``plugin.records.topology.UNUSED``) is not one a user can give."""
@@ -53,7 +60,8 @@ class RequestRates:
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
-    """Where prompts come from: ``random`` (exact-length token ids), a ShareGPT JSON file, or a JSONL file."""
+    """Where prompts come from: ``random`` (exact-length token ids), a ShareGPT JSON file, a JSONL file, a trace
+    (``mooncake``, ``azure``: ``plugin.load.traces``) or multi-turn ``sessions`` (``plugin.load.sessions``)."""
 
     kind: str
     path: Path | None = None
@@ -263,7 +271,8 @@ def request_rates(text: str) -> RequestRates:
 
 
 def dataset_list(text: str) -> tuple[DatasetSpec, ...]:
-    """``random``, ``sharegpt:PATH`` or ``jsonl:PATH``, comma-separated; the files must exist."""
+    """``random`` or ``KIND:PATH`` (sharegpt, jsonl, mooncake, azure, sessions), comma-separated; the files must
+    exist."""
     specs = []
     for item in (part.strip() for part in text.split(",") if part.strip()):
         kind, _, path = item.partition(":")
@@ -275,15 +284,13 @@ def dataset_list(text: str) -> tuple[DatasetSpec, ...]:
             specs.append(DatasetSpec("random"))
             continue
         if not path:
-            raise ValueError(
-                f"{item!r}: name the file, e.g. {kind}:data/conversations.{'json' if kind == 'sharegpt' else 'jsonl'}"
-            )
+            raise ValueError(f"{item!r}: name the file, e.g. {kind}:data/{_EXAMPLE_FILES[kind]}")
         file = Path(path).expanduser()
         if not file.is_file():
             raise ValueError(f"{item!r}: no such file {file}")
         specs.append(DatasetSpec(kind, file))
     if not specs:
-        raise ValueError("expected random, sharegpt:PATH or jsonl:PATH")
+        raise ValueError("expected random or KIND:PATH with KIND one of sharegpt, jsonl, mooncake, azure, sessions")
     return tuple(specs)
 
 
@@ -369,3 +376,46 @@ def resolution(text: str) -> tuple[float | None, float | None]:
         return positive_float(text), None
     except ValueError:
         raise ValueError("expected a percentage such as 10% or a positive rate in req/s such as 0.5") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSlice:
+    """``--trace-slice``: the stretch of trace time replayed, in seconds (``None``: from the start, to the end)."""
+
+    start_s: float | None = None
+    end_s: float | None = None
+
+    def holds(self, arrival_s: float) -> bool:
+        return (self.start_s is None or arrival_s >= self.start_s) and (self.end_s is None or arrival_s < self.end_s)
+
+    @property
+    def text(self) -> str:
+        start, end = ("" if bound is None else f"{bound:g}" for bound in (self.start_s, self.end_s))
+        return f"{start}:{end}"
+
+
+def trace_slice(text: str) -> TraceSlice:
+    """``--trace-slice``'s value: ``START:END`` in seconds of trace time, either side may be left out."""
+    start, colon, end = text.partition(":")
+    if not colon:
+        raise ValueError("expected START:END in seconds of trace time, e.g. 0:600 or 3600: (either may be left out)")
+    try:
+        bounds = [None if not part.strip() else float(part) for part in (start, end)]
+    except ValueError:
+        raise ValueError("START and END are seconds of trace time, e.g. 0:600") from None
+    low, high = bounds
+    if any(b is not None and not (math.isfinite(b) and b >= 0) for b in bounds):
+        raise ValueError("START and END are finite seconds of trace time, zero or more")
+    if low is not None and high is not None and high <= low:
+        raise ValueError(f"END ({high:g}) must be after START ({low:g})")
+    return TraceSlice(low, high)
+
+
+RAMP_UP_STRATEGIES = ("linear", "exponential")
+
+
+def ramp_up_strategy(text: str) -> str:
+    """``--ramp-up-strategy``'s value, checked."""
+    if text not in RAMP_UP_STRATEGIES:
+        raise ValueError(f"expected one of {', '.join(RAMP_UP_STRATEGIES)}")
+    return text

@@ -30,6 +30,7 @@ from plugin.option_values import (
     Prices,
     RequestRates,
     Sizes,
+    TraceSlice,
     arrival_scaling,
     at_least_two,
     dataset_list,
@@ -46,9 +47,11 @@ from plugin.option_values import (
     positive_int_list,
     power_backend,
     pue,
+    ramp_up_strategy,
     ratio,
     request_rates,
     resolution,
+    trace_slice,
     value_list,
 )
 from plugin.records.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
@@ -142,6 +145,16 @@ class Settings:
     mlenergy_max_num_seqs: int | None = None
     """``--mlenergy-max-num-seqs``: vLLM's batch bound B, passed to the servers, and ML.ENERGY's figures beside the
     suite's for every serving benchmark whose requests all arrive at once (``plugin.analysis.mlenergy``)."""
+    trace_time_scale: float = 1.0
+    """``--trace-time-scale``: a trace's timestamps multiplied by this (0.5: replayed twice as fast)."""
+    trace_slice: TraceSlice = TraceSlice()
+    """``--trace-slice``: the stretch of a trace replayed, in seconds of trace time."""
+    think_time_s: float = 0.0
+    """``--think-time-s``: in a session, the pause between an answer and the next turn."""
+    ramp_up: tuple[str, float, float] | None = None
+    """``--ramp-up-strategy``, ``--ramp-up-start-rps``, ``--ramp-up-end-rps`` (vLLM's): one ramp replaces the rates."""
+    prefix_cache_control: bool = False
+    """``--prefix-cache-control``: each trace and sessions benchmark is followed by its control, caching defeated."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -229,7 +242,21 @@ _OPTIONS: list[tuple[str, str]] = [
         "the drawn arrivals rescaled so the last of N is due at N / rate)",
     ),
     ("max-concurrency", "serving: at most this many requests in flight; later arrivals wait (default: no cap)"),
-    ("dataset", "serving: random, sharegpt:PATH or jsonl:PATH (comma-separated; default on CPU: a shipped file)"),
+    (
+        "dataset",
+        "serving: random, sharegpt:PATH, jsonl:PATH, a trace (mooncake:PATH, azure:PATH) or multi-turn sessions "
+        "(sessions:PATH) (comma-separated; default on CPU: a shipped file)",
+    ),
+    ("trace-time-scale", "serving, traces: timestamps multiplied by this (0.5 replays twice as fast; default 1)"),
+    ("trace-slice", "serving, traces: replay only START:END, in seconds of trace time (e.g. 0:600; default all)"),
+    ("think-time-s", "serving, sessions: seconds between an answer and the session's next turn (default 0)"),
+    (
+        "ramp-up-strategy",
+        "serving: linear or exponential: the arrival rate ramps from --ramp-up-start-rps to --ramp-up-end-rps over "
+        "a round's requests (vLLM's), in place of --request-rate; reported per stage",
+    ),
+    ("ramp-up-start-rps", "serving, with --ramp-up-strategy: the first request's rate (requests/s)"),
+    ("ramp-up-end-rps", "serving, with --ramp-up-strategy: the last request's rate (requests/s)"),
     ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
     ("duration-s", "serving: requests arrive for this many seconds (instead of --num-requests); steady state"),
     ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
@@ -305,6 +332,14 @@ def add_options(parser: pytest.Parser) -> None:
     dry_run_help = "DVFS: plan the sweep and check it against the GPUs' supported values, change nothing, run nothing"
     group.addoption("--dvfs-dry-run", dest="dvfs_dry_run", action="store_true", default=False, help=dry_run_help)
     parser.addini("dvfs_dry_run", help=dry_run_help, type="bool", default=False)
+    control_help = (
+        "serving, traces and sessions: after each, a control benchmark of the same requests with the prefix cache "
+        "defeated (a cache_salt per request), so the energy the cache saved is measured"
+    )
+    group.addoption(
+        "--prefix-cache-control", dest="prefix_cache_control", action="store_true", default=False, help=control_help
+    )
+    parser.addini("prefix_cache_control", help=control_help, type="bool", default=False)
 
 
 def _dest(name: str) -> str:
@@ -510,6 +545,15 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
             "--request-rate capacity:N searches the highest rate that meets latency targets: give them with "
             "--goodput, e.g. --goodput ttft:200 tpot:20"
         )
+    datasets = _parsed(config, "dataset", dataset_list, default_datasets)
+    strategy = _parsed(config, "ramp-up-strategy", ramp_up_strategy, None)
+    ramp_rates = [_parsed(config, f"ramp-up-{end}-rps", positive_float, None) for end in ("start", "end")]
+    if (strategy is None) != (ramp_rates[0] is None) or (strategy is None) != (ramp_rates[1] is None):
+        raise pytest.UsageError(
+            "--ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together: give all three or none"
+        )
+    time_scale = _parsed(config, "trace-time-scale", positive_float, 1.0)
+    window = _parsed(config, "trace-slice", trace_slice, TraceSlice())
     return {
         "capacity_resolution_rps": resolution_rps,
         "capacity_resolution_pct": resolution_pct,
@@ -519,7 +563,12 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "burstiness": _parsed(config, "burstiness", positive_float, 1.0),
         "arrival_scaling": _parsed(config, "arrival-scaling", arrival_scaling, DRAWN),
         "max_concurrency": _parsed(config, "max-concurrency", positive_int, None),
-        "datasets": _parsed(config, "dataset", dataset_list, default_datasets),
+        "datasets": datasets,
+        "trace_time_scale": time_scale,
+        "trace_slice": window,
+        "think_time_s": _parsed(config, "think-time-s", non_negative_float, 0.0),
+        "ramp_up": None if strategy is None else (strategy, ramp_rates[0], ramp_rates[1]),
+        "prefix_cache_control": bool(config.getoption("prefix_cache_control") or config.getini("prefix_cache_control")),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
         "duration_s": duration_s,
         "warmup_s": warmup_s,

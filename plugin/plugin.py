@@ -23,6 +23,7 @@ from plugin.capacity_run import is_grid_point, resolution_of
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
+from plugin.load.validate import check_replay_files
 from plugin.load.workload import PHASES, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
@@ -80,6 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
             found.check_indices(gpus)
         except ValueError as error:
             raise pytest.UsageError(f"--{option}: {error}") from None
+    try:  # a trace or sessions file is read whole now, before any server starts
+        check_replay_files(settings.datasets, settings.trace_time_scale, settings.trace_slice, settings.max_model_len)
+    except BenchError as error:
+        raise pytest.UsageError(str(error)) from None
     if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings):
         raise pytest.UsageError(
             f"--max-model-len {settings.max_model_len} is shorter than the largest workload "

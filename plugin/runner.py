@@ -133,7 +133,8 @@ class Runner:
     ) -> list[RequestRecord]:
         url, model = self.endpoint.url, self.endpoint.model
         return await run_schedule(url, model, schedule.requests, schedule.due_offsets_s, schedule.max_concurrency,
-                                  self.timeout_s, on_done, start_s=start_s, stop_when=stop_when)  # fmt: skip
+                                  self.timeout_s, on_done, start_s=start_s, stop_when=stop_when,
+                                  follows=schedule.follows, salt_cache=schedule.cache_salted)  # fmt: skip
 
     def _round(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from plugin.analysis.cache_savings import cache_savings, saving_line
 from plugin.analysis.capacity import is_probe
 from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
@@ -40,6 +41,11 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         _phase_table(write, phases)
     if serving:
         _serving_table(write, serving)
+        for entry in serving:
+            for line in reuse_lines(entry.name, entry.summary) + ramp_lines(entry.name, entry.summary):
+                write(line)
+        for saving in cache_savings(serving):
+            write(saving_line(saving))
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
             _verdicts(write, serving, run.settings.slo_attainment_pct)
@@ -110,6 +116,47 @@ def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult])
             f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"
         )
+
+
+def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
+    """Prefix reuse as the server reported it (and its ``/metrics`` cross-check), per turn of sessions, and the
+    requests a trace or sessions file dropped, by reason."""
+    lines = []
+    rate, metrics_rate = summary.get("prefix_hit_rate"), (summary.get("prefix_cache") or {}).get("hit_rate")
+    if rate is not None or metrics_rate is not None:
+        turns = "; ".join(
+            f"turn {t['turn'] + 1}: {_pct(t['prefix_hit_rate'])} cached, TTFT {_ms(t['mean_ttft_ms'])} ms"
+            + ("" if t.get("energy_per_request_j") is None else f", {t['energy_per_request_j']:.3g} J")
+            for t in summary.get("turns") or []
+        )
+        hit, miss = (summary.get(f"prefill_j_per_prompt_token_{key}") for key in ("cache_hit", "no_cache_hit"))
+        prefill = (
+            "" if hit is None or miss is None else f"; prefill J/prompt token {hit:.3g} with a hit, {miss:.3g} without"
+        )
+        lines.append(
+            f"prefix reuse {name}: {_pct(rate)} of prompt tokens cached (server's usage; /metrics "
+            f"{_pct(metrics_rate)}){prefill}{f'; {turns}' if turns else ''}"
+        )
+    dropped = (summary.get("dataset") or {}).get("dropped")
+    if dropped:
+        reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items())
+        lines.append(f"dropped from {name}'s dataset: {reasons}")
+    return lines
+
+
+def ramp_lines(name: str, summary: dict[str, Any]) -> list[str]:
+    """A ramp-up benchmark's stages (``plugin.analysis.ramp``): nominal rates, arrived rate, TTFT p99, J/request."""
+    return [
+        f"ramp {name} stage {stage['stage'] + 1}: {stage['from_rps']:.3g}-{stage['to_rps']:.3g} req/s nominal, "
+        f"{_ms(stage['arrival_rate_rps'], 2)} arrived, {stage['completed']}/{stage['requests']} ok, TTFT p99 "
+        f"{_ms(stage['p99_ttft_ms'])} ms, TPOT p99 {_ms(stage['p99_tpot_ms'])} ms"
+        + ("" if stage["energy_per_request_j"] is None else f", {stage['energy_per_request_j']:.3g} J/request")
+        for stage in summary.get("ramp_stages") or []
+    ]
+
+
+def _pct(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.0f} %"
 
 
 def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:

@@ -27,17 +27,21 @@ OPTIONS = {
     "--max-probes", "--resume", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--energy-usd-per-kwh", "--pue",
-    "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs",
+    "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs", "--trace-time-scale",
+    "--trace-slice", "--think-time-s", "--prefix-cache-control", "--ramp-up-strategy", "--ramp-up-start-rps",
+    "--ramp-up-end-rps",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
     **{
         option.removeprefix("--").replace("-", "_"): "string"
-        for option in OPTIONS - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--vllm-results"}
+        for option in OPTIONS
+        - {"--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--vllm-results", "--prefix-cache-control"}
     },
     "vllm_args": "linelist",
     "dvfs_dry_run": "bool",
     "vllm_results": "bool",
+    "prefix_cache_control": "bool",
     "power_source": "linelist",
     "gpu_role": "linelist",
 }

@@ -27,8 +27,11 @@ from plugin.analysis.cost import COST_KEY, benchmark_cost, budget_roles, gpu_tim
 from plugin.analysis.goodput import attainment_summary
 from plugin.analysis.per_gpu import per_gpu
 from plugin.analysis.power_entry import benchmark_power, window_power
+from plugin.analysis.prefix_reuse import per_turn, prefill_by_cache_hit, reuse_figures
+from plugin.analysis.ramp import ramp_stages
 from plugin.analysis.server_phases import server_phase_times, server_prefill_s
 from plugin.analysis.stats import summarize
+from plugin.analysis.turn_energy import counted_energies
 from plugin.analysis.uncertainty import with_uncertainty
 from plugin.measurement import Measurement, Round
 from plugin.option_values import GoodputTargets, Prices
@@ -72,6 +75,14 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
+    if serving:  # J per turn, prefill J per prompt token with and without a cache hit, ramp stages
+        per_round = counted_energies(rounds, gpu_roles, prefill_s)
+        records = [record for round_records, _ in per_round for record in round_records]
+        energies = [share for _, shares in per_round for share in shares]
+        summary["turns"] = per_turn(records, energies)
+        summary.update(prefill_by_cache_hit(records, energies))
+        if workload.ramp_up is not None:
+            summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = window_note(rounds, total)
@@ -119,6 +130,7 @@ def _figures(
             ([record.due_s for record in records], r.counted_s) for r, records in zip(rounds, per_round, strict=True)
         )
     summary.update(energy_per_work(energy_j, work))
+    summary.update(reuse_figures(records))
     if goodput is not None:
         summary.update(attainment_summary(records, goodput))
         summary["goodput_note"] = goodput_note(records, work)

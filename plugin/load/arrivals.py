@@ -23,7 +23,7 @@ import itertools
 import math
 import random
 
-from plugin.option_values import DRAWN, NOMINAL, arrival_scaling
+from plugin.option_values import DRAWN, NOMINAL, RAMP_UP_STRATEGIES, arrival_scaling
 
 
 def closed_loop(count: int) -> tuple[float, ...]:
@@ -82,3 +82,31 @@ def _nominal_span(rate: float, count: int, burstiness: float, scale_s: float, rn
         return tuple(due_s)
     factor = count / rate / due_s[-1]
     return tuple(offset_s * factor for offset_s in due_s)
+
+
+def ramp_up_rate(strategy: str, start_rps: float, end_rps: float, index: int, count: int) -> float:
+    """vLLM's ``--ramp-up-strategy`` rate for request ``index`` of ``count``: from ``start_rps`` at the first to
+    ``end_rps`` at the last, in equal steps (``linear``) or equal ratios (``exponential``)."""
+    progress = index / max(count - 1, 1)
+    if strategy == "linear":
+        return start_rps + (end_rps - start_rps) * progress
+    if strategy == "exponential":
+        return float(start_rps * (end_rps / start_rps) ** progress)
+    raise ValueError(f"unknown ramp-up strategy {strategy!r}: {' or '.join(RAMP_UP_STRATEGIES)}")
+
+
+def ramp_up(
+    strategy: str, start_rps: float, end_rps: float, count: int, burstiness: float, rng: random.Random
+) -> tuple[float, ...]:
+    """``count`` arrivals whose rate ramps from ``start_rps`` to ``end_rps`` (vLLM's rule): the gap before request
+    i is drawn at request i's rate (gamma of shape ``burstiness``); the first is due at 0, and no rescaling."""
+    if not (start_rps > 0 and end_rps > 0 and math.isfinite(start_rps) and math.isfinite(end_rps)):
+        raise ValueError(f"ramp-up rates must be positive and finite, not {start_rps} and {end_rps}")
+    offsets: list[float] = []
+    offset_s = 0.0
+    for index in range(count):
+        if index:
+            rate = ramp_up_rate(strategy, start_rps, end_rps, index, count)
+            offset_s += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        offsets.append(offset_s)
+    return tuple(offsets)

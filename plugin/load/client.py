@@ -9,13 +9,20 @@ Sending follows a schedule of due times (``plugin.load.arrivals``): a request le
 not earlier ones have answered (an open loop), unless a concurrency cap makes it wait for a slot. TTFT is timed
 from the send (``send_s``), and the wait before it is kept apart: queue = ``ready_s - due_s`` (waiting for a slot,
 PEERS trap 2), send lag = ``send_s - ready_s`` (the client's own lateness, trap 3).
+
+A request may follow another (a session's next turn, ``plugin.load.sessions``): it is due its own offset (the think
+time) after the one it follows ended, and its record names its session (the index of the session's first request)
+and turn (0 for the first). The server's cached prompt tokens (``usage.prompt_tokens_details.cached_tokens``,
+which vLLM sends with ``--enable-prompt-tokens-details``) are kept per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
+import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,8 +36,11 @@ from plugin.records.requests import RequestRecord
 STOPPED = "stopped: the probe was already decided (over-saturated), so the load stopped before this answer"
 
 
-def completion_body(model: str, prompt: list[int], max_tokens: int) -> dict[str, Any]:
-    return {
+def completion_body(model: str, prompt: list[int], max_tokens: int, cache_salt: str | None = None) -> dict[str, Any]:
+    """vLLM's completion request; a ``cache_salt`` (vLLM's per-request salt of the prefix cache's block hashes)
+    keeps the request from reusing any prefix another request left in the cache."""
+    salt = {} if cache_salt is None else {"cache_salt": cache_salt}
+    return salt | {
         "model": model,
         "prompt": prompt,
         "max_tokens": max_tokens,
@@ -96,9 +106,11 @@ async def stream_completion(
         end_s=now_s(),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
+        cached_tokens=_cached_tokens(usage),
         error=error,
         ready_s=ready_s,
-        **proxy_timing,
+        proxy_prefill_ms=proxy_timing.get("proxy_prefill_ms"),
+        kv_handoff_ms=proxy_timing.get("kv_handoff_ms"),
     )
 
 
@@ -115,6 +127,12 @@ def _proxy_timing(headers: Mapping[str, str]) -> dict[str, float | None]:
         except ValueError:
             timing[field] = None  # a malformed header is no timing, not a failed request
     return timing
+
+
+def _cached_tokens(usage: Mapping[str, Any]) -> int | None:
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and not isinstance(cached, bool) else None
 
 
 def _parse_chunk(payload: bytes) -> dict[str, Any]:
@@ -192,16 +210,21 @@ async def run_schedule(
     *,
     start_s: float | None = None,
     stop_when: Callable[[RequestRecord], bool] | None = None,
+    follows: Sequence[int | None] | None = None,
+    salt_cache: bool = False,
 ) -> list[RequestRecord]:
     """Send ``requests`` (prompt token ids, max_tokens) each at its due offset (seconds from ``start_s``, a
     ``plugin.clock.now_s`` time; default: once the HTTP session is open), without waiting for earlier answers;
-    with ``max_concurrency``, a request due while every slot is taken waits for one (FIFO). Records come back in
-    request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on the event loop).
-    ``stop_when(record)``, called with each answer, stops the load when it says so (a capacity probe already
-    decided): nothing more is sent, requests in flight are cancelled, and each unanswered one gets a failed record
-    (``STOPPED``)."""
+    with ``max_concurrency``, a request due while every slot is taken waits for one (FIFO). ``follows[i]``, where
+    not ``None``, is an earlier request that request ``i`` waits for: it is due its offset after that one ended.
+    With ``salt_cache`` every request gets a random ``cache_salt`` of its own (caching defeated, for a control).
+    Records come back in request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on
+    the event loop). ``stop_when(record)``, called with each answer, stops the load when it says so (a capacity
+    probe already decided): nothing more is sent, requests in flight are cancelled, and each unanswered one gets a
+    failed record (``STOPPED``)."""
     if len(requests) != len(due_offsets_s):
         raise ValueError(f"{len(requests)} requests but {len(due_offsets_s)} due offsets")
+    next_of = _followers(follows, len(requests))
     if any(not (offset >= 0 and math.isfinite(offset)) for offset in due_offsets_s):
         raise ValueError("due offsets are finite seconds from the start, zero or more")
     if max_concurrency is not None and max_concurrency < 1:
@@ -214,31 +237,49 @@ async def run_schedule(
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
 
-        async def one(index: int, due_s: float) -> None:
+        async def one(index: int, due_s: float) -> RequestRecord:
             nonlocal done
             prompt, max_tokens = requests[index]
-            body = completion_body(model, prompt, max_tokens)
+            body = completion_body(model, prompt, max_tokens, secrets.token_hex(16) if salt_cache else None)
             if slots is None:
-                records[index] = await stream_completion(session, url, body, index, due_s, timeout_s, due_s)
+                record = await stream_completion(session, url, body, index, due_s, timeout_s, due_s)
             else:
                 ready_s = await slots.acquire(due_s)
                 try:
-                    records[index] = await stream_completion(session, url, body, index, due_s, timeout_s, ready_s)
+                    record = await stream_completion(session, url, body, index, due_s, timeout_s, ready_s)
                 finally:
                     slots.release()
             done += 1
             if on_done is not None:
                 on_done(done, len(requests))
-            record = records[index]
-            if stop_when is not None and record is not None and stop_when(record):
-                stopped.set()
+            return record
+
+        async def chain(first: int, due_s: float) -> None:
+            """A request and those that follow it, each sent its offset after the previous one ended (sent even
+            where that one failed: its prompt does not depend on the answer)."""
+            index: int | None = first
+            turn = 0
+            while index is not None:
+                record = await one(index, due_s)
+                labelled = follows is not None  # a multi-turn schedule: every record names its session and turn
+                record = dataclasses.replace(record, session=first, turn=turn) if labelled else record
+                records[index] = record
+                if stop_when is not None and stop_when(record):
+                    stopped.set()
+                    return
+                index = next_of.get(index)
+                if index is not None:
+                    due_s = record.end_s + due_offsets_s[index]
+                    await _sleep_until(due_s)
+                    turn += 1
 
         async def send_all() -> None:
             # One timer at a time, each to an absolute deadline: a late wake-up delays one send, never the rest.
-            for index in sorted(range(len(requests)), key=lambda i: due_offsets_s[i]):
+            heads = [i for i in range(len(requests)) if follows is None or follows[i] is None]
+            for index in sorted(heads, key=lambda i: due_offsets_s[i]):
                 due_s = origin_s + due_offsets_s[index]
                 await _sleep_until(due_s)
-                tasks.append(asyncio.create_task(one(index, due_s)))
+                tasks.append(asyncio.create_task(chain(index, due_s)))
             await asyncio.gather(*tasks)
 
         tasks: list[asyncio.Task[None]] = []
@@ -263,6 +304,22 @@ async def run_schedule(
                 records[index] = RequestRecord(index, len(prompt), max_tokens, due_s, min(due_s, stopped_s), None, (),
                                                stopped_s, None, None, STOPPED)  # fmt: skip
     return [record for record in records if record is not None]
+
+
+def _followers(follows: Sequence[int | None] | None, count: int) -> dict[int, int]:
+    """Which request follows each one: at most one each, always a later one (so every chain starts at a head)."""
+    if follows is None:
+        return {}
+    if len(follows) != count:
+        raise ValueError(f"{count} requests but {len(follows)} entries in follows")
+    next_of: dict[int, int] = {}
+    for index, previous in enumerate(follows):
+        if previous is None:
+            continue
+        if not 0 <= previous < index or previous in next_of:
+            raise ValueError(f"request {index} follows {previous}: each follows an earlier one, at most one each")
+        next_of[previous] = index
+    return next_of
 
 
 async def run_load(

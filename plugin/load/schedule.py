@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from plugin.errors import BenchError
-from plugin.load.arrivals import closed_loop, open_loop
+from plugin.load.arrivals import closed_loop, open_loop, ramp_up
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC
 from plugin.option_values import DRAWN
 from plugin.records.workload import Workload
@@ -25,13 +25,18 @@ from plugin.records.workload import Workload
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """One round: (prompt token ids, max_tokens) per request, each one's due offset from the round's start, the
-    cap on requests in flight, and in steady state the measured stretch ``[measured_from_s, measured_to_s]``."""
+    cap on requests in flight, and in steady state the measured stretch ``[measured_from_s, measured_to_s]``. In a
+    multi-turn round ``follows`` names the request each turn waits for; its offset is then its think time after
+    that one's end (``plugin.load.client.run_schedule``)."""
 
     requests: tuple[tuple[list[int], int], ...]
     due_offsets_s: tuple[float, ...]
     max_concurrency: int | None
     measured_from_s: float | None = None
     measured_to_s: float | None = None
+    follows: tuple[int | None, ...] | None = None
+    cache_salted: bool = False
+    """A control round: every request carries a ``cache_salt`` of its own, so none reuses a cached prefix."""
 
     @property
     def steady_state(self) -> bool:
@@ -50,6 +55,8 @@ class Arrivals:
     warmup_s: float
     cooldown_s: float
     scaling: str = DRAWN
+    ramp_up: tuple[str, float, float] | None = None
+    """``(strategy, start_rps, end_rps)``: the rate ramps over each round's requests (``arrivals.ramp_up``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +110,32 @@ def arrivals_of(
     rate); other points arrive at ``rate`` (``None``: all at once), for ``duration_s`` where one is set, their
     gaps scaled by ``scaling``."""
     cap = workload.concurrency or None
+    if workload.ramp_up is not None:
+        return Arrivals(None, cap, None, 0.0, 0.0, ramp_up=workload.ramp_up)
     if workload.sweep == SWEEP_SYNC:
         return Arrivals(None, 1, None, 0.0, 0.0)
     if workload.sweep == SWEEP_MAX or rate is None:
         return Arrivals(math.inf, cap, None, 0.0, 0.0)
     return Arrivals(rate, cap, workload.duration_s, warmup_s, cooldown_s, scaling)
+
+
+def arrival_offsets(arrivals: Arrivals, count: int, burstiness: float, rng: random.Random) -> tuple[float, ...]:
+    """One round's arrivals (of requests, or of sessions): ``count`` at once, ``count`` open-loop, or open-loop
+    for the steady state's duration."""
+    if arrivals.ramp_up is not None:
+        return ramp_up(*arrivals.ramp_up, count, burstiness, rng)
+    if arrivals.rate is None:
+        return closed_loop(count)
+    if arrivals.duration_s is not None:
+        return open_loop(arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling)
+    return open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
+
+
+def measured_stretch(arrivals: Arrivals) -> tuple[float | None, float | None]:
+    """``(measured_from_s, measured_to_s)`` of a round: the steady state's stretch, or ``(None, None)``."""
+    if arrivals.duration_s is None:
+        return None, None
+    return arrivals.warmup_s, arrivals.duration_s - arrivals.cooldown_s
 
 
 def schedules(
@@ -121,23 +149,7 @@ def schedules(
     """``rounds`` schedules; ``requests_for(n)`` gives n fresh requests (prompts are never reused between rounds)."""
     result = []
     for _ in range(rounds):
-        if arrivals.rate is None:
-            offsets = closed_loop(count)
-        elif arrivals.duration_s is not None:
-            offsets = open_loop(
-                arrivals.rate, burstiness, rng, duration_s=arrivals.duration_s, scaling=arrivals.scaling
-            )
-        else:
-            offsets = open_loop(arrivals.rate, burstiness, rng, count=count, scaling=arrivals.scaling)
+        offsets = arrival_offsets(arrivals, count, burstiness, rng)
         requests = tuple(requests_for(len(offsets)))
-        steady = arrivals.duration_s is not None
-        result.append(
-            Schedule(
-                requests,
-                offsets,
-                arrivals.concurrency,
-                arrivals.warmup_s if steady else None,
-                (arrivals.duration_s or 0.0) - arrivals.cooldown_s if steady else None,
-            )
-        )
+        result.append(Schedule(requests, offsets, arrivals.concurrency, *measured_stretch(arrivals)))
     return result

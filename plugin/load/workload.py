@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 from pathlib import Path
 
+from plugin.load.traces import TRACE_KINDS
 from plugin.option_values import Sizes
 from plugin.options import Settings
 from plugin.records.workload import GRID, PROBE, SERVING, Workload
@@ -45,18 +47,22 @@ def workloads_for(phase: str, sizes: Sizes) -> list[Workload]:
 
 def serving_workloads(settings: Settings) -> list[Workload]:
     """Dataset x arrival rate (or sweep point, or capacity search point); ``random`` prompts take the end-to-end
-    lengths."""
+    lengths; a trace is replayed once, at its own timestamps; with ``--prefix-cache-control`` each trace and sessions
+    workload is followed by its control."""
     sizes, rates = settings.sizes, settings.request_rates
-    arrivals: list[tuple[float | None, str | None]]
+    arrivals: list[tuple[float | None, str | None, bool]]
     if rates.capacity_points is not None:
         probes = [f"{PROBE}{k}" for k in range(1, settings.max_probes + 1)]
-        arrivals = [(None, point) for point in (*probes, *(f"{GRID}{k}" for k in range(1, rates.capacity_points + 1)))]
+        grid = [f"{GRID}{k}" for k in range(1, rates.capacity_points + 1)]
+        arrivals = [(None, point, False) for point in (*probes, *grid)]
     elif rates.sweep_points is not None:
         points = [SWEEP_SYNC, SWEEP_MAX, *(str(k) for k in range(1, rates.sweep_points + 1))]
-        arrivals = [(None, point) for point in points]
+        arrivals = [(None, point, False) for point in points]
     else:
-        arrivals = [(None if math.isinf(rate) else rate, None) for rate in rates.rates]
-    return [
+        arrivals = [(None if math.isinf(rate) else rate, None, False) for rate in rates.rates]
+    if settings.ramp_up is not None:
+        arrivals = [(None, None, False)]  # the ramp's rates replace --request-rate
+    workloads = [
         Workload(
             SERVING,
             sizes.e2e_input_len,
@@ -67,10 +73,20 @@ def serving_workloads(settings: Settings) -> list[Workload]:
             rate,
             settings.burstiness,
             sweep,
-            settings.duration_s,
+            None if replay or settings.ramp_up else settings.duration_s,
+            replay,
+            ramp_up=None if replay else settings.ramp_up,
         )  # fmt: skip
         for dataset in settings.datasets
-        for rate, sweep in arrivals
+        for rate, sweep, replay in ([(None, None, True)] if dataset.kind in TRACE_KINDS else arrivals)
+    ]
+    if not settings.prefix_cache_control:
+        return workloads
+    reuse = {dataset.id for dataset in settings.datasets if dataset.kind in (*TRACE_KINDS, "sessions")}
+    return [
+        variant
+        for workload in workloads
+        for variant in (workload, replace(workload, cache_defeated=True))[: 2 if workload.dataset in reuse else 1]
     ]
 
 

@@ -31,6 +31,12 @@ class RequestRecord:
     ready_s: float | None = None
     """When it could have been sent: its due time, or when a slot was freed for it if it had to wait for one.
     ``None`` in records from before it was kept (there ``send_s - due_s`` is queue and lag together)."""
+    cached_tokens: int | None = None
+    """Prompt tokens the server served from its prefix cache, as it reports them; ``None`` where it does not."""
+    session: int | None = None
+    """In a multi-turn schedule: the index of the session's first request."""
+    turn: int | None = None
+    """In a multi-turn schedule: the turn's number in its session, 0 for the first."""
 
     @property
     def ok(self) -> bool:

@@ -75,6 +75,15 @@ DATASET = {
     "mean_output_tokens": "mean output tokens",
 }
 """The dataset's filter counts and mean lengths, as the serving plan records them (``plugin.load.plan``)."""
+PREFIX_REUSE = {
+    "prefix_hit_rate": "prefix hit rate (server's usage)",
+    "metrics_hit_rate": "prefix hit rate (/metrics)",
+    "prefill_j_per_prompt_token_cache_hit": "prefill J / prompt token, cache hit",
+    "prefill_j_per_prompt_token_no_cache_hit": "prefill J / prompt token, no hit",
+    "turns_text": "per turn: hit rate, mean TTFT, J / request",
+    "dropped_text": "dropped from the dataset",
+}
+"""Prefix reuse (``plugin.analysis.prefix_reuse``) and what a trace or sessions file dropped."""
 SERVING_TABLES = (
     {
         "dataset": "dataset",
@@ -86,9 +95,11 @@ SERVING_TABLES = (
         **GOODPUT,
     },
     {"dataset": "dataset", "arrivals": "arrivals", **SERVING_ENERGY, "dataset_source": "dataset source", **DATASET},
+    {"dataset": "dataset", "arrivals": "arrivals", **PREFIX_REUSE},
 )
 """The serving tables' columns after the benchmark's name, architecture and completed requests: load, latency
-and goodput; then energy and the dataset's filter counts (one table would not fit a page's width)."""
+and goodput; then energy and the dataset's filter counts (one table would not fit a page's width); then prefix
+reuse."""
 REQUEST_COLUMNS = ["round", "send_s", "first_token_s", "end_s", "ttft_ms", "tpot_ms", "e2e_ms", "tbt_ms", "ok"]
 
 

@@ -55,9 +55,35 @@ def serving_rows(run: Run) -> list[dict[str, Any]]:
                 "short_window": short_window(benchmark),
                 "dataset_source": dataset.get("source"),
                 **{key: dataset.get(key) for key in DATASET},
+                **reuse_cells(summary),
             }
         )
     return rows
+
+
+def reuse_cells(summary: dict[str, Any]) -> dict[str, Any]:
+    """The prefix-reuse table's cells: hit rates, prefill J per prompt token with and without a hit, per turn."""
+
+    def pct(share: float | None) -> str:
+        return "-" if share is None else f"{share * 100:.0f} %"
+
+    def shown(value: float | None, unit: str) -> str:
+        return "-" if value is None else f"{value:.3g} {unit}"
+
+    turns = "; ".join(
+        f"{t['turn'] + 1}: {pct(t.get('prefix_hit_rate'))}, {shown(t.get('mean_ttft_ms'), 'ms')}, "
+        f"{shown(t.get('energy_per_request_j'), 'J')}"
+        for t in summary.get("turns") or []
+    )
+    dropped = (summary.get("dataset") or {}).get("dropped") or {}
+    return {
+        "prefix_hit_rate": summary.get("prefix_hit_rate"),
+        "metrics_hit_rate": (summary.get("prefix_cache") or {}).get("hit_rate"),
+        "prefill_j_per_prompt_token_cache_hit": summary.get("prefill_j_per_prompt_token_cache_hit"),
+        "prefill_j_per_prompt_token_no_cache_hit": summary.get("prefill_j_per_prompt_token_no_cache_hit"),
+        "turns_text": turns or None,
+        "dropped_text": ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in dropped.items()) or None,
+    }
 
 
 @dataclass(frozen=True)
@@ -117,13 +143,20 @@ def serving_points(benchmarks: tuple[BenchmarkResult, ...]) -> list[ServingPoint
 def arrivals(benchmark: BenchmarkResult) -> str:
     """How its requests arrived, in words: ``2 req/s``, ``all at once``, ``sweep sync (closed loop)``."""
     workload = benchmark.workload
+    salted = ", cache defeated" if workload.cache_defeated else ""
+    if workload.replay:
+        scale = (benchmark.summary.get("dataset") or {}).get("trace_time_scale")
+        return f"trace timestamps{'' if scale in (None, 1.0) else f' x {scale:g}'}{salted}"
+    if workload.ramp_up is not None:
+        strategy, start_rps, end_rps = workload.ramp_up
+        return f"{strategy} ramp {start_rps:g}-{end_rps:g} req/s{salted}"
     if workload.sweep is not None:
         closed = " (closed loop)" if workload.sweep == SWEEP_SYNC else ""
         return f"sweep {workload.sweep}{closed}"
     if workload.request_rate is None:
         return "all at once"
     burst = f", burstiness {workload.burstiness:g}" if workload.burstiness not in (None, 1.0) else ""
-    return f"{workload.request_rate:g} req/s{burst}"
+    return f"{workload.request_rate:g} req/s{burst}{salted}"
 
 
 def targets_text(targets_ms: dict[str, float]) -> str:

@@ -46,6 +46,7 @@ def command(spec: ServerSpec) -> list[str]:
         "--host", spec.host,
         "--port", str(spec.port),
         "--max-model-len", str(spec.max_model_len),
+        "--enable-prompt-tokens-details",  # usage.prompt_tokens_details.cached_tokens: the prefix reuse per request
     ]  # fmt: skip
     if spec.dtype:
         args += ["--dtype", spec.dtype]
