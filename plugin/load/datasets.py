@@ -309,22 +309,23 @@ def _unique_prefixes(
     return prefixes
 
 
-def _read_json_text(path: Path) -> str:
+def read_text(path: Path, what: str = "dataset file") -> str:
+    """A user's file (a dataset, a trace, sessions) as UTF-8 text, or an error naming ``what`` and why."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise BenchError(f"dataset file {path} does not exist") from None
+        raise BenchError(f"{what} {path} does not exist") from None
     except UnicodeDecodeError as error:
-        raise BenchError(f"dataset file {path} is not UTF-8 text (byte {error.start})") from None
+        raise BenchError(f"{what} {path} is not UTF-8 text (byte {error.start})") from None
     except OSError as error:
-        raise BenchError(f"cannot read dataset file {path}: {error.strerror or error}") from None
+        raise BenchError(f"cannot read {what} {path}: {error.strerror or error}") from None
 
 
 def _read_sharegpt(path: Path) -> list[tuple[str | list[int], str | int]]:
     """(first human turn, the reply after it) of every conversation that has such a pair."""
     shape = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
     try:
-        data = json.loads(_read_json_text(path))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise BenchError(
             f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {shape}"
@@ -351,7 +352,7 @@ def _read_sharegpt(path: Path) -> list[tuple[str | list[int], str | int]]:
 def _read_jsonl(path: Path) -> list[tuple[str | list[int], str | int]]:
     shape = 'each line is {"prompt": TEXT or [token ids], "output_len": N} with N a positive whole number'
     pairs: list[tuple[str | list[int], str | int]] = []
-    for number, line in enumerate(_read_json_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

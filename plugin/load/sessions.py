@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import Tokenizer
+from plugin.load.datasets import Tokenizer, read_text
 
 HUMAN_ROLES = ("human", "user")
 REPLY_ROLES = ("gpt", "assistant")
@@ -76,7 +76,7 @@ class SessionRequests:
 
 def read_sessions(path: Path) -> SessionFile:
     """The file's sessions, checked (``BenchError`` naming the entry or line of the first problem)."""
-    text = _read_text(path)
+    text = read_text(path, "sessions file")
     if text.lstrip().startswith("["):
         return _read_sharegpt(path, text)
     return _read_jsonl(path, text)
@@ -155,17 +155,6 @@ def session_requests(
             previous = len(requests) - 1
             history = history + list(user) + list(reply)
     return SessionRequests(tuple(requests), tuple(follows), tuple(offsets))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"sessions file {path} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise BenchError(f"sessions file {path} is not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise BenchError(f"cannot read sessions file {path}: {error.strerror or error}") from None
 
 
 def _read_sharegpt(path: Path, text: str) -> SessionFile:

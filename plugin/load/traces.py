@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from plugin.errors import BenchError
+from plugin.load.datasets import read_text
 from plugin.option_values import TraceSlice
 
 MOONCAKE_BLOCK_TOKENS = 512
@@ -149,17 +150,6 @@ def _reasons(dropped: Counter[str]) -> str:
     return ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items())
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BenchError(f"trace file {path} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise BenchError(f"trace file {path} is not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise BenchError(f"cannot read trace file {path}: {error.strerror or error}") from None
-
-
 def _whole(value: object) -> int | None:
     """A JSON whole number zero or more (``1.0`` too, as pandas writes integers), else ``None``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -175,7 +165,7 @@ def _read_mooncake(path: Path) -> list[TraceRequest]:
         f"with one hash id per {MOONCAKE_BLOCK_TOKENS} prompt tokens"
     )
     requests: list[TraceRequest] = []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "trace file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -209,7 +199,7 @@ def _read_mooncake(path: Path) -> list[TraceRequest]:
 
 
 def _read_azure(path: Path) -> list[TraceRequest]:
-    lines = _read_text(path).splitlines()
+    lines = read_text(path, "trace file").splitlines()
     reader = csv.DictReader(lines)
     missing = [column for column in AZURE_COLUMNS if column not in (reader.fieldnames or [])]
     if missing:
