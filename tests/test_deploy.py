@@ -96,7 +96,7 @@ def test_a_data_parallel_server_is_recorded_served_and_stopped(tmp_path: Path) -
         "mode": "started", "url": entry["url"], "model": "fake-model", "gpus": [], "log": "dp2-server.log",
         "command": [wrapper(tmp_path), "-m", "vllm.entrypoints.openai.api_server", "--model", "fake-model",
                     "--host", "127.0.0.1", "--port", entry["url"].rsplit(":", 1)[1], "--max-model-len", "256",
-                    "--data-parallel-size", "2", "--vllm-arg-from-the-user"],
+                    "--enable-prompt-tokens-details", "--data-parallel-size", "2", "--vllm-arg-from-the-user"],
     }  # fmt: skip
     assert gone(deployment) and not list((tmp_path / "pids").iterdir())
     assert "starting dp2-server, log: " in run.lines[0] and "dp2-server ready after" in run.lines[1]
