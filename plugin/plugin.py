@@ -259,7 +259,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """A benchmark that failed in setup or call gets the tail of its servers' logs in its report: the cause
-    (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine."""
+    (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine. Its error
+    goes into the results (``failures``), so the run's page says why it failed."""
     report = yield
     topology = topology_of(item)
     if not report.failed or report.when not in ("setup", "call") or topology is None:
@@ -268,11 +269,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     shown = str(report.longrepr).lower()
     run = item.config.stash[SESSION_KEY]
+    if run.results is not None and call.excinfo is not None:
+        _record_failure(run, item.name, report.when, call.excinfo)
     for log, tail in server_log_tails(run, run.settings.topology(topology)):
         if f"last lines of {log}".lower() in shown:
             continue  # the failure (a server that did not start or exited) already shows it
         report.sections.append((f"vLLM server log {log.name} (last {LOG_TAIL_LINES} lines)", tail()))
     return report
+
+
+MAX_ERROR_CHARS = 4000
+
+
+def _record_failure(run: RunSession, name: str, when: str, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """``failures`` in results.json: the benchmark, the phase it failed in, and its error (a ``pytest.fail`` message
+    as written, any other exception as its type and message)."""
+    assert run.results is not None
+    error = str(excinfo.value) if isinstance(excinfo.value, pytest.fail.Exception) else excinfo.exconly()
+    entry = {"name": name, "when": when, "error": error[:MAX_ERROR_CHARS]}
+    run.results.update(failures=[*run.results.data.get("failures", []), entry])
 
 
 def server_log_tails(run: RunSession, topology: Topology) -> list[tuple[Path, Callable[[], str]]]:

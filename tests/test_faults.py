@@ -54,6 +54,12 @@ def test_a_server_that_dies_stops_its_architecture_only(
     assert ran["test_prefill[traditional-in200-out1-c1]"] == 0
     assert ran["test_decode[traditional-in16-out8-c1]"] > 0  # measured, kept, and failed
     assert all(ran[name] == 0 for name in ran if "disaggregated" in name) and len(ran) == 5
+    # The failed benchmark's error is in the results, once, and on the run's page.
+    (failure,) = results["failures"]
+    assert failure["name"] == "test_decode[traditional-in16-out8-c1]" and failure["when"] == "call"
+    assert failure["error"].startswith("server exited with code 3 during the benchmark")
+    page = next((inner.path / "reports").glob("*/index.html")).read_text()
+    assert "test_decode[traditional-in16-out8-c1] failed: server exited with code 3 during the benchmark" in page
 
 
 def test_the_served_model_name_is_the_one_sent(inner: pytest.Pytester) -> None:
