@@ -40,6 +40,7 @@ from plugin.records.workload import Workload, load_id
 from plugin.runner import Runner, WarmupFailed
 from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
+from plugin.serving.process import shielded
 from plugin.serving.topology import place
 from plugin.session import SESSION_KEY, RunSession
 
@@ -76,9 +77,13 @@ def ray_cluster(bench_session: RunSession) -> Iterator[RayPlacement | None]:
 @pytest.fixture(scope="session")
 def deployments(ray_cluster: RayPlacement | None) -> Iterator[ExitStack]:
     """Every topology's servers, stopped at the end of the run whatever happened (each stop is safe to repeat),
-    before the Ray connection (if any) closes."""
-    with ExitStack() as stack:
+    before the Ray connection (if any) closes; a second Ctrl-C meanwhile is dropped: the run is ending anyway."""
+    stack = ExitStack()
+    try:
         yield stack
+    finally:
+        with shielded(interrupt_after=False):
+            stack.close()
 
 
 @pytest.fixture

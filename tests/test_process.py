@@ -14,7 +14,7 @@ import pytest
 
 from plugin.errors import ServerStartError
 from plugin.serving.cleanup import cleanup
-from plugin.serving.process import ManagedProcess, group_pids, kill_group, start, wait_ready
+from plugin.serving.process import ManagedProcess, group_pids, kill_group, shielded, start, wait_ready
 from plugin.serving.servers import free_port
 from tests.conftest import ROOT
 
@@ -266,3 +266,17 @@ def test_a_stop_cut_short_is_done_by_the_next(tmp_path: Path, monkeypatch: pytes
     process.stop(grace_s=1.0)
     assert process.exit_code() == -signal.SIGTERM
     assert group_pids(process.pid) == []
+
+
+def test_a_signal_during_a_shielded_block_waits_for_its_end() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt, match="held until the servers had stopped"):
+        with shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # Python runs the handler between instructions here
+            done.append("stopped")
+    assert done == ["stopped"]
+    with shielded(interrupt_after=False):  # the run's last teardown: dropped
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

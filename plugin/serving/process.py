@@ -47,10 +47,11 @@ class _Deferred:
 
 
 @contextmanager
-def shielded() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block is done, then end the run as Ctrl-C does (``KeyboardInterrupt``).
-    A nested block runs under the outermost one's shield; off the main thread (which gets no signals) it does
-    nothing."""
+def shielded(interrupt_after: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then end the run as Ctrl-C does (``KeyboardInterrupt``), or
+    without ``interrupt_after`` are dropped (the run's last teardown: it ends anyway, and an interrupt raised there
+    would skip the teardown after it). A nested block runs under the outermost one's shield; off the main thread
+    (which gets no signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread() or isinstance(
         signal.getsignal(signal.SIGINT), _Deferred
     ):
@@ -63,7 +64,7 @@ def shielded() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-    if deferred.signum is not None:
+    if deferred.signum is not None and interrupt_after:
         raise KeyboardInterrupt(f"signal {deferred.signum}, held until the servers had stopped")
 
 
