@@ -14,6 +14,7 @@ import pytest
 
 from plugin.errors import ServerStartError
 from plugin.serving.cleanup import cleanup
+from plugin.serving.cleanup import main as cleanup_main
 from plugin.serving.process import ManagedProcess, group_pids, kill_group, shielded, start, wait_ready
 from plugin.serving.servers import free_port
 from tests.conftest import ROOT
@@ -280,3 +281,11 @@ def test_a_signal_during_a_shielded_block_waits_for_its_end() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_cleanup_on_a_ray_address_where_nothing_listens_says_so_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    with pytest.raises(SystemExit) as exit_:
+        cleanup_main(["--ray-address", f"127.0.0.1:{port}"])
+    assert exit_.value.code == 2
+    assert f"--ray-address 127.0.0.1:{port}: nothing answers there" in capsys.readouterr().err
