@@ -25,7 +25,7 @@ from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_s
 from plugin.load.client import STOPPED
 from plugin.load.schedule import with_measured_end
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, vocab_range
-from plugin.outcome import check_servers, fail_on_errors, feed_benchmark, stop_topology, store
+from plugin.outcome import check_servers, fail, fail_on_errors, feed_benchmark, stop_topology, store
 from plugin.power import PowerError, Sampler
 from plugin.power.dcgm import DcgmBackend
 from plugin.power.nvml_loader import load_nvml
@@ -40,6 +40,7 @@ from plugin.records.workload import Workload, load_id
 from plugin.runner import Runner, WarmupFailed
 from plugin.serving.deploy import DeployPlan, deploy
 from plugin.serving.endpoint import Endpoint
+from plugin.serving.process import shielded
 from plugin.serving.topology import place
 from plugin.session import SESSION_KEY, RunSession
 
@@ -66,7 +67,7 @@ def ray_cluster(bench_session: RunSession) -> Iterator[RayPlacement | None]:
     try:
         connection = RayPlacement(address)
     except ConnectionError as error:
-        pytest.fail(f"cannot connect to the Ray cluster at {address}: {error}", pytrace=False)
+        fail(f"cannot connect to the Ray cluster at {address}: {error}")
     try:
         yield connection
     finally:
@@ -76,9 +77,13 @@ def ray_cluster(bench_session: RunSession) -> Iterator[RayPlacement | None]:
 @pytest.fixture(scope="session")
 def deployments(ray_cluster: RayPlacement | None) -> Iterator[ExitStack]:
     """Every topology's servers, stopped at the end of the run whatever happened (each stop is safe to repeat),
-    before the Ray connection (if any) closes."""
-    with ExitStack() as stack:
+    before the Ray connection (if any) closes; a second Ctrl-C meanwhile is dropped: the run is ending anyway."""
+    stack = ExitStack()
+    try:
         yield stack
+    finally:
+        with shielded(interrupt_after=False):
+            stack.close()
 
 
 @pytest.fixture
@@ -108,7 +113,7 @@ def served_topology(
         served = stack.enter_context(deploy(plan))
     except BenchError as error:
         bench_session.dead_topologies[topology] = f"its servers did not start: {error}"
-        pytest.fail(str(error), pytrace=False)
+        fail(str(error))
     bench_session.endpoints[topology] = served.endpoint
     bench_session.server_processes[topology] = list(served.processes)
     bench_session.server_stoppers[topology] = stack.close
@@ -130,7 +135,7 @@ def power_sampler(
         sampler = open_sampler(bench_session, ray_cluster)
     except PowerError as error:
         request.session.shouldstop = str(error)
-        pytest.fail(f"power sampling cannot start: {error}; use --power-backend none to run without", pytrace=False)
+        fail(f"power sampling cannot start: {error}; use --power-backend none to run without")
     with sampler:
         if settings.vllm_url is None:
             bench_session.idle_no_context = measure_baseline(bench_session, sampler, NO_CONTEXT)
@@ -185,7 +190,7 @@ def run_workload(
     try:
         endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
     except BenchError as error:
-        pytest.fail(str(error), pytrace=False)
+        fail(str(error))
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 
@@ -220,7 +225,7 @@ def run_workload(
         except WarmupFailed as error:
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
-            pytest.fail(str(error), pytrace=False)
+            fail(str(error))
         result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra)
         if workload.sweep in (SWEEP_SYNC, SWEEP_MAX):  # every topology's later points take their rates from these
             ends = bench_session.sweep_ends.get(str(workload.dataset))

@@ -92,6 +92,12 @@ def check_servers(bench_session: RunSession, topology: str, measurement: Measure
         stop_topology(bench_session, topology, *gone)
 
 
+def fail(message: str) -> NoReturn:
+    """``pytest.fail`` without a traceback and without the exception being handled: pytest would print that one's
+    message too, above the same words ("During handling of the above exception"), so each error once."""
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
 def stop_topology(bench_session: RunSession, topology: str, why: str, detail: str = "") -> NoReturn:
     """Fail this benchmark once with ``why`` and ``detail`` (a server's exit code and log tail, or the failed
     warm-up and the exit of any server that is gone); the rest of the topology is skipped saying ``why``,
@@ -104,7 +110,7 @@ def stop_topology(bench_session: RunSession, topology: str, why: str, detail: st
     stop = bench_session.server_stoppers.pop(topology, None)
     if stop is not None:
         stop()
-    pytest.fail(f"{why}\n{detail}".rstrip(), pytrace=False)
+    fail(f"{why}\n{detail}".rstrip())
 
 
 def fail_on_errors(records: list[RequestRecord]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable, Generator
@@ -31,7 +32,8 @@ from plugin.records.topology import DISAGGREGATED, UNUSED, Topology
 from plugin.records.workload import SERVING, Workload
 from plugin.serving import servers
 from plugin.serving.process import log_tail
-from plugin.serving.topology import place
+from plugin.serving.ray_placement import require_reachable as require_ray_reachable
+from plugin.serving.topology import place, too_many_engines
 from plugin.session import SESSION_KEY, RunSession
 from plugin.terminal import write_dvfs_plan, write_summary
 
@@ -83,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--{option}: {error}") from None
     try:  # a trace or sessions file is read whole now, before any server starts
         check_replay_files(settings.datasets, settings.trace_time_scale, settings.trace_slice, settings.max_model_len)
+        if settings.ray_address:
+            require_ray_reachable(settings.ray_address)
     except BenchError as error:
         raise pytest.UsageError(str(error)) from None
     if settings.max_model_len is not None and settings.max_model_len < longest_sequence(settings):
@@ -255,7 +259,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     """A benchmark that failed in setup or call gets the tail of its servers' logs in its report: the cause
-    (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine."""
+    (out of memory, a bad vLLM option) is usually there, and the run folder may be on another machine. Its error
+    goes into the results (``failures``), so the run's page says why it failed."""
     report = yield
     topology = topology_of(item)
     if not report.failed or report.when not in ("setup", "call") or topology is None:
@@ -264,11 +269,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return report
     shown = str(report.longrepr).lower()
     run = item.config.stash[SESSION_KEY]
+    if run.results is not None and call.excinfo is not None:
+        _record_failure(run, item.name, report.when, call.excinfo)
     for log, tail in server_log_tails(run, run.settings.topology(topology)):
         if f"last lines of {log}".lower() in shown:
             continue  # the failure (a server that did not start or exited) already shows it
         report.sections.append((f"vLLM server log {log.name} (last {LOG_TAIL_LINES} lines)", tail()))
     return report
+
+
+MAX_ERROR_CHARS = 4000
+
+
+def _record_failure(run: RunSession, name: str, when: str, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """``failures`` in results.json: the benchmark, the phase it failed in, and its error (a ``pytest.fail`` message
+    as written, any other exception as its type and message)."""
+    assert run.results is not None
+    error = str(excinfo.value) if isinstance(excinfo.value, pytest.fail.Exception) else excinfo.exconly()
+    entry = {"name": name, "when": when, "error": error[:MAX_ERROR_CHARS]}
+    run.results.update(failures=[*run.results.data.get("failures", []), entry])
 
 
 def server_log_tails(run: RunSession, topology: Topology) -> list[tuple[Path, Callable[[], str]]]:
@@ -317,10 +336,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             servers.require_reachable(settings.vllm_url)
             return
         version = servers.vllm_version(settings.vllm_python)
-        if disaggregated:
-            warning = servers.check_kv_connector(settings.kv_connector, version)
-            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-            if warning and reporter is not None:  # a line, not a Python warning: filterwarnings = error
+        warnings = [servers.check_kv_connector(settings.kv_connector, version) if disaggregated else None]
+        if not run.inventory.gpus and not settings.ray_address:
+            warnings.append(too_many_engines(run.topologies, settings, len(os.sched_getaffinity(0))))
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        for warning in filter(None, warnings):
+            if reporter is not None:  # a line, not a Python warning: filterwarnings = error
                 reporter.write_line(f"pd-energy-bench: warning: {warning}", yellow=True)
         if settings.model:
             servers.check_model(settings.model)

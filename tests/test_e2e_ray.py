@@ -227,3 +227,15 @@ def test_the_clock_offset_error_enters_the_edges_part() -> None:
     edges = _result(shifted, [1, 1, 1]).power.uncertainty_parts["edges"]
     powers = [window.gpus[0].mean_power_w or 0.0 for window in windows]
     assert alone is not None and edges == pytest.approx(math.sqrt(alone**2 + sum(2 * (0.02 * w) ** 2 for w in powers)))
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once(pytester: pytest.Pytester) -> None:
+    """Not minutes of Ray's silent retries: one line naming the address and what to do, before any server starts."""
+    pytester.makepyfile("def test_x():\n    pass\n")
+    port = free_port()  # free: nothing listens on it
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(f"--ray-address=127.0.0.1:{port}", timeout=120)
+    assert time.monotonic() - started < 60
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --ray-address 127.0.0.1:{port}: nothing answers there *What to do: start*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()

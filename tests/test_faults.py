@@ -5,7 +5,8 @@ server would run; fault injection only, the measuring path is tested on real vLL
   traditional benchmarks are skipped saying why, and the disaggregated ones still run;
 - a server that serves its model under another name (``--served-model-name``) is sent that name;
 - a decode instance that never answers (a hung KV transfer) ends the disaggregated benchmarks within the request
-  timeout, with the proxy's 502 naming it, instead of waiting a timeout per request.
+  timeout, with the proxy's 502 naming it, instead of waiting a timeout per request;
+- each failure's message is printed once (not again as the exception it was raised while handling).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def test_a_server_that_dies_stops_its_architecture_only(
     assert ran["test_prefill[traditional-in200-out1-c1]"] == 0
     assert ran["test_decode[traditional-in16-out8-c1]"] > 0  # measured, kept, and failed
     assert all(ran[name] == 0 for name in ran if "disaggregated" in name) and len(ran) == 5
+    # The failed benchmark's error is in the results, once, and on the run's page.
+    (failure,) = results["failures"]
+    assert failure["name"] == "test_decode[traditional-in16-out8-c1]" and failure["when"] == "call"
+    assert failure["error"].startswith("server exited with code 3 during the benchmark")
+    page = next((inner.path / "reports").glob("*/index.html")).read_text()
+    assert "test_decode[traditional-in16-out8-c1] failed: server exited with code 3 during the benchmark" in page
 
 
 def test_the_served_model_name_is_the_one_sent(inner: pytest.Pytester) -> None:
@@ -72,3 +79,15 @@ def test_a_hung_kv_transfer_ends_within_the_timeout(inner: pytest.Pytester, monk
     assert "the warm-up request failed, so no round was measured: HTTP 502" in output
     assert "decode instance" in output and "did not answer" in output
     assert elapsed_s < 60  # one proxy timeout (0.9 x 4 s), not one per request of every benchmark
+    assert "During handling of the above exception" not in output
+
+
+def test_a_dataset_error_is_printed_once(inner: pytest.Pytester) -> None:
+    shutil.copy(ROOT / "benchmarks" / "test_serving.py", inner.path / "test_serving.py")
+    (inner.path / "prompts.jsonl").write_text('{"prompt": "hello there", "output_len": 8}\n')
+    result = run(inner, "test_serving.py", "-m", "traditional", f"--dataset=jsonl:{inner.path / 'prompts.jsonl'}",
+                 "--request-rate=2")  # fmt: skip
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert output.count("needs the model's tokenizer files") == 1, output  # the model folder has none
+    assert "During handling of the above exception" not in output

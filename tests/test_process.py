@@ -1,4 +1,5 @@
-"""Process lifecycle on real child processes: readiness, early exit, time-out, group stop, cleanup after kill -9."""
+"""Process lifecycle on real child processes: readiness, early exit, time-out, group stop (also through a second
+Ctrl-C), the group ended after kill -9 of its parent, cleanup after kill -9."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 
 from plugin.errors import ServerStartError
 from plugin.serving.cleanup import cleanup
-from plugin.serving.process import ManagedProcess, group_pids, start, wait_ready
+from plugin.serving.cleanup import main as cleanup_main
+from plugin.serving.process import ManagedProcess, group_pids, kill_group, shielded, start, wait_ready
 from plugin.serving.servers import free_port
+from tests.conftest import ROOT
 
 # A server that also starts a child, like vLLM's API server and its engine core: both must go on stop.
 SERVER_WITH_CHILD = """
@@ -167,3 +170,122 @@ def test_a_server_stuck_on_a_taken_port_fails_at_the_next_report(tmp_path: Path)
         assert "Address already in use" in str(failure.value)
     finally:
         process.stop()
+
+
+# A run in miniature: a server that ignores SIGTERM, stopped in a `finally` as the fixtures stop theirs.
+RUN_WITH_STUBBORN_SERVER = """
+import os, sys, time
+from pathlib import Path
+from plugin.serving.process import start
+folder, server_code = Path(sys.argv[1]), sys.argv[2]
+server = start("server", [sys.executable, "-c", server_code], dict(os.environ), folder / "s.log", folder / "pids",
+               grace_s=float(sys.argv[3]))
+time.sleep(0.3)
+try:
+    print(server.pid, flush=True)
+    time.sleep(600)
+finally:
+    print("stopping", flush=True)
+    server.stop()
+"""
+STUBBORN_CHILD = "import os, signal, time\nos.fork()\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+
+
+def run_in_miniature(tmp_path: Path, server_code: str, grace_s: float) -> tuple[subprocess.Popen[str], int]:
+    """The run and its server's process group."""
+    run = subprocess.Popen(
+        [sys.executable, "-c", RUN_WITH_STUBBORN_SERVER, str(tmp_path), server_code, str(grace_s)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert run.stdout is not None
+    return run, int(run.stdout.readline())
+
+
+def end(run: subprocess.Popen[str], pgid: int) -> None:
+    run.kill()
+    run.communicate()
+    kill_group(pgid, 0.0)
+
+
+def live_pids(pgid: int) -> list[int]:
+    """The group's processes that are not zombies (an orphan's zombie waits for init, which may not reap it here)."""
+    return [pid for pid in group_pids(pgid) if state(pid) not in ("Z", None)]
+
+
+def state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_a_stop_leaves_no_server(tmp_path: Path) -> None:
+    run, pgid = run_in_miniature(tmp_path, IGNORES_SIGTERM, grace_s=3.0)
+    try:
+        assert run.stdout is not None
+        run.send_signal(signal.SIGINT)
+        assert run.stdout.readline().strip() == "stopping"
+        for _ in range(2):  # impatience, during the 3 s grace
+            time.sleep(0.5)
+            run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=30)
+        assert live_pids(pgid) == []  # at once: not left to the watchdog after the run is gone
+        assert "stopping the servers first" in output
+        assert "KeyboardInterrupt" in output  # and the run still ends as Ctrl-C ends it
+    finally:
+        end(run, pgid)
+
+
+@pytest.mark.slow
+def test_a_killed_run_takes_its_whole_server_group_along(tmp_path: Path) -> None:
+    run, pgid = run_in_miniature(tmp_path, STUBBORN_CHILD, grace_s=1.0)
+    try:
+        assert len(live_pids(pgid)) == 2
+        run.kill()  # kill -9: no handler runs; the watchdog ends the group, the child that ignores SIGTERM too
+        run.wait()
+        deadline = time.monotonic() + 15
+        while live_pids(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_pids(pgid) == []
+    finally:
+        end(run, pgid)
+
+
+def test_a_stop_cut_short_is_done_by_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    process = spawn(tmp_path, "import time; time.sleep(600)")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("plugin.serving.process.kill_group", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            process.stop(grace_s=1.0)
+    assert process.exit_code() is None
+    process.stop(grace_s=1.0)
+    assert process.exit_code() == -signal.SIGTERM
+    assert group_pids(process.pid) == []
+
+
+def test_a_signal_during_a_shielded_block_waits_for_its_end() -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt, match="held until the servers had stopped"):
+        with shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # Python runs the handler between instructions here
+            done.append("stopped")
+    assert done == ["stopped"]
+    with shielded(interrupt_after=False):  # the run's last teardown: dropped
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_cleanup_on_a_ray_address_where_nothing_listens_says_so_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    with pytest.raises(SystemExit) as exit_:
+        cleanup_main(["--ray-address", f"127.0.0.1:{port}"])
+    assert exit_.value.code == 2
+    assert f"--ray-address 127.0.0.1:{port}: nothing answers there" in capsys.readouterr().err

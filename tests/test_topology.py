@@ -3,6 +3,8 @@ per-GPU figures of a benchmark divided by the whole budget."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -12,7 +14,17 @@ from plugin.measurement import Measurement, Round
 from plugin.option_values import GoodputTargets
 from plugin.records.topology import DEFAULT_TOPOLOGIES, Topology, check_fits, parse_topologies
 from plugin.records.workload import Workload
-from plugin.serving.topology import Placement, budget_of, budget_size, place, warmup_requests
+from plugin.serving.topology import (
+    Placement,
+    budget_of,
+    budget_size,
+    cpu_engines,
+    place,
+    too_many_engines,
+    warmup_requests,
+)
+from tests.conftest import ROOT
+from tests.fake_vllm import wrapper
 from tests.test_power_entry import _window, request_record
 
 
@@ -138,3 +150,24 @@ def test_the_warm_up_reaches_every_server_and_every_pair_the_proxy_will_form() -
     traditional, disaggregated = DEFAULT_TOPOLOGIES
     assert warmup_requests(traditional, place(traditional, FOUR, (0, 1))) == 1
     assert warmup_requests(disaggregated, place(disaggregated, FOUR, (0, 1))) == 1
+
+
+def test_on_cpu_a_topology_with_more_engines_than_cores_is_named() -> None:
+    topologies = parse_topologies("dp:8,2p1d,traditional,disaggregated")
+    assert [cpu_engines(t, Gpus()) for t in topologies] == [8, 3, 1, 2]
+    assert too_many_engines(topologies, Gpus(), cores=2) == (
+        "dp:8 (8), 2p1d (3) start(s) more engines than this machine's 2 cores: they load slowly and measure CPU "
+        "contention; use smaller topologies on CPU"
+    )
+    assert too_many_engines(topologies, Gpus(), cores=8) is None
+
+
+def test_the_run_warns_before_any_server_starts(pytester: pytest.Pytester) -> None:
+    shutil.copy(ROOT / "benchmarks" / "test_phases.py", pytester.path / "test_phases.py")
+    cores = len(os.sched_getaffinity(0))
+    result = pytester.runpytest(
+        f"--vllm-python={wrapper(pytester.path)}", "--power-backend=none", f"--topologies=dp:{cores + 1},dp:1",
+        "-m", "prefill", "--collect-only", "-q", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines([f"pd-energy-bench: warning: dp:{cores + 1} ({cores + 1}) start(s) more engines *"])
+    assert "dp:1 (1)" not in result.stdout.str()

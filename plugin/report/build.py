@@ -132,7 +132,8 @@ def topology_section(run: Run, dataset: str, charts_dir: Path, index: int) -> To
 
 
 def run_notes(run: Run) -> list[str]:
-    """What a reader must know before trusting the figures: status, and whether power was measured."""
+    """What a reader must know before trusting the figures: status, each failed benchmark's error (its first line;
+    results.json holds the whole), and whether power was measured."""
     notes = []
     if run.status == "interrupted":
         notes.append("This run was interrupted: it holds only the benchmarks that finished before the interruption.")
@@ -140,6 +141,7 @@ def run_notes(run: Run) -> list[str]:
         notes.append("A benchmark of this run failed or errored: what finished is shown.")
     elif run.status == "running":
         notes.append("This run had not finished when the report was made (or it was killed with no chance to write).")
+    notes += [f"{failure['name']} failed: {_first_line(failure['error'])}" for failure in run.failures]
     if not run.power_measured:
         notes.append(f"{run.power_reason[0].upper()}{run.power_reason[1:]}. No energy figure is shown.")
     notes += [f"power: {note}" for note in run.power.get("notes", [])]
@@ -150,6 +152,10 @@ def run_notes(run: Run) -> list[str]:
             f"window edges alone can move them by 10 % or more (longer windows: --min-window-s). {'; '.join(flagged)}."
         )
     return notes
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "(no message)")
 
 
 def write_index(reports_dir: Path) -> Path:

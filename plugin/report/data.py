@@ -130,6 +130,11 @@ class Run:
         return str(self.header.get("status", "unknown"))
 
     @property
+    def failures(self) -> list[dict[str, str]]:
+        """The benchmarks that failed, each with its error (runs made before ``failures`` have none)."""
+        return list(self.header.get("failures", []))
+
+    @property
     def model(self) -> str:
         named = (self.header.get("topologies") or {}).values()
         for source in (self.header.get("server"), self.header.get("disaggregated"), *named):

@@ -8,8 +8,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from plugin.errors import BenchError
 from plugin.serving.process import PID_SUFFIX, command_line, group_pids, kill_group
-from plugin.serving.ray_placement import RayPlacement, pinned
+from plugin.serving.ray_placement import RayPlacement, pinned, require_reachable
 
 
 def cleanup(reports_dir: Path, grace_s: float = 10.0) -> list[str]:
@@ -59,6 +60,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ray-address", help="run the cleanup on every host of this Ray cluster (ADDR or auto)")
     args = parser.parse_args(argv)
     if args.ray_address:
+        try:
+            require_reachable(args.ray_address)
+        except BenchError as error:
+            parser.error(str(error))
         actions = cleanup_all_nodes(args.ray_address, args.reports_dir)
     else:
         actions = cleanup(args.reports_dir)

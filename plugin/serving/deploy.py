@@ -22,7 +22,7 @@ from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_com
 from plugin.serving.endpoint import Endpoint, build_tiny_model, served_model
 from plugin.serving.launcher import Launcher, PlacedInstance
 from plugin.serving.local_launcher import LocalLauncher
-from plugin.serving.process import ManagedProcess, ServerProcess, start, wait_ready
+from plugin.serving.process import ManagedProcess, ServerProcess, shielded, start, wait_ready
 from plugin.serving.topology import Placement, warmup_requests
 
 OpenRun = Callable[[str | None], Path]
@@ -152,7 +152,8 @@ def _traditional(plan: DeployPlan, launcher_of: LauncherFor) -> Iterator[Deploym
                             warmup_requests=warmup_requests(topology, placement))  # fmt: skip
         yield Deployment(endpoint, tuple(processes))
     finally:
-        launcher.stop()
+        with shielded():
+            launcher.stop()
 
 
 @contextmanager
@@ -189,10 +190,11 @@ def _disaggregated(plan: DeployPlan, launcher_of: LauncherFor) -> Iterator[Deplo
                             warmup_requests=warmup_requests(topology, placement))  # fmt: skip
         yield Deployment(endpoint, (*processes, proxy_process))
     finally:  # the proxy first, then the instances; also on Ctrl-C while they load: none may outlive the run
-        if proxy_process is not None:
-            proxy_process.stop()
-        launcher.stop()
-        shutil.rmtree(store, ignore_errors=True)
+        with shielded():
+            if proxy_process is not None:
+                proxy_process.stop()
+            launcher.stop()
+            shutil.rmtree(store, ignore_errors=True)
 
 
 def start_order(placed: Sequence[PlacedInstance]) -> list[list[PlacedInstance]]:

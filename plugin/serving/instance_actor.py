@@ -1,8 +1,8 @@
 """The Ray actor that owns one vLLM instance on its node (``ray.remote(InstanceActor)``, made by
 ``ray_launcher``). It owns its server through ``plugin.serving.process``: its own process group, a log and a pid
-file on the node's disk (where ``python -m plugin.serving.cleanup --ray-address`` finds it), a parent-death
-signal, and a ``plugin.serving.watchdog`` that ends the server's group if the actor dies without ``stop()``
-(``ray.kill``, its driver gone).
+file on the node's disk (where ``python -m plugin.serving.cleanup --ray-address`` finds it), and a
+``plugin.serving.watchdog`` (with a pid file of its own) that ends the server's group if the actor dies without
+``stop()`` (``ray.kill``, its driver gone).
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ class InstanceActor:
     def start(self) -> None:
         """The server, then its watchdog, armed (forked out of this actor's children) before this returns."""
         name, log = self.name, self.log_dir / f"{self.name}.log"
-        self.process = start(name, command(self.spec), environment(self.spec), log, self.pid_dir)
+        self.process = start(name, command(self.spec), environment(self.spec), log, self.pid_dir, self.grace_s, False)
         watch = [sys.executable, "-m", "plugin.serving.watchdog", str(os.getpid()), str(self.process.pid),
                  str(self.grace_s)]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(PACKAGE_ROOT)}
-        self.watchdog = start(f"{name}-watchdog", watch, env, self.log_dir / f"{name}-watchdog.log", self.pid_dir)
+        self.watchdog = start(f"{name}-watchdog", watch, env, self.log_dir / f"{name}-watchdog.log", self.pid_dir,
+                              watch=False)  # fmt: skip
         self.watchdog.popen.wait(timeout=30)
 
     def exit_code(self) -> int | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance
 from plugin.serving.launcher import START_HINT, PlacedInstance
-from plugin.serving.process import ManagedProcess, start, wait_ready
+from plugin.serving.process import ManagedProcess, shielded, start, wait_ready
 
 
 class LocalLauncher:
@@ -35,5 +35,6 @@ class LocalLauncher:
             wait_ready(self._started[instance.name], f"{instance.url}/health", timeout_s, START_HINT, report=self.say)
 
     def stop(self) -> None:
-        for process in reversed(list(self._started.values())):
-            process.stop()
+        with shielded():  # a second Ctrl-C must not leave the later ones running
+            for process in reversed(list(self._started.values())):
+                process.stop()

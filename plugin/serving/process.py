@@ -1,37 +1,71 @@
 """The only place that spawns processes: start in a new process group with a log file, wait until ready, stop.
 
-Servers get a process group of their own so that stopping them also stops their children (vLLM's engine
-core and workers), and a parent-death signal so that a ``kill -9`` of pytest still ends them. Their process
-group ids go into a pid file in the run folder, which ``python -m plugin.serving.cleanup`` reads after a crash.
+Servers get a session (so a process group) of their own, so that stopping them also stops their children (vLLM's
+engine core and workers), and a ``python -m plugin.serving.watchdog`` that ends the group if the process that started
+it dies (``kill -9`` of pytest). No ``preexec_fn``: code run in a child forked from a threaded parent may deadlock
+(Python's subprocess docs); the watchdog is a fresh process. Their process group ids go into a pid file in the run
+folder, which ``python -m plugin.serving.cleanup`` reads after a crash. A stop is shielded from SIGINT and SIGTERM
+(``shielded``): a second Ctrl-C while servers stop must not leave one running.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from types import FrameType
+from typing import IO, Protocol
 
 from plugin.errors import ServerStartError
 
 PID_SUFFIX = ".pid"
-_PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 20.0
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_SHIELDED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux sends it SIGTERM when the process that started it dies."""
+class _Deferred:
+    """The signal handler while servers stop: it notes the signal (the stop re-raises it when done) and says why
+    the run does not end at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        print("pd-energy-bench: stopping the servers first; the run ends when they are down", file=sys.stderr)
+
+
+@contextmanager
+def shielded(interrupt_after: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is done, then end the run as Ctrl-C does (``KeyboardInterrupt``), or
+    without ``interrupt_after`` are dropped (the run's last teardown: it ends anyway, and an interrupt raised there
+    would skip the teardown after it). A nested block runs under the outermost one's shield; off the main thread
+    (which gets no signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread() or isinstance(
+        signal.getsignal(signal.SIGINT), _Deferred
+    ):
+        yield
+        return
+    deferred = _Deferred()
+    previous = {signum: signal.signal(signum, deferred) for signum in _SHIELDED_SIGNALS}
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass  # not Linux: the pid file and the cleanup command remain
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    if deferred.signum is not None and interrupt_after:
+        raise KeyboardInterrupt(f"signal {deferred.signum}, held until the servers had stopped")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -50,6 +84,7 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes]
     log_path: Path
     pid_path: Path
+    grace_s: float = STOP_GRACE_S
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -62,14 +97,17 @@ class ManagedProcess:
     def tail(self, lines: int = 30) -> str:
         return log_tail(self.log_path, lines)
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM the whole process group, then SIGKILL what is left after ``grace_s``; safe to call twice."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left after ``grace_s`` (default: the one it was
+        started with); shielded from a second Ctrl-C, safe to call twice, and done again if a stop was cut short."""
         if self._stopped:
             return
-        self._stopped = True
-        kill_group(self.popen.pid, grace_s, reap=self.popen.poll)
-        self.popen.wait(timeout=grace_s)
-        self.pid_path.unlink(missing_ok=True)
+        grace = self.grace_s if grace_s is None else grace_s
+        with shielded():
+            kill_group(self.popen.pid, grace, reap=self.popen.poll)
+            self.popen.wait(timeout=grace)
+            self.pid_path.unlink(missing_ok=True)
+            self._stopped = True
 
 
 class ServerProcess(Protocol):
@@ -145,7 +183,11 @@ def start(
     env: dict[str, str],
     log_path: Path,
     pid_dir: Path,
+    grace_s: float = STOP_GRACE_S,
+    watch: bool = True,
 ) -> ManagedProcess:
+    """Start ``command`` in a session of its own, logging to ``log_path``, its pid in ``pid_dir``; with ``watch``,
+    a watchdog ends its group (SIGTERM, SIGKILL after ``grace_s``) if this process dies first."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -158,11 +200,27 @@ def start(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
-    pid_path = pid_dir / f"{name}{PID_SUFFIX}"
-    pid_path.write_text(f"{popen.pid}\n")
-    return ManagedProcess(name=name, popen=popen, log_path=log_path, pid_path=pid_path)
+        pid_path = pid_dir / f"{name}{PID_SUFFIX}"
+        pid_path.write_text(f"{popen.pid}\n")
+        if watch:
+            try:
+                arm_watchdog(popen.pid, grace_s, log)
+            except (OSError, subprocess.SubprocessError) as error:
+                kill_group(popen.pid, 0.0, reap=popen.poll)
+                pid_path.unlink(missing_ok=True)
+                raise ServerStartError(f"{name}: its watchdog did not start ({error}); see {log_path}") from None
+    return ManagedProcess(name=name, popen=popen, log_path=log_path, pid_path=pid_path, grace_s=grace_s)
+
+
+def arm_watchdog(pgid: int, grace_s: float, log: IO[bytes]) -> None:
+    """``python -m plugin.serving.watchdog`` for the group ``pgid`` and this process; returns once it is armed."""
+    watch = [sys.executable, "-m", "plugin.serving.watchdog", str(os.getpid()), str(pgid), str(grace_s)]
+    env = {**os.environ, "PYTHONPATH": str(_PACKAGE_ROOT)}
+    subprocess.run(
+        watch, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        check=True, timeout=60,
+    )  # fmt: skip
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:

@@ -5,6 +5,7 @@ of the GPUs handed out. Ray itself is imported only inside functions (``ray`` is
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,22 @@ def choose_node(
         f"no Ray node{where} has {gpus} free GPU(s) for {name}. Nodes: {listing}. Name a node by IP, id, "
         "label (key=value) or custom resource with --prefill-node/--decode-node, or ask for fewer GPUs."
     )
+
+
+def require_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """A TCP connect to ``HOST:PORT`` (or ``ray://HOST:PORT``) within ``timeout_s``: ``ray.init`` retries an address
+    where nothing listens for about 14 minutes without a word. ``auto`` and other forms are left to Ray."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise BenchError(
+            f"--ray-address {address}: nothing answers there within {timeout_s:g} s ({error}). What to do: start "
+            "the cluster (ray start --head) and give the address `ray status` prints on its head node, or leave "
+            "--ray-address out to run here"
+        ) from None
 
 
 class RayPlacement:
