@@ -81,6 +81,16 @@ def test_instances_on_cpu_split_the_cores_and_sleep_when_idle(tmp_path: Path) ->
     assert environment(instances[0].spec, base={"OMP_NUM_THREADS": "7"})["OMP_NUM_THREADS"] == "7"  # the user's wins
 
 
+def test_a_server_counts_its_gpus_in_nvmls_order() -> None:
+    """CUDA_VISIBLE_DEVICES names NVML's indices (PCI bus order), whatever order the user's environment asked CUDA
+    for: on a host with mixed GPUs, CUDA's fastest-first order would put the server on another GPU than the one
+    whose power is read."""
+    on_gpus = ServerSpec("prefill", "python", "model", 0, (1, 0), 1024, None)
+    env = environment(on_gpus, base={"CUDA_DEVICE_ORDER": "FASTEST_FIRST"})
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["CUDA_VISIBLE_DEVICES"] == "1,0"
+    assert "CUDA_DEVICE_ORDER" not in environment(BASE, base={})  # no GPU: nothing to order
+
+
 def test_nixl_reads_kv_over_cuda_ipc_unless_the_user_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(UCX_GET_ZCOPY, raising=False)
     for instance in cluster_instances(BASE, "nixl", (0,), (0,), tmp_path):

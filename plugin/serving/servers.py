@@ -56,6 +56,9 @@ def command(spec: ServerSpec) -> list[str]:
 def environment(spec: ServerSpec, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     if spec.gpus:
+        # The suite's GPU indices are NVML's, in PCI bus order; CUDA's default order (fastest first) can differ on a
+        # host with mixed GPUs, and power would then be read from a GPU the server does not use.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in spec.gpus)
     else:
         for key, value in cpu_env(spec.cpu_instances, len(os.sched_getaffinity(0))).items():
