@@ -21,6 +21,7 @@ _FIELDS = (
     ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", "sm_clock_mhz"),
     ("DCGM_FI_DEV_MEMORY_TEMP", "gauge", "Memory temperature (in C).", None),
     ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W).", "power_w"),
+    ("DCGM_FI_DEV_POWER_USAGE_INSTANT", "gauge", "Current power draw (in W).", "power_instant_w"),
     ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter", "Total energy consumption since boot (in mJ).", "energy_mj"),
 )
 
@@ -35,6 +36,7 @@ class Gpu:
     energy_mj: int | None = 1_000_000
     sm_clock_mhz: int | None = 1980
     host_label: str = "Hostname"
+    power_instant_w: float | None = None
 
     @property
     def uuid(self) -> str:

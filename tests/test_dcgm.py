@@ -73,6 +73,16 @@ def test_one_scrape_per_exporter_gives_power_and_clock_of_each_gpu() -> None:
     assert all(s.mem_clock_mhz is None and s.temp_c is None and s.throttle_reasons is None for s in samples)
 
 
+def test_the_instant_power_field_is_read_where_the_exporter_collects_it() -> None:
+    """DCGM_FI_DEV_POWER_USAGE is a 1 s average on A100 and newer: where the exporter also lists the instant field,
+    a sample's power is the instant one, with the average kept beside it."""
+    gpus = [Gpu("node-a", 0, power_w=300.0, power_instant_w=412.5), Gpu("node-a", 1, power_w=150.0)]
+    with DcgmExporter(payload(gpus)) as exporter:
+        samples = {s.gpu: s for s in DcgmBackend([exporter.url]).read_samples()}
+    assert (samples[0].power_w, samples[0].power_instant_w, samples[0].power_avg_w) == (412.5, 412.5, 300.0)
+    assert (samples[1].power_w, samples[1].power_instant_w) == (150.0, None)
+
+
 def test_window_energy_is_the_counter_difference_and_one_scrape_serves_every_gpu_of_an_exporter() -> None:
     clock = FakeClock()
     before = [Gpu("node-a", 0, energy_mj=5_551_899_580), Gpu("node-a", 1, energy_mj=42)]

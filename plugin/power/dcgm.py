@@ -26,9 +26,10 @@ from plugin.power.backend import PowerError, PowerReadError, Sample
 from plugin.prometheus_text import MetricsFormatError, parse_families
 
 POWER = "DCGM_FI_DEV_POWER_USAGE"  # W, gauge (a 1 s average on A100 and newer, as NVML's power usage)
+POWER_INSTANT = "DCGM_FI_DEV_POWER_USAGE_INSTANT"  # W, gauge: the instant reading, where the exporter collects it
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ since the driver loaded, counter
 SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"  # MHz, gauge
-_BLANK = {POWER: 2.0**47, SM_CLOCK: 2.0**47, ENERGY: 9.2e18}
+_BLANK = {POWER: 2.0**47, POWER_INSTANT: 2.0**47, SM_CLOCK: 2.0**47, ENERGY: 9.2e18}
 """At or above these, a value is one of DCGM's "blank" sentinels (DCGM_FP64_BLANK, DCGM_INT64_BLANK...): no value."""
 
 
@@ -54,8 +55,11 @@ class DcgmReading:
 
     uuid: str | None
     power_w: float | None
+    """``DCGM_FI_DEV_POWER_USAGE``: on A100 and newer a 1 s average."""
     sm_clock_mhz: float | None
     energy_mj: float | None
+    power_instant_w: float | None = None
+    """``DCGM_FI_DEV_POWER_USAGE_INSTANT`` where the exporter's field list has it: the sample's power then."""
 
 
 _Readings = dict[tuple[str, int], DcgmReading]
@@ -89,7 +93,7 @@ def parse_scrape(text: str, default_host: str) -> _Readings:
     fields: dict[tuple[str, int], dict[str, float | None]] = {}
     uuids: dict[tuple[str, int], str | None] = {}
     families = parse_families(text)
-    for name in (POWER, SM_CLOCK, ENERGY):
+    for name in (POWER, POWER_INSTANT, SM_CLOCK, ENERGY):
         for series in families[name].samples if name in families else ():
             labels, value = series.labels, series.value
             if labels.get("gpu", "").isdigit():
@@ -98,7 +102,8 @@ def parse_scrape(text: str, default_host: str) -> _Readings:
                 blank = value != value or value >= _BLANK[name]  # NaN, or a DCGM blank
                 fields.setdefault(key, {}).setdefault(name, None if blank else value)
     return {
-        key: DcgmReading(uuids[key], got.get(POWER), got.get(SM_CLOCK), got.get(ENERGY)) for key, got in fields.items()
+        key: DcgmReading(uuids[key], got.get(POWER), got.get(SM_CLOCK), got.get(ENERGY), got.get(POWER_INSTANT))
+        for key, got in fields.items()
     }
 
 
@@ -211,7 +216,9 @@ class DcgmBackend:
             t_s, readings = self._fetch(url)
         except PowerReadError as error:
             raise PowerError(f"{error}; check that dcgm-exporter runs there and answers here: curl {url}") from error
-        if not any(r.power_w is not None or r.energy_mj is not None for r in readings.values()):
+        if not any(
+            r.power_w is not None or r.power_instant_w is not None or r.energy_mj is not None for r in readings.values()
+        ):
             raise PowerError(f"DCGM exporter {url} lists no GPU with {POWER} or {ENERGY}: add them to its -f file")
         first = len(self._gpus)
         new = [DcgmGpu(first + i, h, g, readings[h, g].uuid, url) for i, (h, g) in enumerate(sorted(readings))]
@@ -252,5 +259,6 @@ class DcgmBackend:
 
 def _sample(t_s: float, gpu: int, reading: DcgmReading | None, error: str | None) -> Sample:
     clock = None if reading is None or reading.sm_clock_mhz is None else round(reading.sm_clock_mhz)
-    power = None if reading is None else reading.power_w
-    return Sample(t_s, gpu, None, power, clock, None, None, None, None, None, error)
+    instant = None if reading is None else reading.power_instant_w
+    average = None if reading is None else reading.power_w
+    return Sample(t_s, gpu, instant, average, clock, None, None, None, None, None, error)
