@@ -309,6 +309,17 @@ def _unique_prefixes(
     return prefixes
 
 
+def sharegpt_turns(path: Path, number: int, entry: object, shape: str) -> list[dict[str, str]]:
+    """A ShareGPT entry's ``conversations``: from/value turns, or an error naming the entry and the expected shape."""
+    turns = entry.get("conversations") if isinstance(entry, dict) else None
+    if not isinstance(turns, list) or not all(
+        isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)
+        for turn in turns
+    ):
+        raise BenchError(f"{path}: entry {number} has no 'conversations' list of from/value turns; {shape}")
+    return turns
+
+
 def read_text(path: Path, what: str = "dataset file") -> str:
     """A user's file (a dataset, a trace, sessions) as UTF-8 text, or an error naming ``what`` and why."""
     try:
@@ -334,12 +345,7 @@ def _read_sharegpt(path: Path) -> list[tuple[str | list[int], str | int]]:
         raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {shape}")
     pairs: list[tuple[str | list[int], str | int]] = []
     for number, entry in enumerate(data):
-        turns = entry.get("conversations") if isinstance(entry, dict) else None
-        if not isinstance(turns, list) or not all(
-            isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)
-            for turn in turns
-        ):
-            raise BenchError(f"{path}: entry {number} has no 'conversations' list of from/value turns; {shape}")
+        turns = sharegpt_turns(path, number, entry, shape)
         human = next((i for i, turn in enumerate(turns) if turn["from"] in HUMAN_ROLES), None)
         # Like vLLM, a conversation without a prompt and its reply is no request (not counted as a length skip).
         if human is not None and human + 1 < len(turns) and turns[human + 1]["from"] in REPLY_ROLES:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import Tokenizer, read_text
+from plugin.load.datasets import Tokenizer, read_text, sharegpt_turns
 
 HUMAN_ROLES = ("human", "user")
 REPLY_ROLES = ("gpt", "assistant")
@@ -166,12 +166,7 @@ def _read_sharegpt(path: Path, text: str) -> SessionFile:
     sessions = []
     empty = 0
     for number, entry in enumerate(data):
-        turns = entry.get("conversations") if isinstance(entry, dict) else None
-        if not isinstance(turns, list) or not all(
-            isinstance(turn, dict) and isinstance(turn.get("from"), str) and isinstance(turn.get("value"), str)
-            for turn in turns
-        ):
-            raise BenchError(f"{path}: entry {number} has no 'conversations' list of from/value turns; {shape}")
+        turns = sharegpt_turns(path, number, entry, shape)
         pairs = []
         for user, reply in zip(turns[::2], turns[1::2], strict=False):
             if user["from"] not in HUMAN_ROLES or reply["from"] not in REPLY_ROLES:
