@@ -49,6 +49,8 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
         if len({entry.topology_name for entry in serving}) > 1:
             _per_gpu_table(write, serving)
             _verdicts(write, serving, run.settings.slo_attainment_pct)
+    for line in kv_handoff_lines(run.results.benchmarks):
+        write(line)
     write_cost(write, run.results.benchmarks, run.settings.slo_attainment_pct)
     write_mlenergy(write, run.results.benchmarks)
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
@@ -141,6 +143,31 @@ def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
     if dropped:
         reasons = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items())
         lines.append(f"dropped from {name}'s dataset: {reasons}")
+    return lines
+
+
+def kv_handoff_lines(entries: list[BenchmarkResult]) -> list[str]:
+    """Per disaggregated benchmark, the KV blocks its hand-off moved against its prompt tokens
+    (``plugin.analysis.kv_handoff``); where the connector named none, one line with decode's cached share instead."""
+    lines, unnamed = [], []
+    for entry in entries:
+        handoff = entry.summary.get("kv_handoff")
+        if handoff is None:
+            continue
+        if handoff["blocks"] is None:
+            unnamed.append(f"{entry.name} {_pct(entry.summary.get('prefix_hit_rate'))}")
+            continue
+        per_block = handoff["prompt_tokens_per_block"]
+        lines.append(
+            f"KV hand-off {entry.name}: {handoff['blocks']} blocks moved for {handoff['prompt_tokens']} prompt tokens "
+            f"of {handoff['requests']} requests ({'-' if per_block is None else f'{per_block:.3g}'} prompt tokens per "
+            "block)"
+        )
+    if unnamed:
+        lines.append(
+            "KV hand-off: the connector names no blocks moved; decode's cached share of prompt tokens (the KV it "
+            f"loaded or already held rather than computed): {', '.join(unnamed)}"
+        )
     return lines
 
 

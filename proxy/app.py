@@ -5,7 +5,8 @@ not streamed) and then to a decode instance, whose answer is relayed byte for by
 Every answer to a completion carries the proxy's own timing as headers (PEERS trap 7: the KV hand-off is
 measured by the proxy, not guessed from the client): ``x-pd-prefill-ms`` (the prefill request, sent to
 answered) and ``x-pd-kv-handoff-ms`` (prefill answered to decode's first bytes: the KV transfer and load plus
-decode's first step), and which instances served it. Faults never hang: a bad request gets 400, an instance
+decode's first step), ``x-pd-kv-blocks`` (the KV blocks prefill handed off, where its connector names them), and
+which instances served it. Faults never hang: a bad request gets 400, an instance
 that is unreachable, fails or times out gets 502 naming it, and a client that goes away mid-stream closes the
 decode request, so that vLLM aborts it. ``timeout_s`` bounds the whole wait for decode's first bytes, prefill
 included, so a KV transfer that never arrives (decode waits for good) ends in a 502 naming decode within it.
@@ -24,7 +25,7 @@ from typing import Any
 import aiohttp
 from quart import Quart, Response, request
 
-from proxy.connectors import Instance, decode_body, prefill_body, request_id
+from proxy.connectors import Instance, decode_body, handed_off_blocks, prefill_body, request_id
 
 JSON = "application/json"
 
@@ -133,6 +134,9 @@ class _Relay:
             "x-pd-decode-instance": decode.url,
             "x-request-id": headers["X-Request-Id"],
         }
+        blocks = handed_off_blocks(answer)
+        if blocks is not None:
+            timing["x-pd-kv-blocks"] = str(blocks)
         content_type = upstream.headers.get("Content-Type", JSON)
         return Response(self._stream(upstream, decode, first), status=200, content_type=content_type, headers=timing)
 

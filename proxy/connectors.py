@@ -4,7 +4,8 @@ what the decode request gets from the prefill answer, and which headers both nee
 - ``example`` (vLLM's ``ExampleConnector``, shared storage): decode finds the KV that prefill stored by the
   prompt itself, so decode gets the original request unchanged.
 - ``nixl`` (``NixlConnector``): prefill is told that a remote decode follows (``do_remote_decode``) and answers
-  with ``kv_transfer_params``, which decode needs to pull the KV blocks.
+  with ``kv_transfer_params``, which decode needs to pull the KV blocks; its ``remote_block_ids`` name the blocks
+  the hand-off moves (``handed_off_blocks``).
 - ``p2pnccl`` (``P2pNcclConnector``, vLLM 0.9.2 to before 0.14): both instances find each other through the
   request id, which names the prefill and the decode instance's ZMQ addresses. From vLLM 0.14 each engine adds
   its own suffix to that id, so the KV is sent and awaited under different keys and decode waits for good.
@@ -65,3 +66,14 @@ def decode_body(connector: str, body: dict[str, Any], prefill_answer: dict[str, 
             "the prefill answer has no kv_transfer_params: is the prefill instance running with NixlConnector?"
         )
     return {**body, "kv_transfer_params": params}
+
+
+def handed_off_blocks(prefill_answer: dict[str, Any]) -> int | None:
+    """How many KV blocks the prefill answer hands to decode: its ``kv_transfer_params.remote_block_ids``, a list of
+    block ids or, with several KV cache groups (vLLM's hybrid allocator), one list per group, summed; ``None`` for
+    a connector that names no blocks (``example``, ``p2pnccl``)."""
+    params = prefill_answer.get("kv_transfer_params")
+    blocks = params.get("remote_block_ids") if isinstance(params, dict) else None
+    if not isinstance(blocks, list):
+        return None
+    return sum(len(group) if isinstance(group, list) else 1 for group in blocks)

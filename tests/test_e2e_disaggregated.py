@@ -78,6 +78,23 @@ def test_decode_loaded_the_kv_that_prefill_stored(finished_run: tuple[Path, str]
     assert (run_folder / "decode0.log").read_text().count("External Cache Hit") >= long_prompts
 
 
+def test_the_kv_handed_off_is_recorded_against_the_prompt(finished_run: tuple[Path, str]) -> None:
+    """ExampleConnector names no blocks in its prefill answer, so none is recorded (never 0); decode's cached tokens
+    hold what it loaded: the prompt's whole blocks but its last token, against each request's prompt."""
+    run_folder, stdout = finished_run
+    for entry in load_results(run_folder)["benchmarks"]:
+        assert entry["summary"]["kv_handoff"] == {
+            "requests": 0, "blocks": None, "prompt_tokens": None, "prompt_tokens_per_block": None
+        }  # fmt: skip
+        for request in requests_of(run_folder, entry):
+            assert request["kv_blocks"] is None
+            if entry["phase"] != "serving" and entry["workload"]["input_len"] > CPU_BLOCK_TOKENS:
+                whole_blocks = (request["prompt_tokens"] - 1) // CPU_BLOCK_TOKENS * CPU_BLOCK_TOKENS
+                assert 0 < request["cached_tokens"] <= whole_blocks, request
+    assert "KV hand-off: the connector names no blocks moved" in stdout
+    assert "test_prefill[disaggregated-in300-out1-c1] " in stdout.split("KV hand-off: the connector")[1]
+
+
 def test_cluster_is_gone_and_the_kv_files_removed(finished_run: tuple[Path, str]) -> None:
     run_folder, _ = finished_run
     cluster = load_results(run_folder)["disaggregated"]

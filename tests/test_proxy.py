@@ -20,6 +20,7 @@ import pytest
 from plugin.load.client import run_load
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.servers import free_port
+from proxy.connectors import handed_off_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 Launch = Callable[..., str]
@@ -118,6 +119,7 @@ def test_stream_is_relayed_after_a_one_token_prefill(pair: tuple[str, str, str])
     assert data.endswith(b"data: [DONE]\n\n")
     assert float(headers["x-pd-prefill-ms"]) > 0 and float(headers["x-pd-kv-handoff-ms"]) > 0
     assert (headers["x-pd-prefill-instance"], headers["x-pd-decode-instance"]) == (prefill, decode)
+    assert "x-pd-kv-blocks" not in headers  # the example connector names no blocks: none invented
     seen_prefill, seen_decode = stats(prefill), stats(decode)
     assert seen_prefill["bodies"] == [{"model": "m", "prompt": "hello", "max_tokens": 1, "stream": False}]
     assert seen_decode["bodies"] == [streamed(max_tokens=5)]
@@ -237,13 +239,27 @@ def post_get(url: str, path: str) -> tuple[int, bytes]:
 def test_nixl_passes_the_prefill_kv_transfer_params_to_decode(launch: Launch) -> None:
     prefill, decode = stub(launch, "prefill", "--kv-transfer-params"), stub(launch, "decode")
     url = proxy(launch, [prefill], [decode], "--kv-connector", "nixl")
-    status, _, data = post(url, streamed())
+    status, headers, data = post(url, streamed())
     assert status == 200 and len(sse_texts(data)) == 5
+    assert headers["x-pd-kv-blocks"] == "3"  # the blocks prefill's remote_block_ids name
     assert stats(prefill)["bodies"][0]["kv_transfer_params"]["do_remote_decode"] is True
     assert stats(decode)["bodies"][0]["kv_transfer_params"] == {
         "remote_engine_id": "stub-engine",
         "remote_block_ids": [1, 2, 3],
     }
+
+
+@pytest.mark.parametrize(
+    ("params", "blocks"),
+    [
+        ({"remote_block_ids": [4, 5, 6]}, 3),
+        ({"remote_block_ids": [[4, 5, 6], [7]]}, 4),  # one list per KV cache group (hybrid allocator)
+        ({"remote_block_ids": None}, None),
+        (None, None),
+    ],
+)
+def test_handed_off_blocks_counts_what_prefill_names(params: dict[str, Any] | None, blocks: int | None) -> None:
+    assert handed_off_blocks({} if params is None else {"kv_transfer_params": params}) == blocks
 
 
 def test_nixl_without_kv_transfer_params_from_prefill_gets_502(launch: Launch) -> None:

@@ -25,6 +25,7 @@ from plugin.analysis.accounting import (
 )
 from plugin.analysis.cost import COST_KEY, benchmark_cost, budget_roles, gpu_time
 from plugin.analysis.goodput import attainment_summary
+from plugin.analysis.kv_handoff import kv_handoff
 from plugin.analysis.per_gpu import per_gpu
 from plugin.analysis.power_entry import benchmark_power, window_power
 from plugin.analysis.prefix_reuse import per_turn, prefill_by_cache_hit, reuse_figures
@@ -83,6 +84,8 @@ def benchmark_result(
         summary.update(prefill_by_cache_hit(records, energies))
         if workload.ramp_up is not None:
             summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
+    if topology.kind == DISAGGREGATED:
+        summary["kv_handoff"] = kv_handoff(record for r in rounds for record in counted_records(r))
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
     summary["server_phases"] = server_phases
     summary["window_note"] = window_note(rounds, total)

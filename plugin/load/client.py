@@ -65,6 +65,7 @@ async def stream_completion(
     usage: dict[str, Any] = {}
     error: str | None = None
     proxy_timing: dict[str, float | None] = {}
+    kv_blocks: int | None = None
     send_s = now_s()
     try:
         async with asyncio.timeout(timeout_s):
@@ -73,6 +74,7 @@ async def stream_completion(
                     text = await response.text()
                     raise _HttpError(f"HTTP {response.status}: {text[:300]}")
                 proxy_timing = _proxy_timing(response.headers)
+                kv_blocks = _kv_blocks(response.headers)
                 finished = False
                 async for raw_line in response.content:
                     arrived_s = now_s()
@@ -111,6 +113,7 @@ async def stream_completion(
         ready_s=ready_s,
         proxy_prefill_ms=proxy_timing.get("proxy_prefill_ms"),
         kv_handoff_ms=proxy_timing.get("kv_handoff_ms"),
+        kv_blocks=kv_blocks,
     )
 
 
@@ -127,6 +130,12 @@ def _proxy_timing(headers: Mapping[str, str]) -> dict[str, float | None]:
         except ValueError:
             timing[field] = None  # a malformed header is no timing, not a failed request
     return timing
+
+
+def _kv_blocks(headers: Mapping[str, str]) -> int | None:
+    """The KV blocks the proxy saw prefill hand off (``x-pd-kv-blocks``); ``None`` where it names none."""
+    value = headers.get("x-pd-kv-blocks", "")
+    return int(value) if value.isdigit() else None
 
 
 def _cached_tokens(usage: Mapping[str, Any]) -> int | None:

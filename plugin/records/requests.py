@@ -37,6 +37,9 @@ class RequestRecord:
     """In a multi-turn schedule: the index of the session's first request."""
     turn: int | None = None
     """In a multi-turn schedule: the turn's number in its session, 0 for the first."""
+    kv_blocks: int | None = None
+    """Disaggregated only, from the proxy's headers: the KV blocks prefill handed to decode, as its connector's
+    ``kv_transfer_params`` name them (NIXL); ``None`` where the connector names none (example, P2P NCCL)."""
 
     @property
     def ok(self) -> bool:
