@@ -128,7 +128,7 @@ def reuse_lines(name: str, summary: dict[str, Any]) -> list[str]:
     if rate is not None or metrics_rate is not None:
         turns = "; ".join(
             f"turn {t['turn'] + 1}: {_pct(t['prefix_hit_rate'])} cached, TTFT {_ms(t['mean_ttft_ms'])} ms"
-            + ("" if t.get("energy_per_request_j") is None else f", {t['energy_per_request_j']:.3g} J")
+            + _share_j(t, " J")
             for t in summary.get("turns") or []
         )
         hit, miss = (summary.get(f"prefill_j_per_prompt_token_{key}") for key in ("cache_hit", "no_cache_hit"))
@@ -176,10 +176,17 @@ def ramp_lines(name: str, summary: dict[str, Any]) -> list[str]:
     return [
         f"ramp {name} stage {stage['stage'] + 1}: {stage['from_rps']:.3g}-{stage['to_rps']:.3g} req/s nominal, "
         f"{_ms(stage['arrival_rate_rps'], 2)} arrived, {stage['completed']}/{stage['requests']} ok, TTFT p99 "
-        f"{_ms(stage['p99_ttft_ms'])} ms, TPOT p99 {_ms(stage['p99_tpot_ms'])} ms"
-        + ("" if stage["energy_per_request_j"] is None else f", {stage['energy_per_request_j']:.3g} J/request")
+        f"{_ms(stage['p99_ttft_ms'])} ms, TPOT p99 {_ms(stage['p99_tpot_ms'])} ms" + _share_j(stage, " J/request")
         for stage in summary.get("ramp_stages") or []
     ]
+
+
+def _share_j(figures: dict[str, Any], unit: str) -> str:
+    """``, 1.23±0.05 J``: a turn's or ramp stage's mean J per request and its ± (95 %), where measured."""
+    value, spread = figures.get("energy_per_request_j"), figures.get("energy_per_request_pm_j")
+    if value is None:
+        return ""
+    return f", {value:.3g}" + ("" if spread is None else f"±{spread:.2g}") + unit
 
 
 def _pct(share: float | None) -> str:

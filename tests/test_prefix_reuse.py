@@ -35,13 +35,35 @@ def test_no_report_is_no_hit_rate_not_zero() -> None:
 def test_per_turn_figures_follow_the_turns() -> None:
     records = [record(100, 0, 0, 0.2), record(120, 0, 0, 0.4), record(300, 224, 1, 0.1), record(50, 0)]
     energies = [RequestEnergy(1.0, 2.0), RequestEnergy(3.0, 4.0), None, RequestEnergy(9.0, 9.0)]
-    first, second = per_turn(records, energies)
+    first, second = per_turn([(records, energies)], measured_power(100.0))
     assert (first["turn"], first["requests"], first["prefix_hit_rate"]) == (0, 2, 0.0)
     assert first["mean_ttft_ms"] == pytest.approx(300.0)
     assert first["energy_per_request_j"] == pytest.approx(5.0)
     assert (second["turn"], second["mean_prompt_tokens"], second["energy_per_request_j"]) == (1, 300, None)
+    assert (second["energy_per_request_pm_j"], second["energy_per_request_pm_sources"]) == (None, [])
     assert second["prefix_hit_rate"] == pytest.approx(224 / 300)
-    assert per_turn([record(50, 0)], [None]) == []
+    assert per_turn([([record(50, 0)], [None])], measured_power(100.0)) == []
+
+
+def measured_power(energy_j: float, edges_j: float | None = 2.0, disagreement_j: float | None = 1.0) -> BenchmarkPower:
+    parts = {"rounds": 7.0, "edges": edges_j, "disagreement": disagreement_j}
+    return BenchmarkPower(True, "nvml", None, {}, energy_j, None, None, None, None, (), (), uncertainty_parts=parts)
+
+
+def test_j_per_turn_is_as_sure_as_the_energy_and_its_spread_between_rounds() -> None:
+    """Energy 100 J ± 2 J (edges), 1 J (counter gap): a 5 J turn carries 2 % and 1 % of it, 0.1 J and 0.05 J; in
+    two rounds of 4 J and 6 J its mean's spread is t(1) x s / sqrt(2) = 12.706 x 1.414 / 1.414."""
+    one_round = [record(100, 0, 0), record(120, 0, 0)], [RequestEnergy(1.0, 2.0), RequestEnergy(3.0, 4.0)]
+    (turn,) = per_turn([one_round], measured_power(100.0))
+    assert turn["energy_per_request_pm_j"] == pytest.approx(math.hypot(0.1, 0.05))
+    assert turn["energy_per_request_pm_sources"] == ["disagreement", "edges"]
+    two_rounds = [([record(100, 0, 0)], [RequestEnergy(1.0, 3.0)]), ([record(100, 0, 0)], [RequestEnergy(2.0, 4.0)])]
+    (turn,) = per_turn(two_rounds, measured_power(100.0, None, None))
+    assert turn["energy_per_request_j"] == pytest.approx(5.0)
+    assert turn["energy_per_request_pm_j"] == pytest.approx(12.7062)
+    assert turn["energy_per_request_pm_sources"] == ["rounds"]
+    (turn,) = per_turn([one_round], measured_power(100.0, None, None))
+    assert (turn["energy_per_request_pm_j"], turn["energy_per_request_pm_sources"]) == (None, [])
 
 
 def test_prefill_energy_per_prompt_token_with_and_without_cache_hits() -> None:
@@ -82,10 +104,15 @@ def test_terminal_lines_show_hit_rates_turns_and_drops() -> None:
         "dropped from b's dataset: 2 too long for model",
     ]
     assert reuse_lines("b", {"prefix_cache": {"hit_rate": None}, "dataset": {"dropped": {}}}) == []
-    summary["turns"] = [{"turn": 1, "prefix_hit_rate": 0.5, "mean_ttft_ms": 40.0, "energy_per_request_j": 2.5}]
+    summary["turns"] = [
+        {"turn": 1, "prefix_hit_rate": 0.5, "mean_ttft_ms": 40.0, "energy_per_request_j": 2.5},
+        {"turn": 2, "prefix_hit_rate": 0.6, "mean_ttft_ms": 30.0, "energy_per_request_j": 2.0,
+         "energy_per_request_pm_j": 0.25},
+    ]  # fmt: skip
     summary |= {"prefill_j_per_prompt_token_cache_hit": 0.01, "prefill_j_per_prompt_token_no_cache_hit": 0.02}
     assert reuse_lines("b", summary)[0].endswith(
-        "; prefill J/prompt token 0.01 with a hit, 0.02 without; turn 2: 50 % cached, TTFT 40.0 ms, 2.5 J"
+        "; prefill J/prompt token 0.01 with a hit, 0.02 without; turn 2: 50 % cached, TTFT 40.0 ms, 2.5 J; "
+        "turn 3: 60 % cached, TTFT 30.0 ms, 2±0.25 J"
     )
 
 

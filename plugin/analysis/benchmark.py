@@ -76,14 +76,10 @@ def benchmark_result(
         for r, work, window in zip(rounds, works, windows, strict=True)
     )
     summary = _figures(rounds, total, power.energy_j, goodput, gpu_budget, serving)
-    if serving:  # J per turn, prefill J per prompt token with and without a cache hit, ramp stages
+    if serving:  # prefill J per prompt token with and without a cache hit
         per_round = counted_energies(rounds, gpu_roles, prefill_s)
         records = [record for round_records, _ in per_round for record in round_records]
-        energies = [share for _, shares in per_round for share in shares]
-        summary["turns"] = per_turn(records, energies)
-        summary.update(prefill_by_cache_hit(records, energies))
-        if workload.ramp_up is not None:
-            summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round)
+        summary.update(prefill_by_cache_hit(records, [share for _, shares in per_round for share in shares]))
     if topology.kind == DISAGGREGATED:
         summary["kv_handoff"] = kv_handoff(record for r in rounds for record in counted_records(r))
     summary["prefix_cache"] = prometheus.prefix_cache_delta(measurement.metrics_before, measurement.metrics_after)
@@ -92,6 +88,10 @@ def benchmark_result(
     if offered_rate_rps is not None:
         summary["offered_rate_rps"] = offered_rate_rps
     power = with_uncertainty(power, [r.window for r in rounds], [r.repeats for r in rounds], summary, round_summaries)
+    if serving:  # J per turn and per ramp stage, each with its ± (so after the energy's)
+        summary["turns"] = per_turn(per_round, power)
+        if workload.ramp_up is not None:
+            summary["ramp_stages"] = ramp_stages(workload.ramp_up, per_round, power)
     if prices is not None and prices.given:
         roles = budget_roles(gpu_roles, gpu_budget)
         times = [gpu_time(r.records, r.window.start_s, r.window.end_s, roles, prefill_s) for r in rounds]

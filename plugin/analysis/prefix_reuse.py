@@ -14,7 +14,9 @@ from typing import Any, Protocol
 
 from plugin.analysis.stats import summarize
 from plugin.analysis.turn_energy import RequestEnergy, mean_j
+from plugin.analysis.uncertainty import mean_share_pm
 from plugin.records.requests import RequestRecord
+from plugin.records.results import BenchmarkPower
 
 
 class ReuseRecord(Protocol):
@@ -40,16 +42,27 @@ def reuse_figures(records: Iterable[ReuseRecord]) -> dict[str, float | int | Non
     return {"cached_prompt_tokens": cached, "prefix_hit_rate": cached / prompt if prompt else None}
 
 
-def per_turn(records: Sequence[RequestRecord], energies: Sequence[RequestEnergy | None]) -> list[dict[str, Any]]:
+def per_turn(
+    rounds: Sequence[tuple[Sequence[RequestRecord], Sequence[RequestEnergy | None]]], power: BenchmarkPower
+) -> list[dict[str, Any]]:
     """For multi-turn sessions, each turn (0 the first) with its requests, mean prompt tokens, mean and median TTFT
     (``plugin.analysis.stats``), hit rate and mean J per request of the turn (its requests' shares of their
-    rounds' energy, ``plugin.analysis.turn_energy``; ``None`` without power); empty for no session's requests.
-    ``energies`` is parallel to ``records``."""
+    rounds' energy, ``plugin.analysis.turn_energy``; ``None`` without power) with its ± and the parts that holds
+    (``plugin.analysis.uncertainty.mean_share_pm``); empty for no session's requests. ``rounds`` holds each round's
+    counted records and their energy shares, parallel."""
+    records = [record for round_records, _ in rounds for record in round_records]
+    energies = [share for _, shares in rounds for share in shares]
     turns = sorted({r.turn for r in records if r.turn is not None})
     result = []
     for turn in turns:
         of_turn = [i for i, r in enumerate(records) if r.turn == turn]
         latency = summarize([records[i] for i in of_turn])
+        energy_j = mean_j([energies[i] for i in of_turn])
+        per_round_j = [
+            mean_j([e for r, e in zip(round_records, shares, strict=True) if r.turn == turn])
+            for round_records, shares in rounds
+        ]
+        pm_j, sources = mean_share_pm(energy_j, per_round_j, power)
         result.append(
             {
                 "turn": turn,
@@ -58,7 +71,9 @@ def per_turn(records: Sequence[RequestRecord], energies: Sequence[RequestEnergy 
                 "mean_ttft_ms": latency.get("mean_ttft_ms"),
                 "median_ttft_ms": latency.get("median_ttft_ms"),
                 **reuse_figures(records[i] for i in of_turn),
-                "energy_per_request_j": mean_j([energies[i] for i in of_turn]),
+                "energy_per_request_j": energy_j,
+                "energy_per_request_pm_j": pm_j,
+                "energy_per_request_pm_sources": sources,
             }
         )
     return result

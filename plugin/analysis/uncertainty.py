@@ -298,6 +298,25 @@ def round_spread(values: Sequence[float | None]) -> float | None:
     return t95(len(known) - 1) * statistics.stdev(known) / math.sqrt(len(known))
 
 
+def mean_share_pm(
+    value_j: float | None, per_round_j: Sequence[float | None], power: BenchmarkPower
+) -> tuple[float | None, list[str]]:
+    """The ± (95 %) of a mean of requests' shares of the energy (J per turn, J per request of a ramp stage,
+    ``plugin.analysis.turn_energy``) and the parts it contains, as for a figure per unit of work: the energy's
+    measurement parts carried relative to it (``power.uncertainty_parts``, so after ``with_uncertainty``) and the
+    spread of the figure itself between rounds (``per_round_j``: its value in each round); ``None`` when no part is
+    known."""
+    energy_j = power.energy_j
+    if value_j is None or energy_j is None or energy_j <= 0:
+        return None, []
+    pieces = {part: power.uncertainty_parts.get(part) for part in MEASUREMENT_PARTS}
+    known = {part: size / energy_j * abs(value_j) for part, size in pieces.items() if size is not None}
+    spread = round_spread(per_round_j)
+    if spread is not None:
+        known["rounds"] = spread
+    return combine(known), sorted(known)
+
+
 def good_share_relative(good: int | None, completed: int | None) -> float | None:
     """The relative ± that the good share's Wilson interval (95 %) puts on a figure per good request: the larger
     of its two sides, since E / good moves as 1 / share."""
