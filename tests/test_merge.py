@@ -94,6 +94,16 @@ def _other_attainment(data: dict[str, Any]) -> None:
     data["settings"]["slo_attainment_pct"] = 80.0
 
 
+def _priced(gpu_usd_per_hour: float) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        inputs = {"energy_usd_per_kwh": 0.12, "pue": 1.3, "gpu_usd_per_hour": gpu_usd_per_hour,
+                  "grid_g_co2e_per_kwh": None}  # fmt: skip
+        for entry in data["benchmarks"]:
+            entry["summary"]["cost"] = {"inputs": inputs}
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -105,6 +115,10 @@ def _other_attainment(data: dict[str, Any]) -> None:
                          'run-disaggregated [{"ttft": 500.0}]'),
         (_other_dataset, 'datasets: run-traditional ["random"], run-disaggregated ["sharegpt-tiny"]'),
         (_other_attainment, "slo_attainment_pct: run-traditional 90.0, run-disaggregated 80.0"),
+        (_priced(2.5), 'prices: run-traditional [], run-disaggregated [{"energy_usd_per_kwh": 0.12, '
+                       '"gpu_usd_per_hour": 2.5, "grid_g_co2e_per_kwh": null, "pue": 1.3}] (cost and carbon hold at '
+                       "one set of prices: measure every run with the same --energy-usd-per-kwh, --pue, "
+                       "--gpu-usd-per-hour and --grid-gco2e-per-kwh, or all without them)"),
     ],
 )  # fmt: skip
 def test_runs_that_do_not_compare_are_refused_naming_the_key_and_each_runs_value(
@@ -116,6 +130,16 @@ def test_runs_that_do_not_compare_are_refused_naming_the_key_and_each_runs_value
         merge_runs([first, second], tmp_path / "merged")
     assert named in str(refused.value)
     assert not (tmp_path / "merged").exists()  # refused before anything is written
+
+
+def test_runs_priced_alike_merge_and_priced_otherwise_are_refused(tmp_path: Path) -> None:
+    first, second = _split(tmp_path)
+    _edit(first, _priced(2.5))
+    _edit(second, _priced(2.5))
+    merge_runs([first, second], tmp_path / "merged")
+    _edit(second, _priced(3.0))
+    with pytest.raises(ValueError, match=r'prices: run-traditional \[\{.*"gpu_usd_per_hour": 2.5.*run-disaggregated'):
+        merge_runs([first, second], tmp_path / "other")
 
 
 def test_every_differing_key_is_named_at_once(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ and the energy card fitted again over every benchmark (each run's card saw only 
 
 Runs are refused, before anything is written, when they differ in what makes their figures comparable
 (``comparable_keys``): the model, the GPUs (names and UUIDs) and the GPU budget that per-GPU figures divide by,
-the goodput targets, the datasets, and the SLO attainment at which the verdict counts targets as met. The message
-names each differing key with every run's value.
+the goodput targets, the datasets, the SLO attainment at which the verdict counts targets as met, and the prices and
+carbon intensity the cost figures were derived from (``--energy-usd-per-kwh``, ``--pue``, ``--gpu-usd-per-hour``,
+``--grid-gco2e-per-kwh``: a run priced differently, or not at all, would rank topologies by $ at two prices). The
+message names each differing key with every run's value, and for the prices what to do.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from plugin.analysis.cost import COST_KEY
 from plugin.analysis.energy_card import energy_card_json
 from plugin.option_values import DEFAULT_SLO_ATTAINMENT_PCT
 from plugin.results.store import RESULTS_FILE, StoredRun, load_run, requests_file_name, write_json_atomic
 
+PRICES_HINT = (
+    "(cost and carbon hold at one set of prices: measure every run with the same --energy-usd-per-kwh, --pue, "
+    "--gpu-usd-per-hour and --grid-gco2e-per-kwh, or all without them)"
+)
 STATUS_ORDER = ("complete", "interrupted", "failed", "running")
 """A merged run is as finished as its least finished part."""
 
@@ -71,6 +78,9 @@ def comparable_keys(run: StoredRun) -> dict[str, Any]:
     deployments = [header.get("server"), header.get("disaggregated"), *(header.get("topologies") or {}).values()]
     gpus = (header.get("environment") or {}).get("gpus") or []
     targets = {json.dumps(b.summary.get("goodput_targets_ms"), sort_keys=True) for b in run.benchmarks}
+    prices = {
+        json.dumps(b.summary[COST_KEY]["inputs"], sort_keys=True) for b in run.benchmarks if COST_KEY in b.summary
+    }
     attainment_pct = (header.get("settings") or {}).get("slo_attainment_pct", DEFAULT_SLO_ATTAINMENT_PCT)
     return {
         "model": sorted({str(entry["model"]) for entry in deployments if entry and entry.get("model")}),
@@ -79,6 +89,7 @@ def comparable_keys(run: StoredRun) -> dict[str, Any]:
         "goodput_targets_ms": [json.loads(target) for target in sorted(targets)],
         "datasets": sorted({str(b.workload.dataset) for b in run.benchmarks if b.workload.dataset is not None}),
         "slo_attainment_pct": attainment_pct,  # runs from before --slo-attainment were judged at 90 %
+        "prices": [json.loads(one) for one in sorted(prices)],
     }
 
 
@@ -87,7 +98,9 @@ def _differences(runs: list[StoredRun]) -> list[str]:
     keys = [comparable_keys(run) for run in runs]
     names = [str(run.header.get("run_id", run.folder.name)) for run in runs]
     return [
-        f"{key}: " + ", ".join(f"{name} {json.dumps(values[key])}" for name, values in zip(names, keys, strict=True))
+        f"{key}: "
+        + ", ".join(f"{name} {json.dumps(values[key])}" for name, values in zip(names, keys, strict=True))
+        + (f" {PRICES_HINT}" if key == "prices" else "")
         for key in keys[0]
         if any(values[key] != keys[0][key] for values in keys)
     ]
