@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from plugin.analysis.cost import COST_FIGURE, COST_KEY, cost_points, formula_lines
+from plugin.analysis.cost import CLOCK, COST_FIGURE, COST_KEY, cost_points, formula_lines
 from plugin.analysis.mlenergy import MLENERGY_KEY
 from plugin.analysis.verdict import verdicts
 from plugin.records.results import BenchmarkResult
@@ -20,13 +20,13 @@ def write_cost(write: Callable[[str], None], entries: list[BenchmarkResult], att
         return
     write("")
     write(
-        f"{'cost and carbon (derived: inputs below)':<44} {'$/M in tok':>16} {'of it energy':>12} "
+        f"{'cost and carbon (derived: inputs below)':<44} {'$ total':>16} {'$/M in tok':>16} {'of it energy':>12} "
         f"{'$/M out tok':>16} {'of it energy':>12} {'$/good req':>18} {'gCO2e/good':>16} {'gCO2e/M out':>16}"
     )
     for entry in priced:
         cost = entry.summary[COST_KEY]
         write(
-            f"{entry.name[:44]:<44} {_pm(cost, 'usd_per_million_input_tokens'):>16} "
+            f"{entry.name[:44]:<44} {_pm(cost, 'usd'):>16} {_pm(cost, 'usd_per_million_input_tokens'):>16} "
             f"{_pm(cost, 'energy_usd_per_million_input_tokens', False):>12} "
             f"{_pm(cost, 'usd_per_million_output_tokens'):>16} "
             f"{_pm(cost, 'energy_usd_per_million_output_tokens', False):>12} "
@@ -36,6 +36,11 @@ def write_cost(write: Callable[[str], None], entries: list[BenchmarkResult], att
     for inputs in _distinct(cost["inputs"] for cost in (entry.summary[COST_KEY] for entry in priced)):
         for line in formula_lines(inputs):
             write(f"cost: {line}")
+    if any(_exact(entry.summary[COST_KEY], key) for entry in priced for key in entry.summary[COST_KEY]["uncertainty"]):
+        write(
+            "cost: GPU time is read off the clock, so a figure of GPU time alone has no measurement error ('exact'); "
+            "its ± is otherwise the spread between rounds (--rounds 2 or more) and, per good request, the good count's"
+        )
     for entry in priced:
         if entry.summary[COST_KEY].get("note"):
             write(f"cost: {entry.name}: {entry.summary[COST_KEY]['note']}")
@@ -69,11 +74,19 @@ def _j(value: float | None) -> str:
 
 
 def _pm(cost: Mapping[str, Any], key: str, with_pm: bool = True) -> str:
+    """``value±half-width``, or ``value exact`` where the ± holds the clock alone."""
     value = cost.get(key)
     if value is None:
         return "-"
+    if with_pm and _exact(cost, key):
+        return f"{value:.3g} exact"
     spread = cost["uncertainty"].get(key) if with_pm else None
     return f"{value:.3g}" + ("" if spread is None else f"±{spread:.2g}")
+
+
+def _exact(cost: Mapping[str, Any], key: str) -> bool:
+    """The figure's ± has no part but the GPU time's clock (0): exact, as measured (files from before: never)."""
+    return (cost.get("uncertainty_sources") or {}).get(key) == [CLOCK] and cost["uncertainty"].get(key) == 0.0
 
 
 def _distinct(inputs: Any) -> list[dict[str, Any]]:

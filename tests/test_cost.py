@@ -98,6 +98,24 @@ def test_without_a_price_there_is_no_cost() -> None:
     )
 
 
+
+def test_gpu_time_alone_is_exact_and_says_so() -> None:
+    """One round priced by the GPU-hour only: the GPU time is read off the clock, so its figures' ± is 0 from the
+    clock alone (never missing); per good request the good count's interval is still there."""
+    only_gpu = _result([_window(0.0, 6.0, 100.0, 600.0, 0.1)], Prices(gpu_usd_per_hour=2.0)).summary[COST_KEY]
+    for key in ("usd", "gpu_time_usd", "gpu_hours", "usd_per_million_input_tokens", "usd_per_million_output_tokens"):
+        assert (only_gpu["uncertainty"][key], only_gpu["uncertainty_sources"][key]) == (0.0, ["clock"]), key
+    assert only_gpu["uncertainty"]["usd_per_good_request"] > 0
+    assert only_gpu["uncertainty_sources"]["usd_per_good_request"] == ["clock", "good_count"]
+    lines: list[str] = []
+    write_cost(lines.append, [_result([_window(0.0, 6.0, 100.0, 600.0, 0.1)], Prices(gpu_usd_per_hour=2.0))], 90.0)
+    assert lines[2].split()[1:3] == ["0.00333", "exact"]  # the total: 6 GPU-s at $2/GPU-h
+    assert any("a figure of GPU time alone has no measurement error ('exact')" in line for line in lines)
+    # with the energy priced too, the total carries the energy's ± beside the clock's 0
+    both = _result([_window(0.0, 6.0, 100.0, 600.0, 0.1)], PRICES).summary[COST_KEY]
+    assert both["uncertainty_sources"]["usd"] == ["clock", "disagreement", "edges"] and both["uncertainty"]["usd"] > 0
+
+
 def test_energy_not_measured_leaves_the_energy_part_out_and_says_why() -> None:
     unmeasured = WindowMeasurement("w", "none", 0.0, 6.0, (), (), "power not measured: --power-backend none", {})
     cost = _result([unmeasured], PRICES, budget=2, roles={}).summary[COST_KEY]  # as on CPU: no GPU, 2 slots

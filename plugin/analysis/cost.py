@@ -19,7 +19,8 @@ done inside the power windows):
 Each figure's ± (95 %) is built as ``plugin.analysis.uncertainty`` builds the energy's: the energy's measurement
 parts (sensor edges, counter gap) carried to the energy part, the figure's own spread between rounds, and for a
 figure per good request the good share's Wilson interval. The GPU time is read off the clock: its part has no
-measurement error, only the rounds' spread. Pure functions: no I/O.
+measurement error (a ``clock`` part of 0), only the rounds' spread, so a figure of GPU time alone, with one round,
+is exact (± 0 from ``clock`` alone, said so, never left without a ±). Pure functions: no I/O.
 
 Published carbon intensities (gCO2e/kWh) to take the grid's figure from: Electricity Maps
 (app.electricitymaps.com), Ember's yearly data (ember-energy.org), the US EPA's eGRID, and national grid
@@ -115,6 +116,7 @@ def benchmark_cost(
         _figures(prices, window.energy_j, window.phases, work, time)
         for window, work, time in zip(power.windows, works, times, strict=True)
     ]
+    uncertainty, sources = _uncertainty(figures, per_round, power, total_work)
     return {
         "inputs": {
             "energy_usd_per_kwh": prices.energy_usd_per_kwh,
@@ -124,7 +126,8 @@ def benchmark_cost(
         },
         "gpu_s": {"prefill": total_time.prefill_s, "decode": total_time.decode_s, "idle": total_time.idle_s},
         **figures,
-        "uncertainty": _uncertainty(figures, per_round, power, total_work),
+        "uncertainty": uncertainty,
+        "uncertainty_sources": sources,
         "note": _note(prices, power, total_work),
     }
 
@@ -184,8 +187,23 @@ ENERGY_PARTS = {
     "g_co2e_per_million_output_tokens": "g_co2e_per_million_output_tokens",
 }
 """Each figure with a ± -> its part that comes from the measured energy (the rest is GPU time, off the clock)."""
-TOTALS = ("energy_usd", "usd", "g_co2e")
-"""Figures of the whole energy: they carry the energy's relative ±, its rounds part included."""
+TIME_PARTS = {
+    "gpu_hours": "gpu_hours",
+    "gpu_time_usd": "gpu_time_usd",
+    "usd": "gpu_time_usd",
+    "gpu_time_usd_per_million_input_tokens": "gpu_time_usd_per_million_input_tokens",
+    "usd_per_million_input_tokens": "gpu_time_usd_per_million_input_tokens",
+    "gpu_time_usd_per_million_output_tokens": "gpu_time_usd_per_million_output_tokens",
+    "usd_per_million_output_tokens": "gpu_time_usd_per_million_output_tokens",
+    "gpu_time_usd_per_good_request": "gpu_time_usd_per_good_request",
+    "usd_per_good_request": "gpu_time_usd_per_good_request",
+}
+"""Each figure with a ± -> its part that comes from the GPU time (priced or not: ``gpu_hours`` is always there)."""
+CLOCK = "clock"
+"""The GPU time's measurement part: 0, the windows' edges are read off the monotonic clock."""
+TOTALS = ("energy_usd", "usd", "g_co2e", "gpu_time_usd", "gpu_hours")
+"""Figures of the whole energy or GPU time: the energy's relative ±, its rounds part included; no spread of their
+own between rounds (a total's rounds are its parts, not repeats of it)."""
 PER_GOOD = ("energy_usd_per_good_request", "usd_per_good_request", "g_co2e_per_good_request")
 
 
@@ -194,16 +212,16 @@ def _uncertainty(
     per_round: Sequence[Mapping[str, float | None]],
     power: BenchmarkPower,
     work: Work,
-) -> dict[str, float | None]:
-    """Each figure's ± half-width (95 %), in its unit (module docstring); ``None`` where no part is known. The
-    time-only figures have one: the spread between rounds."""
+) -> tuple[dict[str, float | None], dict[str, list[str]]]:
+    """Each figure's ± half-width (95 %), in its unit (module docstring), ``None`` where no part is known; and the
+    parts each holds (``clock`` alone: exact)."""
     energy_j, parts = power.energy_j, power.uncertainty_parts
     found: dict[str, float | None] = {}
-    for name in (*ENERGY_PARTS, "gpu_time_usd_per_million_input_tokens", "gpu_time_usd_per_million_output_tokens",
-                 "gpu_time_usd_per_good_request"):  # fmt: skip
+    sources: dict[str, list[str]] = {}
+    for name in dict.fromkeys([*ENERGY_PARTS, *TIME_PARTS]):
         value = figures.get(name)
         if value is None:
-            found[name] = None
+            found[name], sources[name] = None, []
             continue
         energy_part = figures.get(ENERGY_PARTS[name]) if name in ENERGY_PARTS else None
         relative = {
@@ -219,8 +237,11 @@ def _uncertainty(
         if name in PER_GOOD:
             share = good_share_relative(work.good_completed, work.completed)
             pieces["good_count"] = None if share is None else share * abs(value)
+        if name in TIME_PARTS and figures.get(TIME_PARTS[name]) is not None:
+            pieces[CLOCK] = 0.0
         found[name] = combine(pieces)
-    return found
+        sources[name] = sorted(part for part, size in pieces.items() if size is not None)
+    return found, sources
 
 
 def _note(prices: Prices, power: BenchmarkPower, work: Work) -> str | None:
