@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from plugin.analysis.answer import NOTHING, RUN, UNDECIDED, answer, run_answers
+from plugin.analysis.answer import NOTHING, RUN, UNDECIDED, answer, answer_json, run_answers
 from plugin.analysis.capacity import (
     CONVERGED,
     NEVER_MEETS,
@@ -183,6 +183,34 @@ def test_per_role_dvfs_plans_are_searched_apart_and_the_answer_names_the_best_pl
     assert [(band.topology, band.rates_rps) for band in found.bands] == [(f"1p1d at {slow}", (4.0, 8.0))]
     assert found.device_time_s == pytest.approx(60.0)
     assert "larger capacity undecided" in found.lines()[-2]
+
+
+def test_a_priced_grid_gets_a_second_answer_ranked_by_dollars_per_good_request() -> None:
+    """The slow plan spends less energy but (priced by the GPU-hour too) costs more per good request: each answer
+    ranks by its own figure, the cost's lines only its bands."""
+    slow, fast = "p-sm1500-d-sm900", "sm1980"
+
+    def priced(result: BenchmarkResult, usd: float) -> BenchmarkResult:
+        cost = {"usd": usd, "usd_per_good_request": usd, "uncertainty": {"usd_per_good_request": 0.001}}
+        return replace(result, summary={**result.summary, "cost": cost})
+
+    entries = [
+        entry(slow, "probe1", None, REQUESTS), entry(fast, "probe1", None, REQUESTS),
+        entry(slow, "probe2", 8.0, REQUESTS), entry(fast, "probe2", 8.0, REQUESTS),
+        entry(slow, "probe3", 16.0, 0), entry(fast, "probe3", 16.0, 0),
+        priced(entry(slow, "grid1", 4.0, REQUESTS, energy_j=1.0), 0.03),
+        priced(entry(fast, "grid1", 4.0, REQUESTS, energy_j=2.0), 0.02),
+    ]  # fmt: skip
+    by_energy, by_cost = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
+    assert (by_energy.figure, by_cost.figure) == ("J per good request", "$ per good request")
+    assert [band.topology for band in by_energy.bands] == [f"1p1d at {slow}"]
+    assert [band.topology for band in by_cost.bands] == [f"1p1d at {fast}"]
+    head, bands = by_cost.lines()
+    assert head.startswith("answer by $ per good request (random;")
+    assert f"at 4 req/s run 1p1d at {fast} (0.02 ± 0.001 $ per good request" in bands
+    assert answer_json(by_cost)["ranked_by"] == "$ per good request"
+    (unpriced,) = run_answers(entries[:6] + [entry(slow, "grid1", 4.0, REQUESTS)], 90.0, Resolution(rps=100.0), 3)
+    assert unpriced.figure == "J per good request"
 
 
 def test_reanalysis_rebuilds_the_answer_under_the_runs_own_stopping_rule() -> None:

@@ -7,7 +7,9 @@ The bands come from the shared grid (every topology measured at the same rates):
 between the last rate of one band and the first of the next: its interval is those two rates. A rate whose verdict
 names no winner (a tie within the saving's ±, an attainment interval that straddles the target, too few rounds to
 rank) is *undecided*, never a winner. Above the grid's top, the largest capacity, no topology meets the targets.
-Which topology has the larger capacity is undecided where their capacity intervals overlap. Pure functions.
+Which topology has the larger capacity is undecided where their capacity intervals overlap. Where the run was priced
+(``plugin.analysis.cost``), a second answer of the same grid ranks by $ per good request (``cost_points``) by the
+same rule, its bands beside the energy's. Pure functions.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from plugin.analysis.capacity import Capacity, Resolution, candidate_of, is_grid, is_probe, searches
+from plugin.analysis.cost import COST_FIGURE, cost_points
 from plugin.analysis.verdict import (
     ALONE,
     FEW_ROUNDS,
@@ -33,6 +36,7 @@ from plugin.analysis.verdict import (
 from plugin.records.results import BenchmarkResult
 
 RUN, UNDECIDED, NOTHING = "run", "undecided", "none"
+ENERGY_FIGURE = "J per good request"
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -53,23 +57,24 @@ class Band:
     def key(self) -> tuple[str, str | None, str]:
         return self.kind, self.topology, self.why
 
-    def text(self) -> str:
+    def text(self, figure: str = ENERGY_FIGURE) -> str:
         low, high = self.rates_rps[0], self.rates_rps[-1]
         rates = f"{low:.3g}" + (f"-{high:.3g}" if high != low else "")
         if self.kind == RUN:
-            figures = ", ".join(part for part in (self._energy(), self._per_gpu_hour()) if part)
+            figures = ", ".join(part for part in (self._energy(figure), self._per_gpu_hour()) if part)
             return f"at {rates} req/s run {self.topology}" + (f" ({figures})" if figures else "")
         if self.kind == UNDECIDED:
             return f"at {rates} req/s undecided ({self.why})"
         return f"at {rates} req/s no topology meets the targets"
 
-    def _energy(self) -> str:
+    def _energy(self, figure: str) -> str:
+        """The figure ranked by (J, or $ in an answer by cost) per good request, its span over the band and ±."""
         if not self.energy_j:
             return ""
         low, high = min(self.energy_j), max(self.energy_j)
         known = [pm for pm in self.energy_pm_j if pm is not None]
         pm = f" ± {max(known):.2g}" if len(known) == len(self.energy_pm_j) else " (± unknown)"
-        return f"{_span(low, high)}{pm} J per good request"
+        return f"{_span(low, high)}{pm} {figure}"
 
     def _per_gpu_hour(self) -> str:
         if not self.good_per_gpu_hour:
@@ -98,6 +103,8 @@ class Answer:
     capacities: tuple[Capacity, ...]
     bands: tuple[Band, ...]
     crossovers: tuple[Crossover, ...]
+    figure: str = ENERGY_FIGURE
+    """What the bands rank by: ``ENERGY_FIGURE``, or ``COST_FIGURE`` in a priced run's second answer."""
 
     @property
     def device_time_s(self) -> float:
@@ -122,9 +129,10 @@ class Answer:
 
     def lines(self) -> list[str]:
         targets = " and ".join(f"{key} <= {value:g} ms" for key, value in self.targets_ms.items()) or "no targets"
-        head = (f"answer ({self.dataset}; {targets} for at least {self.target_pct:g} % of requests, judged on 95 % "
+        by = "" if self.figure == ENERGY_FIGURE else f" by {self.figure}"
+        head = (f"answer{by} ({self.dataset}; {targets} for at least {self.target_pct:g} % of requests, judged on 95 % "
                 "intervals):")  # fmt: skip
-        bands = [band.text() for band in self.bands]
+        bands = [band.text(self.figure) for band in self.bands]
         top = max((c.capacity_rps for c in self.capacities if c.capacity_rps is not None), default=None)
         if top is not None:
             bands.append(f"above {top:.3g} req/s (the largest capacity) no topology meets the targets")
@@ -135,6 +143,8 @@ class Answer:
             lines.append("  the shared grid is not measured yet: no band to name")
         if self.crossovers:
             lines.append("  " + "; ".join(crossover.text() for crossover in self.crossovers))
+        if self.figure != ENERGY_FIGURE:
+            return lines  # the capacities and the search's cost are the energy answer's, said there
         resolution = next((c.resolution for c in self.capacities if c.resolution), "")
         lines.append(
             f"  capacity (highest rate met at the 95 % lower bound{', resolution ' + resolution if resolution else ''}"
@@ -151,8 +161,10 @@ def answer(
     grid: Sequence[Point],
     targets_ms: Mapping[str, float],
     target_pct: float,
+    figure: str = ENERGY_FIGURE,
 ) -> Answer:
-    """The answer of one dataset from its topologies' capacities and its grid points (``verdict.serving_points``)."""
+    """The answer of one dataset from its topologies' capacities and its grid points (``verdict.serving_points``,
+    or ``cost.cost_points`` ranked by ``COST_FIGURE``)."""
     per_rate: dict[float, dict[str, Point]] = {}
     for point in grid:
         if point.dataset == dataset:
@@ -172,7 +184,7 @@ def answer(
         Crossover(before.rates_rps[-1], after.rates_rps[0], _name(before), _name(after))
         for before, after in zip(bands, bands[1:], strict=False)
     )
-    return Answer(dataset, dict(targets_ms), target_pct, tuple(capacities), tuple(bands), crossovers)
+    return Answer(dataset, dict(targets_ms), target_pct, tuple(capacities), tuple(bands), crossovers, figure)
 
 
 def _band(step: Step, points: Mapping[str, Point]) -> Band:
@@ -213,19 +225,32 @@ def _name(band: Band) -> str:
 def run_answers(
     entries: Iterable[BenchmarkResult], target_pct: float, resolution: Resolution, max_probes: int
 ) -> list[Answer]:
-    """The answer of every dataset a capacity search ran on, from the run's stored entries alone."""
+    """The answer of every dataset a capacity search ran on, from the run's stored entries alone; where the grid was
+    priced, each followed by its answer by $ per good request."""
     entries = list(entries)
     found = searches(entries, target_pct, resolution, max_probes)
     gpus = {candidate_of(entry): entry.gpu_budget for entry in entries if is_probe(entry)}
     given = (entry.summary.get("goodput_targets_ms") for entry in entries)
     targets: Mapping[str, float] = next((targets for targets in given if targets), {})
-    grid = [
-        replace(p, topology=candidate_of(entry)) for entry in entries if is_grid(entry) for p in serving_points([entry])
-    ]
+    grids = {
+        figure: [
+            replace(p, topology=candidate_of(entry)) for entry in entries if is_grid(entry) for p in points([entry])
+        ]
+        for figure, points in ((ENERGY_FIGURE, serving_points), (COST_FIGURE, cost_points))
+    }
     datasets = dict.fromkeys(dataset for _, dataset in found)
     return [
-        answer(dataset, [s.capacity(gpus[t]) for (t, d), s in found.items() if d == dataset], grid, targets, target_pct)
+        answer(
+            dataset,
+            [s.capacity(gpus[t]) for (t, d), s in found.items() if d == dataset],
+            grid,
+            targets,
+            target_pct,
+            figure,
+        )  # fmt: skip
         for dataset in datasets
+        for figure, grid in grids.items()
+        if figure == ENERGY_FIGURE or any(point.dataset == dataset for point in grid)
     ]
 
 
@@ -235,6 +260,7 @@ def answer_json(found: Answer) -> dict[str, Any]:
         "dataset": found.dataset,
         "goodput_targets_ms": dict(found.targets_ms),
         "slo_attainment_pct": found.target_pct,
+        "ranked_by": found.figure,
         "lines": found.lines(),
         "device_time_s": found.device_time_s,
         "capacities": [
