@@ -98,7 +98,6 @@ def test_without_a_price_there_is_no_cost() -> None:
     )
 
 
-
 def test_gpu_time_alone_is_exact_and_says_so() -> None:
     """One round priced by the GPU-hour only: the GPU time is read off the clock, so its figures' ± is 0 from the
     clock alone (never missing); per good request the good count's interval is still there."""
