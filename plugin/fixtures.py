@@ -19,7 +19,7 @@ from plugin.deploy_settings import deploy_options
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
-from plugin.gpu_roles import sampled_roles
+from plugin.gpu_roles import excluded_gpus, sampled_roles
 from plugin.hookspec import extra_vllm_args
 from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
 from plugin.load.client import STOPPED
@@ -191,6 +191,7 @@ def run_workload(
         endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
     except BenchError as error:
         fail(str(error))
+    excluded = excluded_gpus(sampler, endpoint.gpu_roles)
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 
@@ -226,7 +227,7 @@ def run_workload(
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
             fail(str(error))
-        result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra)
+        result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra, excluded)
         if workload.sweep in (SWEEP_SYNC, SWEEP_MAX):  # every topology's later points take their rates from these
             ends = bench_session.sweep_ends.get(str(workload.dataset))
             throughput_rps = result.summary["request_throughput"]

@@ -207,12 +207,13 @@ def test_without_ray_address_ray_is_not_imported(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["ray imported: False"])
 
 
-def test_roles_of_the_gpus_on_nodes_that_host_an_instance() -> None:
+def test_only_the_gpus_ray_gave_an_instance_are_charged() -> None:
+    """A node's other GPUs may be another job's: they are read, listed as excluded, never charged."""
     devices = [DeviceId(node, f"10.0.0.{n}", index, f"GPU-{node}-{index}") for n, node in enumerate("abc")
                for index in (0, 1)]  # fmt: skip
     backend = cast(RemoteBackend, type("Backend", (), {"devices": devices})())
     roles = node_roles(backend, [("a", 1, "prefill"), ("b", 0, "decode"), ("b", 0, "prefill")])
-    assert roles == {0: "unused", 1: "prefill", 2: "prefill+decode", 3: "unused"}  # node c hosts none: not charged
+    assert roles == {1: "prefill", 2: "prefill+decode"}  # a's GPU 0, b's GPU 1 and node c: not charged
 
 
 def test_the_clock_offset_error_enters_the_edges_part() -> None:

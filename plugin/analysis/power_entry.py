@@ -84,6 +84,7 @@ def benchmark_power(
     gpu_roles: Mapping[int, str],
     work: Work,
     notes: Sequence[str] = (),
+    excluded_gpus: Sequence[int] = (),
 ) -> BenchmarkPower:
     """The rounds together: energy summed over the windows, per unit of the work done inside them (``work``, the
     rounds' sum: the same counts every other figure of the benchmark divides by)."""
@@ -105,6 +106,7 @@ def benchmark_power(
         phases=phases,
         windows=tuple(windows),
         notes=tuple(dict.fromkeys([*(note for window in windows for note in window.notes), *notes])),
+        excluded_gpus=tuple(excluded_gpus),
     )
 
 
