@@ -83,6 +83,42 @@ def test_the_instant_power_field_is_read_where_the_exporter_collects_it() -> Non
     assert (samples[1].power_w, samples[1].power_instant_w) == (150.0, None)
 
 
+def test_a_sample_carries_the_exporters_collection_time_where_its_lines_are_stamped() -> None:
+    """The exporter refreshes once per interval: a scrape reads values up to an interval old. Where it stamps its
+    lines, each GPU's sample is timed at that stamp (on our clock); a stamp after the scrape, or implausibly old
+    (the exporter's clock is off), is not believed; no stamp: the scrape's time."""
+    clock, wall_s = FakeClock(), 1_765_000_000.0
+    gpus = [
+        Gpu("node-a", 0, collected_ms=round((wall_s - 2.5) * 1000)),  # collected 2.5 s before the scrape
+        Gpu("node-a", 1),
+        Gpu("node-a", 2, collected_ms=round((wall_s + 3600) * 1000)),  # an hour ahead: a clock that is off
+        Gpu("node-a", 3, collected_ms=round((wall_s - 3600) * 1000)),  # an hour behind
+    ]
+    with DcgmExporter(payload(gpus)) as a:
+        samples = {s.gpu: s for s in DcgmBackend([a.url], clock=clock, wall_clock=lambda: wall_s).read_samples()}
+    assert [samples[gpu].t_s for gpu in range(4)] == [pytest.approx(clock.t_s - 2.5), clock.t_s, clock.t_s, clock.t_s]
+
+
+def test_the_collection_interval_is_measured_from_the_stamps() -> None:
+    """Scrapes every 0.3 s of an exporter collecting every 1 s see its changes 0.9 or 1.2 s apart; its stamps are
+    1 s apart."""
+    clock, wall_s = FakeClock(), [1_765_000_000.0]
+
+    def scrape(k: int) -> str:  # at 0.3 k s: what the exporter collected at the last whole second
+        collected_s = k * 3 // 10
+        return payload(
+            [Gpu("node-a", 0, energy_mj=1000 + collected_s, collected_ms=(1_765_000_000 + collected_s) * 1000)]
+        )
+
+    with DcgmExporter(*(scrape(k) for k in range(30))) as a:
+        backend = DcgmBackend([a.url], clock=clock, wall_clock=lambda: wall_s[0], max_age_s=0.0)
+        for _ in range(29):
+            clock.t_s += 0.3
+            wall_s[0] += 0.3
+            backend.read_energy_mj(0)
+        assert backend.update_interval_s(0) == pytest.approx(1.0)
+
+
 def test_window_energy_is_the_counter_difference_and_one_scrape_serves_every_gpu_of_an_exporter() -> None:
     clock = FakeClock()
     before = [Gpu("node-a", 0, energy_mj=5_551_899_580), Gpu("node-a", 1, energy_mj=42)]
