@@ -152,6 +152,7 @@ def session_power(sampler: Sampler, no_context: IdleBaseline | None, loaded: Seq
         "period_ms": sampler.period_s * 1000.0,
         "gpus": list(gpus),
         "samples_csv": {str(gpu): sampler.csv_path(gpu).name for gpu in gpus},
+        "gpu_uuids": {str(gpu): sampler.backend.uuid(gpu) for gpu in gpus},
         "idle_baseline_no_context": None if no_context is None else [asdict(gpu) for gpu in no_context.gpus],
         "idle_baselines_loaded": [
             {**asdict(baseline.origin), "gpus": [asdict(gpu) for gpu in baseline.gpus]} for baseline in loaded

@@ -214,6 +214,10 @@ class DcgmBackend:
             counter = self._counters[gpu]
             return round(counter.total_mj) if counter.present and counter.total_mj is not None else None
 
+    def uuid(self, gpu: int) -> str | None:
+        """The exporter's ``UUID`` label."""
+        return self._gpu(gpu).uuid
+
     def update_interval_s(self, gpu: int) -> float | None:
         """The exporter's collection interval: as given, else measured from this GPU's counter (``None`` until the
         counter has changed twice)."""
