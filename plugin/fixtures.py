@@ -4,6 +4,7 @@ controller, and the per-benchmark load runner (``plugin.benchmark_load``, roles 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -19,7 +20,7 @@ from plugin.deploy_settings import deploy_options
 from plugin.dvfs.controller import DvfsController
 from plugin.dvfs.plan import DvfsSetting
 from plugin.errors import BenchError
-from plugin.gpu_roles import sampled_roles
+from plugin.gpu_roles import excluded_gpus, sampled_roles
 from plugin.hookspec import extra_vllm_args
 from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
 from plugin.load.client import STOPPED
@@ -38,7 +39,7 @@ from plugin.records.topology import UNUSED
 from plugin.records.windows import NO_CONTEXT
 from plugin.records.workload import Workload, load_id
 from plugin.runner import Runner, WarmupFailed
-from plugin.serving.deploy import DeployPlan, deploy
+from plugin.serving.deploy import DeployPlan, deploy, launcher_for
 from plugin.serving.endpoint import Endpoint
 from plugin.serving.process import shielded
 from plugin.serving.topology import place
@@ -88,7 +89,11 @@ def deployments(ray_cluster: RayPlacement | None) -> Iterator[ExitStack]:
 
 @pytest.fixture
 def served_topology(
-    request: pytest.FixtureRequest, topology: str, bench_session: RunSession, deployments: ExitStack
+    request: pytest.FixtureRequest,
+    topology: str,
+    bench_session: RunSession,
+    deployments: ExitStack,
+    ray_cluster: RayPlacement | None,
 ) -> Endpoint:
     """The servers of the benchmark's topology, started for its first benchmark and kept for the others (the
     hooks stop them after its last). A topology whose servers do not start fails this benchmark, saying why,
@@ -110,7 +115,7 @@ def served_topology(
             chosen, placement, deploy_options(settings), bench_session.open_run,
             lambda entry: bench_session.record_deployment(chosen, entry), role_args, progress.say, vocab_range,
         )  # fmt: skip
-        served = stack.enter_context(deploy(plan))
+        served = stack.enter_context(deploy(plan, functools.partial(launcher_for, placement=ray_cluster)))
     except BenchError as error:
         bench_session.dead_topologies[topology] = f"its servers did not start: {error}"
         fail(str(error))
@@ -191,6 +196,7 @@ def run_workload(
         endpoint = replace(endpoint, gpu_roles=sampled_roles(sampler, endpoint, settings))
     except BenchError as error:
         fail(str(error))
+    excluded = excluded_gpus(sampler, endpoint.gpu_roles)
     controller: DvfsController | None = request.getfixturevalue("dvfs_controller") if settings.dvfs_requested else None
     progress = Progress.from_config(request.config)
 
@@ -226,7 +232,7 @@ def run_workload(
             stop_topology(bench_session, topology, str(error))
         except BenchError as error:  # a dataset that cannot be used, a sweep point without its ends
             fail(str(error))
-        result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra)
+        result = store(request, bench_session, topology, workload, measurement, endpoint, dvfs_record, extra, excluded)
         if workload.sweep in (SWEEP_SYNC, SWEEP_MAX):  # every topology's later points take their rates from these
             ends = bench_session.sweep_ends.get(str(workload.dataset))
             throughput_rps = result.summary["request_throughput"]

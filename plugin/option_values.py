@@ -29,8 +29,9 @@ _EXAMPLE_FILES = {
     "sessions": "sessions.jsonl",
 }
 POWER_BACKENDS = ("auto", "nvml", "smi", "none")
-GPU_ROLES = ("prefill", "decode", "prefill+decode")
-"""What a GPU does in a topology; ``unused`` (``plugin.records.topology.UNUSED``) is not one a user can give."""
+GPU_ROLES = ("prefill", "decode", "prefill+decode", "unused")
+"""What a GPU does in a topology; ``unused`` (``plugin.records.topology.UNUSED``): a GPU of the budget that its
+topology leaves idle, charged with all of its energy idle."""
 POWER_SOURCE_EXAMPLE = "dcgm=http://HOST:9400/metrics"
 DRAWN, NOMINAL = "drawn", "nominal"
 ARRIVAL_SCALINGS = (DRAWN, NOMINAL)

@@ -303,7 +303,8 @@ _REPEATED: list[tuple[str, str, str]] = [
     (
         "gpu-role",
         "HOST:GPU=ROLE",
-        "the role (prefill, decode, prefill+decode) of a GPU that a --power-source exporter lists; repeat it",
+        "the role (prefill, decode, prefill+decode, unused) of a GPU of the run's budget that a --power-source "
+        "exporter lists; repeat it per GPU (the exporters' other GPUs are not charged)",
     ),
 ]
 """Options given once per item; their ini twins take one item a line."""
@@ -504,6 +505,11 @@ def _with_power_sources(config: pytest.Config, settings: Settings) -> Settings:
         raise pytest.UsageError(str(error)) from None
     if gpu_roles and not urls:
         raise pytest.UsageError("--gpu-role names GPUs of a DCGM exporter: give the exporter with --power-source")
+    if urls and not gpu_roles:
+        raise pytest.UsageError(
+            "--power-source charges only the GPUs of the run's budget: name each with --gpu-role HOST:GPU=ROLE "
+            "(prefill, decode, prefill+decode, or unused), as the exporter labels it; its other GPUs are not charged"
+        )
     return dataclasses.replace(settings, power_sources=urls, gpu_roles=gpu_roles)
 
 

@@ -33,7 +33,9 @@ def store(
     endpoint: Endpoint,
     dvfs_record: dict[str, Any] | None,
     extra: dict[str, Any],
+    excluded_gpus: tuple[int, ...] = (),
 ) -> BenchmarkResult:
+    """The benchmark's result, stored; ``excluded_gpus``: the sampler's GPUs its windows did not charge."""
     results = bench_session.results
     assert results is not None, "the server fixtures start the run before any benchmark"
     name = request.node.name
@@ -41,7 +43,7 @@ def store(
     result = benchmark_result(
         request.node.nodeid, name, settings.topology(topology), workload, measurement, endpoint.gpu_roles,
         dvfs_record, requests_file_name(len(results.data["benchmarks"]), name), _gpu_budget(bench_session, endpoint),
-        settings.goodput, extra.get("offered_rate_rps"), settings.prices,
+        settings.goodput, extra.get("offered_rate_rps"), settings.prices, excluded_gpus,
     )  # fmt: skip
     result.summary.update({key: value for key, value in extra.items() if key != "offered_rate_rps"})
     if settings.mlenergy_max_num_seqs is not None and workload.phase == SERVING:

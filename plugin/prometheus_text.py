@@ -30,6 +30,8 @@ class Sample:
     name: str
     labels: dict[str, str]
     value: float
+    timestamp_s: float | None = None
+    """The line's own timestamp (Unix seconds; the text gives milliseconds) where it has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,10 @@ def parse_families(text: str) -> dict[str, Family]:
     merged: dict[str, Family] = {}
     try:
         for parsed in text_string_to_metric_families(text):
-            samples = tuple(Sample(s.name, dict(s.labels), float(s.value)) for s in parsed.samples)
+            samples = tuple(
+                Sample(s.name, dict(s.labels), float(s.value), None if s.timestamp is None else float(s.timestamp))
+                for s in parsed.samples
+            )
             known = merged.get(parsed.name)
             if known is None:
                 merged[parsed.name] = Family(parsed.name, parsed.type, parsed.documentation, samples)

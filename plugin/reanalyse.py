@@ -110,6 +110,7 @@ def recompute(
         benchmark.id, benchmark.name, parse_topology(benchmark.topology_name), benchmark.workload, measurement,
         {int(gpu): role for gpu, role in benchmark.power.gpu_roles.items()}, benchmark.dvfs, benchmark.requests_file,
         benchmark.gpu_budget, goodput, summary.get("offered_rate_rps"), stored_prices(summary.get(COST_KEY)),
+        benchmark.power.excluded_gpus,
     )  # fmt: skip
     result.summary.update({key: summary[key] for key in KEPT_SUMMARY_KEYS if key in summary})
     return result

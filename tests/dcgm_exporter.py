@@ -37,6 +37,8 @@ class Gpu:
     sm_clock_mhz: int | None = 1980
     host_label: str = "Hostname"
     power_instant_w: float | None = None
+    collected_ms: int | None = None
+    """The collection time (Unix ms) the exporter stamps each of the GPU's lines with; ``None``: no stamp."""
 
     @property
     def uuid(self) -> str:
@@ -57,8 +59,11 @@ def payload(gpus: Sequence[Gpu]) -> str:
                 f'device="nvidia{gpu.gpu}",modelName="NVIDIA H100 80GB HBM3",{gpu.host_label}="{gpu.host}",'
                 'DCGM_FI_DRIVER_VERSION="550.54.15"'
             )
+            stamp = "" if gpu.collected_ms is None else f" {gpu.collected_ms}"
             lines.append(
-                f"{name}{{{labels}}} {value:.6f}" if isinstance(value, float) else f"{name}{{{labels}}} {value}"
+                f"{name}{{{labels}}} {value:.6f}{stamp}"
+                if isinstance(value, float)
+                else f"{name}{{{labels}}} {value}{stamp}"
             )
     return "\n".join(lines) + "\n"
 

@@ -15,12 +15,13 @@ from plugin.analysis.capacity import (
     Probe,
     Resolution,
     Search,
+    candidate_of,
     clearly_misses,
     fewest_requests_to_meet,
     grid_rates,
 )
 from plugin.analysis.goodput import attainment_interval_pct
-from plugin.analysis.verdict import Attainment, Point
+from plugin.analysis.verdict import UNEQUAL, Attainment, Point, serving_points, verdicts
 from plugin.capacity_run import sized
 from plugin.option_values import RequestRates
 from plugin.reanalyse import run_end
@@ -231,3 +232,26 @@ def test_a_probe_sends_at_least_the_requests_that_can_show_the_target() -> None:
     assert (sized(probe, 4.0, settings).num_requests, sized(probe, 4.0, settings).request_rate) == (35, 4.0)
     assert sized(grid, 4.0, settings).num_requests == 12  # over three rounds
     assert sized(replace(probe, num_requests=50), 4.0, settings).num_requests == 50
+
+
+def test_topologies_charged_for_different_gpu_counts_are_not_compared_and_the_answer_says_why() -> None:
+    """A Ray run charges the GPUs each deployment was given: 1p1d on 2 GPUs against one whose windows charged 3
+    would hand the smaller one a saving it did not earn. No winner, each named with its count."""
+    small, large = "sm900", "sm1980"
+    entries = [
+        entry(small, "probe1", None, REQUESTS), entry(large, "probe1", None, REQUESTS),
+        entry(small, "probe2", 8.0, REQUESTS), entry(large, "probe2", 8.0, REQUESTS),
+        entry(small, "grid1", 4.0, REQUESTS, energy_j=1.0), entry(large, "grid1", 4.0, REQUESTS, energy_j=2.0),
+    ]  # fmt: skip
+    entries = [replace(e, gpu_budget=3) if large in e.name else e for e in entries]
+    (found,) = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
+    (band,) = found.bands
+    assert band.kind == UNDECIDED and band.topology is None
+    assert band.why == (
+        f"not compared: their windows charged different numbers of GPUs (1p1d at {small} 2 GPUs, 1p1d at {large} 3 "
+        "GPUs); compare topologies of one budget (the same --gpus, --gpu-role GPUs, or Ray GPUs per topology)"
+    )
+    grid = [replace(p, topology=candidate_of(e)) for e in entries if "grid" in e.name for p in serving_points([e])]
+    (verdict,) = verdicts(grid)
+    assert verdict.kind == UNEQUAL and verdict.winner is None
+    assert verdict.text().startswith("at 4 req/s no comparison: their windows charged different numbers of GPUs (")

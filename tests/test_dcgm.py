@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from plugin.errors import BenchError
-from plugin.gpu_roles import exporter_roles
+from plugin.gpu_roles import excluded_gpus, exporter_roles
 from plugin.option_values import parse_gpu_role, parse_power_source
 from plugin.power import PowerError, PowerReadError, Sampler
 from plugin.power.dcgm import DcgmBackend, DcgmGpu, estimate_update_interval_s
@@ -81,6 +81,42 @@ def test_the_instant_power_field_is_read_where_the_exporter_collects_it() -> Non
         samples = {s.gpu: s for s in DcgmBackend([exporter.url]).read_samples()}
     assert (samples[0].power_w, samples[0].power_instant_w, samples[0].power_avg_w) == (412.5, 412.5, 300.0)
     assert (samples[1].power_w, samples[1].power_instant_w) == (150.0, None)
+
+
+def test_a_sample_carries_the_exporters_collection_time_where_its_lines_are_stamped() -> None:
+    """The exporter refreshes once per interval: a scrape reads values up to an interval old. Where it stamps its
+    lines, each GPU's sample is timed at that stamp (on our clock); a stamp after the scrape, or implausibly old
+    (the exporter's clock is off), is not believed; no stamp: the scrape's time."""
+    clock, wall_s = FakeClock(), 1_765_000_000.0
+    gpus = [
+        Gpu("node-a", 0, collected_ms=round((wall_s - 2.5) * 1000)),  # collected 2.5 s before the scrape
+        Gpu("node-a", 1),
+        Gpu("node-a", 2, collected_ms=round((wall_s + 3600) * 1000)),  # an hour ahead: a clock that is off
+        Gpu("node-a", 3, collected_ms=round((wall_s - 3600) * 1000)),  # an hour behind
+    ]
+    with DcgmExporter(payload(gpus)) as a:
+        samples = {s.gpu: s for s in DcgmBackend([a.url], clock=clock, wall_clock=lambda: wall_s).read_samples()}
+    assert [samples[gpu].t_s for gpu in range(4)] == [pytest.approx(clock.t_s - 2.5), clock.t_s, clock.t_s, clock.t_s]
+
+
+def test_the_collection_interval_is_measured_from_the_stamps() -> None:
+    """Scrapes every 0.3 s of an exporter collecting every 1 s see its changes 0.9 or 1.2 s apart; its stamps are
+    1 s apart."""
+    clock, wall_s = FakeClock(), [1_765_000_000.0]
+
+    def scrape(k: int) -> str:  # at 0.3 k s: what the exporter collected at the last whole second
+        collected_s = k * 3 // 10
+        return payload(
+            [Gpu("node-a", 0, energy_mj=1000 + collected_s, collected_ms=(1_765_000_000 + collected_s) * 1000)]
+        )
+
+    with DcgmExporter(*(scrape(k) for k in range(30))) as a:
+        backend = DcgmBackend([a.url], clock=clock, wall_clock=lambda: wall_s[0], max_age_s=0.0)
+        for _ in range(29):
+            clock.t_s += 0.3
+            wall_s[0] += 0.3
+            backend.read_energy_mj(0)
+        assert backend.update_interval_s(0) == pytest.approx(1.0)
 
 
 def test_window_energy_is_the_counter_difference_and_one_scrape_serves_every_gpu_of_an_exporter() -> None:
@@ -237,6 +273,7 @@ def test_gpu_role_values() -> None:
     assert parse_gpu_role("node-a:0=prefill") == ("node-a", 0, "prefill")
     assert parse_gpu_role("10.0.0.7:3=prefill+decode") == ("10.0.0.7", 3, "prefill+decode")
     assert parse_gpu_role("gpu-node.cluster.local:1=decode") == ("gpu-node.cluster.local", 1, "decode")
+    assert parse_gpu_role("node-a:1=unused") == ("node-a", 1, "unused")  # of the budget, idle in this topology
 
 
 @pytest.mark.parametrize(
@@ -246,7 +283,7 @@ def test_gpu_role_values() -> None:
         ("node-a=prefill", "expected HOST:GPU=ROLE, such as node-a:0=prefill"),
         (":0=prefill", "expected HOST:GPU=ROLE, such as node-a:0=prefill"),
         ("node-a:x=decode", "GPU 'x' is not an index (the exporter's gpu label: 0, 1, ...)"),
-        ("node-a:0=both", "role 'both' is not one of prefill, decode, prefill+decode"),
+        ("node-a:0=both", "role 'both' is not one of prefill, decode, prefill+decode, unused"),
     ],
 )
 def test_gpu_role_errors(text: str, message: str) -> None:
@@ -268,11 +305,25 @@ def test_bad_power_options_stop_the_run_before_anything_starts(pytester: pytest.
     result.stderr.fnmatch_lines(["ERROR: --gpu-role names GPUs of a DCGM exporter: give the exporter with*"])
 
 
-def test_roles_are_given_per_exporter_gpu_and_the_rest_are_unknown() -> None:
+def test_only_the_gpus_given_a_role_are_charged_and_the_rest_are_listed_as_excluded(tmp_path: Path) -> None:
+    """The exporters list other tenants' GPUs too: none of them enters a window."""
     with DcgmExporter(payload(NODE_A)) as a, DcgmExporter(payload(NODE_B)) as b:
         backend = DcgmBackend([a.url, b.url])
-        roles = exporter_roles(backend, (("node-b", 0, "decode"), ("node-a", 1, "prefill")))
-    names = {gpu.index: gpu.name for gpu in backend.gpu_info}
-    assert {names[index]: role for index, role in roles.items()} == {
-        **{name: "unknown" for name in names.values()}, "node-a:1": "prefill", "node-b:0": "decode",
-    }  # fmt: skip
+        roles = exporter_roles(backend, (("node-b", 0, "decode"), ("node-a", 1, "prefill"), ("node-a", 0, "unused")))
+        names = {gpu.index: gpu.name for gpu in backend.gpu_info}
+        assert {names[index]: role for index, role in roles.items()} == {
+            "node-a:1": "prefill", "node-b:0": "decode", "node-a:0": "unused",
+        }  # fmt: skip
+        with Sampler(backend, tmp_path, period_ms=20) as sampler:
+            assert [names[gpu] for gpu in excluded_gpus(sampler, roles)] == ["node-b:1"]
+            sampler.begin_window("w", tuple(roles))
+            window = sampler.end_window("w")
+    assert sorted(names[gpu.gpu] for gpu in window.gpus) == ["node-a:0", "node-a:1", "node-b:0"]
+
+
+def test_an_exporter_without_gpu_roles_is_refused_before_anything_starts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest("--power-source=dcgm=http://node-a:9400/metrics")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --power-source charges only the GPUs of the run's budget: name each with "
+                                 "--gpu-role HOST:GPU=ROLE*"])  # fmt: skip

@@ -149,7 +149,7 @@ def test_prefill_and_decode_on_two_ray_nodes(ray_address: str, tmp_path: Path, m
     assert all(
         i["node"]["address"] and i["url"].startswith(f"http://{i['node']['address']}:") for i in instances.values()
     )
-    # Power: both nodes' GPUs in every window, each GPU named by node, index and UUID, roles by node.
+    # Power: both nodes' GPUs sampled, each named by node, index and UUID; every window charges one GPU of each.
     node_of = _node_of(results)
     assert sorted(node_of.values()) == sorted([prefill_node, decode_node] * 2)
     assert all(gpu["uuid"] and gpu["node_address"] for gpu in results["power_gpus"])
@@ -158,8 +158,12 @@ def test_prefill_and_decode_on_two_ray_nodes(ray_address: str, tmp_path: Path, m
     assert power["measured"]
     for window in power["windows"]:
         assert {node_of[int(gpu)] for gpu in window["gpus"]} == {prefill_node, decode_node}
+    # Only the GPUs Ray gave the instances are charged; each node's other GPU is read but listed as excluded.
     roles = {int(gpu): role for gpu, role in power["gpu_roles"].items()}
-    assert sorted(roles.values()) == ["decode", "prefill", "unused", "unused"]
+    assert sorted(roles.values()) == ["decode", "prefill"] and entry["gpu_budget"] == 2
+    assert sorted(power["excluded_gpus"]) == sorted(set(node_of) - set(roles))
+    assert {node_of[gpu] for gpu in power["excluded_gpus"]} == {prefill_node, decode_node}
+    assert results["power"]["gpu_uuids"] == {str(gpu["gpu"]): gpu["uuid"] for gpu in results["power_gpus"]}
     assert {node_of[gpu] for gpu, role in roles.items() if role == "prefill"} == {prefill_node}
     assert {node_of[gpu] for gpu, role in roles.items() if role == "decode"} == {decode_node}
     # The fake's flat reading shows no sensor update interval, so the edges part (with the clock's share) is
@@ -207,12 +211,13 @@ def test_without_ray_address_ray_is_not_imported(pytester: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(["ray imported: False"])
 
 
-def test_roles_of_the_gpus_on_nodes_that_host_an_instance() -> None:
+def test_only_the_gpus_ray_gave_an_instance_are_charged() -> None:
+    """A node's other GPUs may be another job's: they are read, listed as excluded, never charged."""
     devices = [DeviceId(node, f"10.0.0.{n}", index, f"GPU-{node}-{index}") for n, node in enumerate("abc")
                for index in (0, 1)]  # fmt: skip
     backend = cast(RemoteBackend, type("Backend", (), {"devices": devices})())
     roles = node_roles(backend, [("a", 1, "prefill"), ("b", 0, "decode"), ("b", 0, "prefill")])
-    assert roles == {0: "unused", 1: "prefill", 2: "prefill+decode", 3: "unused"}  # node c hosts none: not charged
+    assert roles == {1: "prefill", 2: "prefill+decode"}  # a's GPU 0, b's GPU 1 and node c: not charged
 
 
 def test_the_clock_offset_error_enters_the_edges_part() -> None:

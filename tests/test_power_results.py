@@ -54,6 +54,17 @@ def test_benchmark_power_splits_a_known_trace_by_phase(tmp_path: Path) -> None:
     assert (tmp_path / "power_gpu0.csv").stat().st_size > 0
 
 
+def test_each_sampled_gpu_is_named_by_its_uuid_beside_its_samples(tmp_path: Path) -> None:
+    """An index names a GPU only in one order (CUDA's and NVML's differ on mixed hosts); the UUID names it in any."""
+    fake = FakeNvml([FakeGpu((Step(1.0, POWER_W),)) for _ in range(3)])
+    with Sampler(NvmlBackend(gpus=(2, 0), nvml=fake.module()), tmp_path, period_ms=50) as sampler:
+        session = session_power(sampler, None, [])
+    assert session["gpu_uuids"] == {"2": "GPU-fake-2", "0": "GPU-fake-0"}
+    assert set(session["gpu_uuids"]) == set(session["samples_csv"])
+    with Sampler(NoneBackend("power not measured: no GPU"), tmp_path, period_ms=100) as sampler:
+        assert session_power(sampler, None, [])["gpu_uuids"] == {}
+
+
 def test_without_a_gpu_the_entry_says_why_and_has_no_figures(tmp_path: Path) -> None:
     with Sampler(NoneBackend("power not measured: no GPU"), tmp_path, period_ms=100) as sampler:
         sampler.begin_window("bench")

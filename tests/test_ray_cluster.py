@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    common: dict[str, Any] = {"num_cpus": 1, "object_store_memory": NODE_STORE_BYTES}
+    common: dict[str, Any] = {"num_cpus": 1, "num_gpus": 1, "object_store_memory": NODE_STORE_BYTES}
     cluster = Cluster(
         initialize_head=True, head_node_args={**common, "resources": {"node_a": 1}, "include_dashboard": False}
     )
@@ -189,7 +189,7 @@ def pgids(folder: Path, name: str) -> tuple[int, int]:
 
 
 def test_the_ray_launcher_keeps_the_protocol(ray_cluster: RayCluster, tmp_path: Path) -> None:
-    check_contract(RayLauncher(ray_cluster.address, {}, tmp_path), tmp_path)
+    check_contract(RayLauncher(ray_cluster.placement, {}, tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize("how", ["stop", "ray.kill"])
@@ -197,7 +197,7 @@ def test_no_server_survives_its_actor(ray_cluster: RayCluster, tmp_path: Path, h
     import ray
 
     spec = ServerSpec("server", stubborn_python(tmp_path), "fake-model", 0, (), 256, None)
-    launcher = RayLauncher(ray_cluster.address, {"server": "node_b"}, tmp_path, grace_s=2.0)
+    launcher = RayLauncher(ray_cluster.placement, {"server": "node_b"}, tmp_path, grace_s=2.0)
     try:
         (placed,) = launcher.place([ClusterInstance("server", "server0", spec)])
         process = launcher.start(placed)
@@ -298,9 +298,10 @@ import sys, time
 from pathlib import Path
 from plugin.serving.cluster import ClusterInstance
 from plugin.serving.ray_launcher import RayLauncher
+from plugin.serving.ray_placement import RayPlacement
 from plugin.serving.servers import ServerSpec
 address, python, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-launcher = RayLauncher(address, {}, folder, grace_s=2.0)
+launcher = RayLauncher(RayPlacement(address), {}, folder, grace_s=2.0)
 spec = ServerSpec("server", python, "fake-model", 0, (), 256, None)
 (placed,) = launcher.place([ClusterInstance("server", "s0", spec)])
 launcher.start(placed)
@@ -330,3 +331,56 @@ def test_no_server_survives_a_killed_driver(ray_cluster: RayCluster, tmp_path: P
     while (group_pids(pgid) or group_pids(watchdog_pgid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert group_pids(pgid) == [] and group_pids(watchdog_pgid) == []
+
+
+def test_a_busy_node_is_passed_over_and_a_wait_for_it_times_out_naming_it(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """Each node has one (Ray-counted) GPU. Another job holds the first node's: an instance that may go anywhere is
+    placed on the other; one that must go to the busy node fails after the placement timeout, naming the node and
+    what it waits for, and leaves no actor behind."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    class GpuHolder:  # another job's actor (defined here: Ray pickles it whole, the test module is not importable)
+        def ready(self) -> bool:
+            return True
+
+    busy = next(node for node in ray_cluster.placement.nodes() if node.gpus)  # the one chosen first by its total
+    other = ray_cluster.node_b if busy.node_id == ray_cluster.node_a.node_id else ray_cluster.node_a
+    strategy = NodeAffinitySchedulingStrategy(busy.node_id, soft=False)
+    holder = ray.remote(num_cpus=0, num_gpus=1)(GpuHolder).options(scheduling_strategy=strategy).remote()
+    ray.get(holder.ready.remote(), timeout=60)
+    instance = ClusterInstance("server", "server0", ServerSpec("server", "python", "fake-model", 0, (0,), 256, None))
+    try:
+        wait_until(lambda: {n.node_id: n.free_gpus for n in ray_cluster.placement.nodes()}[busy.node_id] == 0)
+        anywhere = RayLauncher(ray_cluster.placement, {}, tmp_path, placement_timeout_s=30)
+        try:
+            (placed,) = anywhere.place([instance])
+            assert placed.node == Node(other.node_id, other.address) and placed.instance.spec.gpus == (0,)
+        finally:
+            anywhere.stop()
+        selector = "node_a" if busy.node_id == ray_cluster.node_a.node_id else "node_b"
+        pinned_there = RayLauncher(ray_cluster.placement, {"server": selector}, tmp_path, placement_timeout_s=2)
+        started = time.monotonic()
+        with pytest.raises(BenchError) as error:
+            pinned_there.place([instance])
+        assert time.monotonic() - started < 15
+        assert str(error.value).startswith(
+            f"not placed within 2 s: server0 waits for 1 GPU(s) on Ray node {busy.address} (id {busy.node_id[:8]}, "
+            "GPUs 1, free 0"
+        )
+        assert "Another job holds those GPUs" in str(error.value)
+        pinned_there.stop()  # nothing left to stop: the waiting actor is gone already
+        assert ray.is_initialized()  # the run's connection outlives a deployment
+    finally:
+        ray.kill(holder, no_restart=True)
+    wait_until(lambda: all(n.free_gpus == n.gpus for n in ray_cluster.placement.nodes()))
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Ray's view of free resources lags placements by a moment."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "Ray's free resources never reached the expected state"
+        time.sleep(0.1)

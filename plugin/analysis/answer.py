@@ -26,12 +26,14 @@ from plugin.analysis.verdict import (
     NONE,
     ONLY,
     TIE,
+    UNEQUAL,
     UNRANKED,
     WINS,
     Point,
     Step,
     judge,
     serving_points,
+    unequal_text,
 )
 from plugin.records.results import BenchmarkResult
 
@@ -201,6 +203,8 @@ def _band(step: Step, points: Mapping[str, Point]) -> Band:
         return Band(rate, RUN, chosen, "", energy, pm, per_hour)
     if step.kind == TIE:
         return Band(rate, UNDECIDED, None, f"{step.winner} and {step.other} meet the targets within the saving's ±")
+    if step.kind == UNEQUAL:
+        return Band(rate, UNDECIDED, None, f"not compared: {unequal_text(step.budgets)}")
     if step.kind in (UNRANKED, FEW_ROUNDS) and step.met:
         reason = "no energy to rank them" if step.kind == UNRANKED else f"{step.rounds} round(s): ranking needs 3"
         named = " and ".join(step.met) + (f"; {undecided} undecided" if undecided else "")

@@ -55,9 +55,11 @@ def benchmark_result(
     goodput: GoodputTargets | None = None,
     offered_rate_rps: float | None = None,
     prices: Prices | None = None,
+    excluded_gpus: Sequence[int] = (),
 ) -> BenchmarkResult:
     """``gpu_roles`` covers the whole budget (``unused`` GPUs too), so every window charges all of it; the per-GPU
-    figures divide by ``gpu_budget``. ``prices`` (the user's) add the cost and carbon figures (``cost``)."""
+    figures divide by ``gpu_budget``. ``prices`` (the user's) add the cost and carbon figures (``cost``).
+    ``excluded_gpus``: the power source's GPUs the windows did not charge (not the budget's), kept for the record."""
     rounds = measurement.rounds
     source = "decode instance only" if topology.kind == DISAGGREGATED else "server"  # endpoint.metrics_url
     server_phases = server_phase_times(measurement.metrics_before, measurement.metrics_after, source)
@@ -69,7 +71,7 @@ def benchmark_result(
     backend = first.backend if first else "none"
     reason = first.unmeasured_reason if first else "no round ran"
     notes = [] if topology.kind == DISAGGREGATED else [_queue_note(prefill_s)]
-    power = benchmark_power(windows, backend, reason, gpu_roles, total, notes)
+    power = benchmark_power(windows, backend, reason, gpu_roles, total, notes, excluded_gpus)
     serving = workload.phase == SERVING
     round_summaries = tuple(
         {**_figures([r], work, window.energy_j, goodput, gpu_budget, serving), "repeats": r.repeats}

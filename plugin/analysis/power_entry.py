@@ -84,6 +84,7 @@ def benchmark_power(
     gpu_roles: Mapping[int, str],
     work: Work,
     notes: Sequence[str] = (),
+    excluded_gpus: Sequence[int] = (),
 ) -> BenchmarkPower:
     """The rounds together: energy summed over the windows, per unit of the work done inside them (``work``, the
     rounds' sum: the same counts every other figure of the benchmark divides by)."""
@@ -105,6 +106,7 @@ def benchmark_power(
         phases=phases,
         windows=tuple(windows),
         notes=tuple(dict.fromkeys([*(note for window in windows for note in window.notes), *notes])),
+        excluded_gpus=tuple(excluded_gpus),
     )
 
 
@@ -150,6 +152,7 @@ def session_power(sampler: Sampler, no_context: IdleBaseline | None, loaded: Seq
         "period_ms": sampler.period_s * 1000.0,
         "gpus": list(gpus),
         "samples_csv": {str(gpu): sampler.csv_path(gpu).name for gpu in gpus},
+        "gpu_uuids": {str(gpu): sampler.backend.uuid(gpu) for gpu in gpus},
         "idle_baseline_no_context": None if no_context is None else [asdict(gpu) for gpu in no_context.gpus],
         "idle_baselines_loaded": [
             {**asdict(baseline.origin), "gpus": [asdict(gpu) for gpu in baseline.gpus]} for baseline in loaded

@@ -7,6 +7,8 @@ The rule, per dataset and offered rate, over the topologies measured there with 
 - a topology *meets the targets* when the interval's lower bound is at or above the target, *misses* them when its
   upper bound is below, and is otherwise *undecided*: neither a winner nor a loser, named with its interval;
 - one topology measured at that rate: ``ALONE``; none meets them: ``NONE``;
+- topologies whose windows charged different numbers of GPUs (``gpu_budget``: a Ray node's or an exporter's GPUs
+  differ from one deployment to the next): ``UNEQUAL``, no comparison, each named with its count;
 - fewer than ``COMPARISON_ROUNDS`` (3) rounds at that rate (the fewest of its topologies): ``FEW_ROUNDS``, no
   winner, only who meets and who misses them;
 - one meets them: ``ONLY``, its saving against the topology that misses them with the highest attainment (the
@@ -45,6 +47,7 @@ from plugin.records.results import BenchmarkResult
 
 WINS, TIE, ONLY, NONE, UNRANKED, ALONE = "wins", "tie", "only", "none", "unranked", "alone"
 FEW_ROUNDS = "few rounds"
+UNEQUAL = "unequal budgets"
 ENERGY_FIGURE = "energy per good request"
 SOURCE_WORDS = {
     "rounds": "between-round spread",
@@ -101,7 +104,8 @@ def serving_points(entries: Iterable[BenchmarkResult]) -> list[Point]:
             Point(entry.topology_name, str(entry.workload.dataset), summary["offered_rate_rps"], len(entry.rounds),
                   attainment, summary.get("energy_per_good_request_j"),
                   power.uncertainty.get("energy_per_good_request_j"),
-                  pm_sources(power.uncertainty_sources, power.uncertainty_parts), summary.get("goodput_per_gpu_rps"))
+                  pm_sources(power.uncertainty_sources, power.uncertainty_parts), summary.get("goodput_per_gpu_rps"),
+                  entry.gpu_budget)
         )  # fmt: skip
     return points
 
@@ -132,6 +136,8 @@ class Point:
     """What that ± contains (``pm_sources``)."""
     goodput_per_gpu_rps: float | None = None
     """Orders the topologies of an ``UNRANKED`` verdict (most goodput per GPU first)."""
+    gpu_budget: int | None = None
+    """The GPUs its windows charged and its per-GPU figures divide by (``BenchmarkResult.gpu_budget``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,8 @@ class Step:
     """The fewest rounds of the rate's topologies."""
     pm_sources: tuple[str, ...] = ()
     """What the saving's ± contains: the sources of either figure's."""
+    budgets: tuple[tuple[str, int], ...] = ()
+    """``UNEQUAL``: each topology with the number of GPUs its windows charged."""
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -159,7 +167,9 @@ class Step:
         undecided topology merges with none (its interval is its own)."""
         names: object = frozenset((self.winner, self.other)) if self.kind == TIE else (self.winner, self.other)
         sign = None if self.saving_pct is None else self.saving_pct >= 0
-        listed = (self.met, self.missed, self.rounds) if self.kind in (UNRANKED, FEW_ROUNDS) else ()
+        listed = (
+            (self.met, self.missed, self.rounds, self.budgets) if self.kind in (UNRANKED, FEW_ROUNDS, UNEQUAL) else ()
+        )
         return self.kind, names, listed, sign, self.rate_rps if self.undecided else None
 
     @property
@@ -230,6 +240,8 @@ class Verdict:
             return _standing(first) if first.undecided else "no topology meets the targets"
         if self.kind == ALONE:
             return f"only {winner} was measured: nothing to compare it with"
+        if self.kind == UNEQUAL:
+            return f"no comparison: {unequal_text(first.budgets)}"
         if self.kind == FEW_ROUNDS:
             rounds, needed = f"{first.rounds} round{'s' if first.rounds > 1 else ''} per rate", COMPARISON_ROUNDS
             return f"{rounds}: a winner needs at least {needed} (--rounds {needed}); {_standing(first)}"
@@ -306,6 +318,9 @@ def judge(rate_rps: float, points: Sequence[Point], attainment_pct: float = DEFA
     none = Step(rate_rps, NONE, None, None, None, None, (), tuple(p.topology for p in miss), undecided, rounds)
     if len(points) == 1:
         return replace(none, kind=ALONE, winner=points[0].topology, met=names)
+    budgets = tuple((p.topology, p.gpu_budget) for p in points if p.gpu_budget is not None)
+    if len({size for _, size in budgets}) > 1:
+        return replace(none, kind=UNEQUAL, budgets=budgets)
     if not meet:
         return none
     if rounds < COMPARISON_ROUNDS:  # who meets them rests on the requests' interval; a ranking on the rounds' spread
@@ -322,6 +337,13 @@ def judge(rate_rps: float, points: Sequence[Point], attainment_pct: float = DEFA
     compared = _compared(replace(none, met=names), ranked[0], ranked[1])
     pct, pm = compared.saving_pct, compared.saving_pm_pct
     return replace(compared, kind=WINS if pct is not None and pm is not None and pct > pm else TIE)
+
+
+def unequal_text(budgets: Sequence[tuple[str, int]]) -> str:
+    """Why topologies charged different GPU counts are not compared, naming each with its count."""
+    counts = ", ".join(f"{name} {size} GPU{'s' if size != 1 else ''}" for name, size in budgets)
+    return (f"their windows charged different numbers of GPUs ({counts}); compare topologies of one budget "
+            "(the same --gpus, --gpu-role GPUs, or Ray GPUs per topology)")  # fmt: skip
 
 
 def _compared(step: Step, winner: Point, other: Point) -> Step:

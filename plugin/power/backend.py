@@ -68,6 +68,10 @@ class PowerBackend(Protocol):
         """
         ...
 
+    def uuid(self, gpu: int) -> str | None:
+        """The GPU's UUID, which names it whatever the index order (``None``: the source does not give it)."""
+        ...
+
     def close(self) -> None: ...
 
 

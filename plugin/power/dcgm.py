@@ -5,13 +5,16 @@ Sampler indices: exporters in the order given, within one exporter its GPUs sort
 from 0 at open; ``DcgmBackend.gpu_info`` names each index (``DcgmGpu``). The exporter refreshes its values once per
 collection interval (``-c``, 30 s unless set), so that interval is given or measured from the times the energy counter
 changed; the sampler takes it as the sensor's update interval, so windows of only a few intervals are flagged
-like any short window (``plugin.analysis.uncertainty``).
+like any short window (``plugin.analysis.uncertainty``). Where the exporter stamps its lines with their collection
+time (Prometheus text's optional timestamp), a GPU's sample and counter reading carry that time, moved onto our
+clock; otherwise the middle of the scrape.
 """
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +32,9 @@ POWER = "DCGM_FI_DEV_POWER_USAGE"  # W, gauge (a 1 s average on A100 and newer, 
 POWER_INSTANT = "DCGM_FI_DEV_POWER_USAGE_INSTANT"  # W, gauge: the instant reading, where the exporter collects it
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ since the driver loaded, counter
 SM_CLOCK = "DCGM_FI_DEV_SM_CLOCK"  # MHz, gauge
+MAX_STAMP_AGE_S = 120.0
+"""A collection time older than this before the scrape (four default intervals), or after it, is taken as the
+exporter's clock being off, and the scrape's own time is used."""
 _BLANK = {POWER: 2.0**47, POWER_INSTANT: 2.0**47, SM_CLOCK: 2.0**47, ENERGY: 9.2e18}
 """At or above these, a value is one of DCGM's "blank" sentinels (DCGM_FP64_BLANK, DCGM_INT64_BLANK...): no value."""
 
@@ -60,9 +66,25 @@ class DcgmReading:
     energy_mj: float | None
     power_instant_w: float | None = None
     """``DCGM_FI_DEV_POWER_USAGE_INSTANT`` where the exporter's field list has it: the sample's power then."""
+    collected_s: float | None = None
+    """When the exporter collected the power (else the energy) value, Unix seconds, where its line is stamped."""
 
 
 _Readings = dict[tuple[str, int], DcgmReading]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scrape:
+    """One exporter's answer: ``t_s`` the middle of the request on our clock, ``collected_s`` each stamped GPU's
+    collection time moved onto our clock (``DcgmReading.collected_s``)."""
+
+    t_s: float
+    readings: _Readings
+    collected_s: dict[tuple[str, int], float]
+
+    def time_of(self, key: tuple[str, int]) -> float:
+        """When the GPU's values were collected: the stamp where there is one, else the scrape's time."""
+        return self.collected_s.get(key, self.t_s)
 
 
 @dataclass
@@ -92,6 +114,7 @@ def parse_scrape(text: str, default_host: str) -> _Readings:
     several series: the first is kept. ``MetricsFormatError`` when the text is not Prometheus format."""
     fields: dict[tuple[str, int], dict[str, float | None]] = {}
     uuids: dict[tuple[str, int], str | None] = {}
+    stamps: dict[tuple[str, int], float] = {}
     families = parse_families(text)
     for name in (POWER, POWER_INSTANT, SM_CLOCK, ENERGY):
         for series in families[name].samples if name in families else ():
@@ -101,10 +124,13 @@ def parse_scrape(text: str, default_host: str) -> _Readings:
                 uuids.setdefault(key, labels.get("UUID") or labels.get("uuid"))
                 blank = value != value or value >= _BLANK[name]  # NaN, or a DCGM blank
                 fields.setdefault(key, {}).setdefault(name, None if blank else value)
+                if series.timestamp_s is not None and name != SM_CLOCK:  # power first, then the energy counter
+                    stamps.setdefault(key, series.timestamp_s)
     return {
-        key: DcgmReading(uuids[key], got.get(POWER), got.get(SM_CLOCK), got.get(ENERGY), got.get(POWER_INSTANT))
+        key: DcgmReading(uuids[key], got.get(POWER), got.get(SM_CLOCK), got.get(ENERGY), got.get(POWER_INSTANT),
+                         stamps.get(key))
         for key, got in fields.items()
-    }
+    }  # fmt: skip
 
 
 def estimate_update_interval_s(readings: Iterable[tuple[float, float | None]]) -> float | None:
@@ -123,15 +149,17 @@ class DcgmBackend:
         timeout_s: float = 5.0,
         max_age_s: float = 0.1,
         clock: Callable[[], float] = now_s,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """Scrape each exporter once and number its GPUs; ``PowerError`` naming an exporter that does not answer.
 
         ``interval_s``: the collection interval where known (dcgm-exporter ``-c`` / 1000), else it is measured.
-        ``max_age_s``: energy reads reuse a scrape this recent, so one scrape serves all GPUs at a window edge."""
+        ``max_age_s``: energy reads reuse a scrape this recent, so one scrape serves all GPUs at a window edge.
+        ``wall_clock``: Unix time, to move the exporter's collection stamps onto ``clock``."""
         if not urls:
             raise PowerError(f"no DCGM exporter given: --power-source {POWER_SOURCE_EXAMPLE}")
         self._urls, self._interval_s, self._timeout_s = tuple(urls), interval_s, timeout_s
-        self._max_age_s, self._clock = max_age_s, clock
+        self._max_age_s, self._clock, self._wall_clock = max_age_s, clock, wall_clock
         self._lock = threading.Lock()
         self._last_scrape_s: dict[str, float] = {}
         self._gpus: tuple[DcgmGpu, ...] = ()
@@ -162,14 +190,16 @@ class DcgmBackend:
         for url in self._urls:
             try:
                 with self._lock:  # the counters see scrapes in order; a read at a window edge waits for this one
-                    t_s, readings = self._ingest(url, *self._fetch(url))
+                    scrape = self._ingest(url, self._fetch(url))
             except PowerReadError as error:
                 failures.append(str(error))
                 samples += [_sample(self._clock(), gpu.index, None, str(error)) for gpu in self._by_url[url]]
                 continue
             for gpu in self._by_url[url]:
-                reading = readings.get((gpu.host, gpu.gpu))
-                samples.append(_sample(t_s, gpu.index, reading, None if reading else "missing from the exporter"))
+                key = (gpu.host, gpu.gpu)
+                reading = scrape.readings.get(key)
+                missing = None if reading else "missing from the exporter"
+                samples.append(_sample(scrape.time_of(key), gpu.index, reading, missing))
         if len(failures) == len(self._urls):
             raise PowerReadError("; ".join(failures))
         return samples
@@ -180,9 +210,13 @@ class DcgmBackend:
         url = self._gpu(gpu).url
         with self._lock:
             if self._clock() - self._last_scrape_s[url] > self._max_age_s:
-                self._ingest(url, *self._fetch(url))
+                self._ingest(url, self._fetch(url))
             counter = self._counters[gpu]
             return round(counter.total_mj) if counter.present and counter.total_mj is not None else None
+
+    def uuid(self, gpu: int) -> str | None:
+        """The exporter's ``UUID`` label."""
+        return self._gpu(gpu).uuid
 
     def update_interval_s(self, gpu: int) -> float | None:
         """The exporter's collection interval: as given, else measured from this GPU's counter (``None`` until the
@@ -213,9 +247,10 @@ class DcgmBackend:
     def _open(self, url: str) -> None:
         """The first scrape of ``url``: its GPUs get the next indices, in (host, gpu) order."""
         try:
-            t_s, readings = self._fetch(url)
+            scrape = self._fetch(url)
         except PowerReadError as error:
             raise PowerError(f"{error}; check that dcgm-exporter runs there and answers here: curl {url}") from error
+        readings = scrape.readings
         if not any(
             r.power_w is not None or r.power_instant_w is not None or r.energy_mj is not None for r in readings.values()
         ):
@@ -228,19 +263,22 @@ class DcgmBackend:
         self._gpus += tuple(new)
         self._by_url[url] = new
         self._counters.update((gpu.index, _Counter()) for gpu in new)
-        self._ingest(url, t_s, readings)
+        self._ingest(url, scrape)
 
-    def _ingest(self, url: str, t_s: float, readings: _Readings) -> tuple[float, _Readings]:
+    def _ingest(self, url: str, scrape: _Scrape) -> _Scrape:
         """Feed one scrape of ``url`` to its GPUs' counters (under the lock, in the order of the scrapes)."""
-        self._last_scrape_s[url] = t_s
+        self._last_scrape_s[url] = scrape.t_s
         for gpu in self._by_url[url]:
-            reading = readings.get((gpu.host, gpu.gpu))
-            self._counters[gpu.index].feed(t_s, None if reading is None else reading.energy_mj)
-        return t_s, readings
+            key = (gpu.host, gpu.gpu)
+            reading = scrape.readings.get(key)
+            self._counters[gpu.index].feed(scrape.time_of(key), None if reading is None else reading.energy_mj)
+        return scrape
 
-    def _fetch(self, url: str) -> tuple[float, _Readings]:
-        """One HTTP GET, timed at its middle; ``PowerReadError`` naming ``url`` when it fails."""
-        before_s = self._clock()
+    def _fetch(self, url: str) -> _Scrape:
+        """One HTTP GET, timed at its middle, each stamped GPU's collection time moved onto our clock (a stamp
+        after the request or ``MAX_STAMP_AGE_S`` before it is not believed); ``PowerReadError`` naming ``url``
+        when it fails."""
+        before_s, wall_before_s = self._clock(), self._wall_clock()
         try:
             with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
                 text = response.read().decode()
@@ -250,11 +288,19 @@ class DcgmBackend:
         except (OSError, http.client.HTTPException, UnicodeDecodeError) as error:
             reason = getattr(error, "reason", None) or error
             raise PowerReadError(f"DCGM exporter {url} did not answer: {reason}") from error
-        t_s = (before_s + self._clock()) / 2
+        after_s, wall_after_s = self._clock(), self._wall_clock()
         try:
-            return t_s, parse_scrape(text, urllib.parse.urlsplit(url).hostname or url)
+            readings = parse_scrape(text, urllib.parse.urlsplit(url).hostname or url)
         except MetricsFormatError as error:
             raise PowerReadError(f"DCGM exporter {url} answered with {error}") from error
+        t_s, wall_s = (before_s + after_s) / 2, (wall_before_s + wall_after_s) / 2
+        collected = {
+            key: min(after_s, t_s - (wall_s - stamp_s))
+            for key, reading in readings.items()
+            if (stamp_s := reading.collected_s) is not None
+            and wall_before_s - MAX_STAMP_AGE_S <= stamp_s <= wall_after_s
+        }
+        return _Scrape(t_s, readings, collected)
 
 
 def _sample(t_s: float, gpu: int, reading: DcgmReading | None, error: str | None) -> Sample:

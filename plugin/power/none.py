@@ -27,5 +27,8 @@ class NoneBackend:
     def read_energy_mj(self, gpu: int) -> int | None:
         return None
 
+    def uuid(self, gpu: int) -> str | None:
+        return None
+
     def close(self) -> None:
         pass

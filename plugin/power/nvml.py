@@ -40,6 +40,7 @@ class NvmlBackend:
             if unknown:
                 raise PowerError(f"no GPU with index {unknown[0]}: NVML sees {count} GPU(s)")
             self._handles = {index: nvml.nvmlDeviceGetHandleByIndex(index) for index in indices}
+            self._uuids = {index: self._read_uuid(handle) for index, handle in self._handles.items()}
         except nvml.NVMLError as error:
             nvml.nvmlShutdown()
             raise PowerError(f"NVML could not open the GPUs: {error}") from error
@@ -65,6 +66,16 @@ class NvmlBackend:
 
     def read_samples(self) -> list[Sample]:
         return [self._read(gpu, handle) for gpu, handle in self._handles.items()]
+
+    def uuid(self, gpu: int) -> str | None:
+        return self._uuids.get(gpu)
+
+    def _read_uuid(self, handle: Any) -> str | None:
+        try:
+            uuid = self._nvml.nvmlDeviceGetUUID(handle)
+        except self._nvml.NVMLError:
+            return None
+        return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
 
     def read_energy_mj(self, gpu: int) -> int | None:
         if (gpu, "energy") in self._unsupported:

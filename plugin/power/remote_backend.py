@@ -115,6 +115,10 @@ class RemoteBackend:
             for item in batch
         ]
 
+    def uuid(self, gpu: int) -> str | None:
+        """As the GPU's node's NVML names it."""
+        return self.devices[gpu].uuid
+
     def read_energy_mj(self, gpu: int) -> int | None:
         """The GPU's counter from one read of every node's counters at once (all nodes within one round trip),
         reused for ``COUNTER_MAX_AGE_S``: a window edge costs one concurrent call per node, not one per GPU."""

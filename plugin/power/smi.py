@@ -105,6 +105,9 @@ class SmiBackend:
             raise PowerReadError(f"nvidia-smi exited (code {exit_code}): {self._last_message or 'no message'}")
         return samples
 
+    def uuid(self, gpu: int) -> str | None:
+        return None  # the fallback reads power only; NVML's inventory (results' environment.gpus) has the UUIDs
+
     def read_energy_mj(self, gpu: int) -> int | None:
         return None
 

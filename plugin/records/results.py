@@ -123,6 +123,9 @@ class BenchmarkPower:
     """The fewest sensor updates any of the windows rests on; ``None`` when the update interval is unknown."""
     short_window: bool = False
     """A window rests on fewer than ``MIN_SENSOR_UPDATES`` sensor updates: its figures are flagged."""
+    excluded_gpus: tuple[int, ...] = ()
+    """The power source's GPUs (``power_gpus`` indices) that no window charged: an exporter's GPUs without
+    ``--gpu-role``, a Ray node's GPUs no instance was given. Only ``gpu_roles``' GPUs are charged."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def topology_comparison(run: Run, dataset: str) -> TopologyComparison:
     points = [
         Point(row["topology"], dataset, row["offered_rate_rps"], row["rounds"], row["attainment"],
               row["energy_per_good_request_j"], row["energy_per_good_request_j_pm"], row["pm_sources"],
-              row["goodput_per_gpu_rps"])
+              row["goodput_per_gpu_rps"], row["gpu_budget"])
         for row in rows
         if row["attainment"] is not None and not row["probe"]  # a search's probes: the answer judges them
     ]  # fmt: skip

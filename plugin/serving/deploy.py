@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin.records.topology import DISAGGREGATED, Topology
 from plugin.serving import servers
@@ -24,6 +24,9 @@ from plugin.serving.launcher import Launcher, PlacedInstance
 from plugin.serving.local_launcher import LocalLauncher
 from plugin.serving.process import ManagedProcess, ServerProcess, shielded, start, wait_ready
 from plugin.serving.topology import Placement, warmup_requests
+
+if TYPE_CHECKING:
+    from plugin.serving.ray_placement import RayPlacement
 
 OpenRun = Callable[[str | None], Path]
 """Creates the run (given the vLLM version) and returns its folder, where the servers' logs go."""
@@ -81,12 +84,16 @@ class DeployPlan:
     vocab: Vocab
 
 
-def launcher_for(options: DeployOptions, folder: Path, say: Callable[[str], None]) -> Launcher:
-    """Processes here, or with ``--ray-address`` actors on the cluster's nodes (which imports Ray)."""
+def launcher_for(
+    options: DeployOptions, folder: Path, say: Callable[[str], None], placement: RayPlacement | None = None
+) -> Launcher:
+    """Processes here, or with ``--ray-address`` actors on the cluster's nodes (which imports Ray), through the
+    run's connection ``placement`` (one is opened without it)."""
     if options.ray_address:
         from plugin.serving.ray_launcher import RayLauncher
+        from plugin.serving.ray_placement import RayPlacement
 
-        return RayLauncher(options.ray_address, options.nodes, folder, say)
+        return RayLauncher(placement or RayPlacement(options.ray_address), options.nodes, folder, say)
     return LocalLauncher(folder, say)
 
 

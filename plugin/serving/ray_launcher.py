@@ -20,6 +20,8 @@ from plugin.serving.ray_placement import RayNode, RayPlacement, pinned
 
 ACTOR_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 40.0
+PLACEMENT_TIMEOUT_S = 120.0
+"""How long an instance may wait for its node's GPUs (another job may hold them) before the deployment fails."""
 
 
 @dataclass(frozen=True)
@@ -55,41 +57,66 @@ class RayProcess:
 
 
 class RayLauncher:
-    """Places each instance on a node (``nodes``: role -> ``--prefill-node`` etc.), as an actor that starts its
-    server when told; stops them all at once."""
+    """Places each instance on a node (``nodes``: role -> ``--prefill-node`` etc.) of the run's connection
+    (``placement``, the session's), as an actor that starts its server when told; stops them all at once."""
 
     def __init__(
         self,
-        address: str,
+        placement: RayPlacement,
         nodes: Mapping[str, str | None],
         folder: Path,
         say: Callable[[str], None] = lambda text: None,
         grace_s: float = 20.0,
+        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
     ) -> None:
-        self.placement = RayPlacement(address)
+        self.placement = placement
         self.nodes, self.folder, self.say, self.grace_s = nodes, folder, say, grace_s
+        self.placement_timeout_s = placement_timeout_s
         self._actors: dict[str, tuple[Any, RayNode]] = {}
 
     def place(self, instances: Sequence[ClusterInstance]) -> list[PlacedInstance]:
-        """An actor per instance on its node; a ``BenchError`` listing the nodes when one has no room."""
+        """An actor per instance on its node, placed within ``placement_timeout_s``; a ``BenchError`` listing the
+        nodes when one has no room, or naming the node and the GPUs an instance still waits for."""
         import ray
 
         actor_class = ray.remote(max_restarts=0, max_task_retries=0)(InstanceActor)
         for instance in instances:
             if instance.kv_address is not None:
                 raise BenchError(f"--kv-connector p2pnccl is not supported with --ray-address ({instance.name})")
-            gpus = len(instance.spec.gpus)
-            node = self.placement.node_for(instance.name, gpus, self.nodes.get(instance.role))
-            actor = actor_class.options(**pinned(node, gpus)).remote(
+        wanted = [(i.name, len(i.spec.gpus), self.nodes.get(i.role)) for i in instances]
+        for instance, node in zip(instances, self.placement.nodes_for(wanted), strict=True):
+            actor = actor_class.options(**pinned(node, len(instance.spec.gpus))).remote(
                 instance.name, instance.spec, str(self.folder), str(self.folder / "pids"), self.grace_s
             )
             self._actors[instance.name] = (actor, node)
-        actors = [self._actors[instance.name] for instance in instances]
-        specs = ray.get([actor.served_spec.remote() for actor, _ in actors])
+        refs = [self._actors[instance.name][0].served_spec.remote() for instance in instances]
+        _, waiting = ray.wait(refs, num_returns=len(refs), timeout=self.placement_timeout_s)
+        if waiting:
+            stuck = [instance for instance, ref in zip(instances, refs, strict=True) if ref in waiting]
+            error = BenchError(self._waiting(stuck))
+            for instance in instances:  # none has a server yet: nothing for stop() to wait on
+                ray.kill(self._actors.pop(instance.name)[0], no_restart=True)
+            raise error
+        specs = ray.get(refs)
+        nodes = [self._actors[instance.name][1] for instance in instances]
         return [
             PlacedInstance(replace(instance, spec=spec), Node(node.node_id, node.address))
-            for instance, spec, (_, node) in zip(instances, specs, actors, strict=True)
+            for instance, spec, node in zip(instances, specs, nodes, strict=True)
         ]
+
+    def _waiting(self, stuck: Sequence[ClusterInstance]) -> str:
+        """Which instances still wait for their node's GPUs, with each node as it is now."""
+        now = {node.node_id: node for node in self.placement.nodes()}
+        parts = []
+        for instance in stuck:
+            node = self._actors[instance.name][1]
+            parts.append(f"{instance.name} waits for {len(instance.spec.gpus)} GPU(s) on Ray node "
+                         f"{now.get(node.node_id, node).describe()}")  # fmt: skip
+        return (
+            f"not placed within {self.placement_timeout_s:g} s: {'; '.join(parts)}. Another job holds those GPUs "
+            "(ray status, ray list actors): free them, name another node with --prefill-node/--decode-node/"
+            "--server-node, or ask for fewer GPUs"
+        )
 
     def start(self, placed: PlacedInstance) -> RayProcess:
         import ray
@@ -128,7 +155,6 @@ class RayLauncher:
     def stop(self) -> None:
         actors, self._actors = [actor for actor, _ in self._actors.values()], {}
         stop_actors(actors)
-        self.placement.close()
 
 
 def stop_actors(actors: Sequence[Any], timeout_s: float = STOP_TIMEOUT_S) -> None:

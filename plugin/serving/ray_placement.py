@@ -1,6 +1,7 @@
-"""Node choice on a Ray cluster (``--ray-address``): its alive nodes, the node for each instance (named by
-``--prefill-node`` / ``--decode-node`` / ``--server-node``, with free GPUs), and the connection that keeps count
-of the GPUs handed out. Ray itself is imported only inside functions (``ray`` is the ``ray`` extra).
+"""Node choice on a Ray cluster (``--ray-address``): its alive nodes with the resources free on each now, the node
+for each instance (named by ``--prefill-node`` / ``--decode-node`` / ``--server-node``, with free GPUs: another
+job's actors hold theirs), and the connection the run holds. Ray itself is imported only inside functions (``ray``
+is the ``ray`` extra).
 """
 
 from __future__ import annotations
@@ -21,16 +22,23 @@ class RayNode:
     address: str
     resources: Mapping[str, float]
     labels: Mapping[str, str]
+    available: Mapping[str, float] | None = None
+    """The resources free on it when it was listed (``None``: not known, taken as all of them)."""
 
     @property
     def gpus(self) -> int:
         return int(self.resources.get("GPU", 0))
 
+    @property
+    def free_gpus(self) -> float:
+        """GPUs no actor or task holds (Ray leaves a resource that is all taken out of ``available``)."""
+        return self.gpus if self.available is None else self.available.get("GPU", 0.0)
+
     def describe(self, gpus_taken: float = 0) -> str:
         custom = sorted(k for k in self.resources if k not in ("CPU", "GPU", "memory", "object_store_memory"))
         labels = ",".join(f"{k}={v}" for k, v in sorted(self.labels.items()) if not k.startswith("ray.io/"))
         return (
-            f"{self.address} (id {self.node_id[:8]}, GPUs {self.gpus}, free {self.gpus - gpus_taken:g}"
+            f"{self.address} (id {self.node_id[:8]}, GPUs {self.gpus}, free {self.free_gpus - gpus_taken:g}"
             f"{', resources ' + ','.join(r for r in custom if not r.startswith('node:')) if custom else ''}"
             f"{', labels ' + labels if labels else ''})"
         )
@@ -44,12 +52,16 @@ class RayNode:
         return selector in (self.address, f"node:{self.address}") or by_id or self.resources.get(selector, 0) > 0
 
 
-def alive_nodes(raw: Sequence[Mapping[str, Any]]) -> list[RayNode]:
+def alive_nodes(
+    raw: Sequence[Mapping[str, Any]], available: Mapping[str, Mapping[str, float]] | None = None
+) -> list[RayNode]:
+    """``ray.nodes()``'s alive ones, each with its free resources from ``available`` (node id -> resources)."""
     return [
-        RayNode(n["NodeID"], n["NodeManagerAddress"], dict(n.get("Resources", {})), dict(n.get("Labels", {})))
+        RayNode(n["NodeID"], n["NodeManagerAddress"], dict(n.get("Resources", {})), dict(n.get("Labels", {})),
+                None if available is None else dict(available.get(n["NodeID"], {})))
         for n in raw
         if n.get("Alive")
-    ]
+    ]  # fmt: skip
 
 
 def choose_node(
@@ -60,13 +72,17 @@ def choose_node(
     taken: Mapping[str, float],
     placed: Mapping[str, int] | None = None,
 ) -> RayNode:
-    """The node for one instance: among those ``selector`` names (all without one), the first with ``gpus`` free
-    GPUs (``taken``: GPUs handed out per node id), or for CPU-only instances the one with the fewest ``placed``;
-    a ``BenchError`` that lists the nodes otherwise."""
+    """The node for one instance: among those ``selector`` names (all without one), the first with ``gpus`` GPUs
+    free now (``taken``: GPUs handed out since the nodes were listed, per node id), else the first with that many
+    at all (the instance then waits for another job to free them: ``RayLauncher`` bounds the wait), or for CPU-only
+    instances the one with the fewest ``placed``; a ``BenchError`` that lists the nodes otherwise."""
     candidates = [node for node in nodes if selector is None or node.matches(selector)]
-    fits = [node for node in candidates if node.gpus - taken.get(node.node_id, 0) >= gpus]
-    if fits:
-        return fits[0] if gpus else min(fits, key=lambda node: (placed or {}).get(node.node_id, 0))
+    free = [node for node in candidates if node.free_gpus - taken.get(node.node_id, 0) >= gpus]
+    if free:
+        return free[0] if gpus else min(free, key=lambda node: (placed or {}).get(node.node_id, 0))
+    busy = [node for node in candidates if node.gpus - taken.get(node.node_id, 0) >= gpus]
+    if busy:
+        return busy[0]
     listing = "; ".join(node.describe(taken.get(node.node_id, 0)) for node in nodes) or "none alive"
     where = f" named by {selector!r}" if selector else ""
     raise BenchError(
@@ -92,7 +108,7 @@ def require_reachable(address: str, timeout_s: float = 3.0) -> None:
 
 
 class RayPlacement:
-    """A connection to a running Ray cluster and the GPUs handed out on it so far."""
+    """The run's connection to a running Ray cluster (one for the session: deployments and samplers share it)."""
 
     def __init__(self, address: str) -> None:
         import ray
@@ -101,19 +117,27 @@ class RayPlacement:
         if self._owns_connection:
             ray.init(address=address, namespace="pd-energy-bench", log_to_driver=False, include_dashboard=False)
         self.address = address
-        self._taken: dict[str, float] = {}
-        self._placed: dict[str, int] = {}
 
     def nodes(self) -> list[RayNode]:
+        """The alive nodes, each with what is free on it now (other jobs' actors hold the rest)."""
         import ray
+        from ray._private.state import available_resources_per_node  # a DeveloperAPI: Ray's own TPU code uses it
 
-        return alive_nodes(ray.nodes())  # type: ignore[no-untyped-call]
+        return alive_nodes(ray.nodes(), available_resources_per_node())  # type: ignore[no-untyped-call]
 
-    def node_for(self, name: str, gpus: int, selector: str | None = None) -> RayNode:
-        node = choose_node(self.nodes(), name, gpus, selector, self._taken, self._placed)
-        self._taken[node.node_id] = self._taken.get(node.node_id, 0) + gpus
-        self._placed[node.node_id] = self._placed.get(node.node_id, 0) + 1
-        return node
+    def nodes_for(self, wanted: Sequence[tuple[str, int, str | None]]) -> list[RayNode]:
+        """A node for each ``(name, gpus, selector)``, chosen together from one listing of the nodes: Ray counts
+        an actor's GPUs as taken only once it is placed, so the ones chosen here are counted here."""
+        nodes = self.nodes()
+        taken: dict[str, float] = {}
+        placed: dict[str, int] = {}
+        chosen = []
+        for name, gpus, selector in wanted:
+            node = choose_node(nodes, name, gpus, selector, taken, placed)
+            taken[node.node_id] = taken.get(node.node_id, 0) + gpus
+            placed[node.node_id] = placed.get(node.node_id, 0) + 1
+            chosen.append(node)
+        return chosen
 
     def close(self) -> None:
         import ray
