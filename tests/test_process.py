@@ -26,7 +26,18 @@ subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 print("serving", flush=True)
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
 """
-IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+IGNORES_SIGTERM = (
+    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ignoring SIGTERM', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def wait_for_line(log: Path, line: str, timeout_s: float = 30.0) -> None:
+    """Until the process wrote ``line`` to its log: a fixed sleep loses the race on a loaded machine."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and line in log.read_text()):
+        assert time.monotonic() < deadline, f"{log} never said {line!r}"
+        time.sleep(0.05)
 
 
 def spawn(tmp_path: Path, code: str, *args: str) -> ManagedProcess:
@@ -118,7 +129,7 @@ def test_a_server_that_fails_to_load_was_announced_first(tmp_path: Path) -> None
 
 def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     process = spawn(tmp_path, IGNORES_SIGTERM)
-    time.sleep(0.3)  # let it install its handler
+    wait_for_line(tmp_path / "s.log", "ignoring SIGTERM")
     process.stop(grace_s=1.0)
     assert process.exit_code() == -signal.SIGKILL
     assert group_pids(process.pid) == []
@@ -180,7 +191,8 @@ from plugin.serving.process import start
 folder, server_code = Path(sys.argv[1]), sys.argv[2]
 server = start("server", [sys.executable, "-c", server_code], dict(os.environ), folder / "s.log", folder / "pids",
                grace_s=float(sys.argv[3]))
-time.sleep(0.3)
+while "ignoring SIGTERM" not in (folder / "s.log").read_text():
+    time.sleep(0.05)
 try:
     print(server.pid, flush=True)
     time.sleep(600)
@@ -188,7 +200,10 @@ finally:
     print("stopping", flush=True)
     server.stop()
 """
-STUBBORN_CHILD = "import os, signal, time\nos.fork()\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)\n"
+STUBBORN_CHILD = (
+    "import os, signal, time\nos.fork()\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ignoring SIGTERM', flush=True)\ntime.sleep(600)\n"
+)
 
 
 def run_in_miniature(tmp_path: Path, server_code: str, grace_s: float) -> tuple[subprocess.Popen[str], int]:
