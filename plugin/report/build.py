@@ -12,6 +12,7 @@ import jinja2
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
 from plugin.records.workload import SERVING
 from plugin.report import charts
+from plugin.report.answer_section import answer_section
 from plugin.report.compare import METRICS, choose_baseline, compare
 from plugin.report.comparison import (
     PER_GPU_TABLE,
@@ -25,6 +26,7 @@ from plugin.report.cost_section import COLUMNS as COST_COLUMNS
 from plugin.report.cost_section import cost_section
 from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
 from plugin.report.serving_charts import serving_curves
+from plugin.report.formatting import number, signed, with_pm
 from plugin.report.serving_data import serving_rows
 
 CHART_FOLDER = "charts"
@@ -34,11 +36,14 @@ CARD_COEFFICIENTS = {
     "w_busy": "W above idle while busy",
 }
 """The energy card's coefficients (``plugin.analysis.energy_card.COEFFICIENTS``) as the page names them."""
-_TEMPLATES = jinja2.Environment(
+RARE_COLUMNS = ("output_throughput", "median_kv_handoff_ms", "prefill_j_per_prompt_token", "decode_j_per_output_token")
+"""The benchmarks table's columns shown only on asking (a checkbox, no script)."""
+TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("plugin.report", "templates"),
     autoescape=True,  # every string from a run (model, command, errors, notes) is escaped
     undefined=jinja2.StrictUndefined,
 )
+TEMPLATES.filters.update(num=number, pm=with_pm, signed=signed)  # every figure of a page is written by these
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,13 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     changes = compare(run, base) if base is not None else []
     page = folder / "index.html"
     page.write_text(
-        _TEMPLATES.get_template("run.html.j2").render(
+        TEMPLATES.get_template("run.html.j2").render(
             run=run,
+            answer=answer_section(run, [section.comparison for section in topologies]),
             notes=run_notes(run),
             table=[row for row in run.rows() if row["phase"] != SERVING],
             headline=HEADLINE,
+            rare=RARE_COLUMNS,
             serving=serving,
             serving_table=serving_rows(run),
             serving_tables=SERVING_TABLES,
@@ -167,7 +174,7 @@ def write_index(reports_dir: Path) -> Path:
         except (OSError, ValueError):
             continue  # no results.json, or another schema version
     path = reports_dir / "index.html"
-    path.write_text(_TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
+    path.write_text(TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
     return path
 
 
