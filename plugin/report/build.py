@@ -166,32 +166,56 @@ def _first_line(text: str) -> str:
 
 
 def write_index(reports_dir: Path) -> Path:
-    """``reports/index.html``: every run folder with results of this schema version, newest first."""
+    """``reports/index.html``: every run folder with results of this schema version, newest first; the model and
+    devices once above the table where every run shares them."""
     runs = []
     for folder in sorted((p for p in reports_dir.iterdir() if p.is_dir()), reverse=True):
         try:
             runs.append(_summary(load_run(folder)))
         except (OSError, ValueError):
             continue  # no results.json, or another schema version
+    shared = {(row["run"].model, row["run"].devices) for row in runs}
     path = reports_dir / "index.html"
-    path.write_text(TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
+    path.write_text(
+        TEMPLATES.get_template("index.html.j2").render(runs=runs, shared=shared.pop() if len(shared) == 1 else None),
+        encoding="utf-8",
+    )
     return path
 
 
 def _summary(run: Run) -> dict[str, Any]:
+    """What a run was (its topologies, phases and datasets, its command line), why it failed, and its best headline
+    figures, only those it has."""
     table = run.table()
     e2e = table[table["phase"] == "e2e"]
     decode = table[table["phase"] == "decode"]
+    topologies = list(dict.fromkeys(benchmark.topology_name for benchmark in run.benchmarks))
+    kinds = list(dict.fromkeys(benchmark.phase for benchmark in run.benchmarks))
+    best = {
+        "best e2e TTFT p50": (_best(e2e["median_ttft_ms"]), "ms"),
+        "best e2e TPOT p50": (_best(e2e["median_tpot_ms"]), "ms"),
+        "best decode": (_best(decode["j_per_output_token"]) if run.power_measured else None, "J per output token"),
+        "best goodput": (_best_serving(run, "goodput_rps"), "good req/s"),
+    }
+    command = run.header.get("command_line") or []
     return {
         "run": run,
         "href": f"{run.folder.name}/index.html",
         "has_page": (run.folder / "index.html").is_file(),
-        "benchmarks": len(table),
-        "architectures": ", ".join(sorted(table["architecture"].unique())) if len(table) else "-",
-        "e2e_ttft_ms": _best(e2e["median_ttft_ms"]),
-        "e2e_tpot_ms": _best(e2e["median_tpot_ms"]),
-        "j_per_output_token": _best(decode["j_per_output_token"]) if run.power_measured else None,
+        "what": f"{len(run.benchmarks)} benchmark(s): {', '.join(kinds) or 'none finished'}"
+        + (f"; topologies {', '.join(topologies)}" if topologies else "")
+        + (f"; datasets {', '.join(run.datasets)}" if run.datasets else ""),
+        "command": " ".join(str(part) for part in command[1:]) if len(command) > 1 else "",
+        "failures": [f"{failure['name']}: {_first_line(failure['error'])}" for failure in run.failures],
+        "headline": "; ".join(f"{label} {number(value)} {unit}" for label, (value, unit) in best.items()
+                              if value is not None),  # fmt: skip
+        "power": None if run.power_measured else "power not measured",
     }
+
+
+def _best_serving(run: Run, key: str) -> float | None:
+    values = [float(b.summary[key]) for b in run.serving if isinstance(b.summary.get(key), (int, float))]
+    return max(values) if values else None
 
 
 def _best(column: Any) -> float | None:
