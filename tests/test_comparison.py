@@ -293,7 +293,10 @@ def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_t
     text = page.read_text()
     assert "<h2>Topologies compared</h2>" in text and f"Dataset {SHAREGPT}: dp:2, 1p1d" in text
     assert all(f"<li>{line}</li>" in text for line in STORED)
-    assert text.index(STORED[0]) < text.index("topologies-0-slo.png")  # the verdict above its charts
+    answer = text.index(f"<h2>Which topology ({SHAREGPT})</h2>")  # the answer first: the verdicts, then evidence
+    assert answer < text.index(f"<li>{STORED[0]}</li>") < text.index("<h2>Benchmarks</h2>")
+    section = text.index("<h2>Topologies compared</h2>")
+    assert section < text.index(f"<li>{STORED[0]}</li>", section) < text.index("topologies-0-slo.png")
     shown = {Path(str(image["src"])).name for image in links.images}
     assert {"topologies-0-slo.png", "topologies-0-energy.png", "topologies-0-latency.png"} <= shown
     rows = per_gpu_table(page)

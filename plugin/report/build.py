@@ -25,8 +25,8 @@ from plugin.report.comparison_charts import comparison_charts
 from plugin.report.cost_section import COLUMNS as COST_COLUMNS
 from plugin.report.cost_section import cost_section
 from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
-from plugin.report.serving_charts import serving_curves
 from plugin.report.formatting import number, signed, with_pm
+from plugin.report.serving_charts import serving_curves
 from plugin.report.serving_data import serving_rows
 
 CHART_FOLDER = "charts"
@@ -207,8 +207,9 @@ def _summary(run: Run) -> dict[str, Any]:
         + (f"; datasets {', '.join(run.datasets)}" if run.datasets else ""),
         "command": " ".join(str(part) for part in command[1:]) if len(command) > 1 else "",
         "failures": [f"{failure['name']}: {_first_line(failure['error'])}" for failure in run.failures],
-        "headline": "; ".join(f"{label} {number(value)} {unit}" for label, (value, unit) in best.items()
-                              if value is not None),  # fmt: skip
+        "headline": "; ".join(
+            f"{label} {number(value)} {unit}" for label, (value, unit) in best.items() if value is not None
+        ),
         "power": None if run.power_measured else "power not measured",
     }
 

@@ -10,13 +10,14 @@ from pathlib import Path
 from plugin.report.build import TEMPLATES
 from plugin.report.compare import METRICS, SideBySide, side_by_side
 from plugin.report.data import load_run
+from plugin.results.store import RESULTS_FILE
 
 
 def compare_runs(folders: list[Path], page: Path) -> SideBySide:
     """Load the runs (``ValueError`` for a folder without results of this schema version), write ``page``."""
     runs = [load_run(folder) for folder in folders]
     compared = side_by_side(runs)
-    links = [_relative(run.folder / "index.html", page.parent) for run in runs]
+    links = [_relative(_page_of(run.folder), page.parent) for run in runs]
     page.write_text(
         TEMPLATES.get_template("compare.html.j2").render(compared=compared, metrics=METRICS, links=links),
         encoding="utf-8",
@@ -43,6 +44,11 @@ def table_lines(compared: SideBySide) -> list[str]:
     if compared.not_shared:
         lines.append(f"not in every run (or at another load): {', '.join(compared.not_shared)}")
     return lines
+
+
+def _page_of(folder: Path) -> Path:
+    """The run's page where it has one, else its results."""
+    return folder / "index.html" if (folder / "index.html").is_file() else folder / RESULTS_FILE
 
 
 def _relative(target: Path, start: Path) -> str:
