@@ -24,7 +24,7 @@ from plugin.report.comparison import (
 from plugin.report.comparison_charts import comparison_charts
 from plugin.report.cost_section import COLUMNS as COST_COLUMNS
 from plugin.report.cost_section import cost_section
-from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
+from plugin.report.data import ENERGY, HEADLINE, LATENCY, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
 from plugin.report.formatting import number, signed, with_pm
 from plugin.report.serving_charts import serving_curves
 from plugin.report.serving_data import serving_rows
@@ -88,7 +88,7 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             answer=answer_section(run, [section.comparison for section in topologies]),
             notes=run_notes(run),
             table=[row for row in run.rows() if row["phase"] != SERVING],
-            headline=HEADLINE,
+            headline=HEADLINE if run.power_measured else LATENCY,  # without power: no empty energy columns
             rare=RARE_COLUMNS,
             serving=serving,
             serving_table=serving_rows(run),

@@ -2,7 +2,8 @@
 load), each with its 95 % half-width (``plugin.analysis.figure_interval``; energy figures their own), and the
 difference with the half-widths of both added in quadrature. A difference is *higher* or *lower* only where its
 interval excludes 0; where it holds 0, or where either figure has no interval (one round, a throughput), it is
-*undecided* (more ``--rounds`` decide it), never flagged.
+*undecided* (more ``--rounds`` decide it), never flagged. SLO attainment's half-width is the larger side of its
+Wilson interval.
 
 A serving benchmark is compared only at the same offered rate (a sweep point's rate is resolved per run), with its
 achieved throughput, TPOT p99 and, where both runs had the same ``--goodput`` targets, SLO attainment, goodput and
