@@ -1006,14 +1006,14 @@ def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_pat
 
 def test_server_phases_stand_beside_the_clients_times(tmp_path: Path) -> None:
     folder, benchmarks = write_trusted_run(tmp_path)
-    rows = {row["benchmark"]: row for row in table_with(build_report(folder), "server queue")}
+    rows = {row["benchmark"]: row for row in table_with(build_report(folder), "server queue (ms)")}
     assert set(rows) == {benchmark.name for benchmark in benchmarks}
     for benchmark in benchmarks:
         row = rows[benchmark.name]
-        assert row["client TTFT"] == cell(benchmark.summary["mean_ttft_ms"])
-        assert (row["server queue"], row["server prefill"], row["server decode"]) == ("10", "20", "100")
-        assert row["server inference"] == "-" and row["server TTFT"] == "30"
-        assert row["client - server TTFT"] == cell(benchmark.summary["mean_ttft_ms"] - 30.0)
+        assert row["client TTFT mean (ms)"] == cell(benchmark.summary["mean_ttft_ms"])  # the statistic named
+        assert (row["server queue (ms)"], row["server prefill (ms)"], row["server decode (ms)"]) == ("10", "20", "100")
+        assert row["server inference (ms)"] == "-" and row["server TTFT (ms)"] == "30"
+        assert row["client - server TTFT (ms)"] == cell(benchmark.summary["mean_ttft_ms"] - 30.0)
         assert row["note"] == "from vLLM's histograms"
 
 
