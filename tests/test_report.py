@@ -421,6 +421,16 @@ def test_explicit_baseline_that_does_not_exist_is_an_error(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
+    ("value", "digits", "shown"),
+    [(21250.4, 3, "21250"), (2.125e4, 3, "21250"), (0.0000123456, 3, "0.0000123"), (48.44, 3, "48.4"),
+     (0.30000000000000004, 3, "0.3"), (163.0, 2, "163"), (0.0157, 2, "0.016"), (None, 3, "-"), (7, 3, "7")],
+)  # fmt: skip
+def test_figures_are_written_plainly_to_sensible_digits(value: float | None, digits: int, shown: str) -> None:
+    """Never ``2.125e+04`` or ``1.6e+02``: three significant figures, whole numbers from 100 up."""
+    assert number(value, digits) == shown
+
+
+@pytest.mark.parametrize(
     ("value", "label"), [(400.0, "400"), (0.01, "0.01"), (0.30000000000000004, "0.3"), (1e6, "1000000"), (2.5, "2.5")]
 )
 def test_plain_numbers(value: float, label: str) -> None:
