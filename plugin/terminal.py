@@ -18,7 +18,7 @@ from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.records.results import BenchmarkResult
 from plugin.records.workload import SERVING
 from plugin.session import RunSession
-from plugin.terminal_cost import write_cost, write_mlenergy
+from plugin.terminal_cost import name_width, write_cost, write_mlenergy
 
 
 def write_dvfs_plan(terminalreporter: Any, lines: list[str]) -> None:
@@ -82,16 +82,18 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
 
 
 def _phase_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
-    """Latency, throughput and the one energy figure of each benchmark's phase (``energy_figures``)."""
+    """Latency (medians, as the report shows them, and TTFT's p99), throughput and the one energy figure of each
+    benchmark's phase (``energy_figures``)."""
+    width = name_width(entries, "benchmark")
     write(
-        f"{'benchmark':<44} {'ok':>5} {'TTFT ms':>9} {'p99':>9} {'TPOT ms':>8} {'E2E ms':>9} {'out tok/s':>10} "
-        f"{'energy (95 %)':>28}"
+        f"{'benchmark':<{width}} {'ok':>5} {'TTFT p50 ms':>11} {'TTFT p99 ms':>11} {'TPOT p50 ms':>11} "
+        f"{'E2E p50 ms':>10} {'out tok/s':>10} {'energy (95 %)':>28}"
     )
     for entry in entries:
         s = entry.summary
         write(
-            f"{entry.name[:44]:<44} {s['completed']:>2}/{s['requests']:<2} {_ms(s['mean_ttft_ms']):>9} "
-            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['mean_tpot_ms']):>8} {_ms(s['mean_e2el_ms']):>9} "
+            f"{entry.name:<{width}} {s['completed']:>2}/{s['requests']:<2} {_ms(s['median_ttft_ms']):>11} "
+            f"{_ms(s['p99_ttft_ms']):>11} {_ms(s['median_tpot_ms']):>11} {_ms(s['median_e2el_ms']):>10} "
             f"{_ms(s['output_throughput']):>10} {_phase_energy(entry):>28}"
         )
 
@@ -99,20 +101,21 @@ def _phase_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -
 def _serving_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
     """Offered (nominal, then as the arrivals were drawn) against achieved rate, tail latency, SLO attainment,
     goodput and energy per (good) request."""
+    width = name_width(entries, "serving benchmark")
     write("")
     write(
-        f"{'serving benchmark':<44} {'ok':>7} {'rate/s':>7} {'arrived':>7} {'req/s':>7} {'TTFT p99':>9} "
-        f"{'TPOT p99':>9} {'SLO met (95 %)':>15} {'good/s':>7} {'J/req':>15} {'J/good':>15}"
+        f"{'serving benchmark':<{width}} {'ok':>7} {'offered/s':>9} {'arrived/s':>9} {'req/s':>7} {'TTFT p99 ms':>11} "
+        f"{'TPOT p99 ms':>11} {'SLO met (95 %)':>15} {'good/s':>7} {'J/req':>15} {'J/good req':>15}"
     )
     for entry in entries:
         s = entry.summary
         offered = s.get("offered_rate_rps")
         attainment = attainment_of(s)
         write(
-            f"{entry.name[:44]:<44} {s['completed']:>3}/{s['requests']:<3} "
-            f"{'all' if offered is None else f'{offered:.2f}':>7} {_ms(s.get('arrival_rate_rps'), 2):>7} "
+            f"{entry.name:<{width}} {s['completed']:>3}/{s['requests']:<3} "
+            f"{'all' if offered is None else f'{offered:.2f}':>9} {_ms(s.get('arrival_rate_rps'), 2):>9} "
             f"{_ms(s['request_throughput'], 2):>7} "
-            f"{_ms(s['p99_ttft_ms']):>9} {_ms(s['p99_tpot_ms']):>9} "
+            f"{_ms(s['p99_ttft_ms']):>11} {_ms(s['p99_tpot_ms']):>11} "
             f"{'-' if attainment is None else f'{attainment.pct:.0f}% ({attainment.interval_text()})':>15} "
             f"{_ms(s.get('goodput_rps'), 2):>7} "
             f"{_energy(entry, 'energy_per_request_j', s.get('energy_per_request_j')):>15} "
@@ -195,15 +198,16 @@ def _pct(share: float | None) -> str:
 
 def _per_gpu_table(write: Callable[[str], None], entries: list[BenchmarkResult]) -> None:
     """Topologies side by side on their GPU budget: every GPU of it charged, idle ones included."""
+    width = name_width(entries, "per GPU of the budget")
     write("")
     write(
-        f"{'per GPU of the budget':<44} {'GPUs':>5} {'req/s/GPU':>10} {'good/s/GPU':>11} {'out tok/J':>15} "
-        f"{'J/good':>15}"
+        f"{'per GPU of the budget':<{width}} {'GPUs':>5} {'req/s/GPU':>10} {'good/s/GPU':>11} {'out tok/J':>15} "
+        f"{'J/good req':>15}"
     )
     for entry in entries:
         s = entry.summary
         write(
-            f"{entry.name[:44]:<44} {entry.gpu_budget:>5} {_ms(s.get('request_throughput_per_gpu_rps'), 2):>10} "
+            f"{entry.name:<{width}} {entry.gpu_budget:>5} {_ms(s.get('request_throughput_per_gpu_rps'), 2):>10} "
             f"{_ms(s.get('goodput_per_gpu_rps'), 2):>11} "
             f"{_energy(entry, 'output_tokens_per_j', s.get('output_tokens_per_j')):>15} "
             f"{_energy(entry, 'energy_per_good_request_j', s.get('energy_per_good_request_j')):>15}"

@@ -14,19 +14,26 @@ from plugin.analysis.verdict import verdicts
 from plugin.records.results import BenchmarkResult
 
 
+def name_width(entries: list[BenchmarkResult], heading: str) -> int:
+    """A terminal table's first column fits every benchmark's whole name."""
+    return max([len(heading), *(len(entry.name) for entry in entries)])
+
+
 def write_cost(write: Callable[[str], None], entries: list[BenchmarkResult], attainment_pct: float) -> None:
     priced = [entry for entry in entries if COST_KEY in entry.summary]
     if not priced:
         return
+    heading = "cost and carbon (derived: inputs below)"
+    width = name_width(priced, heading)
     write("")
     write(
-        f"{'cost and carbon (derived: inputs below)':<44} {'$ total':>16} {'$/M in tok':>16} {'of it energy':>12} "
+        f"{heading:<{width}} {'$ total':>16} {'$/M in tok':>16} {'of it energy':>12} "
         f"{'$/M out tok':>16} {'of it energy':>12} {'$/good req':>18} {'gCO2e/good':>16} {'gCO2e/M out':>16}"
     )
     for entry in priced:
         cost = entry.summary[COST_KEY]
         write(
-            f"{entry.name[:44]:<44} {_pm(cost, 'usd'):>16} {_pm(cost, 'usd_per_million_input_tokens'):>16} "
+            f"{entry.name:<{width}} {_pm(cost, 'usd'):>16} {_pm(cost, 'usd_per_million_input_tokens'):>16} "
             f"{_pm(cost, 'energy_usd_per_million_input_tokens', False):>12} "
             f"{_pm(cost, 'usd_per_million_output_tokens'):>16} "
             f"{_pm(cost, 'energy_usd_per_million_output_tokens', False):>12} "

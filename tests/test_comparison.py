@@ -38,6 +38,7 @@ from plugin.records.results import BenchmarkResult
 from plugin.report import build_report
 from plugin.report.comparison import topology_comparison
 from plugin.report.data import load_run as load_report_run
+from plugin.report.formatting import number, with_pm
 from plugin.results.store import RESULTS_FILE, ResultsFile
 from plugin.session import RunSession
 from tests.settings import make_settings
@@ -292,23 +293,26 @@ def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_t
     text = page.read_text()
     assert "<h2>Topologies compared</h2>" in text and f"Dataset {SHAREGPT}: dp:2, 1p1d" in text
     assert all(f"<li>{line}</li>" in text for line in STORED)
-    assert text.index(STORED[0]) < text.index("topologies-0-slo.png")  # the verdict above its charts
+    answer = text.index(f"<h2>Which topology ({SHAREGPT})</h2>")  # the answer first: the verdicts, then evidence
+    assert answer < text.index(f"<li>{STORED[0]}</li>") < text.index("<h2>Benchmarks</h2>")
+    section = text.index("<h2>Topologies compared</h2>")
+    assert section < text.index(f"<li>{STORED[0]}</li>", section) < text.index("topologies-0-slo.png")
     shown = {Path(str(image["src"])).name for image in links.images}
     assert {"topologies-0-slo.png", "topologies-0-energy.png", "topologies-0-latency.png"} <= shown
     rows = per_gpu_table(page)
     assert len(rows) == len(benchmarks)
     for benchmark in benchmarks:
         summary, pm = benchmark.summary, benchmark.power.uncertainty
-        row = rows[(benchmark.topology, f"{summary['offered_rate_rps']:.4g}")]
+        row = rows[(benchmark.topology, number(summary["offered_rate_rps"]))]
         assert row["GPU budget"] == "2"
         attainment = summary["slo_attainment_pct"]  # its interval: ± 2 points, within 0-100
         low, high = summary["slo_attainment_low_pct"], summary["slo_attainment_high_pct"]
-        assert row["SLO attainment (%, 95 % interval)"] == f"{attainment:.4g} ({low:.0f}-{high:.0f})"
-        assert row["goodput per GPU (good req/s)"] == f"{summary['goodput_rps'] / 2:.4g}"
-        assert row["req/s per GPU"] == f"{summary['request_throughput'] / 2:.4g}"
-        assert row["output tokens / J"] == f"{summary['output_tokens_per_j']:.4g} ± {pm['output_tokens_per_j']:.2g}"
+        assert row["SLO attainment (%, 95 % interval)"] == f"{number(attainment)} ({low:.0f}-{high:.0f})"
+        assert row["goodput per GPU (good req/s)"] == number(summary["goodput_rps"] / 2)
+        assert row["req/s per GPU"] == number(summary["request_throughput"] / 2)
+        assert row["output tokens / J"] == with_pm(summary["output_tokens_per_j"], pm["output_tokens_per_j"])
         assert row["J / good request"] == (
-            f"{summary['energy_per_good_request_j']:.4g} ± {pm['energy_per_good_request_j']:.2g}"
+            with_pm(summary["energy_per_good_request_j"], pm["energy_per_good_request_j"])
         )
 
 
@@ -336,10 +340,11 @@ def test_the_energy_chart_draws_each_topology_with_its_error_bars(tmp_path: Path
         ]
 
 
-def test_one_topology_has_no_section_and_an_old_file_still_builds(tmp_path: Path) -> None:
+def test_one_topology_says_so_in_one_line_and_an_old_file_still_builds(tmp_path: Path) -> None:
     single, _ = topology_run(tmp_path / "single", topologies=("dp:2",))
     page = build_report(single)
-    assert "Topologies compared" not in page.read_text() and not list((single / "charts").glob("topologies-*"))
+    assert "Nothing to compare: no dataset was served at offered rates by two topologies or more" in page.read_text()
+    assert not list((single / "charts").glob("topologies-*"))
     old = tmp_path / "old" / "run"  # made before topologies: traditional and disaggregated, no per-GPU figures
     old.parent.mkdir()
     shutil.copytree(DATA / "run-fake-nvml", old)

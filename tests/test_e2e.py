@@ -128,6 +128,17 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     prefill = by_name["test_prefill[traditional-in300-out1-c3]"]["extra_info"]
     assert prefill["input_len"] == 300 and prefill["concurrency"] == 3
     assert prefill["mean_ttft_ms"] > 0
+    assert "TTFT p50 ms" in stdout  # the terminal names its statistic, the page's median
+    page = (run_folder / "index.html").read_text()
+    assert page.index('<section class="answer">') < page.index("<h2>Benchmarks</h2>")
+    compared = subprocess.run(
+        [sys.executable, "-m", "plugin.report", "compare", str(run_folder), str(run_folder),
+         f"--output={run_folder.parent / 'itself.html'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    verdicts = [line for line in compared.stdout.splitlines() if line.startswith("test_")]
+    assert verdicts and all("undecided" in line for line in verdicts)  # the run against itself: no change
 
 
 def test_external_server_is_benchmarked_and_left_running(tmp_path: Path, model_cache_dir: Path) -> None:

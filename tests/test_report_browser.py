@@ -1,6 +1,7 @@
 """The report page in a real headless browser: Debian's chromium (``make test`` installs it), driven by
 playwright, with no sandbox and background networking off. The page must load with no console error and no
-failed request, and every chart must be shown at its real pixel size. A screenshot is kept in the test's folder."""
+failed request, every chart must be shown at its real pixel size, the answer above the evidence, and the
+rarely needed columns only when their checkbox is ticked. A screenshot is kept in the test's folder."""
 
 from __future__ import annotations
 
@@ -71,6 +72,12 @@ def test_report_page_loads_cleanly_with_charts_at_their_real_size(tmp_path: Path
         for url in (f"{served}/index.html", f"{served}/{RUN_ID}/index.html"):
             response = page.goto(url, wait_until="load")
             assert response is not None and response.ok, url
+        answer_top = page.locator("section.answer h2").first.bounding_box()
+        evidence_top = page.locator("h2", has_text="Benchmarks").bounding_box()
+        more = page.locator("th.more").first  # the benchmarks table's rare columns: hidden until asked for
+        hidden_before = not more.is_visible()
+        page.locator("#more-columns").check()
+        shown_after = more.is_visible()
         sizes = page.eval_on_selector_all(
             "img",
             "images => images.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight,"
@@ -79,6 +86,8 @@ def test_report_page_loads_cleanly_with_charts_at_their_real_size(tmp_path: Path
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert problems == []
+    assert answer_top is not None and evidence_top is not None and answer_top["y"] < evidence_top["y"]
+    assert hidden_before and shown_after
     assert len(sizes) == 3 + extra + len(results["benchmarks"])
     for src, complete, natural_width, natural_height, width, height in sizes:
         assert complete and natural_width > 0, f"{src} did not load"

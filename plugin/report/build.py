@@ -12,6 +12,7 @@ import jinja2
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
 from plugin.records.workload import SERVING
 from plugin.report import charts
+from plugin.report.answer_section import answer_section
 from plugin.report.compare import METRICS, choose_baseline, compare
 from plugin.report.comparison import (
     PER_GPU_TABLE,
@@ -23,7 +24,8 @@ from plugin.report.comparison import (
 from plugin.report.comparison_charts import comparison_charts
 from plugin.report.cost_section import COLUMNS as COST_COLUMNS
 from plugin.report.cost_section import cost_section
-from plugin.report.data import ENERGY, HEADLINE, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
+from plugin.report.data import ENERGY, HEADLINE, LATENCY, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
+from plugin.report.formatting import number, signed, with_pm
 from plugin.report.serving_charts import serving_curves
 from plugin.report.serving_data import serving_rows
 
@@ -34,11 +36,14 @@ CARD_COEFFICIENTS = {
     "w_busy": "W above idle while busy",
 }
 """The energy card's coefficients (``plugin.analysis.energy_card.COEFFICIENTS``) as the page names them."""
-_TEMPLATES = jinja2.Environment(
+RARE_COLUMNS = ("output_throughput", "median_kv_handoff_ms", "prefill_j_per_prompt_token", "decode_j_per_output_token")
+"""The benchmarks table's columns shown only on asking (a checkbox, no script)."""
+TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("plugin.report", "templates"),
     autoescape=True,  # every string from a run (model, command, errors, notes) is escaped
     undefined=jinja2.StrictUndefined,
 )
+TEMPLATES.filters.update(num=number, pm=with_pm, signed=signed)  # every figure of a page is written by these
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,13 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     changes = compare(run, base) if base is not None else []
     page = folder / "index.html"
     page.write_text(
-        _TEMPLATES.get_template("run.html.j2").render(
+        TEMPLATES.get_template("run.html.j2").render(
             run=run,
+            answer=answer_section(run, [section.comparison for section in topologies]),
             notes=run_notes(run),
             table=[row for row in run.rows() if row["phase"] != SERVING],
-            headline=HEADLINE,
+            headline=HEADLINE if run.power_measured else LATENCY,  # without power: no empty energy columns
+            rare=RARE_COLUMNS,
             serving=serving,
             serving_table=serving_rows(run),
             serving_tables=SERVING_TABLES,
@@ -159,32 +166,57 @@ def _first_line(text: str) -> str:
 
 
 def write_index(reports_dir: Path) -> Path:
-    """``reports/index.html``: every run folder with results of this schema version, newest first."""
+    """``reports/index.html``: every run folder with results of this schema version, newest first; the model and
+    devices once above the table where every run shares them."""
     runs = []
     for folder in sorted((p for p in reports_dir.iterdir() if p.is_dir()), reverse=True):
         try:
             runs.append(_summary(load_run(folder)))
         except (OSError, ValueError):
             continue  # no results.json, or another schema version
+    shared = {(row["run"].model, row["run"].devices) for row in runs}
     path = reports_dir / "index.html"
-    path.write_text(_TEMPLATES.get_template("index.html.j2").render(runs=runs), encoding="utf-8")
+    path.write_text(
+        TEMPLATES.get_template("index.html.j2").render(runs=runs, shared=shared.pop() if len(shared) == 1 else None),
+        encoding="utf-8",
+    )
     return path
 
 
 def _summary(run: Run) -> dict[str, Any]:
+    """What a run was (its topologies, phases and datasets, its command line), why it failed, and its best headline
+    figures, only those it has."""
     table = run.table()
     e2e = table[table["phase"] == "e2e"]
     decode = table[table["phase"] == "decode"]
+    topologies = list(dict.fromkeys(benchmark.topology_name for benchmark in run.benchmarks))
+    kinds = list(dict.fromkeys(benchmark.phase for benchmark in run.benchmarks))
+    best = {
+        "best e2e TTFT p50": (_best(e2e["median_ttft_ms"]), "ms"),
+        "best e2e TPOT p50": (_best(e2e["median_tpot_ms"]), "ms"),
+        "best decode": (_best(decode["j_per_output_token"]) if run.power_measured else None, "J per output token"),
+        "best goodput": (_best_serving(run, "goodput_rps"), "good req/s"),
+    }
+    command = run.header.get("command_line") or []
     return {
         "run": run,
         "href": f"{run.folder.name}/index.html",
         "has_page": (run.folder / "index.html").is_file(),
-        "benchmarks": len(table),
-        "architectures": ", ".join(sorted(table["architecture"].unique())) if len(table) else "-",
-        "e2e_ttft_ms": _best(e2e["median_ttft_ms"]),
-        "e2e_tpot_ms": _best(e2e["median_tpot_ms"]),
-        "j_per_output_token": _best(decode["j_per_output_token"]) if run.power_measured else None,
+        "what": f"{len(run.benchmarks)} benchmark(s): {', '.join(kinds) or 'none finished'}"
+        + (f"; topologies {', '.join(topologies)}" if topologies else "")
+        + (f"; datasets {', '.join(run.datasets)}" if run.datasets else ""),
+        "command": " ".join(str(part) for part in command[1:]) if len(command) > 1 else "",
+        "failures": [f"{failure['name']}: {_first_line(failure['error'])}" for failure in run.failures],
+        "headline": "; ".join(
+            f"{label} {number(value)} {unit}" for label, (value, unit) in best.items() if value is not None
+        ),
+        "power": None if run.power_measured else "power not measured",
     }
+
+
+def _best_serving(run: Run, key: str) -> float | None:
+    values = [float(b.summary[key]) for b in run.serving if isinstance(b.summary.get(key), (int, float))]
+    return max(values) if values else None
 
 
 def _best(column: Any) -> float | None:

@@ -20,6 +20,7 @@ from plugin.report.data import (
     energy_errors,
     short_window,
 )
+from plugin.report.formatting import with_pm
 
 CURVE_METRICS = (
     "request_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "slo_attainment_pct",
@@ -68,7 +69,7 @@ def reuse_cells(summary: dict[str, Any]) -> dict[str, Any]:
         return "-" if share is None else f"{share * 100:.0f} %"
 
     def shown(value: float | None, unit: str) -> str:
-        return "-" if value is None else f"{value:.3g} {unit}"
+        return with_pm(value, None, unit)
 
     turns = "; ".join(
         f"{t['turn'] + 1}: {pct(t.get('prefix_hit_rate'))}, {shown(t.get('mean_ttft_ms'), 'ms')}, "
