@@ -94,6 +94,11 @@ def test_a_dataset_error_is_printed_once(inner: pytest.Pytester) -> None:
     failures_section = output.split("short test summary info")[0]  # the summary's line is as wide as the terminal
     assert failures_section.count("needs the model's tokenizer files") == 1, output  # the model folder has none
     assert "During handling of the above exception" not in output
+    # The failed run says why in its results and on its page.
+    results = json.loads(next((inner.path / "reports").glob("*/results.json")).read_text())
+    assert results["status"] == "failed" and "needs the model's tokenizer files" in results["failures"][0]["error"]
+    page = next((inner.path / "reports").glob("*/index.html")).read_text()
+    assert "needs the model&#39;s tokenizer files" in page or "needs the model's tokenizer files" in page
 
 
 @pytest.mark.parametrize(
