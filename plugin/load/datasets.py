@@ -359,6 +359,30 @@ def sharegpt_turns(path: Path, number: int, entry: object, shape: str) -> list[d
     return turns
 
 
+SHAREGPT_SHAPE = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
+
+
+def sharegpt_entries(path: Path, text: str) -> list[object]:
+    """A ShareGPT file's entries (its JSON list), or an error naming the file and the shape expected."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BenchError(
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {SHAREGPT_SHAPE}"
+        ) from None
+    if not isinstance(data, list):
+        raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {SHAREGPT_SHAPE}")
+    return data
+
+
+def json_line(line: str, where: str, shape: str) -> object:
+    """One line of a JSONL file, or an error naming ``where`` it is and the shape expected."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{where}: not valid JSON ({error.msg}); {shape}") from None
+
+
 def read_text(path: Path, what: str = "dataset file") -> str:
     """A user's file (a dataset, a trace, sessions) as UTF-8 text, or an error naming ``what`` and why."""
     try:
@@ -374,20 +398,11 @@ def read_text(path: Path, what: str = "dataset file") -> str:
 def _read_sharegpt(path: Path) -> tuple[list[Pair], Skipped]:
     """(first human turn, the reply after it) of every conversation that has such a pair; an entry that is not a
     conversation, or one without a human turn and its reply (vLLM leaves those out unsaid), is counted skipped."""
-    shape = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise BenchError(
-            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {shape}"
-        ) from None
-    if not isinstance(data, list):
-        raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {shape}")
     pairs: list[Pair] = []
     skipped = Skipped()
-    for number, entry in enumerate(data):
+    for number, entry in enumerate(sharegpt_entries(path, read_text(path))):
         try:
-            turns = sharegpt_turns(path, number, entry, shape)
+            turns = sharegpt_turns(path, number, entry, SHAREGPT_SHAPE)
         except BenchError as error:
             skipped = skipped.add(str(error))
             continue
@@ -397,7 +412,8 @@ def _read_sharegpt(path: Path) -> tuple[list[Pair], Skipped]:
         else:
             skipped = skipped.add(f"{path}: entry {number} has no human turn followed by a reply")
     if not pairs:
-        raise skipped.none_left(path, f"{path} has no conversation with a human turn followed by a reply; {shape}")
+        problem = f"{path} has no conversation with a human turn followed by a reply; {SHAREGPT_SHAPE}"
+        raise skipped.none_left(path, problem)
     return pairs, skipped
 
 
@@ -418,10 +434,7 @@ def _read_jsonl(path: Path) -> tuple[list[Pair], Skipped]:
 
 
 def _jsonl_pair(line: str, where: str, shape: str) -> Pair:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{where}: not valid JSON ({error.msg}); {shape}") from None
+    item = json_line(line, where, shape)
     prompt = item.get("prompt") if isinstance(item, dict) else None
     output_len = item.get("output_len") if isinstance(item, dict) else None
     if not isinstance(output_len, int) or isinstance(output_len, bool) or output_len <= 0:

@@ -21,7 +21,6 @@ counted by reason, never changed; an entry that cannot be read is skipped and co
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import Skipped, Tokenizer, read_text, sharegpt_turns
+from plugin.load.datasets import (
+    SHAREGPT_SHAPE,
+    Skipped,
+    Tokenizer,
+    json_line,
+    read_text,
+    sharegpt_entries,
+    sharegpt_turns,
+)
 
 HUMAN_ROLES = ("human", "user")
 REPLY_ROLES = ("gpt", "assistant")
@@ -159,19 +166,12 @@ def session_requests(
 
 
 def _read_sharegpt(path: Path, text: str) -> SessionFile:
-    shape = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path} is not valid JSON (line {error.lineno}: {error.msg}); {shape}") from None
-    if not isinstance(data, list):
-        raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {shape}")
     sessions = []
     empty = 0
     skipped = Skipped()
-    for number, entry in enumerate(data):
+    for number, entry in enumerate(sharegpt_entries(path, text)):
         try:
-            turns = sharegpt_turns(path, number, entry, shape)
+            turns = sharegpt_turns(path, number, entry, SHAREGPT_SHAPE)
         except BenchError as error:
             skipped = skipped.add(str(error))
             continue
@@ -185,7 +185,7 @@ def _read_sharegpt(path: Path, text: str) -> SessionFile:
         else:
             empty += 1
     if not sessions:
-        problem = f"{path} has no conversation that starts with a human turn and its reply; {shape}"
+        problem = f"{path} has no conversation that starts with a human turn and its reply; {SHAREGPT_SHAPE}"
         raise skipped.none_left(path, problem)
     return SessionFile(tuple(sessions), empty, skipped)
 
@@ -217,10 +217,7 @@ def _read_jsonl(path: Path, text: str) -> SessionFile:
 
 
 def _session_line(path: Path, number: int, line: str, shape: str) -> tuple[FileTurn, ...]:
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}, line {number}: not valid JSON ({error.msg}); {shape}") from None
+    item = json_line(line, f"{path}, line {number}", shape)
     turns = item.get("turns") if isinstance(item, dict) else None
     if not isinstance(turns, list):
         raise BenchError(f"{path}, line {number}: no 'turns' list; {shape}")

@@ -21,7 +21,6 @@ served from the cache the round before warmed, while inside a round the trace's 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from collections import Counter
@@ -31,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import Skipped, read_text
+from plugin.load.datasets import Skipped, json_line, read_text
 from plugin.option_values import TraceSlice
 
 MOONCAKE_BLOCK_TOKENS = 512
@@ -182,10 +181,7 @@ def _mooncake_request(path: Path, number: int, line: str) -> TraceRequest:
         'each line is {"timestamp": MILLISECONDS, "input_length": N, "output_length": N, "hash_ids": [ID, ...]} '
         f"with one hash id per {MOONCAKE_BLOCK_TOKENS} prompt tokens"
     )
-    try:
-        item = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}, line {number}: not valid JSON ({error.msg}); {shape}") from None
+    item = json_line(line, f"{path}, line {number}", shape)
     if not isinstance(item, dict):
         raise BenchError(f"{path}, line {number}: not a JSON object; {shape}")
     missing = [key for key in ("timestamp", "input_length", "output_length", "hash_ids") if key not in item]
