@@ -18,7 +18,7 @@ from aiohttp import ClientSession, web
 
 from plugin.analysis.stats import LAG_LIMIT_MS, summarize, tbt_gaps_s
 from plugin.clock import now_s
-from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion
+from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion, token_times
 from plugin.records.requests import RequestRecord
 from plugin.serving.servers import free_port
 from tests.conftest import StartStub
@@ -135,6 +135,12 @@ def test_chunks_without_token_ids_count_the_usage_spread_over_them() -> None:
     assert len(tbt_gaps_s(record)) == 2 and min(tbt_gaps_s(record)) > 0
     summary = summarize([record])
     assert summary["total_output_tokens"] == 7 and summary["output_length_ignored"] == 1  # 5 were asked for
+
+
+def test_listed_token_ids_are_kept_and_unlisted_chunks_take_what_usage_leaves() -> None:
+    assert token_times([(1.0, 2), (2.0, None), (3.0, None)], 7) == (1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0)
+    assert token_times([(1.0, 2), (2.0, None)], None) == (1.0, 1.0, 2.0)  # no usage: one a chunk
+    assert token_times([(1.0, 2), (2.0, None)], 1) == (1.0, 1.0)  # usage below the listed ids: none more
 
 
 def test_http_500_becomes_an_error_record() -> None:

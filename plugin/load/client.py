@@ -5,7 +5,7 @@ sampler shares. The first token is the first SSE chunk that carries a choice (vL
 on ``/v1/completions``); each chunk counts as many tokens as its ``token_ids`` lists (asked for with
 ``return_token_ids``). A server the suite did not start (``--vllm-url``, a router in front) may send neither ids
 nor one token per chunk: there the usage's ``completion_tokens`` (asked for with ``stream_options``) is the count,
-spread over the chunks (``token_times``), and one token per chunk only where it reports no usage either.
+spread over the chunks without ids (``token_times``), and one token a chunk only where it reports no usage either.
 
 Sending follows a schedule of due times (``plugin.load.arrivals``): a request leaves when it is due, whether or
 not earlier ones have answered (an open loop), unless a concurrency cap makes it wait for a slot. TTFT is timed
@@ -158,17 +158,18 @@ def _token_ids_in(choice: dict[str, Any]) -> int | None:
 
 
 def token_times(chunks: Sequence[tuple[float, int | None]], reported_tokens: int | None) -> tuple[float, ...]:
-    """One arrival time per output token, from each chunk's (arrival, token ids it lists). Where a chunk lists
-    none, the server's ``reported_tokens`` (its usage) are the count, spread evenly over the chunks in order (the
-    earlier ones take the remainder, so the first chunk has a token); without usage, one token per chunk."""
-    counts = [count for _, count in chunks]
-    if all(count is not None for count in counts):
-        return tuple(arrived_s for arrived_s, count in chunks for _ in range(count or 0))
-    if reported_tokens is None or reported_tokens < 0:
-        return tuple(arrived_s for arrived_s, _ in chunks)
-    total, count = reported_tokens, len(chunks)
-    shares = [-(-(index + 1) * total // count) - -(-index * total // count) for index in range(count)]
-    return tuple(arrived_s for (arrived_s, _), share in zip(chunks, shares, strict=True) for _ in range(share))
+    """One arrival time per output token, from each chunk's (arrival, token ids it lists). The tokens of chunks that
+    list none are what the server's ``reported_tokens`` (its usage) leaves after the listed ones, spread evenly over
+    those chunks in order (earlier ones take the remainder, so a first such chunk has a token); one a chunk where
+    the server reports no usage."""
+    unlisted = [index for index, (_, count) in enumerate(chunks) if count is None]
+    counts = [count or 0 for _, count in chunks]
+    if unlisted:
+        listed = sum(counts)
+        total = len(unlisted) if reported_tokens is None else max(reported_tokens - listed, 0)
+        for order, index in enumerate(unlisted):
+            counts[index] = -(-(order + 1) * total // len(unlisted)) - -(-order * total // len(unlisted))
+    return tuple(arrived_s for (arrived_s, _), count in zip(chunks, counts, strict=True) for _ in range(count))
 
 
 class _Slots:
