@@ -24,7 +24,7 @@ from plugin.capacity_run import is_grid_point, resolution_of
 from plugin.dvfs.plan import DvfsError, DvfsSetting, planned_sweep
 from plugin.dvfs.preflight import preflight
 from plugin.errors import BenchError
-from plugin.load.validate import check_replay_files
+from plugin.load.validate import check_input_files
 from plugin.load.workload import PHASES, longest_sequence, serving_workloads, workloads_for
 from plugin.power.devices import inventory
 from plugin.power.nvml_loader import load_nvml, stand_in
@@ -51,6 +51,7 @@ UNUSED_BENCHMARK_WARNING = "Benchmark fixture was not used at all in this test"
 _PREVIOUS_SIGTERM = pytest.StashKey[Any]()
 _REPORT = pytest.StashKey[str]()
 _DVFS_PLAN = pytest.StashKey[list[str]]()
+_SKIPPED_ENTRIES = pytest.StashKey[list[str]]()
 LOG_TAIL_LINES = 40
 # Asking for any of these asks for pytest-benchmark's own table (see _hide_pytest_benchmark_table).
 PYTEST_BENCHMARK_TABLE_OPTIONS = ("benchmark_compare", "benchmark_verbose", "benchmark_cprofile")
@@ -83,8 +84,10 @@ def pytest_configure(config: pytest.Config) -> None:
             found.check_indices(gpus)
         except ValueError as error:
             raise pytest.UsageError(f"--{option}: {error}") from None
-    try:  # a trace or sessions file is read whole now, before any server starts
-        check_replay_files(settings.datasets, settings.trace_time_scale, settings.trace_slice, settings.max_model_len)
+    try:  # dataset, trace and sessions files are read whole now, before any server starts
+        config.stash[_SKIPPED_ENTRIES] = check_input_files(
+            settings.datasets, settings.trace_time_scale, settings.trace_slice, settings.max_model_len
+        )
         if settings.ray_address:
             require_ray_reachable(settings.ray_address)
     except BenchError as error:
@@ -137,6 +140,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"pd-energy-bench: model {settings.model or 'tiny model (built on first use)'}, {server}",
         f"pd-energy-bench: devices {devices}; power {power}",
+        *(f"pd-energy-bench: {note}" for note in config.stash.get(_SKIPPED_ENTRIES, [])),
     ]
 
 

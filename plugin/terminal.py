@@ -56,6 +56,13 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
     _energy_notes(write, run.results.benchmarks, run.settings.min_window_s)
     for card in run.results.data.get("energy_card") or []:
         write(_energy_card_line(card))
+    ignored = [entry for entry in run.results.benchmarks if entry.summary.get("output_length_ignored")]
+    if ignored:  # once for the run: a server that ignores the length ignores it in every benchmark
+        write(
+            f"the server ignored the requested output length in {len(ignored)} benchmark(s) (first: "
+            f"{ignored[0].name}, {ignored[0].summary['output_length_ignored']} requests): it did not honour "
+            "ignore_eos/max_tokens, so output tokens and per-token figures count what it sent, not what was asked"
+        )
     for entry in run.results.benchmarks:
         if entry.summary.get("client_kept_up") is False:
             write(

@@ -10,6 +10,12 @@ which instances served it. Faults never hang: a bad request gets 400, an instanc
 that is unreachable, fails or times out gets 502 naming it, and a client that goes away mid-stream closes the
 decode request, so that vLLM aborts it. ``timeout_s`` bounds the whole wait for decode's first bytes, prefill
 included, so a KV transfer that never arrives (decode waits for good) ends in a 502 naming decode within it.
+
+After a failed decode the prefill instance may hold the request's KV blocks (NixlConnector). A decode instance
+that got the request frees them through vLLM when the proxy closes it (an abort before its KV was read tells the
+prefill instance at once; one during the read stops its lease's heartbeats). One that never got it (unreachable)
+cannot: the proxy then hands the blocks to another decode instance in a request vLLM rejects, which frees them
+(``connectors.release_body``); with no other decode instance they stay until their lease runs out.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 import aiohttp
 from quart import Quart, Response, request
 
-from proxy.connectors import Instance, decode_body, handed_off_blocks, prefill_body, request_id
+from proxy.connectors import Instance, decode_body, handed_off_blocks, prefill_body, release_body, request_id
 
 JSON = "application/json"
 
@@ -44,9 +50,11 @@ class ProxySettings:
 class ProxyError(Exception):
     """A request the proxy answers with an error: ``status`` and a message that says what to do."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, unreached: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.unreached = unreached
+        """The instance never got the request (nothing listens, or the connection failed before it was sent)."""
 
     def response(self) -> Response:
         body = {"error": {"message": str(self), "type": "proxy_error", "code": self.status}}
@@ -126,7 +134,13 @@ class _Relay:
             decode_request = decode_body(connector, body, answer)
         except ValueError as error:
             raise ProxyError(502, f"prefill instance {prefill.url}: {error}") from None
-        upstream, first = await self._decode_start(decode, path, decode_request, headers, prefilled_s - sent_s)
+        try:
+            upstream, first = await self._decode_start(decode, path, decode_request, headers, prefilled_s - sent_s)
+        except ProxyError as error:
+            if not error.unreached:
+                raise
+            released = await self._release(decode, path, decode_request, headers)
+            raise ProxyError(error.status, f"{error}{released}") from None
         timing = {
             "x-pd-prefill-ms": f"{(prefilled_s - sent_s) * 1000:.3f}",
             "x-pd-kv-handoff-ms": f"{(time.perf_counter() - prefilled_s) * 1000:.3f}",
@@ -161,6 +175,23 @@ class _Relay:
             raise ProxyError(502, f"prefill instance {prefill.url} answered with a JSON {kind}, not an object")
         return answer
 
+    async def _release(
+        self, failed: Instance, path: str, decode_request: dict[str, Any], headers: dict[str, str]
+    ) -> str:
+        """Free the prefill instance's KV blocks of a request no decode instance got, through another decode
+        instance (``connectors.release_body``); the sentence that says so for the 502, else ``""``."""
+        body = release_body(self.settings.connector, decode_request)
+        other = next((instance for instance in self.settings.decode if instance != failed), None)
+        if body is None or other is None:
+            return ""
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                async with self.session.post(f"{other.url}{path}", json=body, headers=headers) as answer:
+                    await answer.read()  # vLLM answers 404 (no such model), having freed the blocks
+        except (TimeoutError, aiohttp.ClientError):
+            return ""
+        return f"; the prefill instance's KV blocks of the request were released through decode instance {other.url}"
+
     async def _decode_start(
         self, decode: Instance, path: str, body: dict[str, Any], headers: dict[str, str], prefill_s: float
     ) -> tuple[aiohttp.ClientResponse, bytes]:
@@ -190,7 +221,7 @@ class _Relay:
         try:
             upstream = await self.session.post(f"{instance.url}{path}", json=body, headers=headers)
         except (aiohttp.ClientConnectorError, aiohttp.ClientOSError) as error:
-            raise ProxyError(502, f"{role} instance {instance.url} is unreachable: {error}") from None
+            raise ProxyError(502, f"{role} instance {instance.url} is unreachable: {error}", unreached=True) from None
         except TimeoutError:
             raise
         except aiohttp.ClientError as error:

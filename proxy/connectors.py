@@ -5,7 +5,8 @@ what the decode request gets from the prefill answer, and which headers both nee
   prompt itself, so decode gets the original request unchanged.
 - ``nixl`` (``NixlConnector``): prefill is told that a remote decode follows (``do_remote_decode``) and answers
   with ``kv_transfer_params``, which decode needs to pull the KV blocks; its ``remote_block_ids`` name the blocks
-  the hand-off moves (``handed_off_blocks``).
+  the hand-off moves (``handed_off_blocks``). Prefill keeps those blocks until a decode instance has read them,
+  or tells it it never will (``release_body``), or its lease runs out.
 - ``p2pnccl`` (``P2pNcclConnector``, vLLM 0.9.2 to before 0.14): both instances find each other through the
   request id, which names the prefill and the decode instance's ZMQ addresses. From vLLM 0.14 each engine adds
   its own suffix to that id, so the KV is sent and awaited under different keys and decode waits for good.
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CONNECTORS = ("example", "nixl", "p2pnccl")
+RELEASE_MODEL = "pd-proxy-release-kv"
+"""The model name of a release request: no instance serves it, so vLLM rejects the request before its engine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +80,14 @@ def handed_off_blocks(prefill_answer: dict[str, Any]) -> int | None:
     if not isinstance(blocks, list):
         return None
     return sum(len(group) if isinstance(group, list) else 1 for group in blocks)
+
+
+def release_body(connector: str, decode_request: dict[str, Any]) -> dict[str, Any] | None:
+    """A request that frees the prefill instance's KV blocks of ``decode_request`` when no decode instance got it
+    (``None``: the connector holds nothing for decode to pull). vLLM's OpenAI server (0.32), given
+    ``kv_transfer_params`` with ``do_remote_prefill`` in a request it rejects before its engine (here: a model it
+    does not serve), has its NixlConnector tell the prefill instance that the blocks will not be read, and the
+    prefill instance frees them at once instead of when their lease runs out (``kv_lease_duration``, 30 s)."""
+    if connector != "nixl" or not isinstance(decode_request.get("kv_transfer_params"), dict):
+        return None
+    return {**decode_request, "model": RELEASE_MODEL, "max_tokens": 1, "stream": False}

@@ -52,21 +52,21 @@ def python_without_vllm() -> str:
     return str(base)
 
 
-StartStub = Callable[[float], str]
+StartStub = Callable[..., str]
 
 
 @pytest.fixture
 def stub_upstream(tmp_path: Path) -> Iterator[StartStub]:
-    """Starts the stub with a given ``--token-delay-ms``; returns its URL once ``/health`` answers."""
+    """Starts the stub with a given ``--token-delay-ms`` (and any other of its options); returns its URL once
+    ``/health`` answers."""
     processes: list[ManagedProcess] = []
 
-    def run(token_delay_ms: float) -> str:
+    def run(token_delay_ms: float, *options: str) -> str:
         port = free_port()
         command = [sys.executable, str(ROOT / "tests" / "stub_upstream.py"), "--port", str(port)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        process = start(
-            "stub", [*command, "--token-delay-ms", str(token_delay_ms)], env, tmp_path / "stub.log", tmp_path
-        )
+        command += ["--token-delay-ms", str(token_delay_ms), *options]
+        process = start("stub", command, env, tmp_path / f"stub-{port}.log", tmp_path)
         processes.append(process)
         wait_ready(process, f"http://127.0.0.1:{port}/health", 30, f"see {tmp_path}", poll_s=0.05)
         return f"http://127.0.0.1:{port}"

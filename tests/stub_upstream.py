@@ -5,7 +5,9 @@
 ``GET /stats`` tells what it saw: requests started and finished, streams open now, requests whose client went
 away, and the last request bodies and ``X-Request-Id`` headers. Usage:
 ``python tests/stub_upstream.py --port 8101 [--fault hang] [--delay-ms 500] [--token-delay-ms 1]
-[--kv-transfer-params] [--exit-after N] [--served-model-name NAME]``. It answers only requests for its served
+[--kv-transfer-params] [--exit-after N] [--served-model-name NAME] [--tokens-per-chunk N]``. As a server the
+suite did not start may: ``--tokens-per-chunk N`` sends N tokens a chunk without token ids, ``--fault early``
+ends each answer after half the tokens asked for (``ignore_eos`` ignored). It answers only requests for its served
 model name, when given one (404 otherwise, as vLLM does).
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-FAULTS = ("none", "status500", "hang", "cut", "not-json", "empty")
+FAULTS = ("none", "status500", "hang", "cut", "not-json", "empty", "early")
 
 
 class Stub:
@@ -32,8 +34,10 @@ class Stub:
         delay_s: float = 0.0,
         exit_after: int | None = None,
         served_model_name: str | None = None,
+        tokens_per_chunk: int = 1,
     ) -> None:
         self.fault = fault
+        self.tokens_per_chunk = tokens_per_chunk
         self.exit_after = exit_after
         self.served_model_name = served_model_name
         self.delay_s = delay_s
@@ -69,6 +73,8 @@ class Stub:
         if self.fault == "not-json":
             return web.Response(text="<html>not json</html>", content_type="text/html")
         count = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+        if self.fault == "early":
+            count = max(1, count // 2)
         if not body.get("stream"):
             self.finished += 1
             return web.json_response(self._answer(count))
@@ -92,12 +98,16 @@ class Stub:
         try:
             if self.fault == "empty":
                 return response
-            for index in range(count):
+            for index in range(0, count, self.tokens_per_chunk):
                 if self.fault == "cut" and index == count // 2:
                     assert request.transport is not None
                     request.transport.close()  # an instance that dies mid-answer
                     return response
-                chunk = {"id": "cmpl-stub", "choices": [{"index": 0, "text": f" t{index}", "token_ids": [index]}]}
+                tokens = range(index, min(index + self.tokens_per_chunk, count))
+                choice: dict[str, Any] = {"index": 0, "text": "".join(f" t{token}" for token in tokens)}
+                if self.tokens_per_chunk == 1:
+                    choice["token_ids"] = list(tokens)
+                chunk = {"id": "cmpl-stub", "choices": [choice]}
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
@@ -152,6 +162,7 @@ def main() -> None:
     parser.add_argument("--kv-transfer-params", action="store_true", help="answer like a NixlConnector prefill")
     parser.add_argument("--exit-after", type=int, help="exit with code 3 when completion N + 1 arrives (a crash)")
     parser.add_argument("--served-model-name", help="the only model name it answers to (default: any)")
+    parser.add_argument("--tokens-per-chunk", type=int, default=1, help="above 1: that many a chunk, no token ids")
     args = parser.parse_args()
     stub = Stub(
         args.fault,
@@ -160,6 +171,7 @@ def main() -> None:
         args.delay_ms / 1000.0,
         args.exit_after,
         args.served_model_name,
+        args.tokens_per_chunk,
     )
     web.run_app(make_app(stub), host=args.host, port=args.port, print=None, access_log=None)
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from plugin.analysis.stats import LAG_LIMIT_MS, summarize
+from plugin.analysis.stats import LAG_LIMIT_MS, summarize, tbt_gaps_s
 from plugin.clock import now_s
-from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion
+from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion, token_times
 from plugin.records.requests import RequestRecord
 from plugin.serving.servers import free_port
 from tests.conftest import StartStub
@@ -116,12 +116,31 @@ def test_chunk_with_two_token_ids_counts_two_tokens_at_one_time() -> None:
     assert first < second == third < fourth
 
 
-def test_chunks_without_token_ids_count_one_token_each() -> None:
+def test_chunks_without_token_ids_or_usage_count_one_token_each() -> None:
     events = [sse(token_chunk(f" w{i}", None)) for i in range(3)]
-    record = complete(streaming([*events, sse(usage_chunk(3, 3)), sse("[DONE]")]))
+    record = complete(streaming([*events, sse("[DONE]")]))
     assert record.ok
     assert len(record.token_times_s) == 3
     assert len(set(record.token_times_s)) == 3
+
+
+def test_chunks_without_token_ids_count_the_usage_spread_over_them() -> None:
+    """A router's stream: several tokens a chunk, no ids; the usage's count is the truth, ITL is per chunk."""
+    events = [sse(token_chunk(f" w{i}", None)) for i in range(3)]
+    record = complete(streaming([*events, sse(usage_chunk(3, 7)), sse("[DONE]")]))
+    assert record.ok and record.completion_tokens == 7
+    times = record.token_times_s
+    assert len(times) == 7 and record.first_token_s == times[0]
+    assert times[0] == times[1] == times[2] < times[3] == times[4] < times[5] == times[6]  # 3, 2, 2
+    assert len(tbt_gaps_s(record)) == 2 and min(tbt_gaps_s(record)) > 0
+    summary = summarize([record])
+    assert summary["total_output_tokens"] == 7 and summary["output_length_ignored"] == 1  # 5 were asked for
+
+
+def test_listed_token_ids_are_kept_and_unlisted_chunks_take_what_usage_leaves() -> None:
+    assert token_times([(1.0, 2), (2.0, None), (3.0, None)], 7) == (1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0)
+    assert token_times([(1.0, 2), (2.0, None)], None) == (1.0, 1.0, 2.0)  # no usage: one a chunk
+    assert token_times([(1.0, 2), (2.0, None)], 1) == (1.0, 1.0)  # usage below the listed ids: none more
 
 
 def test_http_500_becomes_an_error_record() -> None:

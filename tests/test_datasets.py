@@ -24,6 +24,7 @@ from plugin.load.datasets import (
     length_range,
     load_dataset,
     local_tokenizer,
+    read_pairs,
     server_tokenizer,
 )
 from plugin.option_values import DatasetSpec
@@ -224,11 +225,32 @@ def test_jsonl_of_token_ids_needs_no_tokenizer_but_text_does(tmp_path: Path) -> 
         '["hi", 8]',
     ],
 )
-def test_a_malformed_jsonl_line_is_named_by_file_and_number(tmp_path: Path, bad_line: str) -> None:
+def test_a_malformed_jsonl_line_is_skipped_and_counted_and_alone_is_an_error_naming_it(
+    tmp_path: Path, bad_line: str
+) -> None:
     path = tmp_path / "requests.jsonl"
     path.write_text('{"prompt": "fine", "output_len": 4}\n\n' + bad_line + "\n")
-    with pytest.raises(BenchError, match=rf"{path}, line 3: "):
+    dataset = load(DatasetSpec("jsonl", path), 2)
+    assert dataset.unreadable == 1 and {len(request.prompt) for request in dataset.requests} == {4 + 4}
+    assert read_pairs("jsonl", path)[1].note(path) == (
+        f"{path}: 1 unreadable entries skipped; first: {read_pairs('jsonl', path)[1].first}"
+    )
+    assert str(read_pairs("jsonl", path)[1].first).startswith(f"{path}, line 3: ")
+    path.write_text(bad_line + "\n")
+    with pytest.raises(BenchError, match=rf"none of its entries can be used \(1 skipped\); first: {path}, line 1: "):
         load(DatasetSpec("jsonl", path), 1)
+
+
+def test_sharegpt_skips_and_counts_malformed_entries_and_those_with_only_a_human_turn(tmp_path: Path) -> None:
+    """vLLM's loader skips such entries; here they are counted too (an only-human one was dropped unsaid)."""
+    path = tmp_path / "chats.json"
+    good = conversation(("human", "hello there"), ("gpt", "general kenobi"))
+    only_human = conversation(("human", "anyone?"))
+    path.write_text(json.dumps([{"turns": []}, good, only_human]))
+    dataset = load(DatasetSpec("sharegpt", path), 1)
+    assert dataset.unreadable == 2 and len(dataset.requests) == 1
+    skipped = read_pairs("sharegpt", path)[1]
+    assert skipped.count == 2 and "entry 0 has no 'conversations' list" in str(skipped.first)
 
 
 # --- files ------------------------------------------------------------------------------------------------------
@@ -246,9 +268,12 @@ def test_a_missing_file_is_named(tmp_path: Path, kind: str) -> None:
     [
         ("[{]", r"is not valid JSON \(line 1, column 3"),
         ('{"conversations": []}', "holds a JSON dict, not a list"),
-        ('[{"conversations": []}, {"turns": []}]', "entry 1 has no 'conversations' list"),
+        (
+            '[{"conversations": []}, {"turns": []}]',
+            r"none of its entries can be used \(2 skipped\); first: .*entry 0 has",
+        ),
         ('[{"conversations": [{"from": "human", "value": 3}]}]', "entry 0 has no 'conversations' list"),
-        ('[{"conversations": [{"from": "human", "value": "hi"}]}]', "no conversation with a human turn followed by"),
+        ('[{"conversations": [{"from": "human", "value": "hi"}]}]', "entry 0 has no human turn followed by a reply"),
         (b"\xff\xfe[]", "is not UTF-8 text"),
     ],
 )

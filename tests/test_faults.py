@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from plugin.analysis.stats import tbt_gaps_s
+from plugin.records.requests import RequestRecord
+from tests.conftest import ROOT, StartStub
 from tests.fake_vllm import wrapper
 
 
@@ -92,3 +94,41 @@ def test_a_dataset_error_is_printed_once(inner: pytest.Pytester) -> None:
     failures_section = output.split("short test summary info")[0]  # the summary's line is as wide as the terminal
     assert failures_section.count("needs the model's tokenizer files") == 1, output  # the model folder has none
     assert "During handling of the above exception" not in output
+    # The failed run says why in its results and on its page.
+    results = json.loads(next((inner.path / "reports").glob("*/results.json")).read_text())
+    assert results["status"] == "failed" and "needs the model's tokenizer files" in results["failures"][0]["error"]
+    page = next((inner.path / "reports").glob("*/index.html")).read_text()
+    assert "needs the model&#39;s tokenizer files" in page or "needs the model's tokenizer files" in page
+
+
+@pytest.mark.parametrize(
+    ("options", "ignored"),
+    [(("--tokens-per-chunk", "3"), 0), (("--tokens-per-chunk", "3", "--fault", "early"), 2)],
+    ids=["multi-token-chunks", "stops-early"],
+)
+def test_a_server_the_suite_did_not_start(
+    inner: pytest.Pytester, stub_upstream: StartStub, options: tuple[str, ...], ignored: int
+) -> None:
+    """``--vllm-url`` at a server that sends several tokens a chunk without ids (a router's stream): tokens are
+    counted from its usage and ITL per chunk; one that also stops early passes, saying so in results and once in
+    the terminal."""
+    url = stub_upstream(5.0, *options)
+    result = inner.runpytest_subprocess(
+        f"--vllm-url={url}", "--power-backend=none", f"--reports-dir={inner.path / 'reports'}",
+        "-m", "traditional and decode", "--output-lens=8", "--decode-prompt-len=16", "--concurrency=1",
+        "--num-requests=2", "-p", "no:cacheprovider",
+        timeout=120,
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    (entry,) = json.loads(next((inner.path / "reports").glob("*/results.json")).read_text())["benchmarks"]
+    summary = entry["summary"]
+    asked, sent = 8, 8 // 2 if ignored else 8
+    assert summary["output_length_ignored"] == ignored
+    assert summary["total_output_tokens"] == 2 * sent
+    stored = next((inner.path / "reports").glob("*/requests-*.jsonl")).read_text().splitlines()
+    records = [RequestRecord(**json.loads(line)["record"]) for line in stored]
+    chunks = -(-sent // 3)
+    assert all(len(r.token_times_s) == sent and r.max_tokens == asked for r in records)
+    assert all(len(tbt_gaps_s(r)) == chunks - 1 for r in records)  # ITL per chunk, as vLLM's bench serve
+    output = result.stdout.str()
+    assert output.count("ignored the requested output length") == (1 if ignored else 0), output

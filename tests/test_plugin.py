@@ -305,6 +305,35 @@ def test_missing_model_folder_fails_before_anything_starts(pytester: pytest.Pyte
     assert not reports.exists()
 
 
+@pytest.mark.parametrize(
+    ("kind", "broken", "good", "first"),
+    [
+        ("jsonl", "{not json\n", '{not json\n{"prompt": "hi", "output_len": 4}\n', "line 1: not valid JSON"),
+        (
+            "sharegpt",
+            '[{"conversations": [{"from": "human", "value": "only a question"}]}]',
+            '[{"conversations": [{"from": "human", "value": "only a question"}]},'
+            ' {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]',
+            "entry 0 has no human turn followed by a reply",
+        ),
+    ],
+)
+def test_a_dataset_file_is_read_before_anything_starts_and_its_bad_entries_skipped_saying_so(
+    pytester: pytest.Pytester, kind: str, broken: str, good: str, first: str
+) -> None:
+    needs_server(pytester)
+    reports, data = pytester.path / "reports", pytester.path / "data.txt"
+    data.write_text(broken)
+    result = pytester.runpytest(f"--dataset={kind}:{data}", f"--reports-dir={reports}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {data}: none of its entries can be used (1 skipped); first: *{first}*"])
+    assert not reports.exists()
+    data.write_text(good)
+    result = pytester.runpytest(f"--dataset={kind}:{data}", f"--reports-dir={reports}", "--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"pd-energy-bench: {data}: 1 unreadable entries skipped; first: *{first}*"])
+
+
 def test_vllm_not_installed_is_a_clear_error(pytester: pytest.Pytester, python_without_vllm: str) -> None:
     needs_server(pytester)
     result = pytester.runpytest(f"--vllm-python={python_without_vllm}")

@@ -20,7 +20,7 @@ import pytest
 from plugin.load.client import run_load
 from plugin.serving.process import ManagedProcess, start, wait_ready
 from plugin.serving.servers import free_port
-from proxy.connectors import handed_off_blocks
+from proxy.connectors import RELEASE_MODEL, handed_off_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 Launch = Callable[..., str]
@@ -260,6 +260,24 @@ def test_nixl_passes_the_prefill_kv_transfer_params_to_decode(launch: Launch) ->
 )
 def test_handed_off_blocks_counts_what_prefill_names(params: dict[str, Any] | None, blocks: int | None) -> None:
     assert handed_off_blocks({} if params is None else {"kv_transfer_params": params}) == blocks
+
+
+def test_nixl_blocks_of_a_request_no_decode_got_are_released_through_another_decode(launch: Launch) -> None:
+    """A decode instance that is down never got the request, so vLLM cannot free the prefill's KV blocks through it:
+    the proxy hands them to the other decode instance in a request vLLM rejects (an unknown model), which frees them
+    (vLLM 0.32's ``notify_kv_transfer_request_rejected``) instead of when their lease runs out."""
+    prefill = stub(launch, "prefill", "--kv-transfer-params")
+    down, live = f"http://127.0.0.1:{free_port()}", stub(launch, "decode", "--served-model-name", "m")
+    url = proxy(launch, [prefill], [down, live], "--kv-connector", "nixl")
+    status, _, data = post(url, streamed())  # round robin: the first request goes to the decode that is down
+    assert status == 502
+    message = json.loads(data)["error"]["message"]
+    assert f"decode instance {down} is unreachable" in message and f"released through decode instance {live}" in message
+    (release,) = stats(live)["bodies"]
+    assert release["model"] == RELEASE_MODEL and release["stream"] is False
+    assert release["kv_transfer_params"] == {"remote_engine_id": "stub-engine", "remote_block_ids": [1, 2, 3]}
+    status, _, data = post(url, streamed())  # the next goes to the live one, which serves it
+    assert status == 200 and len(sse_texts(data)) == 5
 
 
 def test_nixl_without_kv_transfer_params_from_prefill_gets_502(launch: Launch) -> None:

@@ -87,6 +87,15 @@ def test_a_bad_session_line_is_an_error_naming_it(tmp_path: Path, line: str, mes
         read_sessions(write(tmp_path, "s.jsonl", line + "\n"))
 
 
+def test_bad_session_entries_among_good_ones_are_skipped_and_counted(tmp_path: Path) -> None:
+    good = '{"turns": [{"prompt": "x", "output_len": 2}]}'
+    file = read_sessions(write(tmp_path, "s.jsonl", "\n".join(["{", good, '{"session_id": 1}']) + "\n"))
+    assert len(file.sessions) == 1 and file.skipped.count == 2 and "line 1: not valid JSON" in str(file.skipped.first)
+    chats = [{"turns": []}, {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}]
+    file = read_sessions(write(tmp_path, "chat.json", json.dumps(chats)))
+    assert len(file.sessions) == 1 and file.skipped.count == 1
+
+
 def test_sessions_are_cut_before_the_first_turn_that_does_not_fit_and_counted() -> None:
     fits = Session((((1,) * 10, (2,) * 5), ((3,) * 10, (4,) * 5), ((5,) * 10, (6,) * 5)))
     never = Session((((1,) * 60, (2,) * 5),))

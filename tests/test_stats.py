@@ -49,6 +49,11 @@ def test_n_tokens_give_n_minus_one_gaps() -> None:
     assert tbt_gaps_s(ONE_TOKEN) == []
 
 
+def test_a_chunk_of_several_tokens_gives_one_gap_as_vllm_times_itl() -> None:
+    """Tokens of one chunk share its arrival: ITL is chunk to chunk (vLLM's ``bench serve``), no zero gaps."""
+    assert tbt_gaps_s(record(0.0, 0.0, (1.0, 1.0, 1.0, 1.5, 1.5, 2.0), 2.0, 6)) == pytest.approx([0.5, 0.5])
+
+
 def test_summary_has_every_vllm_key() -> None:
     summary = summarize(RECORDS)
     for metric in METRICS:

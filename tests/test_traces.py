@@ -81,7 +81,7 @@ def test_requests_that_cannot_be_sent_are_dropped_with_their_reason_and_the_cloc
         (['{"timestamp": 0, "input_length": 5, "hash_ids": [1]}'], "line 1: no output_length"),
         (["not json"], "line 1: not valid JSON"),
         ([line(0, 5, 1, [1]), line(-0.5 + 0, 5, 1, [2])], "line 2: its timestamp is 0.0005 s before line 1"),
-        ([line(0, 5, 1, [1]), line(0, 600, 1, [2])], "line 2: 1 hash ids for 600 prompt tokens"),
+        ([line(0, 600, 1, [2])], "line 1: 1 hash ids for 600 prompt tokens"),
         ([line(0, 5.5, 1, [1])], "whole numbers"),
         ([line("soon", 5, 1, [1])], "not a number of milliseconds"),  # type: ignore[arg-type]
         ([], "holds no request"),
@@ -91,6 +91,17 @@ def test_a_bad_mooncake_line_is_an_error_naming_it(tmp_path: Path, lines: list[o
     path = mooncake(tmp_path, *lines)  # type: ignore[arg-type]
     with pytest.raises(BenchError, match=message):
         read_trace("mooncake", path)
+
+
+def test_unreadable_lines_among_good_ones_are_skipped_and_counted(tmp_path: Path) -> None:
+    path = mooncake(tmp_path, line(0, 5, 1, [1]), "not json", line(1000, 600, 1, [2]), line(2000, 5, 1, [3]))
+    result = replay("mooncake", path, 1.0, TraceSlice(), 4096)
+    assert [r.line for r in result.requests] == [1, 4] and result.skipped.count == 2
+    assert str(result.skipped.first).startswith(f"{path}, line 2: not valid JSON")
+    azure = tmp_path / "azure.csv"
+    azure.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,3,4\nyesterday,3,4\n")
+    requests, skipped = read_trace("azure", azure)
+    assert len(requests) == 1 and skipped.count == 1 and "line 3: TIMESTAMP 'yesterday'" in str(skipped.first)
 
 
 def test_a_slice_without_requests_and_a_trace_that_fits_nowhere_are_errors(tmp_path: Path) -> None:
@@ -160,8 +171,9 @@ def test_prefix_reuse_of_a_trace_counts_the_tokens_an_earlier_request_had() -> N
 
 
 def test_the_shipped_traces_read_and_the_mooncake_one_repeats_blocks() -> None:
-    assert len(read_trace("azure", DATA / "azure-tiny.csv")) == 10
-    shipped = read_trace("mooncake", DATA / "mooncake-tiny.jsonl")
+    assert len(read_trace("azure", DATA / "azure-tiny.csv")[0]) == 10
+    shipped, skipped = read_trace("mooncake", DATA / "mooncake-tiny.jsonl")
+    assert skipped.count == 0
     reuse = trace_prefix_reuse(shipped)
     assert reuse is not None and reuse > 0.3
 

@@ -5,8 +5,11 @@ Definitions (all per request, from the client's clock):
   send - ready (the client's own lateness: it should be near zero, ``client_kept_up`` says whether its p99 is
   within ``LAG_LIMIT_MS``). Records without ``ready_s`` (stored before it was kept) give queue = send - due and no
   send lag.
-- TBT (ITL) = gap between consecutive output tokens; a request with n tokens gives n - 1 gaps.
+- TBT (ITL) = gap between consecutive chunks of output, as vLLM's ``bench serve`` times it: a request streamed in
+  n chunks gives n - 1 gaps, however many tokens each chunk carries (the tokens of a chunk share its arrival).
 - TPOT = (E2E - TTFT) / (output tokens - 1), for requests with more than one output token.
+- Output length ignored = completed requests whose output tokens differ from their ``max_tokens``: the suite asks
+  for exactly that many (``ignore_eos``), and a server it did not start may not honour it.
 - E2E = last byte - send.
 - KV hand-off (disaggregated) = prefill answered -> decode's first bytes, timed by the proxy (its headers).
 - prefill tokens/s = prompt tokens / (first send -> last first token); decode tokens/s = output tokens after
@@ -63,7 +66,13 @@ def tpot_s(record: RequestRecord) -> float | None:
 
 
 def tbt_gaps_s(record: RequestRecord) -> list[float]:
-    return [later - earlier for earlier, later in pairwise(record.token_times_s)]
+    """Gaps between chunk arrivals: a chunk's tokens share one time, so the zero gaps inside a chunk are none."""
+    return [later - earlier for earlier, later in pairwise(record.token_times_s) if later > earlier]
+
+
+def ignored_length(record: RequestRecord) -> bool:
+    """A completed request that returned another number of tokens than its ``max_tokens`` asked for."""
+    return record.ok and len(record.token_times_s) != record.max_tokens
 
 
 def _present(values: Iterable[float | None]) -> list[float]:
@@ -84,19 +93,20 @@ def summarize(records: Sequence[RequestRecord]) -> dict[str, Any]:
     e2e = _present(e2e_s(r) for r in done)
     tpot = _present(tpot_s(r) for r in done)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in done)
-    output_tokens = sum(r.completion_tokens or 0 for r in done)
+    output_tokens = sum(len(r.token_times_s) for r in done)
     summary: dict[str, Any] = {
         "requests": len(records),
         "completed": len(done),
         "failed": len(records) - len(done),
         "errors": sorted({r.error for r in records if r.error})[:5],
+        "output_length_ignored": sum(1 for r in records if ignored_length(r)),
         "total_input_tokens": prompt_tokens,
         "total_output_tokens": output_tokens,
         "prefill_tokens_per_s": _rate(
             prompt_tokens, (r.send_s for r in done), (r.first_token_s for r in done if r.first_token_s is not None)
         ),
         "decode_tokens_per_s": _rate(
-            sum(max((r.completion_tokens or 0) - 1, 0) for r in done),
+            sum(max(len(r.token_times_s) - 1, 0) for r in done),
             (r.first_token_s for r in done if r.first_token_s is not None),
             (r.end_s for r in done),
         ),

@@ -3,7 +3,9 @@
 No statistics here (``stats.py`` does them). Timestamps come from ``plugin.clock.now_s``, the clock the power
 sampler shares. The first token is the first SSE chunk that carries a choice (vLLM sends no role-only chunk
 on ``/v1/completions``); each chunk counts as many tokens as its ``token_ids`` lists (asked for with
-``return_token_ids``), or one where the server does not send them.
+``return_token_ids``). A server the suite did not start (``--vllm-url``, a router in front) may send neither ids
+nor one token per chunk: there the usage's ``completion_tokens`` (asked for with ``stream_options``) is the count,
+spread over the chunks without ids (``token_times``), and one token a chunk only where it reports no usage either.
 
 Sending follows a schedule of due times (``plugin.load.arrivals``): a request leaves when it is due, whether or
 not earlier ones have answered (an open loop), unless a concurrency cap makes it wait for a slot. TTFT is timed
@@ -61,7 +63,7 @@ async def stream_completion(
     timeout_s: float,
     ready_s: float | None = None,
 ) -> RequestRecord:
-    token_times: list[float] = []
+    chunks: list[tuple[float, int | None]] = []
     usage: dict[str, Any] = {}
     error: str | None = None
     proxy_timing: dict[str, float | None] = {}
@@ -86,8 +88,7 @@ async def stream_completion(
                         finished = True
                         break
                     chunk = _parse_chunk(payload)
-                    for choice in chunk.get("choices") or []:
-                        token_times.extend([arrived_s] * _tokens_in(choice))
+                    chunks.extend((arrived_s, _token_ids_in(choice)) for choice in chunk.get("choices") or [])
                     usage = chunk.get("usage") or usage
                 if not finished:
                     raise _HttpError("the stream ended without [DONE]: the server closed it early")
@@ -97,14 +98,16 @@ async def stream_completion(
         error = f"timed out after {timeout_s:g} s (--request-timeout-s)"
     except (aiohttp.ClientError, ValueError) as failure:
         error = f"{type(failure).__name__}: {failure}"
+    reported_tokens = usage.get("completion_tokens")
+    token_times_s = token_times(chunks, reported_tokens if isinstance(reported_tokens, int) else None)
     return RequestRecord(
         index=index,
         prompt_len=len(body["prompt"]),
         max_tokens=int(body["max_tokens"]),
         due_s=due_s,
         send_s=send_s,
-        first_token_s=token_times[0] if token_times else None,
-        token_times_s=tuple(token_times),
+        first_token_s=chunks[0][0] if chunks else None,
+        token_times_s=token_times_s,
         end_s=now_s(),
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
@@ -157,9 +160,25 @@ def _parse_chunk(payload: bytes) -> dict[str, Any]:
     return chunk
 
 
-def _tokens_in(choice: dict[str, Any]) -> int:
+def _token_ids_in(choice: dict[str, Any]) -> int | None:
+    """How many tokens the chunk's ``token_ids`` lists; ``None`` where it lists none (not vLLM, or not asked)."""
     token_ids = choice.get("token_ids")
-    return len(token_ids) if isinstance(token_ids, list) else 1
+    return len(token_ids) if isinstance(token_ids, list) else None
+
+
+def token_times(chunks: Sequence[tuple[float, int | None]], reported_tokens: int | None) -> tuple[float, ...]:
+    """One arrival time per output token, from each chunk's (arrival, token ids it lists). The tokens of chunks that
+    list none are what the server's ``reported_tokens`` (its usage) leaves after the listed ones, spread evenly over
+    those chunks in order (earlier ones take the remainder, so a first such chunk has a token); one a chunk where
+    the server reports no usage."""
+    unlisted = [index for index, (_, count) in enumerate(chunks) if count is None]
+    counts = [count or 0 for _, count in chunks]
+    if unlisted:
+        listed = sum(counts)
+        total = len(unlisted) if reported_tokens is None else max(reported_tokens - listed, 0)
+        for order, index in enumerate(unlisted):
+            counts[index] = -(-(order + 1) * total // len(unlisted)) - -(-order * total // len(unlisted))
+    return tuple(arrived_s for (arrived_s, _), count in zip(chunks, counts, strict=True) for _ in range(count))
 
 
 class _Slots:

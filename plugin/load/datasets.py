@@ -9,6 +9,10 @@ vLLM's ``/tokenize`` for a ``--vllm-url`` server) and sent as token ids. Nothing
   drops pairs with a prompt or reply under 4 tokens, a prompt over 1024 or both over 2048 tokens.
 - ``jsonl:PATH``: one ``{"prompt": TEXT or [token ids], "output_len": N}`` per line.
 
+An entry that cannot be read (a broken line, a conversation without a reply) is skipped and counted, as vLLM's
+loaders skip it (``Skipped``); a file none of whose entries can be read is an error naming the first problem.
+Files are read when the options are parsed (``plugin.load.validate``), before any server starts.
+
 Prefix cache (PEERS trap 1): file prompts repeat across rounds, rates and cycles through a short file, and a warm
 prefix cache would skip the prefill being measured. So every file request starts with ``unique_prefix`` random
 token ids, distinct per request of a dataset: no two requests share a first block. Counts stay exact (prefix plus
@@ -25,7 +29,7 @@ import random
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +40,8 @@ from plugin.option_values import DatasetSpec
 MIN_LEN = 4
 MAX_PROMPT_LEN = 1024
 MAX_TOTAL_LEN = 2048
+Pair = tuple[str | list[int], str | int]
+"""A file's request before tokenizing: prompt (text or token ids), output (the reply's text or its length)."""
 HUMAN_ROLES = ("human", "user")
 REPLY_ROLES = ("gpt", "assistant")
 _VLLM_FILTER = (
@@ -53,6 +59,27 @@ class DatasetRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """Entries of a user's file left out because they cannot be read: how many, and the first one's problem."""
+
+    count: int = 0
+    first: str | None = None
+
+    def add(self, problem: str) -> Skipped:
+        return Skipped(self.count + 1, self.first or problem)
+
+    def note(self, path: Path) -> str | None:
+        """The one line the terminal shows for the file; ``None`` when nothing was skipped."""
+        return None if not self.count else f"{path}: {self.count} unreadable entries skipped; first: {self.first}"
+
+    def none_left(self, path: Path, problem: str) -> BenchError:
+        """The error for a file with no usable entry: ``problem``, and the first skipped entry's where there was one."""
+        if not self.count:
+            return BenchError(problem)
+        return BenchError(f"{path}: none of its entries can be used ({self.count} skipped); first: {self.first}")
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
     """The requests of one dataset, and how many pairs of the file were left out and why (of those read)."""
 
@@ -60,6 +87,7 @@ class Dataset:
     requests: tuple[DatasetRequest, ...]
     skipped_by_length: int
     too_long_for_model: int
+    unreadable: int = 0
 
 
 class Tokenizer(Protocol):
@@ -170,17 +198,28 @@ def load_dataset(
         return _random_dataset(spec, count, rng, input_len, output_len, range_ratio, vocab, max_model_len)
     if spec.path is None:
         raise BenchError(f"the {spec.kind} dataset needs a file: --dataset {spec.kind}:PATH")
-    if spec.kind == "sharegpt":
-        pairs: Sequence[tuple[str | list[int], str | int]] = _read_sharegpt(spec.path)
-        apply_vllm_filter = True
-    elif spec.kind == "jsonl":
-        pairs = _read_jsonl(spec.path)
-        apply_vllm_filter = False
-    else:
-        raise BenchError(f"unknown dataset kind {spec.kind!r}: random, sharegpt:PATH or jsonl:PATH")
-    return _file_dataset(
-        spec, pairs, count, rng, tokenizer, vocab, max_model_len, unique_prefix, apply_vllm_filter=apply_vllm_filter
+    pairs, skipped = read_pairs(spec.kind, spec.path)
+    dataset = _file_dataset(
+        spec,
+        pairs,
+        count,
+        rng,
+        tokenizer,
+        vocab,
+        max_model_len,
+        unique_prefix,
+        apply_vllm_filter=spec.kind == "sharegpt",
     )
+    return replace(dataset, unreadable=skipped.count)
+
+
+def read_pairs(kind: str, path: Path) -> tuple[list[Pair], Skipped]:
+    """(prompt, output) pairs of a ``sharegpt`` or ``jsonl`` file, and the entries skipped as unreadable."""
+    if kind == "sharegpt":
+        return _read_sharegpt(path)
+    if kind == "jsonl":
+        return _read_jsonl(path)
+    raise BenchError(f"unknown dataset kind {kind!r}: random, sharegpt:PATH or jsonl:PATH")
 
 
 def length_range(length: int, range_ratio: float) -> tuple[int, int]:
@@ -228,7 +267,7 @@ def _random_dataset(
 
 def _file_dataset(
     spec: DatasetSpec,
-    pairs: Sequence[tuple[str | list[int], str | int]],
+    pairs: Sequence[Pair],
     count: int,
     rng: random.Random,
     tokenizer: Tokenizer | None,
@@ -320,6 +359,30 @@ def sharegpt_turns(path: Path, number: int, entry: object, shape: str) -> list[d
     return turns
 
 
+SHAREGPT_SHAPE = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
+
+
+def sharegpt_entries(path: Path, text: str) -> list[object]:
+    """A ShareGPT file's entries (its JSON list), or an error naming the file and the shape expected."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BenchError(
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {SHAREGPT_SHAPE}"
+        ) from None
+    if not isinstance(data, list):
+        raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {SHAREGPT_SHAPE}")
+    return data
+
+
+def json_line(line: str, where: str, shape: str) -> object:
+    """One line of a JSONL file, or an error naming ``where`` it is and the shape expected."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{where}: not valid JSON ({error.msg}); {shape}") from None
+
+
 def read_text(path: Path, what: str = "dataset file") -> str:
     """A user's file (a dataset, a trace, sessions) as UTF-8 text, or an error naming ``what`` and why."""
     try:
@@ -332,52 +395,55 @@ def read_text(path: Path, what: str = "dataset file") -> str:
         raise BenchError(f"cannot read {what} {path}: {error.strerror or error}") from None
 
 
-def _read_sharegpt(path: Path) -> list[tuple[str | list[int], str | int]]:
-    """(first human turn, the reply after it) of every conversation that has such a pair."""
-    shape = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise BenchError(
-            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); {shape}"
-        ) from None
-    if not isinstance(data, list):
-        raise BenchError(f"{path} holds a JSON {type(data).__name__}, not a list; {shape}")
-    pairs: list[tuple[str | list[int], str | int]] = []
-    for number, entry in enumerate(data):
-        turns = sharegpt_turns(path, number, entry, shape)
+def _read_sharegpt(path: Path) -> tuple[list[Pair], Skipped]:
+    """(first human turn, the reply after it) of every conversation that has such a pair; an entry that is not a
+    conversation, or one without a human turn and its reply (vLLM leaves those out unsaid), is counted skipped."""
+    pairs: list[Pair] = []
+    skipped = Skipped()
+    for number, entry in enumerate(sharegpt_entries(path, read_text(path))):
+        try:
+            turns = sharegpt_turns(path, number, entry, SHAREGPT_SHAPE)
+        except BenchError as error:
+            skipped = skipped.add(str(error))
+            continue
         human = next((i for i, turn in enumerate(turns) if turn["from"] in HUMAN_ROLES), None)
-        # Like vLLM, a conversation without a prompt and its reply is no request (not counted as a length skip).
         if human is not None and human + 1 < len(turns) and turns[human + 1]["from"] in REPLY_ROLES:
             pairs.append((turns[human]["value"], turns[human + 1]["value"]))
+        else:
+            skipped = skipped.add(f"{path}: entry {number} has no human turn followed by a reply")
     if not pairs:
-        raise BenchError(f"{path} has no conversation with a human turn followed by a reply; {shape}")
-    return pairs
+        problem = f"{path} has no conversation with a human turn followed by a reply; {SHAREGPT_SHAPE}"
+        raise skipped.none_left(path, problem)
+    return pairs, skipped
 
 
-def _read_jsonl(path: Path) -> list[tuple[str | list[int], str | int]]:
+def _read_jsonl(path: Path) -> tuple[list[Pair], Skipped]:
     shape = 'each line is {"prompt": TEXT or [token ids], "output_len": N} with N a positive whole number'
-    pairs: list[tuple[str | list[int], str | int]] = []
+    pairs: list[Pair] = []
+    skipped = Skipped()
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}, line {number}: not valid JSON ({error.msg}); {shape}") from None
-        prompt = item.get("prompt") if isinstance(item, dict) else None
-        output_len = item.get("output_len") if isinstance(item, dict) else None
-        if not isinstance(output_len, int) or isinstance(output_len, bool) or output_len <= 0:
-            raise BenchError(f"{path}, line {number}: {shape}")
-        if isinstance(prompt, str) and prompt:
-            pairs.append((prompt, output_len))
-        elif isinstance(prompt, list) and prompt and all(_is_token_id(t) for t in prompt):
-            pairs.append(([int(t) for t in prompt], output_len))
-        else:
-            raise BenchError(f"{path}, line {number}: {shape}")
+            pairs.append(_jsonl_pair(line, f"{path}, line {number}", shape))
+        except BenchError as error:
+            skipped = skipped.add(str(error))
     if not pairs:
-        raise BenchError(f"{path} has no requests; {shape}")
-    return pairs
+        raise skipped.none_left(path, f"{path} has no requests; {shape}")
+    return pairs, skipped
+
+
+def _jsonl_pair(line: str, where: str, shape: str) -> Pair:
+    item = json_line(line, where, shape)
+    prompt = item.get("prompt") if isinstance(item, dict) else None
+    output_len = item.get("output_len") if isinstance(item, dict) else None
+    if not isinstance(output_len, int) or isinstance(output_len, bool) or output_len <= 0:
+        raise BenchError(f"{where}: {shape}")
+    if isinstance(prompt, str) and prompt:
+        return prompt, output_len
+    if isinstance(prompt, list) and prompt and all(_is_token_id(t) for t in prompt):
+        return [int(t) for t in prompt], output_len
+    raise BenchError(f"{where}: {shape}")
 
 
 def _is_token_id(value: object) -> bool:

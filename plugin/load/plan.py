@@ -117,6 +117,7 @@ def _dataset_entry(dataset: Dataset) -> dict[str, Any]:
         "requests_drawn": len(dataset.requests),
         "skipped_by_length": dataset.skipped_by_length,
         "too_long_for_model": dataset.too_long_for_model,
+        "unreadable_entries": dataset.unreadable,
         "mean_prompt_tokens": sum(lengths) / len(lengths) if lengths else None,
         "mean_output_tokens": sum(outputs) / len(outputs) if outputs else None,
     }

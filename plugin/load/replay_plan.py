@@ -51,6 +51,7 @@ def trace_schedules(
         "requests_drawn": len(trace.requests) * rounds,
         "skipped_by_length": 0,
         "too_long_for_model": trace.dropped.get(TOO_LONG, 0),
+        "unreadable_entries": trace.skipped.count,
         "mean_prompt_tokens": sum(prompts) / len(prompts),
         "mean_output_tokens": sum(request.output_len for request in trace.requests) / len(trace.requests),
         "requests_in_slice": trace.in_slice,
@@ -123,7 +124,7 @@ def session_schedules(
     warmup = Schedule((warmup_request,) * warmup_requests, (0.0,) * warmup_requests, None)
     in_file = len(file.sessions) + file.empty
     entry = _session_entry(spec, in_file, sessions, schedules, dropped, think_time_s, prefix_tokens)
-    return warmup, tuple(schedules), entry
+    return warmup, tuple(schedules), {**entry, "unreadable_entries": file.skipped.count}
 
 
 def _session_entry(

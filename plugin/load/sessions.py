@@ -16,12 +16,11 @@ serving rate (sessions/s); a turn is sent ``--think-time-s`` after the previous 
 Each session starts with ``prefix`` random token ids of its own, drawn per round: sessions and rounds share no
 prefix, while a session's turns share theirs (the random-prefix guard of the other datasets, kept per session).
 An empty session, or turns longer than ``--max-model-len`` (the session is cut before them), are dropped and
-counted by reason, never changed.
+counted by reason, never changed; an entry that cannot be read is skipped and counted (``datasets.Skipped``).
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import Tokenizer, read_text, sharegpt_turns
+from plugin.load.datasets import (
+    SHAREGPT_SHAPE,
+    Skipped,
+    Tokenizer,
+    json_line,
+    read_text,
+    sharegpt_entries,
+    sharegpt_turns,
+)
 
 HUMAN_ROLES = ("human", "user")
 REPLY_ROLES = ("gpt", "assistant")
@@ -51,10 +58,11 @@ class FileTurn:
 
 @dataclass(frozen=True, slots=True)
 class SessionFile:
-    """The sessions of a file (empty ones left out and counted)."""
+    """The sessions of a file (empty ones left out and counted, as are entries that cannot be read)."""
 
     sessions: tuple[tuple[FileTurn, ...], ...]
     empty: int
+    skipped: Skipped = Skipped()
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +166,15 @@ def session_requests(
 
 
 def _read_sharegpt(path: Path, text: str) -> SessionFile:
-    shape = 'a ShareGPT file is a JSON list of {"conversations": [{"from": "human", "value": TEXT}, ...]}'
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path} is not valid JSON (line {error.lineno}: {error.msg}); {shape}") from None
     sessions = []
     empty = 0
-    for number, entry in enumerate(data):
-        turns = sharegpt_turns(path, number, entry, shape)
+    skipped = Skipped()
+    for number, entry in enumerate(sharegpt_entries(path, text)):
+        try:
+            turns = sharegpt_turns(path, number, entry, SHAREGPT_SHAPE)
+        except BenchError as error:
+            skipped = skipped.add(str(error))
+            continue
         pairs = []
         for user, reply in zip(turns[::2], turns[1::2], strict=False):
             if user["from"] not in HUMAN_ROLES or reply["from"] not in REPLY_ROLES:
@@ -177,8 +185,9 @@ def _read_sharegpt(path: Path, text: str) -> SessionFile:
         else:
             empty += 1
     if not sessions:
-        raise BenchError(f"{path} has no conversation that starts with a human turn and its reply; {shape}")
-    return SessionFile(tuple(sessions), empty)
+        problem = f"{path} has no conversation that starts with a human turn and its reply; {SHAREGPT_SHAPE}"
+        raise skipped.none_left(path, problem)
+    return SessionFile(tuple(sessions), empty, skipped)
 
 
 def _read_jsonl(path: Path, text: str) -> SessionFile:
@@ -188,23 +197,31 @@ def _read_jsonl(path: Path, text: str) -> SessionFile:
     )
     sessions = []
     empty = 0
+    skipped = Skipped()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}, line {number}: not valid JSON ({error.msg}); {shape}") from None
-        turns = item.get("turns") if isinstance(item, dict) else None
-        if not isinstance(turns, list):
-            raise BenchError(f"{path}, line {number}: no 'turns' list; {shape}")
-        if not turns:
-            empty += 1
+            turns = _session_line(path, number, line, shape)
+        except BenchError as error:
+            skipped = skipped.add(str(error))
             continue
-        sessions.append(tuple(_file_turn(path, number, index, turn, shape) for index, turn in enumerate(turns)))
+        if turns:
+            sessions.append(turns)
+        else:
+            empty += 1
     if not sessions:
-        raise BenchError(f"{path} has no session with a turn; {shape}")
-    return SessionFile(tuple(sessions), empty)
+        problem = f"{path} has no session with a turn; {shape}"
+        raise skipped.none_left(path, problem)
+    return SessionFile(tuple(sessions), empty, skipped)
+
+
+def _session_line(path: Path, number: int, line: str, shape: str) -> tuple[FileTurn, ...]:
+    item = json_line(line, f"{path}, line {number}", shape)
+    turns = item.get("turns") if isinstance(item, dict) else None
+    if not isinstance(turns, list):
+        raise BenchError(f"{path}, line {number}: no 'turns' list; {shape}")
+    return tuple(_file_turn(path, number, index, turn, shape) for index, turn in enumerate(turns))
 
 
 def _file_turn(path: Path, line: int, index: int, turn: object, shape: str) -> FileTurn:

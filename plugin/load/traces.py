@@ -9,8 +9,10 @@
 Arrivals are the trace's timestamps, relative to the first request of the slice (``--trace-slice START:END``,
 seconds of trace time) and multiplied by ``--trace-time-scale`` (0.5 replays twice as fast), as vLLM's timed trace
 (``--timed-trace-sec-multiplier``) and SGLang's Mooncake slowdown factor do. A file is read and checked in full
-before any server starts: a missing field or timestamps that go back is an error naming the line; requests that
-cannot be sent (no output, longer than ``--max-model-len``) are dropped and counted by reason, never changed.
+before any server starts: a line that cannot be read (a missing field, a broken value) is skipped and counted, as
+vLLM's loaders skip it, and a file with none left, or whose timestamps go back, is an error naming the line;
+requests that cannot be sent (no output, longer than ``--max-model-len``) are dropped and counted by reason, never
+changed.
 
 Each round draws its own tokens for every hash id (the run's seeded ``rng`` moves on), so a round's prefill is not
 served from the cache the round before warmed, while inside a round the trace's reuse stands.
@@ -19,7 +21,6 @@ served from the cache the round before warmed, while inside a round the trace's 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from collections import Counter
@@ -29,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from plugin.errors import BenchError
-from plugin.load.datasets import read_text
+from plugin.load.datasets import Skipped, json_line, read_text
 from plugin.option_values import TraceSlice
 
 MOONCAKE_BLOCK_TOKENS = 512
@@ -61,18 +62,20 @@ class Replay:
     due_offsets_s: tuple[float, ...]
     in_slice: int
     dropped: dict[str, int]
+    skipped: Skipped = Skipped()
 
 
-def read_trace(kind: str, path: Path) -> list[TraceRequest]:
-    """Every request of the file, checked (``BenchError`` naming the line of the first problem)."""
+def read_trace(kind: str, path: Path) -> tuple[list[TraceRequest], Skipped]:
+    """Every readable request of the file, checked, and the lines skipped (``BenchError`` naming the line of the
+    first problem when none is left, or when timestamps go back)."""
     if kind == "mooncake":
-        requests = _read_mooncake(path)
+        requests, skipped = _read_mooncake(path)
     elif kind == "azure":
-        requests = _read_azure(path)
+        requests, skipped = _read_azure(path)
     else:
         raise BenchError(f"unknown trace kind {kind!r}: {' or '.join(TRACE_KINDS)}")
     if not requests:
-        raise BenchError(f"{path} holds no request")
+        raise skipped.none_left(path, f"{path} holds no request")
     previous = requests[0]
     for request in requests[1:]:
         if request.arrival_s < previous.arrival_s:
@@ -81,7 +84,7 @@ def read_trace(kind: str, path: Path) -> list[TraceRequest]:
                 f"line {previous.line}'s; a trace is replayed in time order: sort the file by its timestamps"
             )
         previous = request
-    return requests
+    return requests, skipped
 
 
 def replay(
@@ -91,7 +94,8 @@ def replay(
     first request, times ``time_scale``."""
     if not (time_scale > 0 and math.isfinite(time_scale)):
         raise ValueError(f"time_scale must be a positive number, not {time_scale}")
-    in_slice = [request for request in read_trace(kind, path) if window.holds(request.arrival_s)]
+    requests, skipped = read_trace(kind, path)
+    in_slice = [request for request in requests if window.holds(request.arrival_s)]
     if not in_slice:
         raise BenchError(f"{path}: no request arrives inside --trace-slice {window.text} (seconds of trace time)")
     dropped: Counter[str] = Counter()
@@ -110,7 +114,7 @@ def replay(
         )
     origin_s = in_slice[0].arrival_s
     offsets = tuple((request.arrival_s - origin_s) * time_scale for request in kept)
-    return Replay(source or f"{kind}:{path}", tuple(kept), offsets, len(in_slice), dict(dropped))
+    return Replay(source or f"{kind}:{path}", tuple(kept), offsets, len(in_slice), dict(dropped), skipped)
 
 
 def trace_prompts(
@@ -159,46 +163,51 @@ def _whole(value: object) -> int | None:
     return int(value)
 
 
-def _read_mooncake(path: Path) -> list[TraceRequest]:
-    shape = (
-        'each line is {"timestamp": MILLISECONDS, "input_length": N, "output_length": N, "hash_ids": [ID, ...]} '
-        f"with one hash id per {MOONCAKE_BLOCK_TOKENS} prompt tokens"
-    )
+def _read_mooncake(path: Path) -> tuple[list[TraceRequest], Skipped]:
     requests: list[TraceRequest] = []
+    skipped = Skipped()
     for number, line in enumerate(read_text(path, "trace file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{path}, line {number}: not valid JSON ({error.msg}); {shape}") from None
-        if not isinstance(item, dict):
-            raise BenchError(f"{path}, line {number}: not a JSON object; {shape}")
-        missing = [key for key in ("timestamp", "input_length", "output_length", "hash_ids") if key not in item]
-        if missing:
-            raise BenchError(f"{path}, line {number}: no {', '.join(missing)}; {shape}")
-        timestamp = item["timestamp"]
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
-            raise BenchError(f"{path}, line {number}: timestamp {timestamp!r} is not a number of milliseconds")
-        input_len, output_len = _whole(item["input_length"]), _whole(item["output_length"])
-        if input_len is None or output_len is None:
-            raise BenchError(f"{path}, line {number}: input_length and output_length are whole numbers; {shape}")
-        hash_ids = item["hash_ids"]
-        if not isinstance(hash_ids, list) or not all(_whole(h) is not None for h in hash_ids):
-            raise BenchError(f"{path}, line {number}: hash_ids is a list of whole numbers; {shape}")
-        blocks = math.ceil(input_len / MOONCAKE_BLOCK_TOKENS)
-        if len(hash_ids) != blocks:
-            raise BenchError(
-                f"{path}, line {number}: {len(hash_ids)} hash ids for {input_len} prompt tokens, which make {blocks} "
-                f"blocks of {MOONCAKE_BLOCK_TOKENS}; the file is not a Mooncake trace of {MOONCAKE_BLOCK_TOKENS}-token "
-                "blocks"
-            )
-        ids = tuple(int(h) for h in hash_ids)
-        requests.append(TraceRequest(number, float(timestamp) / 1000.0, input_len, output_len, ids))
-    return requests
+            requests.append(_mooncake_request(path, number, line))
+        except BenchError as error:
+            skipped = skipped.add(str(error))
+    return requests, skipped
 
 
-def _read_azure(path: Path) -> list[TraceRequest]:
+def _mooncake_request(path: Path, number: int, line: str) -> TraceRequest:
+    shape = (
+        'each line is {"timestamp": MILLISECONDS, "input_length": N, "output_length": N, "hash_ids": [ID, ...]} '
+        f"with one hash id per {MOONCAKE_BLOCK_TOKENS} prompt tokens"
+    )
+    item = json_line(line, f"{path}, line {number}", shape)
+    if not isinstance(item, dict):
+        raise BenchError(f"{path}, line {number}: not a JSON object; {shape}")
+    missing = [key for key in ("timestamp", "input_length", "output_length", "hash_ids") if key not in item]
+    if missing:
+        raise BenchError(f"{path}, line {number}: no {', '.join(missing)}; {shape}")
+    timestamp = item["timestamp"]
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
+        raise BenchError(f"{path}, line {number}: timestamp {timestamp!r} is not a number of milliseconds")
+    input_len, output_len = _whole(item["input_length"]), _whole(item["output_length"])
+    if input_len is None or output_len is None:
+        raise BenchError(f"{path}, line {number}: input_length and output_length are whole numbers; {shape}")
+    hash_ids = item["hash_ids"]
+    if not isinstance(hash_ids, list) or not all(_whole(h) is not None for h in hash_ids):
+        raise BenchError(f"{path}, line {number}: hash_ids is a list of whole numbers; {shape}")
+    blocks = math.ceil(input_len / MOONCAKE_BLOCK_TOKENS)
+    if len(hash_ids) != blocks:
+        raise BenchError(
+            f"{path}, line {number}: {len(hash_ids)} hash ids for {input_len} prompt tokens, which make {blocks} "
+            f"blocks of {MOONCAKE_BLOCK_TOKENS}; the file is not a Mooncake trace of {MOONCAKE_BLOCK_TOKENS}-token "
+            "blocks"
+        )
+    ids = tuple(int(h) for h in hash_ids)
+    return TraceRequest(number, float(timestamp) / 1000.0, input_len, output_len, ids)
+
+
+def _read_azure(path: Path) -> tuple[list[TraceRequest], Skipped]:
     lines = read_text(path, "trace file").splitlines()
     reader = csv.DictReader(lines)
     missing = [column for column in AZURE_COLUMNS if column not in (reader.fieldnames or [])]
@@ -208,26 +217,35 @@ def _read_azure(path: Path) -> list[TraceRequest]:
             f"{', '.join(AZURE_COLUMNS)}"
         )
     requests: list[TraceRequest] = []
+    skipped = Skipped()
     origin: datetime | None = None
     for row in reader:
-        number = reader.line_num
-        values = [row.get(column) for column in AZURE_COLUMNS]
-        if any(value is None or not value.strip() for value in values):
-            raise BenchError(f"{path}, line {number}: a value of {', '.join(AZURE_COLUMNS)} is missing")
-        stamp, context, generated = (str(value).strip() for value in values)
         try:
-            when = datetime.fromisoformat(stamp)
-        except ValueError:
-            raise BenchError(
-                f"{path}, line {number}: TIMESTAMP {stamp!r} is not a date and time such as 2023-11-16 18:15:46.68"
-            ) from None
-        try:
-            input_len, output_len = int(context), int(generated)
-        except ValueError:
-            raise BenchError(f"{path}, line {number}: ContextTokens and GeneratedTokens are whole numbers") from None
-        if input_len < 0 or output_len < 0:
-            raise BenchError(f"{path}, line {number}: ContextTokens and GeneratedTokens are zero or more")
+            when, input_len, output_len = _azure_row(path, reader.line_num, row)
+        except BenchError as error:
+            skipped = skipped.add(str(error))
+            continue
         if origin is None:
             origin = when
-        requests.append(TraceRequest(number, (when - origin).total_seconds(), input_len, output_len))
-    return requests
+        requests.append(TraceRequest(reader.line_num, (when - origin).total_seconds(), input_len, output_len))
+    return requests, skipped
+
+
+def _azure_row(path: Path, number: int, row: dict[str, str | None]) -> tuple[datetime, int, int]:
+    values = [row.get(column) for column in AZURE_COLUMNS]
+    if any(value is None or not value.strip() for value in values):
+        raise BenchError(f"{path}, line {number}: a value of {', '.join(AZURE_COLUMNS)} is missing")
+    stamp, context, generated = (str(value).strip() for value in values)
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        raise BenchError(
+            f"{path}, line {number}: TIMESTAMP {stamp!r} is not a date and time such as 2023-11-16 18:15:46.68"
+        ) from None
+    try:
+        input_len, output_len = int(context), int(generated)
+    except ValueError:
+        raise BenchError(f"{path}, line {number}: ContextTokens and GeneratedTokens are whole numbers") from None
+    if input_len < 0 or output_len < 0:
+        raise BenchError(f"{path}, line {number}: ContextTokens and GeneratedTokens are zero or more")
+    return when, input_len, output_len
