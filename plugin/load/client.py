@@ -26,7 +26,6 @@ import random
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -41,7 +40,7 @@ CANCELLED = "cancelled: the client disconnected on purpose (--request-cancellati
 cancellation): failed, never good, and no reason to fail its benchmark."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cancellation:
     """``--request-cancellation-rate`` and ``--request-cancellation-delay-s`` (AIPerf's request cancellation): each
     request of a serving round is left by its client with probability ``rate_pct`` / 100, ``delay_s`` after its
