@@ -5,6 +5,7 @@ controller, and the per-benchmark load runner (``plugin.benchmark_load``, roles 
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
@@ -23,9 +24,10 @@ from plugin.errors import BenchError
 from plugin.gpu_roles import excluded_gpus, sampled_roles
 from plugin.hookspec import extra_vllm_args
 from plugin.idle_baselines import measure_baseline, use_loaded_baseline, write_session_power
-from plugin.load.client import STOPPED
+from plugin.load.client import CANCELLED, STOPPED, Cancellation
 from plugin.load.schedule import with_measured_end
 from plugin.load.workload import SWEEP_MAX, SWEEP_SYNC, vocab_range
+from plugin.options import Settings
 from plugin.outcome import check_servers, fail, fail_on_errors, feed_benchmark, stop_topology, store
 from plugin.power import PowerError, Sampler
 from plugin.power.dcgm import DcgmBackend
@@ -220,12 +222,16 @@ def run_workload(
 
     def measure(workload: Workload, dvfs_record: dict[str, Any] | None) -> BenchmarkResult:
         # The same load on every topology: the seed names the test, workload and setting, never the topology.
-        rng = bench_session.rng_for(f"{request.node.originalname}[{load_id(workload)}-{dvfs.id}]")
+        load_key = f"{request.node.originalname}[{load_id(workload)}-{dvfs.id}]"
+        rng = bench_session.rng_for(load_key)
+        cancelling = _cancellation(settings, bench_session.rng_for(f"cancellation:{load_key}"))
         if searched is not None:
             workload = capacity_run.sized(workload, rate, settings)
         started_s = now_s()
         try:
-            measurement, extra = measure_workload(bench_session, runner, request.node.nodeid, workload, rng)
+            measurement, extra = measure_workload(
+                bench_session, replace(runner, cancellation=cancelling), request.node.nodeid, workload, rng
+            )
             if searched is not None:
                 extra |= capacity_run.probe_extra(measurement, now_s() - started_s)
         except WarmupFailed as error:
@@ -241,10 +247,21 @@ def run_workload(
             )
         feed_benchmark(benchmark, [r.duration_s for r in measurement.rounds], workload, result)
         check_servers(bench_session, topology, measurement)
-        fail_on_errors([r for r in measurement.records if r.error != STOPPED], own_servers=settings.vllm_url is None)
+        fail_on_errors(
+            [r for r in measurement.records if r.error not in (STOPPED, CANCELLED)],
+            own_servers=settings.vllm_url is None,
+        )
         return result
 
     return run
+
+
+def _cancellation(settings: Settings, rng: random.Random) -> Cancellation | None:
+    """The requests whose client leaves mid-answer (``--request-cancellation-rate``), drawn apart from the load's
+    own draws, so the same prompts and arrivals come with or without it."""
+    if settings.request_cancellation_pct is None:
+        return None
+    return Cancellation(settings.request_cancellation_pct, settings.request_cancellation_delay_s, rng.getrandbits(64))
 
 
 def capacity_point(request: pytest.FixtureRequest) -> Workload | None:

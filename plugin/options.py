@@ -155,6 +155,10 @@ class Settings:
     """``--ramp-up-strategy``, ``--ramp-up-start-rps``, ``--ramp-up-end-rps`` (vLLM's): one ramp replaces the rates."""
     prefix_cache_control: bool = False
     """``--prefix-cache-control``: each trace and sessions benchmark is followed by its control, caching defeated."""
+    request_cancellation_pct: float | None = None
+    """``--request-cancellation-rate``: the share (%) of serving requests whose client leaves mid-answer."""
+    request_cancellation_delay_s: float = 0.0
+    """``--request-cancellation-delay-s``: how long after its send a cancelled request's client leaves."""
 
     def topology(self, name: str) -> Topology:
         return next(topology for topology in self.topologies if topology.name == name)
@@ -257,6 +261,16 @@ _OPTIONS: list[tuple[str, str]] = [
     ),
     ("ramp-up-start-rps", "serving, with --ramp-up-strategy: the first request's rate (requests/s)"),
     ("ramp-up-end-rps", "serving, with --ramp-up-strategy: the last request's rate (requests/s)"),
+    (
+        "request-cancellation-rate",
+        "serving: percent of requests whose client disconnects mid-answer, each drawn at random (AIPerf's); "
+        "recorded as failed (cancelled), never good, and no reason to fail the benchmark (default: none)",
+    ),
+    (
+        "request-cancellation-delay-s",
+        "serving, with --request-cancellation-rate: seconds after its send at which such a request's client "
+        "disconnects, if its answer has not ended (default 0)",
+    ),
     ("random-range-ratio", "serving, random dataset: lengths drawn uniformly within mean x (1 +- ratio) (default 0)"),
     ("duration-s", "serving: requests arrive for this many seconds (instead of --num-requests); steady state"),
     ("warmup-s", "serving: seconds at the start of --duration-s left out of statistics and power (default 0)"),
@@ -558,6 +572,13 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         raise pytest.UsageError(
             "--ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together: give all three or none"
         )
+    cancellation_pct = _parsed(config, "request-cancellation-rate", percentage, None)
+    cancellation_delay_s = _parsed(config, "request-cancellation-delay-s", non_negative_float, 0.0)
+    if cancellation_pct is None and _raw(config, "request-cancellation-delay-s") is not None:
+        raise pytest.UsageError(
+            "--request-cancellation-delay-s says when a cancelled request's client leaves: give "
+            "--request-cancellation-rate too"
+        )
     time_scale = _parsed(config, "trace-time-scale", positive_float, 1.0)
     window = _parsed(config, "trace-slice", trace_slice, TraceSlice())
     return {
@@ -576,6 +597,8 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "ramp_up": None if strategy is None else (strategy, ramp_rates[0], ramp_rates[1]),
         "prefix_cache_control": bool(config.getoption("prefix_cache_control") or config.getini("prefix_cache_control")),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
+        "request_cancellation_pct": cancellation_pct,
+        "request_cancellation_delay_s": cancellation_delay_s,
         "duration_s": duration_s,
         "warmup_s": warmup_s,
         "cooldown_s": cooldown_s,

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from plugin.clock import now_s
 from plugin.errors import BenchError
-from plugin.load.client import STOPPED, run_load, run_schedule
+from plugin.load.client import STOPPED, Cancellation, run_load, run_schedule
 from plugin.load.schedule import Schedule
 from plugin.measurement import Measurement, Round
 from plugin.power import Sampler
@@ -45,6 +45,8 @@ class Runner:
     timeout_s: float
     on_request_done: Callable[[int, int], None] | None = None
     """Called with (done, total) of the current round after every request."""
+    cancellation: Cancellation | None = None
+    """Requests of measured serving rounds whose client leaves mid-answer; never a warm-up request."""
 
     def measure(
         self,
@@ -107,7 +109,9 @@ class Runner:
         gpus = tuple(self.endpoint.gpu_roles)
         origin_s = now_s() + START_LEAD_S
         opens_s = origin_s + (schedule.measured_from_s or 0.0)
-        client = asyncio.create_task(self._send(schedule, self.on_request_done, origin_s, _stop(schedule, stop_when)))
+        stop = _stop(schedule, stop_when)
+        leave_s = None if self.cancellation is None else self.cancellation.after_s(len(schedule.requests), index)
+        client = asyncio.create_task(self._send(schedule, self.on_request_done, origin_s, stop, leave_s))
         await asyncio.sleep(max(0.0, opens_s - now_s()))
         await asyncio.to_thread(self.sampler.begin_window, window, gpus)  # a counter read may take milliseconds
         try:
@@ -130,11 +134,13 @@ class Runner:
         on_done: Callable[[int, int], None] | None,
         start_s: float | None = None,
         stop_when: Callable[[RequestRecord], bool] | None = None,
+        cancel_after_s: Sequence[float | None] | None = None,
     ) -> list[RequestRecord]:
         url, model = self.endpoint.url, self.endpoint.model
         return await run_schedule(url, model, schedule.requests, schedule.due_offsets_s, schedule.max_concurrency,
                                   self.timeout_s, on_done, start_s=start_s, stop_when=stop_when,
-                                  follows=schedule.follows, salt_cache=schedule.cache_salted)  # fmt: skip
+                                  follows=schedule.follows, salt_cache=schedule.cache_salted,
+                                  cancel_after_s=cancel_after_s)  # fmt: skip
 
     def _round(
         self,

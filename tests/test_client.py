@@ -18,7 +18,16 @@ from aiohttp import ClientSession, web
 
 from plugin.analysis.stats import LAG_LIMIT_MS, summarize, tbt_gaps_s
 from plugin.clock import now_s
-from plugin.load.client import STOPPED, completion_body, run_load, run_schedule, stream_completion, token_times
+from plugin.load.client import (
+    CANCELLED,
+    STOPPED,
+    Cancellation,
+    completion_body,
+    run_load,
+    run_schedule,
+    stream_completion,
+    token_times,
+)
 from plugin.records.requests import RequestRecord
 from plugin.serving.servers import free_port
 from tests.conftest import StartStub
@@ -349,6 +358,36 @@ def test_a_stop_sends_nothing_more_and_records_the_rest_as_stopped(stub_upstream
     assert [r.index for r in records] == [0, 1, 2, 3]
     assert all(r.error == STOPPED and r.first_token_s is None for r in records[1:])
     assert records[-1].end_s - records[0].due_s < 0.5  # it did not wait for the later arrivals
+
+
+def test_a_cancelled_request_leaves_mid_answer_and_the_server_sees_it_go(stub_upstream: StartStub) -> None:
+    """AIPerf's request cancellation: the client closes the connection mid-stream; the tokens before stay."""
+    url = stub_upstream(20.0)  # 30 tokens: about 0.6 s a stream
+
+    async def main() -> tuple[list[RequestRecord], dict[str, Any]]:
+        records = await run_schedule(
+            url, "m", [([1], 30)] * 3, [0.0, 0.0, 0.0], None, 10.0, cancel_after_s=[None, 0.2, 5.0]
+        )
+        await asyncio.sleep(0.2)  # the stub notices the closed connection at its next write
+        async with ClientSession() as session, session.get(f"{url}/stats") as response:
+            return records, await response.json()
+
+    records, stats = asyncio.run(main())
+    kept, cancelled, late = records
+    assert kept.ok and late.ok  # a delay longer than the answer cancels nothing
+    assert cancelled.error == CANCELLED and cancelled.completion_tokens is None
+    assert 0 < len(cancelled.token_times_s) < 30
+    assert cancelled.end_s - cancelled.send_s >= 0.2
+    assert stats["disconnected"] == 1
+
+
+def test_cancellation_draws_its_share_the_same_way_each_time() -> None:
+    cancellation = Cancellation(rate_pct=20.0, delay_s=0.5, seed=7)
+    first = cancellation.after_s(2000, round_index=0)
+    assert set(first) == {None, 0.5}
+    assert 0.17 < first.count(0.5) / len(first) < 0.23
+    assert first == cancellation.after_s(2000, round_index=0)
+    assert first != cancellation.after_s(2000, round_index=1)
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ OPTIONS = {
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--energy-usd-per-kwh", "--pue",
     "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs", "--trace-time-scale",
     "--trace-slice", "--think-time-s", "--prefix-cache-control", "--ramp-up-strategy", "--ramp-up-start-rps",
-    "--ramp-up-end-rps",
+    "--ramp-up-end-rps", "--request-cancellation-rate", "--request-cancellation-delay-s",
 }  # fmt: skip
 # Each option's ini twin and its type: the name with underscores (--vllm-arg: vllm_args, one per line).
 INI_KEYS = {
@@ -182,6 +182,15 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--energy-usd-per-kwh=-0.1", "--energy-usd-per-kwh='-0.1': must be zero or more"),
         ("--grid-gco2e-per-kwh=low", "--grid-gco2e-per-kwh='low': expected a number"),
         ("--mlenergy-max-num-seqs=0", "--mlenergy-max-num-seqs='0': must be a positive whole number"),
+        ("--request-cancellation-rate=0", "--request-cancellation-rate='0': must be above 0 and at most 100*"),
+        (
+            "--request-cancellation-delay-s=1",
+            "--request-cancellation-delay-s says when*give --request-cancellation-rate*",
+        ),
+        (
+            "--request-cancellation-rate=5 --request-cancellation-delay-s=-1",
+            "--request-cancellation-delay-s='-1': must*",
+        ),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, argument: str, message: str) -> None:

@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import random
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +37,25 @@ from plugin.load.arrivals import closed_loop
 from plugin.records.requests import RequestRecord
 
 STOPPED = "stopped: the probe was already decided (over-saturated), so the load stopped before this answer"
+CANCELLED = "cancelled: the client disconnected on purpose (--request-cancellation-rate)"
+"""The error of a request the client left mid-answer by design, as a user closing the page does (AIPerf's request
+cancellation): failed, never good, and no reason to fail its benchmark."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancellation:
+    """``--request-cancellation-rate`` and ``--request-cancellation-delay-s`` (AIPerf's request cancellation): each
+    request of a serving round is left by its client with probability ``rate_pct`` / 100, ``delay_s`` after its
+    send, a draw seeded by ``seed`` and the round, so every topology of a run loses the same requests."""
+
+    rate_pct: float
+    delay_s: float
+    seed: int
+
+    def after_s(self, count: int, round_index: int) -> tuple[float | None, ...]:
+        """Per request of a round of ``count``: seconds after its send at which its client leaves, or ``None``."""
+        rng = random.Random(f"{self.seed}:{round_index}")
+        return tuple(self.delay_s if rng.random() * 100 < self.rate_pct else None for _ in range(count))
 
 
 def completion_body(model: str, prompt: list[int], max_tokens: int, cache_salt: str | None = None) -> dict[str, Any]:
@@ -62,15 +82,20 @@ async def stream_completion(
     due_s: float,
     timeout_s: float,
     ready_s: float | None = None,
+    cancel_after_s: float | None = None,
 ) -> RequestRecord:
+    """One streamed request. With ``cancel_after_s`` the client closes the connection that long after the send if
+    the answer has not ended (the server sees its client leave and aborts the request): error ``CANCELLED``, the
+    tokens that came before kept."""
     chunks: list[tuple[float, int | None]] = []
     usage: dict[str, Any] = {}
     error: str | None = None
     proxy_timing: dict[str, float | None] = {}
     kv_blocks: int | None = None
     send_s = now_s()
+    cancel = asyncio.timeout(cancel_after_s)
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(timeout_s), cancel:
             async with session.post(f"{url}/v1/completions", json=body) as response:
                 if response.status != 200:
                     text = await response.text()
@@ -95,7 +120,7 @@ async def stream_completion(
     except _HttpError as failure:
         error = str(failure)
     except TimeoutError:
-        error = f"timed out after {timeout_s:g} s (--request-timeout-s)"
+        error = CANCELLED if cancel.expired() else f"timed out after {timeout_s:g} s (--request-timeout-s)"
     except (aiohttp.ClientError, ValueError) as failure:
         error = f"{type(failure).__name__}: {failure}"
     reported_tokens = usage.get("completion_tokens")
@@ -240,6 +265,7 @@ async def run_schedule(
     stop_when: Callable[[RequestRecord], bool] | None = None,
     follows: Sequence[int | None] | None = None,
     salt_cache: bool = False,
+    cancel_after_s: Sequence[float | None] | None = None,
 ) -> list[RequestRecord]:
     """Send ``requests`` (prompt token ids, max_tokens) each at its due offset (seconds from ``start_s``, a
     ``plugin.clock.now_s`` time; default: once the HTTP session is open), without waiting for earlier answers;
@@ -249,9 +275,12 @@ async def run_schedule(
     Records come back in request order. ``on_done(done, total)`` follows progress (it must be quick: it runs on
     the event loop). ``stop_when(record)``, called with each answer, stops the load when it says so (a capacity
     probe already decided): nothing more is sent, requests in flight are cancelled, and each unanswered one gets a
-    failed record (``STOPPED``)."""
+    failed record (``STOPPED``). ``cancel_after_s[i]``, where not ``None``, makes the client leave request ``i``
+    that long after its send (``CANCELLED``)."""
     if len(requests) != len(due_offsets_s):
         raise ValueError(f"{len(requests)} requests but {len(due_offsets_s)} due offsets")
+    if cancel_after_s is not None and len(cancel_after_s) != len(requests):
+        raise ValueError(f"{len(requests)} requests but {len(cancel_after_s)} cancellation delays")
     next_of = _followers(follows, len(requests))
     if any(not (offset >= 0 and math.isfinite(offset)) for offset in due_offsets_s):
         raise ValueError("due offsets are finite seconds from the start, zero or more")
@@ -269,12 +298,13 @@ async def run_schedule(
             nonlocal done
             prompt, max_tokens = requests[index]
             body = completion_body(model, prompt, max_tokens, secrets.token_hex(16) if salt_cache else None)
+            leave_s = None if cancel_after_s is None else cancel_after_s[index]
             if slots is None:
-                record = await stream_completion(session, url, body, index, due_s, timeout_s, due_s)
+                record = await stream_completion(session, url, body, index, due_s, timeout_s, due_s, leave_s)
             else:
                 ready_s = await slots.acquire(due_s)
                 try:
-                    record = await stream_completion(session, url, body, index, due_s, timeout_s, ready_s)
+                    record = await stream_completion(session, url, body, index, due_s, timeout_s, ready_s, leave_s)
                 finally:
                     slots.release()
             done += 1
