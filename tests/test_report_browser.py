@@ -96,9 +96,10 @@ def test_report_page_loads_offline_cleanly_with_every_chart(tmp_path: Path, brow
         "images => images.map(i => [i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight,"
         " i.getBoundingClientRect().width, i.getBoundingClientRect().height])",
     )
+    cloud = visit.page.locator('.modebar-btn[data-title="Share chart..."]').count()  # it would upload the chart
     visit.page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     visit.page.close()
-    assert visit.problems == [] and visit.offsite() == []
+    assert visit.problems == [] and visit.offsite() == [] and cloud == 0
     assert any(url.endswith("/plotly.min.js") for url in visit.requests)  # the copy beside the page
     assert {f"timeline-{index}" for index in range(len(results["benchmarks"]))} <= set(drawn)
     assert kind != "serving" or {"rate-curves-0", "rate-curves-1"} <= set(drawn)

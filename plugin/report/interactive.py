@@ -6,6 +6,7 @@ so a run of many benchmarks opens quickly. A chart with nothing to draw is one l
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,16 @@ from markupsafe import Markup
 
 PLOTLY_JS = "plotly.min.js"
 """plotly.js, written next to the run's page (``write_plotly_js``) and loaded by a relative ``<script src>``."""
-PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-"""No link to plotly's cloud, and the chart follows the page's width."""
+PLOT_CONFIG = {
+    "displaylogo": False,
+    "showSendToCloud": False,
+    "modeBarButtonsToRemove": ["select2d", "lasso2d"],
+    "responsive": True,
+}
+"""No link or button to plotly's cloud (the page stays offline), no selection tools (nothing uses a selection),
+and the chart follows the page's width."""
+PANEL_TEXT_CHARS = 50
+"""Where the line saying why a panel is empty wraps, so it stays inside a panel half the chart's width."""
 TEMPLATE = "plotly_white"
 """The look of every chart; the page carries it once (``template_json``), not once per chart."""
 
@@ -73,12 +82,14 @@ def figure(title: str, height_px: int) -> go.Figure:
 
 def say_why(fig: go.Figure, why: str, xref: str = "x", yref: str = "y") -> None:
     """A panel with nothing to draw says why in its middle, and shows no axis that would suggest a zero."""
-    fig.add_annotation(
-        text=why, xref=f"{xref} domain", yref=f"{yref} domain", x=0.5, y=0.5, showarrow=False,
+    x_axis, y_axis = xref.replace("x", "xaxis"), yref.replace("y", "yaxis")
+    middle = [sum(fig.layout[axis].domain or (0.0, 1.0)) / 2 for axis in (x_axis, y_axis)]
+    text = "<br>".join(textwrap.wrap(why, PANEL_TEXT_CHARS))
+    fig.add_annotation(  # in the paper's coordinates: plotly.js places none on an axis that draws no trace
+        text=text, xref="paper", yref="paper", x=middle[0], y=middle[1], showarrow=False,
         font={"color": "dimgray", "size": 13},
     )  # fmt: skip
-    axis_names = {"x": xref.replace("x", "xaxis"), "y": yref.replace("y", "yaxis")}
-    fig.update_layout({name: {"visible": False} for name in axis_names.values()})
+    fig.update_layout({x_axis: {"visible": False}, y_axis: {"visible": False}})
 
 
 def write_plotly_js(folder: Path) -> Path:

@@ -57,14 +57,15 @@ def timeline_figure(
     palette = qualitative.Dark24
     for number, (gpu, frame) in enumerate(samples.items()):
         name = f"GPU {gpu} ({roles.get(gpu, 'role unknown')})"
-        t_s = frame["t_s"].to_numpy() - start_s
-        watts = frame["power_instant_w"].fillna(frame["power_avg_w"])
+        t_s = (frame["t_s"].to_numpy() - start_s).astype(np.float32)  # float32: half the bytes; 0.25 ms at an hour
+        watts = frame["power_instant_w"].fillna(frame["power_avg_w"]).to_numpy(dtype=np.float32)
         fig.add_trace(go.Scatter(x=t_s, y=watts, mode="lines", name=f"{name} power", legendgroup=gpu,
                                  line={"color": palette[number % len(palette)]},
                                  hovertemplate="%{x:.2f} s: %{y:.1f} W"), row=1, col=1)  # fmt: skip
         if gpu in clocks:
-            fig.add_trace(go.Scatter(x=t_s, y=frame["sm_clock_mhz"], mode="lines", name=f"{name} SM clock",
-                                     legendgroup=gpu, line={"color": palette[number % len(palette)], "dash": "dot"},
+            mhz = frame["sm_clock_mhz"].to_numpy(dtype=np.float32)
+            fig.add_trace(go.Scatter(x=t_s, y=mhz, mode="lines", name=f"{name} SM clock", legendgroup=gpu,
+                                     line={"color": palette[number % len(palette)], "dash": "dot"},
                                      hovertemplate="%{x:.2f} s: %{y:.0f} MHz"),
                           row=rows.index("clock") + 1, col=1)  # fmt: skip
     send, first, end = (requests[key].to_numpy(dtype=float) - start_s for key in ("send_s", "first_token_s", "end_s"))
@@ -89,7 +90,7 @@ def in_flight(begin_s: np.ndarray, end_s: np.ndarray) -> tuple[np.ndarray, np.nd
     steps = np.concatenate([np.ones(len(begin_s)), -np.ones(len(end_s))])
     order = np.lexsort((steps, times))
     times, counts = times[order], np.cumsum(steps[order])
-    return np.concatenate([times[:1], times]), np.concatenate([[0.0], counts]).astype(int)
+    return np.concatenate([times[:1], times]).astype(np.float32), np.concatenate([[0.0], counts]).astype(np.int32)
 
 
 def window_edges(fig: go.Figure, windows: tuple[PowerWindow, ...], start_s: float) -> None:
