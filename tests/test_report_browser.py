@@ -64,13 +64,30 @@ class Visit:
         response = self.page.goto(page.resolve().as_uri(), wait_until="load")
         assert response is not None and response.ok, page
 
+    def draw(self, chart_id: str) -> Any:
+        """Scroll the chart into view (the page draws it then) and wait until it is drawn; its locator."""
+        chart = self.page.locator(f"#{chart_id}")
+        chart.scroll_into_view_if_needed()
+        self.page.wait_for_selector(f"#{chart_id}[data-drawn] .main-svg", state="attached", timeout=10_000)
+        return chart
+
     def draw_every_chart(self) -> list[str]:
-        """Scroll each interactive chart into view (the page draws it then) and wait until it is drawn."""
         ids: list[str] = self.page.eval_on_selector_all("div.chart", "divs => divs.map(d => d.id)")
         for chart_id in ids:
-            self.page.locator(f"#{chart_id}").scroll_into_view_if_needed()
-            self.page.wait_for_selector(f"#{chart_id}[data-drawn] .main-svg", state="attached", timeout=10_000)
+            self.draw(chart_id)
         return ids
+
+    def hover_first_point(self, chart_id: str) -> str:
+        """Move the mouse onto the chart's first point (plotly hovers on moves, not on a jump) and return the text
+        of the tooltip that appears."""
+        point = self.draw(chart_id).locator(".scatterlayer .trace .points path").first
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        assert box is not None, f"{chart_id} has no point to hover"
+        self.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+        tooltip = self.page.locator(f"#{chart_id} .hoverlayer .hovertext").first
+        tooltip.wait_for(state="visible", timeout=5_000)
+        return str(tooltip.text_content() or "")
 
     def offsite(self) -> list[str]:
         return [url for url in self.requests if not url.startswith(LOCAL)]
@@ -112,18 +129,9 @@ def test_report_page_loads_offline_cleanly_with_every_chart(tmp_path: Path, brow
 
 def test_hovering_a_point_shows_its_values(tmp_path: Path, browser: Any) -> None:
     folder, benchmarks = write_serving_run(tmp_path)
-    build_report(folder)
     visit = Visit(browser)
-    visit.open(folder / "index.html")
-    visit.draw_every_chart()
-    point = visit.page.locator("#rate-curves-0 .scatterlayer .trace .points path").first
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    assert box is not None
-    visit.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)  # plotly hovers on moves
-    tooltip = visit.page.locator("#rate-curves-0 .hoverlayer .hovertext").first
-    tooltip.wait_for(state="visible", timeout=5_000)
-    text = tooltip.text_content() or ""
+    visit.open(build_report(folder))
+    text = visit.hover_first_point("rate-curves-0")
     visit.page.close()
     assert "req/s" in text and any(benchmark.name in text for benchmark in benchmarks), text
     assert visit.problems == [] and visit.offsite() == []
@@ -131,11 +139,9 @@ def test_hovering_a_point_shows_its_values(tmp_path: Path, browser: Any) -> None
 
 def test_the_timeline_shows_the_power_windows_edges(tmp_path: Path, browser: Any) -> None:
     folder, results = write_power_run(tmp_path)
-    build_report(folder)
     visit = Visit(browser)
-    visit.open(folder / "index.html")
-    visit.draw_every_chart()
-    timeline = visit.page.locator("#timeline-0")
+    visit.open(build_report(folder))
+    timeline = visit.draw("timeline-0")
     edges = timeline.locator(".shapelayer path").count()
     labels = timeline.locator(".shapelayer text, .shapelayer tspan").all_text_contents()
     legend = timeline.locator(".legend").text_content() or ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS, Visit
 
 
 def main() -> None:
@@ -23,16 +23,11 @@ def main() -> None:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(args.page.resolve().as_uri())
-        chart = page.locator(f"#{args.chart}")
-        chart.scroll_into_view_if_needed()
-        page.wait_for_selector(f"#{args.chart}[data-drawn]")
+        visit = Visit(browser)
+        visit.open(args.page)
+        chart = visit.draw(args.chart)
         if args.hover:
-            box = chart.locator(".scatterlayer .trace .points path").first.bounding_box()
-            assert box is not None, f"{args.chart} has no point to hover"
-            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
-            page.wait_for_selector(f"#{args.chart} .hoverlayer .hovertext")
+            visit.hover_first_point(args.chart)
         chart.screenshot(path=str(args.out))
         browser.close()
 

@@ -147,7 +147,7 @@ def _ring_short_windows(axis: Any, rows: pd.DataFrame, x: str, y: str) -> None:
 def architectures(run: Run, path: Path) -> Path:
     """Traditional against disaggregated on the phase workloads both ran (``architectures_figure``), or a
     placeholder saying why there is nothing to compare. Serving benchmarks are compared on their own curves
-    against the offered rate (``serving_curves``)."""
+    against the offered rate (``plugin.report.rate_curves``)."""
     title = "Traditional vs disaggregated, same workloads"
     table = run.table()
     table = table[table["phase"] != SERVING].copy()
