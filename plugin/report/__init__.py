@@ -2,7 +2,8 @@
 files and the power CSVs), so that a run copied from a GPU machine can be viewed anywhere.
 ``python -m plugin.report reports/<run-id>`` rebuilds it.
 
-matplotlib, pandas and Jinja2 are imported by the modules of this package, never by ``plugin.plugin`` at import.
+matplotlib, Plotly, pandas and Jinja2 are imported by the modules of this package, never by ``plugin.plugin`` at
+import.
 """
 
 from plugin.report.build import build_report
