@@ -39,10 +39,21 @@ from plugin.report import build_report
 from plugin.report.comparison import topology_comparison
 from plugin.report.data import load_run as load_report_run
 from plugin.report.formatting import number, with_pm
+from plugin.report.rate_curves import pareto, rate_curves
 from plugin.results.store import RESULTS_FILE, ResultsFile
 from plugin.session import RunSession
 from tests.settings import make_settings
-from tests.test_report import DATA, SHAREGPT, TARGETS_MS, Tables, check_page, serving_benchmark, stored
+from tests.test_report import (
+    DATA,
+    SHAREGPT,
+    TARGETS_MS,
+    Tables,
+    chart_ids,
+    check_page,
+    series,
+    serving_benchmark,
+    stored,
+)
 
 RATES = (1.0, 2.0, 4.0)
 TOPOLOGIES = {
@@ -289,16 +300,23 @@ def per_gpu_table(page: Path) -> dict[tuple[str, str], dict[str, str]]:
 def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_table(tmp_path: Path) -> None:
     folder, benchmarks = topology_run(tmp_path)
     page = build_report(folder)
-    links = check_page(page)
+    check_page(page)
     text = page.read_text()
     assert "<h2>Topologies compared</h2>" in text and f"Dataset {SHAREGPT}: dp:2, 1p1d" in text
     assert all(f"<li>{line}</li>" in text for line in STORED)
     answer = text.index(f"<h2>Which topology ({SHAREGPT})</h2>")  # the answer first: the verdicts, then evidence
     assert answer < text.index(f"<li>{STORED[0]}</li>") < text.index("<h2>Benchmarks</h2>")
     section = text.index("<h2>Topologies compared</h2>")
-    assert section < text.index(f"<li>{STORED[0]}</li>", section) < text.index("topologies-0-slo.png")
-    shown = {Path(str(image["src"])).name for image in links.images}
-    assert {"topologies-0-slo.png", "topologies-0-energy.png", "topologies-0-latency.png"} <= shown
+    assert section < text.index(f"<li>{STORED[0]}</li>", section)
+    charts = chart_ids(page)
+    assert charts["rate-curves-0"] is None and charts["pareto-0"] is None  # both drawn: targets, power, per GPU
+    pareto_figure = pareto(load_report_run(folder), SHAREGPT, 0).figure
+    assert pareto_figure is not None
+    drawn = {trace.name: (list(trace.x), list(trace.y)) for trace in pareto_figure.data}
+    for benchmark in benchmarks:  # one point per topology and rate: goodput per GPU against J per good request
+        summary = benchmark.summary
+        point = (summary["goodput_rps"] / 2, summary["energy_per_good_request_j"])
+        assert point in list(zip(*drawn[benchmark.topology_name], strict=True))
     rows = per_gpu_table(page)
     assert len(rows) == len(benchmarks)
     for benchmark in benchmarks:
@@ -317,34 +335,20 @@ def test_the_report_compares_the_topologies_with_verdicts_charts_and_a_per_gpu_t
 
 
 def test_the_energy_chart_draws_each_topology_with_its_error_bars(tmp_path: Path) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.collections import LineCollection
-
-    from plugin.report.comparison_charts import energy_figure, topology_colors
-
     folder, _ = topology_run(tmp_path)
-    comparison = topology_comparison(load_report_run(folder), SHAREGPT)
-    figure = energy_figure(comparison, topology_colors(comparison.topologies))
+    figure = rate_curves(load_report_run(folder), SHAREGPT, 0).figure
     assert figure is not None
-    try:
-        (axis,) = figure.axes
-        lines = {str(line.get_label()): np.asarray(line.get_xydata()).tolist() for line in axis.get_lines()}
-        bars = [c.get_segments() for c in axis.collections if isinstance(c, LineCollection)]
-    finally:
-        plt.close(figure)
+    drawn = series(figure)
     for topology, (_, _, _, energy, pm) in TOPOLOGIES.items():
-        assert lines[topology] == [[rate, value] for rate, value in zip(RATES, energy, strict=True)]
-        assert [[(rate, value - e), (rate, value + e)] for rate, value, e in zip(RATES, energy, pm, strict=True)] in [
-            [[tuple(end) for end in segment] for segment in collection] for collection in bars
-        ]
+        trace = drawn[("energy", topology, False)]
+        assert (list(trace.x), list(trace.y)) == (list(RATES), list(energy))
+        assert list(trace.error_y.array) == pytest.approx(pm)
 
 
 def test_one_topology_says_so_in_one_line_and_an_old_file_still_builds(tmp_path: Path) -> None:
     single, _ = topology_run(tmp_path / "single", topologies=("dp:2",))
     page = build_report(single)
     assert "Nothing to compare: no dataset was served at offered rates by two topologies or more" in page.read_text()
-    assert not list((single / "charts").glob("topologies-*"))
     old = tmp_path / "old" / "run"  # made before topologies: traditional and disaggregated, no per-GPU figures
     old.parent.mkdir()
     shutil.copytree(DATA / "run-fake-nvml", old)
@@ -379,23 +383,17 @@ class Lines:
 
 
 def test_the_report_and_the_terminal_judge_at_the_runs_slo_attainment(tmp_path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from plugin.report.comparison_charts import slo_figure, topology_colors
-
     folder, benchmarks = topology_run(tmp_path / "reports", attainments=AT_85, settings={"slo_attainment_pct": 80.0})
     run = load_report_run(folder)
     comparison = topology_comparison(run, SHAREGPT)
     assert (run.attainment_pct, comparison.verdicts) == (80.0, AT_80)
     text = build_report(folder).read_text()
     assert f"<li>{AT_80[0]}</li>" in text and "against the 80 % target" in text
-    figure = slo_figure(comparison, topology_colors(comparison.topologies))
+    figure = rate_curves(run, SHAREGPT, 0).figure
     assert figure is not None
-    try:
-        drawn = {str(line.get_label()): list(line.get_ydata()) for line in figure.axes[0].get_lines()}
-    finally:
-        plt.close(figure)
-    assert drawn["meets the targets (80 %)"] == [80.0, 80.0]
+    (line,) = [shape for shape in figure.layout.shapes if shape.yref == "y"]  # the SLO attainment panel's
+    assert (line.y0, line.y1) == (80.0, 80.0)
+    assert "meets the targets (80 %)" in {annotation.text for annotation in figure.layout.annotations}
     assert verdicts_of(terminal_lines(tmp_path / "terminal", benchmarks, slo_attainment_pct=80.0)) == [
         f"verdict ({SHAREGPT}, SLO attainment target 80 %, judged on its 95 % interval): {AT_80[0]}"
     ]

@@ -122,6 +122,8 @@ def test_summary_table_and_pytest_benchmark_json(finished_run: tuple[Path, str, 
     assert "pd-energy-bench" in stdout
     assert f"results: {run_folder / 'results.json'}" in stdout
     assert f"report: {run_folder / 'index.html'}" in stdout and (run_folder / "charts" / "latency.png").is_file()
+    page = (run_folder / "index.html").read_text()  # each benchmark's timeline, drawn by the plotly.js beside it
+    assert (run_folder / "plotly.min.js").is_file() and '<div class="chart" id="timeline-0"' in page
     stored = json.loads(benchmark_json.read_text())
     by_name = {bench["name"]: bench for bench in stored["benchmarks"]}
     assert {bench["stats"]["rounds"] for bench in stored["benchmarks"]} == {ROUNDS}

@@ -41,7 +41,10 @@ from plugin.report.build import png_size
 from plugin.report.data import ENERGY
 from plugin.report.data import load_run as load_report_run
 from plugin.report.formatting import number
+from plugin.report.interactive import PLOTLY_JS
+from plugin.report.rate_curves import front_of, rate_figure
 from plugin.report.serving_data import ServingPoint, serving_points
+from plugin.report.timeline import WINDOW_EDGES, timeline
 from plugin.results.store import RESULTS_FILE, ResultsFile, load_run
 
 DATA = Path(__file__).parent / "data"
@@ -137,6 +140,20 @@ def benchmark_table(page: Path) -> dict[str, dict[str, str]]:
     return {row[0]: dict(zip(header, row, strict=True)) for row in rows}
 
 
+def chart_ids(page: Path) -> dict[str, str | None]:
+    """Each interactive chart of the page by element id: ``None`` where it is drawn, else its line saying why not."""
+    text = page.read_text()
+    drawn = dict.fromkeys(re.findall(r'<div class="chart" id="([\w-]+)"', text))
+    missing = re.findall(r'<p class="note chart-missing" id="([\w-]+)">(.*?)</p>', text, re.S)
+    return {**drawn, **{key: html.unescape(line) for key, line in missing}}
+
+
+def series(figure: Any) -> dict[tuple[str, str, bool], Any]:
+    """A rate-curves figure's traces by (panel, series, hollow): panels ``slo``, ``energy``, ``ttft``, ``tpot``."""
+    panels = {"x": "slo", "x2": "energy", "x3": "ttft", "x4": "tpot"}
+    return {(panels[trace.xaxis], trace.name, trace.marker.color == "white"): trace for trace in figure.data}
+
+
 def check_page(page: Path) -> Links:
     """Every link resolves to a file, and every image's width/height are the PNG's own."""
     links = Links()
@@ -152,6 +169,10 @@ def check_page(page: Path) -> Links:
     return links
 
 
+TBT_PER_CHUNK = {"mean_tbt_ms", "median_tbt_ms", "p90_tbt_ms", "p99_tbt_ms"}
+"""Stored with a token's gaps (a chunk of k tokens gave k - 1 zero gaps); computed per chunk since 2026-12-07."""
+
+
 @each_stored_run
 def test_stored_run_loads_typed_with_its_requests(source: Path) -> None:
     """Every entry loads as a ``BenchmarkResult``, and its summary is what ``stats`` makes of its stored requests:
@@ -165,7 +186,10 @@ def test_stored_run_loads_typed_with_its_requests(source: Path) -> None:
         assert len(requests) == benchmark.summary["requests"]
         assert all(request.round is not None for request in requests)
         expected = summarize([request.record for request in requests])
+        assert expected.keys() - benchmark.summary.keys() <= {"output_length_ignored"}  # newer than these files
         for key, value in expected.items():
+            if key not in benchmark.summary or key in TBT_PER_CHUNK:
+                continue
             if isinstance(value, float):
                 assert benchmark.summary[key] == pytest.approx(value), key
             else:
@@ -181,7 +205,8 @@ def test_report_of_each_stored_run_has_every_chart_and_no_broken_link(tmp_path: 
     links = check_page(page)
     charts = {Path(str(image["src"])).name for image in links.images}
     assert {"latency.png", "energy_per_token.png", "architectures.png"} <= charts
-    assert {f"timeline-{i}.png" for i in range(len(results["benchmarks"]))} <= charts
+    assert {f"timeline-{i}" for i in range(len(results["benchmarks"]))} <= set(chart_ids(page))
+    assert (folder / PLOTLY_JS).stat().st_size > 1_000_000  # plotly.js itself, beside the page: no network needed
     table = benchmark_table(page)  # the phase benchmarks; serving ones have tables of their own
     assert set(table) == {entry["name"] for entry in results["benchmarks"] if entry["phase"] != "serving"}
     check_page(tmp_path / "index.html")
@@ -283,8 +308,9 @@ def test_strings_from_the_run_are_escaped(tmp_path: Path) -> None:
     results["benchmarks"][0]["summary"]["errors"] = [evil]
     page = build_report(write_run(tmp_path, results))
     for text in (page.read_text(), (tmp_path / "index.html").read_text()):
-        assert "<script>" not in text
+        assert "<script>alert" not in text  # the page's own scripts (the charts' loader) are its only ones
     assert "&lt;script&gt;" in page.read_text()
+    assert "\\u003cscript\\u003ealert" in page.read_text()  # in a chart's JSON (its timeline's title) too
 
 
 def _busy(role: str | None, t_s: float, records: list[Any]) -> bool:
@@ -347,8 +373,17 @@ def test_a_run_with_power_draws_timelines_and_energy(tmp_path: Path) -> None:
     assert "not measured" not in page.read_text()
     disaggregated = next(i for i, e in enumerate(results["benchmarks"]) if e["architecture"] == "disaggregated")
     traditional = next(i for i, e in enumerate(results["benchmarks"]) if e["architecture"] == "traditional")
-    two_gpus, one_gpu = (png_size(folder / "charts" / f"timeline-{i}.png") for i in (disaggregated, traditional))
-    assert two_gpus[1] > one_gpu[1]  # one panel per GPU: the prefill GPU and the decode GPU apart
+    run = load_report_run(folder)
+    two_gpus, one_gpu = (timeline(run, run.benchmarks[i], i).figure for i in (disaggregated, traditional))
+    assert two_gpus is not None and one_gpu is not None
+    powers = [[trace.name for trace in figure.data if trace.name.endswith(" power")] for figure in (two_gpus, one_gpu)]
+    assert powers == [["GPU 0 (prefill) power", "GPU 1 (decode) power"], ["GPU 0 (prefill+decode) power"]]
+    rounds = len(results["benchmarks"][disaggregated]["rounds"])
+    edges = [shape.x0 for shape in two_gpus.layout.shapes if shape.name == WINDOW_EDGES]
+    assert len(edges) == 2 * rounds and edges[0] == 0.0 and edges == sorted(edges)
+    in_flight = {trace.name: trace for trace in two_gpus.data if trace.name.startswith("requests in")}
+    assert set(in_flight) == {"requests in prefill", "requests in decode"}
+    assert all(max(trace.y) >= 1 and min(trace.y) == 0 for trace in in_flight.values())
 
 
 def test_the_table_shows_only_the_energy_figures_of_each_phase(tmp_path: Path) -> None:
@@ -671,36 +706,35 @@ def test_serving_points_sit_at_the_offered_rate_or_hollow_at_the_achieved_one() 
 
 
 def test_a_missing_serving_value_is_skipped_never_drawn_as_zero() -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from plugin.report.serving_charts import serving_figure
-
     points = [point for point in serving_points(tuple(b for b, _ in serving_benchmarks())) if point.dataset == SHAREGPT]
     missing = next(point for point in points if (point.architecture, point.x_rps) == MISSING_P99[::2])
     assert "p99_tpot_ms" not in missing.values and "median_tpot_ms" in missing.values
-    figure = serving_figure("test", points, None)
-    try:
-        drawn = {(axis.get_title(), str(line.get_label())): line for axis in figure.axes for line in axis.get_lines()}
-        xy = {key: np.asarray(line.get_xydata(), dtype=float).reshape(-1, 2) for key, line in drawn.items()}
-        data = {key: (pairs[:, 0].tolist(), pairs[:, 1].tolist()) for key, pairs in xy.items() if len(pairs)}
-        legends = [legend for axis in figure.axes if (legend := axis.get_legend()) is not None]
-        labels = [text.get_text() for legend in legends for text in legend.get_texts()]
-    finally:
-        plt.close(figure)
-    assert data[("TPOT (ms)", "disaggregated p99")][0] == [1.0, 4.0]  # 2 req/s has no p99: skipped
-    assert data[("TPOT (ms)", "disaggregated p50")][0] == [1.0, 2.0, 4.0]
-    assert data[("TPOT (ms)", "traditional p99")][0] == [1.0, 2.0, 4.0]
-    hollow = drawn[("achieved throughput (req/s)", "traditional at achieved rate")]
-    assert hollow.get_markerfacecolor() == "white" and hollow.get_linestyle() == "None"
-    (x_rps,), (y_rps,) = data[("achieved throughput (req/s)", "traditional at achieved rate")]
-    assert x_rps == y_rps == next(p.x_rps for p in points if p.architecture == "traditional" and not p.offered)
-    assert data[("SLO attainment (%)", "traditional")][1] == [100.0, 100.0, 100.0 / 3]
-    assert ("J per good request", "disaggregated") in data
-    diagonal_x, diagonal_y = data[("achieved throughput (req/s)", "achieved = offered")]
-    assert diagonal_x == diagonal_y
-    assert all(0.0 not in y for _, y in data.values())
-    assert "all at once / closed loop: at achieved rate" in labels
+    drawn = series(rate_figure("test", points, {"ttft": 500.0, "tpot": 50.0}, 90.0, None))
+    assert list(drawn[("tpot", "disaggregated", False)].x) == [1.0, 4.0]  # 2 req/s has no p99: skipped
+    assert list(drawn[("tpot", "traditional", False)].x) == [1.0, 2.0, 4.0]
+    hollow = drawn[("ttft", "traditional", True)]
+    assert hollow.mode == "markers" and "lines" not in hollow.mode  # not joined to the curve
+    assert list(hollow.x) == [next(p.x_rps for p in points if p.architecture == "traditional" and not p.offered)]
+    assert list(drawn[("slo", "traditional", False)].y) == [100.0, 100.0, 100.0 / 3]
+    assert ("energy", "disaggregated", False) in drawn
+    assert all(0.0 not in trace.y for trace in drawn.values())
+    named = [trace.name for trace in drawn.values() if trace.showlegend is not False]
+    assert sorted(named) == ["disaggregated", "traditional"]  # each series named once, toggled in every panel
+
+
+def test_a_panel_without_data_says_why_and_draws_no_axis() -> None:
+    points = [point for point in serving_points(tuple(b for b, _ in serving_benchmarks())) if point.dataset == RANDOM]
+    figure = rate_figure("test", points, {}, 90.0, "power not measured: no GPU")
+    panels = {trace.xaxis for trace in figure.data}
+    assert panels == {"x3", "x4"}  # no SLO attainment (no targets), no energy (no power): latency only
+    texts = {annotation.text.replace("<br>", " ") for annotation in figure.layout.annotations}
+    assert {"no --goodput targets were given: no SLO attainment", "power not measured: no GPU"} <= texts
+    assert figure.layout.xaxis.visible is False and figure.layout.yaxis2.visible is False
+
+
+def test_the_pareto_front_keeps_the_points_nothing_beats() -> None:
+    points = [(1.0, 10.0), (2.0, 12.0), (2.0, 11.0), (3.0, 30.0), (1.5, 20.0)]
+    assert front_of(points) == [(1.0, 10.0), (2.0, 11.0), (3.0, 30.0)]
 
 
 def test_a_run_with_serving_benchmarks_gets_its_section_curves_and_table(tmp_path: Path) -> None:
@@ -709,13 +743,11 @@ def test_a_run_with_serving_benchmarks_gets_its_section_curves_and_table(tmp_pat
     links = check_page(page)
     text = page.read_text()
     assert "<h2>Serving</h2>" in text
-    shown = {Path(str(image["src"])).name: image for image in links.images}
-    assert {"serving-0.png", "serving-1.png"} <= set(shown)  # one per dataset, ShareGPT first as it ran first
-    assert (
-        shown["serving-0.png"]["alt"] == f"Serving: {SHAREGPT}"
-        and shown["serving-1.png"]["alt"] == f"Serving: {RANDOM}"
-    )
-    assert png_size(folder / "charts" / "serving-0.png") == (1100, 760)  # the curves, not a placeholder
+    charts = chart_ids(page)
+    assert charts["rate-curves-0"] is None and charts["rate-curves-1"] is None  # one per dataset, both drawn
+    assert text.index(f"Serving: dataset {SHAREGPT}") < text.index(f"Serving: dataset {RANDOM}")  # as they ran
+    assert "no --goodput targets were given" in str(charts["pareto-1"])  # no good request to count, so it says so
+    assert links.targets.count(PLOTLY_JS) == 1
     assert not any("serving" in name for name in benchmark_table(page))  # the phase table has its phases only
     rows = serving_table(page)
     assert set(rows) == {benchmark.name for benchmark in benchmarks}
@@ -758,7 +790,7 @@ def test_a_serving_only_run_renders_and_a_run_without_serving_has_no_section(tmp
     assert "No prefill, decode or end-to-end benchmark in this run" in page.read_text()
     assert png_size(folder / "charts" / "architectures.png") == (1100, 420)  # a placeholder saying why
     plain = build_report(write_run(tmp_path / "plain", stored()))
-    assert "<h2>Serving</h2>" not in plain.read_text() and not list((plain.parent / "charts").glob("serving-*"))
+    assert "<h2>Serving</h2>" not in plain.read_text() and "rate-curves" not in plain.read_text()
 
 
 def test_a_dataset_with_nothing_to_place_gets_a_placeholder(tmp_path: Path) -> None:
@@ -770,8 +802,9 @@ def test_a_dataset_with_nothing_to_place_gets_a_placeholder(tmp_path: Path) -> N
     (folder / RESULTS_FILE).write_text(json.dumps(data))
     page = build_report(folder)
     check_page(page)
-    assert png_size(folder / "charts" / "serving-1.png") == (1100, 420)
-    assert png_size(folder / "charts" / "serving-0.png") == (1100, 760)
+    charts = chart_ids(page)
+    assert "no benchmark of this dataset has an offered rate or an achieved throughput" in str(charts["rate-curves-1"])
+    assert charts["rate-curves-0"] is None
 
 
 def test_serving_comparison_needs_the_same_rate_and_targets(tmp_path: Path) -> None:
@@ -973,12 +1006,7 @@ def test_energy_charts_draw_the_intervals_and_ring_the_short_windows(tmp_path: P
 
 
 def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_path: Path) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.container import ErrorbarContainer
-
     from plugin.report.charts import SHORT_WINDOW_LABEL
-    from plugin.report.serving_charts import serving_figure
 
     header = {key: value for key, value in stored().items() if key not in ("benchmarks", "schema_version", "status")}
     header["power"] = {"backend": "nvml", "unmeasured_reason": None, "gpus": [0], "samples_csv": {}, "notes": []}
@@ -997,21 +1025,18 @@ def test_serving_energy_has_its_intervals_on_the_curves_and_in_the_table(tmp_pat
             assert shown.startswith(f"{number(good)} ± {number(0.05 * good, 2)}")
         assert ("⚑" in shown or good is None) == (index == FLAGGED or good is None)
     points = [p for p in serving_points(tuple(b for b, _ in serving)) if p.dataset == SHAREGPT]
-    figure = serving_figure("test", points, None)
-    try:
-        energy_axis = next(axis for axis in figure.axes if axis.get_title() == "J per good request")
-        bars = [b for c in energy_axis.containers if isinstance(c, ErrorbarContainer) for b in error_bars(c)]
-        expected = sorted((p.x_rps, 0.95 * p.values["j_per_good_request"], 1.05 * p.values["j_per_good_request"])
-                          for p in points)  # fmt: skip
-        assert len(bars) == len(expected)
-        for bar, want in zip(sorted(bars), expected, strict=True):
-            assert bar == pytest.approx(want)
-        (ring,) = [line for line in energy_axis.get_lines() if line.get_label() == SHORT_WINDOW_LABEL]
-        assert np.asarray(ring.get_xdata())[0] == serving[FLAGGED][0].workload.request_rate
-        ttft_axis = next(axis for axis in figure.axes if axis.get_title() == "TTFT (ms)")
-        assert not [c for c in ttft_axis.containers if isinstance(c, ErrorbarContainer)]
-    finally:
-        plt.close(figure)
+    drawn = series(rate_figure("test", points, {}, 90.0, None))
+    energy = [trace for (panel, name, _), trace in drawn.items() if panel == "energy" and name != SHORT_WINDOW_LABEL]
+    triples = [zip(trace.x, trace.y, trace.error_y.array, strict=True) for trace in energy]
+    bars = sorted((x, y - e, y + e) for triple in triples for x, y, e in triple)
+    expected = sorted((p.x_rps, 0.95 * p.values["j_per_good_request"], 1.05 * p.values["j_per_good_request"])
+                      for p in points)  # fmt: skip
+    assert len(bars) == len(expected)
+    for bar, want in zip(bars, expected, strict=True):
+        assert bar == pytest.approx(want)
+    ring = drawn[("energy", SHORT_WINDOW_LABEL, False)]
+    assert list(ring.x) == [serving[FLAGGED][0].workload.request_rate]
+    assert all(trace.error_y.array is None for (panel, *_), trace in drawn.items() if panel in ("ttft", "tpot"))
 
 
 def test_server_phases_stand_beside_the_clients_times(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Builds ``reports/<run-id>/index.html`` with its charts, and ``reports/index.html`` listing every run."""
+"""Builds ``reports/<run-id>/index.html`` with its charts (PNG files, and interactive ones drawn by the
+plotly.js copy beside the page), and ``reports/index.html`` listing every run."""
 
 from __future__ import annotations
 
@@ -14,20 +15,15 @@ from plugin.records.workload import SERVING
 from plugin.report import charts
 from plugin.report.answer_section import answer_section
 from plugin.report.compare import METRICS, choose_baseline, compare
-from plugin.report.comparison import (
-    PER_GPU_TABLE,
-    TopologyComparison,
-    chart_paths,
-    comparison_datasets,
-    topology_comparison,
-)
-from plugin.report.comparison_charts import comparison_charts
+from plugin.report.comparison import PER_GPU_TABLE, comparison_datasets, topology_comparison
 from plugin.report.cost_section import COLUMNS as COST_COLUMNS
 from plugin.report.cost_section import cost_section
 from plugin.report.data import ENERGY, HEADLINE, LATENCY, SERVING_ENERGY, SERVING_TABLES, Run, load_run, short_window
 from plugin.report.formatting import number, signed, with_pm
-from plugin.report.serving_charts import serving_curves
+from plugin.report.interactive import PLOT_CONFIG, PLOTLY_JS, template_json, write_plotly_js
+from plugin.report.rate_curves import pareto, rate_curves
 from plugin.report.serving_data import serving_rows
+from plugin.report.timeline import timeline
 
 CHART_FOLDER = "charts"
 CARD_COEFFICIENTS = {
@@ -69,23 +65,20 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
     if run.header.get("dvfs"):
         overview.append(_image(charts.dvfs_tradeoff(run, charts_dir / "dvfs.png"), "DVFS: energy against latency"))
     serving = [
-        _image(serving_curves(run, dataset, charts_dir / f"serving-{index}.png"), f"Serving: {dataset}")
+        chart
         for index, dataset in enumerate(run.datasets)
+        for chart in (rate_curves(run, dataset, index), pareto(run, dataset, index))
     ]
-    topologies = [
-        topology_section(run, dataset, charts_dir, index) for index, dataset in enumerate(comparison_datasets(run))
-    ]
-    timelines = [
-        _image(charts.timeline(run, benchmark, charts_dir / f"timeline-{index}.png"), f"Timeline of {benchmark.name}")
-        for index, benchmark in enumerate(run.benchmarks)
-    ]
+    topologies = [topology_comparison(run, dataset) for dataset in comparison_datasets(run)]
+    timelines = [timeline(run, benchmark, index) for index, benchmark in enumerate(run.benchmarks)]
+    write_plotly_js(folder)
     base = choose_baseline(run, reports_dir, baseline)
     changes = compare(run, base) if base is not None else []
     page = folder / "index.html"
     page.write_text(
         TEMPLATES.get_template("run.html.j2").render(
             run=run,
-            answer=answer_section(run, [section.comparison for section in topologies]),
+            answer=answer_section(run, topologies),
             notes=run_notes(run),
             table=[row for row in run.rows() if row["phase"] != SERVING],
             headline=HEADLINE if run.power_measured else LATENCY,  # without power: no empty energy columns
@@ -111,31 +104,14 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
             dvfs=run.header.get("dvfs"),
             refused=run.header.get("dvfs_refused", []),
             index_href=_relative_index(folder, reports_dir),
+            plotly_js=PLOTLY_JS,
+            plot_config=PLOT_CONFIG,
+            chart_template=template_json(),
         ),
         encoding="utf-8",
     )
     write_index(reports_dir)
     return page
-
-
-@dataclass(frozen=True)
-class TopologySection:
-    """One dataset's "Topologies compared": its verdict lines, charts and rows."""
-
-    comparison: TopologyComparison
-    images: list[Image]
-
-
-def topology_section(run: Run, dataset: str, charts_dir: Path, index: int) -> TopologySection:
-    """The dataset's comparison (``plugin.report.comparison``) and its three charts."""
-    comparison = topology_comparison(run, dataset)
-    drawn = comparison_charts(
-        comparison, chart_paths(charts_dir, index), None if run.power_measured else run.power_reason
-    )
-    alts = {"slo": "SLO attainment", "energy": "J per good request", "latency": "TTFT and TPOT p99"}
-    return TopologySection(
-        comparison, [_image(path, f"{alts[kind]} per topology: {dataset}") for kind, path in drawn.items()]
-    )
 
 
 def run_notes(run: Run) -> list[str]:

@@ -19,13 +19,12 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES  # noqa: E402
-from plugin.records.results import BenchmarkResult, PowerWindow  # noqa: E402
+from plugin.records.results import BenchmarkResult  # noqa: E402
 from plugin.records.workload import SERVING, workload_id
 from plugin.report.data import ERROR_SUFFIX, Run  # noqa: E402
 
 DPI = 100
 WIDE = (11.0, 4.2)
-PREFILL_COLOR, DECODE_COLOR, ROUND_COLOR = "tab:orange", "tab:blue", "dimgray"
 ARCHITECTURE_COLORS = {"traditional": "tab:green", "disaggregated": "tab:purple"}
 PHASE_ENERGY = {
     "prefill": ("j_per_prompt_token", "J/prompt tok"),
@@ -69,90 +68,6 @@ def placeholder(path: Path, title: str, message: str, figsize: tuple[float, floa
     figure.suptitle(title)
     figure.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=12, color="dimgray")
     return _save(figure, path)
-
-
-def timeline(run: Run, benchmark: BenchmarkResult, path: Path) -> Path:
-    """Each GPU's power and SM clock from the first round's window to the last's, with every request's prefill
-    and decode shaded and the rounds' edges marked; without power data, the requests' phases alone, and the
-    reason in the title."""
-    requests = run.requests(benchmark)
-    windows = benchmark.power.windows
-    if windows:
-        start_s, end_s = windows[0].start_s, windows[-1].end_s
-    else:
-        start_s = float(requests["send_s"].min()) if len(requests) else 0.0
-        end_s = float(requests["end_s"].max()) if len(requests) else 1.0
-    gpus = list(dict.fromkeys(gpu for window in windows for gpu in window.gpus)) if benchmark.power.measured else []
-    frames: dict[str, pd.DataFrame] = {}
-    for gpu in gpus:
-        frame = run.samples(gpu, start_s, end_s)
-        if frame is not None and len(frame):
-            frames[gpu] = frame
-    title = benchmark.name
-    if not frames:
-        reason = benchmark.power.unmeasured_reason or run.power_reason
-        return _request_phases(requests, windows, start_s, path, f"{title}\n{reason}")
-    figsize = (WIDE[0], 2.8 * len(frames) + 0.6)
-    figure, axes = plt.subplots(len(frames), 1, figsize=figsize, layout="constrained", squeeze=False)
-    figure.suptitle(title)
-    roles = benchmark.power.gpu_roles
-    for axis, (gpu, frame) in zip(axes[:, 0], frames.items(), strict=True):
-        watts = frame["power_instant_w"].fillna(frame["power_avg_w"])
-        axis.plot(frame["t_s"] - start_s, watts, color="black", label="power (W)")
-        axis.set_ylabel("power (W)")
-        axis.set_title(f"GPU {gpu} ({roles.get(gpu, 'role unknown')})", fontsize=10)
-        clock = axis.twinx()
-        clock.plot(frame["t_s"] - start_s, frame["sm_clock_mhz"], color="tab:red", alpha=0.6, label="SM clock")
-        clock.set_ylabel("SM clock (MHz)", color="tab:red")
-        _shade_phases(axis, requests, start_s)
-        handles = _mark_rounds(axis, windows, start_s)
-        axis.set_xlabel("time since the first round began (s)")
-        axis.legend(loc="upper left", handles=[*axis.get_legend_handles_labels()[0], *_phase_handles(), *handles])
-    return _save(figure, path)
-
-
-def _request_phases(
-    requests: pd.DataFrame, windows: tuple[PowerWindow, ...], start_s: float, path: Path, title: str
-) -> Path:
-    figure, axis = plt.subplots(figsize=WIDE, layout="constrained")
-    figure.suptitle(title, fontsize=10)
-    for row, request in enumerate(requests.itertuples()):
-        if request.first_token_s is None or pd.isna(request.first_token_s):
-            continue
-        send, first, end = request.send_s - start_s, request.first_token_s - start_s, request.end_s - start_s
-        axis.barh(row, first - send, left=send, color=PREFILL_COLOR)
-        axis.barh(row, end - first, left=first, color=DECODE_COLOR)
-    handles = _mark_rounds(axis, windows, start_s)
-    axis.set_xlabel("time since the first round began (s)")
-    axis.set_ylabel("request")
-    axis.legend(handles=[*_phase_handles(), *handles], loc="lower right")
-    return _save(figure, path)
-
-
-def _shade_phases(axis: Any, requests: pd.DataFrame, start_s: float) -> None:
-    for request in requests.itertuples():
-        if request.first_token_s is None or pd.isna(request.first_token_s):
-            continue
-        axis.axvspan(request.send_s - start_s, request.first_token_s - start_s, color=PREFILL_COLOR, alpha=0.12)
-        axis.axvspan(request.first_token_s - start_s, request.end_s - start_s, color=DECODE_COLOR, alpha=0.08)
-
-
-def _mark_rounds(axis: Any, windows: tuple[PowerWindow, ...], start_s: float) -> list[Any]:
-    """Dashed lines where each round's power window began and ended, when there is more than one round."""
-    if len(windows) < 2:
-        return []
-    from matplotlib.lines import Line2D
-
-    for window in windows:
-        for edge_s in (window.start_s, window.end_s):
-            axis.axvline(edge_s - start_s, color=ROUND_COLOR, linestyle="--", linewidth=0.8)
-    return [Line2D([], [], color=ROUND_COLOR, linestyle="--", linewidth=0.8, label="round window")]
-
-
-def _phase_handles() -> list[Any]:
-    from matplotlib.patches import Patch
-
-    return [Patch(color=PREFILL_COLOR, label="prefill"), Patch(color=DECODE_COLOR, label="decode")]
 
 
 def latency_distributions(run: Run, path: Path) -> Path:
@@ -232,7 +147,7 @@ def _ring_short_windows(axis: Any, rows: pd.DataFrame, x: str, y: str) -> None:
 def architectures(run: Run, path: Path) -> Path:
     """Traditional against disaggregated on the phase workloads both ran (``architectures_figure``), or a
     placeholder saying why there is nothing to compare. Serving benchmarks are compared on their own curves
-    against the offered rate (``serving_curves``)."""
+    against the offered rate (``plugin.report.rate_curves``)."""
     title = "Traditional vs disaggregated, same workloads"
     table = run.table()
     table = table[table["phase"] != SERVING].copy()

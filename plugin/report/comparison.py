@@ -6,7 +6,6 @@ rate cover two topologies or more; older files name the topology by their archit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from plugin.analysis.capacity import is_probe
@@ -110,11 +109,6 @@ def rows_of(run: Run, dataset: str) -> list[dict[str, Any]]:
         )
     order = {topology: index for index, topology in enumerate(dict.fromkeys(row["topology"] for row in rows))}
     return sorted(rows, key=lambda row: (order[row["topology"]], row["offered_rate_rps"]))
-
-
-def chart_paths(charts_dir: Path, index: int) -> dict[str, Path]:
-    """The comparison charts of the ``index``-th compared dataset: SLO attainment, energy, p99 latency."""
-    return {kind: charts_dir / f"topologies-{index}-{kind}.png" for kind in ("slo", "energy", "latency")}
 
 
 def _figure(value: Any) -> float | None:

@@ -24,9 +24,9 @@ from plugin.report.formatting import with_pm
 
 CURVE_METRICS = (
     "request_throughput", "median_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p99_tpot_ms", "slo_attainment_pct",
-    "j_per_good_request", "j_per_request",
+    "slo_attainment_low_pct", "slo_attainment_high_pct", "goodput_per_gpu_rps", "j_per_good_request", "j_per_request",
 )  # fmt: skip
-"""What a serving curve can plot against the offered rate."""
+"""What a serving curve (``plugin.report.rate_curves``) can plot against the offered rate."""
 
 
 def serving_rows(run: Run) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ class ServingPoint:
     name: str
     dataset: str
     group: str
-    """The curve it belongs to: its architecture (and DVFS setting, if any)."""
+    """The curve it belongs to: its topology (and DVFS setting, if any)."""
     architecture: str
     x_rps: float
     offered: bool
@@ -128,7 +128,7 @@ def serving_points(benchmarks: tuple[BenchmarkResult, ...]) -> list[ServingPoint
             ServingPoint(
                 name=benchmark.name,
                 dataset=str(benchmark.workload.dataset),
-                group=f"{benchmark.architecture} {setting}" if setting else benchmark.architecture,
+                group=f"{benchmark.topology_name} {setting}" if setting else benchmark.topology_name,
                 architecture=benchmark.architecture,
                 x_rps=x_rps,
                 offered=offered is not None,
