@@ -28,7 +28,7 @@ LATENCY = {
     "median_tpot_ms": "TPOT p50 (ms)",
     "median_e2el_ms": "E2E p50 (ms)",
     "output_throughput": "output tok/s",
-    "median_kv_handoff_ms": "KV hand-off p50 (ms)",
+    "median_kv_handoff_ms": "KV hand-off incl. decode queue p50 (ms)",
 }
 ENERGY = {
     "j_per_prompt_token": "J / prompt token",
