@@ -24,4 +24,5 @@ def deploy_options(settings: Settings) -> DeployOptions:
         vllm_port=settings.vllm_port,
         ray_address=settings.ray_address,
         nodes={"server": settings.server_node, "prefill": settings.prefill_node, "decode": settings.decode_node},
+        ray_placement_timeout_s=settings.ray_placement_timeout_s,
     )

@@ -21,6 +21,9 @@ COMPARISON_ROUNDS = 3
 """Rounds per rate a verdict between topologies needs to name a winner, and so the serving benchmarks' ``--rounds``
 default when a run names several topologies: with fewer, energy's ± has no between-round spread (one round) or
 rests on a t quantile of 12.7 (two). AIPerf's minimum for multi-run statistics too."""
+RAY_PLACEMENT_TIMEOUT_S = 120.0
+"""``--ray-placement-timeout-s``'s default: how long an instance may wait for its Ray node's GPUs (another job may
+hold them) before the deployment fails, naming the node and what it waits for."""
 _EXAMPLE_FILES = {
     "sharegpt": "conversations.json",
     "jsonl": "prompts.jsonl",

@@ -25,6 +25,7 @@ from plugin.option_values import (
     DEFAULT_SLO_ATTAINMENT_PCT,
     DRAWN,
     GPU_SIZES,
+    RAY_PLACEMENT_TIMEOUT_S,
     DatasetSpec,
     GoodputTargets,
     Prices,
@@ -121,6 +122,8 @@ class Settings:
     """With ``--ray-address``: the node of the prefill instances (IP, ``key=value`` label, custom resource, id)."""
     decode_node: str | None = None
     server_node: str | None = None
+    ray_placement_timeout_s: float = RAY_PLACEMENT_TIMEOUT_S
+    """``--ray-placement-timeout-s``: how long an instance may wait for its Ray node's GPUs."""
     serving_rounds: int = 1
     """Measured rounds per serving benchmark: ``--rounds`` where given, else ``COMPARISON_ROUNDS`` when the run names
     several topologies (a verdict between them needs them), else 1."""
@@ -290,6 +293,11 @@ _OPTIONS: list[tuple[str, str]] = [
     ("prefill-node", "with --ray-address: the prefill instances' node: IP, label key=value, custom resource or id"),
     ("decode-node", "with --ray-address: the decode instances' node (as --prefill-node)"),
     ("server-node", "with --ray-address: the traditional server's node (as --prefill-node)"),
+    (
+        "ray-placement-timeout-s",
+        f"with --ray-address: seconds an instance may wait for its node's GPUs while another job holds them, then "
+        f"the topology fails naming the node (default: {RAY_PLACEMENT_TIMEOUT_S:g})",
+    ),
     ("energy-usd-per-kwh", "cost: your energy price in $/kWh (with --pue): energy cost per token and per good request"),
     ("pue", "cost and carbon: the data centre's PUE, facility over IT energy (default 1: the GPUs' energy alone)"),
     ("gpu-usd-per-hour", "cost: your price of one GPU-hour; every GPU of the budget is charged for the windows' time"),
@@ -487,10 +495,15 @@ def _with_ray(config: pytest.Config, settings: Settings) -> Settings:
     servers, so it does not go with ``--vllm-url``."""
     address = _raw(config, "ray-address")
     nodes = {name: _raw(config, f"{name}-node") for name in ("prefill", "decode", "server")}
+    timeout_s = _parsed(config, "ray-placement-timeout-s", positive_float, RAY_PLACEMENT_TIMEOUT_S)
     if address is None:
         given = [f"--{name}-node" for name, value in nodes.items() if value is not None]
         if given:
             raise pytest.UsageError(f"{', '.join(given)} names a Ray node: give the cluster with --ray-address")
+        if _raw(config, "ray-placement-timeout-s") is not None:
+            raise pytest.UsageError(
+                "--ray-placement-timeout-s bounds the wait for a Ray node's GPUs: give the cluster with --ray-address"
+            )
         return settings
     if importlib.util.find_spec("ray") is None:
         raise pytest.UsageError("--ray-address needs Ray, an extra of the suite: pip install '.[ray]'")
@@ -505,6 +518,7 @@ def _with_ray(config: pytest.Config, settings: Settings) -> Settings:
         prefill_node=nodes["prefill"],
         decode_node=nodes["decode"],
         server_node=nodes["server"],
+        ray_placement_timeout_s=timeout_s,
     )
 
 

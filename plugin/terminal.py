@@ -13,6 +13,7 @@ from plugin.analysis.capacity import is_probe
 from plugin.analysis.phase_figures import energy_figures
 from plugin.analysis.stats import LAG_LIMIT_MS
 from plugin.analysis.uncertainty import FIGURE_KEYS, MIN_SENSOR_UPDATES
+from plugin.analysis.uncharged import uncharged_line
 from plugin.analysis.verdict import attainment_of, serving_points, verdicts
 from plugin.power.nvml_loader import STAND_IN_ENV, stand_in
 from plugin.records.results import BenchmarkResult
@@ -76,7 +77,8 @@ def write_summary(terminalreporter: Any, run: RunSession, report_line: str | Non
             "asleep) and go through the proxy, so disaggregated TTFT and TPOT here are no GPU disaggregation result"
         )
     power = run.results.data.get("power") or {}
-    for line in [power.get("unmeasured_reason"), *power.get("notes", [])]:
+    uncharged = uncharged_line(run.results.benchmarks, run.results.data.get("power_gpus") or [])
+    for line in [power.get("unmeasured_reason"), *power.get("notes", []), uncharged]:
         if line:
             write(f"power: {line}")
     for refused in run.results.data.get("dvfs_refused", []):

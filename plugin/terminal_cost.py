@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from plugin.analysis.cost import CLOCK, COST_FIGURE, COST_KEY, cost_points, formula_lines
+from plugin.analysis.cost import COST_FIGURE, COST_KEY, cost_points, formula_lines, is_exact
 from plugin.analysis.mlenergy import MLENERGY_KEY
 from plugin.analysis.verdict import verdicts
 from plugin.records.results import BenchmarkResult
@@ -43,7 +43,9 @@ def write_cost(write: Callable[[str], None], entries: list[BenchmarkResult], att
     for inputs in _distinct(cost["inputs"] for cost in (entry.summary[COST_KEY] for entry in priced)):
         for line in formula_lines(inputs):
             write(f"cost: {line}")
-    if any(_exact(entry.summary[COST_KEY], key) for entry in priced for key in entry.summary[COST_KEY]["uncertainty"]):
+    if any(
+        is_exact(entry.summary[COST_KEY], key) for entry in priced for key in entry.summary[COST_KEY]["uncertainty"]
+    ):
         write(
             "cost: GPU time is read off the clock, so a figure of GPU time alone has no measurement error ('exact'); "
             "its ± is otherwise the spread between rounds (--rounds 2 or more) and, per good request, the good count's"
@@ -85,15 +87,10 @@ def _pm(cost: Mapping[str, Any], key: str, with_pm: bool = True) -> str:
     value = cost.get(key)
     if value is None:
         return "-"
-    if with_pm and _exact(cost, key):
+    if with_pm and is_exact(cost, key):
         return f"{value:.3g} exact"
     spread = cost["uncertainty"].get(key) if with_pm else None
     return f"{value:.3g}" + ("" if spread is None else f"±{spread:.2g}")
-
-
-def _exact(cost: Mapping[str, Any], key: str) -> bool:
-    """The figure's ± has no part but the GPU time's clock (0): exact, as measured (files from before: never)."""
-    return (cost.get("uncertainty_sources") or {}).get(key) == [CLOCK] and cost["uncertainty"].get(key) == 0.0
 
 
 def _distinct(inputs: Any) -> list[dict[str, Any]]:

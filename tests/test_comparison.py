@@ -36,6 +36,7 @@ from plugin.analysis.verdict import (
 from plugin.power.devices import Inventory
 from plugin.records.results import BenchmarkResult
 from plugin.report import build_report
+from plugin.report.build import run_notes
 from plugin.report.comparison import topology_comparison
 from plugin.report.data import load_run as load_report_run
 from plugin.report.formatting import number, with_pm
@@ -446,3 +447,44 @@ def test_the_terminal_and_the_report_say_undecided_and_why_one_round_names_no_wi
     serving_table = lines[lines.index("") + 1 :]
     header, dp2_at_4 = serving_table[0], next(line for line in serving_table if line.startswith(benchmarks[2].name))
     assert "SLO met (95 %)" in header and " 89% (87-91) " in dp2_at_4
+
+
+DCGM_GPUS = [
+    {"index": index, "host": host, "gpu": gpu, "uuid": None, "url": f"http://{host}:9400/metrics"}
+    for index, (host, gpu) in enumerate([("node-a", 0), ("node-a", 1), ("node-b", 0), ("node-b", 1)])
+]
+"""``power_gpus`` of a run on two DCGM exporters (``plugin.power.dcgm.DcgmGpu``)."""
+
+
+def test_the_terminal_and_the_report_name_the_gpus_read_but_not_charged(tmp_path: Path) -> None:
+    """Another tenant's GPUs on the exporters are never charged: the terminal and the run page say which, by the
+    exporters' names, in one line (with the topologies where not every benchmark left them out); a run that
+    charged every GPU it read says nothing of it."""
+    plain = topology_run(tmp_path / "plain")[1]
+    benchmarks = [replace(b, power=replace(b.power, excluded_gpus=(3, 1))) for b in plain]
+    expected = (
+        "power: not charged: GPU node-a:1, GPU node-b:1: read by the power source but given no role (another "
+        "tenant's, or no instance's), so no energy figure includes them (power.excluded_gpus)"
+    )
+    lines, folder = dcgm_run(tmp_path / "all", benchmarks)
+    assert [line for line in lines if "not charged" in line] == [expected]
+    assert [note for note in run_notes(load_report_run(folder)) if "not charged" in note] == [expected]
+    one_gpu = [replace(b, power=replace(b.power, excluded_gpus=(3,))) for b in plain[3:]]  # 1p1d's
+    lines, folder = dcgm_run(tmp_path / "two", [*benchmarks[:3], *one_gpu])
+    (line,) = [line for line in lines if "not charged" in line]
+    assert line.startswith("power: not charged: GPU node-a:1, GPU node-b:1 (in dp:2); GPU node-b:1 (in 1p1d): read")
+    lines, folder = dcgm_run(tmp_path / "none", plain)
+    assert not any("not charged" in line for line in [*lines, *run_notes(load_report_run(folder))])
+
+
+def dcgm_run(reports: Path, benchmarks: list[BenchmarkResult]) -> tuple[list[str], Path]:
+    """The terminal's summary of a run of ``benchmarks`` whose power came from two DCGM exporters, and its folder."""
+    session = RunSession(make_settings(reports_dir=reports), Inventory((), None, None), [])
+    session.open_run(None)
+    assert session.results is not None
+    session.results.update(power_gpus=DCGM_GPUS)
+    for benchmark in benchmarks:
+        session.results.add_benchmark(benchmark, [])
+    reporter = Lines()
+    terminal.write_summary(reporter, session, None)
+    return reporter.lines, session.results.path.parent

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -19,10 +20,13 @@ from plugin.records.requests import RequestRecord
 from plugin.records.results import BenchmarkResult, to_json
 from plugin.records.topology import DEFAULT_TOPOLOGIES
 from plugin.records.workload import Workload
+from plugin.report import build_report
 from plugin.report.cost_section import cost_section
+from plugin.report.formatting import number
 from plugin.results.identities import broken
 from plugin.terminal_cost import write_cost
 from tests.test_power_entry import request_record
+from tests.test_report import stored, table_with, write_run
 from tests.test_uncertainty import _window
 
 PRICES = Prices(energy_usd_per_kwh=0.2, gpu_usd_per_hour=2.0, grid_g_co2e_per_kwh=400.0, pue=1.5)
@@ -204,3 +208,15 @@ def test_the_reports_section_is_there_only_when_priced() -> None:
     row = section.rows[0]
     assert row["usd_per_good_request"] == pytest.approx(0.00005 + 6.0 / 1800) and "usd_per_good_request_pm" in row
     assert any("x $2/GPU-h" in line for line in section.formulas)
+
+
+def test_the_run_page_shows_a_figure_of_gpu_time_alone_as_exact_as_the_terminal_does(tmp_path: Path) -> None:
+    """Priced by the GPU-hour only, one round: $ per million tokens is the clock's GPU time alone ("exact", never
+    "± 0"); $ per good request keeps the good count's ±."""
+    results = stored()
+    only_gpu = _result([_window(0.0, 6.0, 100.0, 600.0, 0.1)], Prices(gpu_usd_per_hour=2.0)).summary[COST_KEY]
+    results["benchmarks"][4]["summary"][COST_KEY] = only_gpu
+    (row,) = table_with(build_report(write_run(tmp_path, results)), "$ / good request")
+    assert row["$ / M output tokens"] == f"{number(only_gpu['usd_per_million_output_tokens'])} exact"
+    assert row["of it GPU time"] == f"{number(only_gpu['gpu_time_usd_per_million_output_tokens'])} exact"
+    assert row["$ / good request"].startswith(f"{number(only_gpu['usd_per_good_request'])} ± ")

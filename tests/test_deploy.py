@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from plugin import deploy_settings
 from plugin.errors import ServerStartError
 from plugin.records.topology import Topology, parse_topology
 from plugin.serving.cluster import ClusterInstance
@@ -20,6 +21,7 @@ from plugin.serving.local_launcher import LocalLauncher
 from plugin.serving.process import ServerProcess, http_ok
 from plugin.serving.topology import Placement
 from tests.fake_vllm import VERSION, wrapper
+from tests.settings import make_settings
 from tests.test_launcher import dying_python
 
 pytestmark = pytest.mark.slow  # real processes: the stand-in servers and the proxy start in a few seconds
@@ -142,6 +144,18 @@ def test_a_server_that_exits_while_loading_fails_with_its_log_and_nothing_surviv
     assert message.endswith(START_HINT)
     assert calls == ["start prefill0", "start decode0", "stop"] and run.entries  # recorded before the start
     assert not list((tmp_path / "pids").iterdir())
+
+
+def test_the_ray_placement_timeout_reaches_the_ray_launcher(tmp_path: Path) -> None:
+    """``--ray-placement-timeout-s`` flows from the settings to the launcher's wait for a node's GPUs."""
+    from plugin.serving.ray_launcher import RayLauncher
+    from plugin.serving.ray_placement import RayPlacement
+
+    deploy_options = deploy_settings.deploy_options(make_settings(ray_address="auto", ray_placement_timeout_s=7.5))
+    placement = cast(RayPlacement, object())  # the run's connection: not opened here, the launcher only keeps it
+    launcher = launcher_for(deploy_options, tmp_path, print, placement)
+    assert isinstance(launcher, RayLauncher) and launcher.placement_timeout_s == 7.5
+    assert RayLauncher(placement, {}, tmp_path).placement_timeout_s == make_settings().ray_placement_timeout_s == 120
 
 
 def test_the_launcher_is_the_local_one_without_a_ray_address(tmp_path: Path) -> None:

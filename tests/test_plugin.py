@@ -26,6 +26,7 @@ OPTIONS = {
     "--random-range-ratio", "--duration-s", "--warmup-s", "--cooldown-s", "--goodput", "--capacity-resolution",
     "--max-probes", "--resume", "--seed", "--report-baseline",
     "--slo-attainment", "--ray-address", "--prefill-node", "--decode-node", "--server-node", "--arrival-scaling",
+    "--ray-placement-timeout-s",
     "--vllm-arg", "--dvfs-dry-run", "--power-source", "--gpu-role", "--energy-usd-per-kwh", "--pue",
     "--gpu-usd-per-hour", "--grid-gco2e-per-kwh", "--vllm-results", "--mlenergy-max-num-seqs", "--trace-time-scale",
     "--trace-slice", "--think-time-s", "--prefix-cache-control", "--ramp-up-strategy", "--ramp-up-start-rps",
@@ -182,6 +183,9 @@ def test_strict_markers_accept_the_suite_markers(pytester: pytest.Pytester) -> N
         ("--energy-usd-per-kwh=-0.1", "--energy-usd-per-kwh='-0.1': must be zero or more"),
         ("--grid-gco2e-per-kwh=low", "--grid-gco2e-per-kwh='low': expected a number"),
         ("--mlenergy-max-num-seqs=0", "--mlenergy-max-num-seqs='0': must be a positive whole number"),
+        ("--ray-placement-timeout-s=0", "--ray-placement-timeout-s='0': must be a positive number"),
+        ("--ray-placement-timeout-s=soon", "--ray-placement-timeout-s='soon': expected a number"),
+        ("--ray-placement-timeout-s=30", "--ray-placement-timeout-s bounds the wait for a Ray node's GPUs: give the*"),
         ("--request-cancellation-rate=0", "--request-cancellation-rate='0': must be above 0 and at most 100*"),
         (
             "--request-cancellation-delay-s=1",

@@ -256,6 +256,12 @@ def _note(prices: Prices, power: BenchmarkPower, work: Work) -> str | None:
     return "; ".join(notes) or None
 
 
+def is_exact(cost: Mapping[str, Any], key: str) -> bool:
+    """A stored figure's ± holds no part but the GPU time's clock (0): exact, as measured, shown as such rather than
+    "± 0" (files from before ``uncertainty_sources``: never)."""
+    return (cost.get("uncertainty_sources") or {}).get(key) == [CLOCK] and cost["uncertainty"].get(key) == 0.0
+
+
 def cost_points(entries: Iterable[BenchmarkResult]) -> list[Point]:
     """The topology verdict's points (``plugin.analysis.verdict.serving_points``) with $ per good request and its ±
     in place of the energy's, for the priced entries: the same rule then ranks the topologies by what they cost.

@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 
 from plugin.analysis.uncertainty import MIN_SENSOR_UPDATES
+from plugin.analysis.uncharged import uncharged_line
 from plugin.records.workload import SERVING
 from plugin.report import charts
 from plugin.report.answer_section import answer_section
@@ -116,7 +117,7 @@ def build_report(folder: Path, reports_dir: Path | None = None, baseline: str | 
 
 def run_notes(run: Run) -> list[str]:
     """What a reader must know before trusting the figures: status, each failed benchmark's error (its first line;
-    results.json holds the whole), and whether power was measured."""
+    results.json holds the whole), whether power was measured, and the GPUs read but not charged."""
     notes = []
     if run.status == "interrupted":
         notes.append("This run was interrupted: it holds only the benchmarks that finished before the interruption.")
@@ -127,7 +128,8 @@ def run_notes(run: Run) -> list[str]:
     notes += [f"{failure['name']} failed: {_first_line(failure['error'])}" for failure in run.failures]
     if not run.power_measured:
         notes.append(f"{run.power_reason[0].upper()}{run.power_reason[1:]}. No energy figure is shown.")
-    notes += [f"power: {note}" for note in run.power.get("notes", [])]
+    uncharged = uncharged_line(run.benchmarks, run.header.get("power_gpus") or [])
+    notes += [f"power: {note}" for note in [*run.power.get("notes", []), uncharged] if note]
     flagged = [f"{benchmark.name} ({why})" for benchmark in run.benchmarks if (why := short_window(benchmark))]
     if flagged:
         notes.append(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from plugin.analysis.cost import COST_FIGURE, COST_KEY, cost_points, formula_lines
+from plugin.analysis.cost import COST_FIGURE, COST_KEY, cost_points, formula_lines, is_exact
 from plugin.analysis.verdict import verdicts
 from plugin.records.results import BenchmarkResult
 
@@ -29,7 +29,8 @@ COLUMNS = {
 @dataclass(frozen=True)
 class CostSection:
     rows: list[dict[str, Any]]
-    """Per priced benchmark: ``name``, ``topology``, and each column's value and ``<key>_pm`` (its ± or ``None``)."""
+    """Per priced benchmark: ``name``, ``topology``, and each column's value, ``<key>_pm`` (its ± or ``None``) and
+    ``<key>_exact`` (its ± is the GPU time's clock alone: shown as "exact", not "± 0")."""
     formulas: list[str]
     notes: list[str]
     verdicts: list[str]
@@ -47,6 +48,7 @@ def cost_section(benchmarks: Sequence[BenchmarkResult], attainment_pct: float) -
         for key in COLUMNS:
             row[key] = cost.get(key)
             row[f"{key}_pm"] = cost["uncertainty"].get(key)
+            row[f"{key}_exact"] = is_exact(cost, key)
         rows.append(row)
     formulas: list[str] = []
     for entry in priced:

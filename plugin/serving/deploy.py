@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plugin.option_values import RAY_PLACEMENT_TIMEOUT_S
 from plugin.records.topology import DISAGGREGATED, Topology
 from plugin.serving import servers
 from plugin.serving.cluster import ClusterInstance, cluster_instances, proxy_command
@@ -59,6 +60,8 @@ class DeployOptions:
     ray_address: str | None = None
     nodes: Mapping[str, str | None] = field(default_factory=dict)
     """Role (``server``, ``prefill``, ``decode``) -> the Ray node named for it (``--server-node`` etc.)."""
+    ray_placement_timeout_s: float = RAY_PLACEMENT_TIMEOUT_S
+    """How long an instance may wait for its Ray node's GPUs (``--ray-placement-timeout-s``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,10 @@ def launcher_for(
         from plugin.serving.ray_launcher import RayLauncher
         from plugin.serving.ray_placement import RayPlacement
 
-        return RayLauncher(placement or RayPlacement(options.ray_address), options.nodes, folder, say)
+        return RayLauncher(
+            placement or RayPlacement(options.ray_address), options.nodes, folder, say,
+            placement_timeout_s=options.ray_placement_timeout_s,
+        )  # fmt: skip
     return LocalLauncher(folder, say)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin.errors import BenchError, ServerStartError
+from plugin.option_values import RAY_PLACEMENT_TIMEOUT_S
 from plugin.serving.cluster import ClusterInstance
 from plugin.serving.instance_actor import InstanceActor
 from plugin.serving.launcher import START_HINT, Node, PlacedInstance
@@ -20,8 +21,6 @@ from plugin.serving.ray_placement import RayNode, RayPlacement, pinned
 
 ACTOR_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 40.0
-PLACEMENT_TIMEOUT_S = 120.0
-"""How long an instance may wait for its node's GPUs (another job may hold them) before the deployment fails."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class RayLauncher:
         folder: Path,
         say: Callable[[str], None] = lambda text: None,
         grace_s: float = 20.0,
-        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
+        placement_timeout_s: float = RAY_PLACEMENT_TIMEOUT_S,
     ) -> None:
         self.placement = placement
         self.nodes, self.folder, self.say, self.grace_s = nodes, folder, say, grace_s
