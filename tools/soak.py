@@ -93,13 +93,16 @@ class Watch:
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """Resident memory, threads and open files of ``pid`` from ``/proc``; ``None`` once it is gone."""
+    """Resident memory, threads and open files of ``pid`` from ``/proc``; ``None`` once it is gone or exiting (a
+    zombie's status has no memory lines)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         open_files = len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError):
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:
+        return None
     return ProcStat(int(fields["VmRSS"].split()[0]) / 1024, int(fields["Threads"]), open_files)
 
 
