@@ -87,8 +87,7 @@ async def stream_completion(
     """One streamed request. With ``cancel_after_s`` the client closes the connection that long after the send if
     the answer has not ended (the server sees its client leave and aborts the request): error ``CANCELLED``, the
     tokens that came before kept."""
-    chunks: list[tuple[float, int | None]] = []
-    usage: dict[str, Any] = {}
+    answer = _Answer()
     error: str | None = None
     proxy_timing: dict[str, float | None] = {}
     kv_blocks: int | None = None
@@ -102,27 +101,14 @@ async def stream_completion(
                     raise _HttpError(f"HTTP {response.status}: {text[:300]}")
                 proxy_timing = _proxy_timing(response.headers)
                 kv_blocks = _kv_blocks(response.headers)
-                finished = False
-                async for raw_line in response.content:
-                    arrived_s = now_s()
-                    line = raw_line.strip()
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        finished = True
-                        break
-                    chunk = _parse_chunk(payload)
-                    chunks.extend((arrived_s, _token_ids_in(choice)) for choice in chunk.get("choices") or [])
-                    usage = chunk.get("usage") or usage
-                if not finished:
-                    raise _HttpError("the stream ended without [DONE]: the server closed it early")
+                await answer.read(response.content)
     except _HttpError as failure:
         error = str(failure)
     except TimeoutError:
         error = CANCELLED if cancel.expired() else f"timed out after {timeout_s:g} s (--request-timeout-s)"
     except (aiohttp.ClientError, ValueError) as failure:
         error = f"{type(failure).__name__}: {failure}"
+    chunks, usage = answer.chunks, answer.usage
     reported_tokens = usage.get("completion_tokens")
     token_times_s = token_times(chunks, reported_tokens if isinstance(reported_tokens, int) else None)
     return RequestRecord(
@@ -147,6 +133,30 @@ async def stream_completion(
 
 class _HttpError(Exception):
     pass
+
+
+@dataclasses.dataclass
+class _Answer:
+    """A streamed answer as it arrives: each chunk's (arrival, token ids it lists) and the server's usage. Filled in
+    place, so a request cut off (a timeout, a cancel) keeps what came before."""
+
+    chunks: list[tuple[float, int | None]] = dataclasses.field(default_factory=list)
+    usage: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    async def read(self, stream: aiohttp.StreamReader) -> None:
+        """Every SSE ``data:`` line up to ``[DONE]``; a stream that ends before it is an error."""
+        async for raw_line in stream:
+            arrived_s = now_s()
+            line = raw_line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return
+            chunk = _parse_chunk(payload)
+            self.chunks.extend((arrived_s, _token_ids_in(choice)) for choice in chunk.get("choices") or [])
+            self.usage = chunk.get("usage") or self.usage
+        raise _HttpError("the stream ended without [DONE]: the server closed it early")
 
 
 def _proxy_timing(headers: Mapping[str, str]) -> dict[str, float | None]:
@@ -201,8 +211,9 @@ def token_times(chunks: Sequence[tuple[float, int | None]], reported_tokens: int
     if unlisted:
         listed = sum(counts)
         total = len(unlisted) if reported_tokens is None else max(reported_tokens - listed, 0)
+        each, remainder = divmod(total, len(unlisted))
         for order, index in enumerate(unlisted):
-            counts[index] = -(-(order + 1) * total // len(unlisted)) - -(-order * total // len(unlisted))
+            counts[index] = each + (order < remainder)
     return tuple(arrived_s for (arrived_s, _), count in zip(chunks, counts, strict=True) for _ in range(count))
 
 
