@@ -548,16 +548,6 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
     default_datasets: tuple[DatasetSpec, ...] = (
         (DatasetSpec("random"),) if on_gpu else (DatasetSpec("sharegpt", SHIPPED_SHAREGPT),)
     )
-    duration_s = _parsed(config, "duration-s", positive_float, None)
-    warmup_s = _parsed(config, "warmup-s", non_negative_float, 0.0)
-    cooldown_s = _parsed(config, "cooldown-s", non_negative_float, 0.0)
-    if duration_s is not None and warmup_s + cooldown_s >= duration_s:
-        raise pytest.UsageError(
-            f"--duration-s {duration_s:g} is not longer than --warmup-s {warmup_s:g} plus --cooldown-s "
-            f"{cooldown_s:g}: nothing would be measured; lengthen the duration or shorten the warm-up and cool-down"
-        )
-    if duration_s is None and (warmup_s or cooldown_s):
-        raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
     seed = _parsed(config, "seed", int, None)
     default_resolution: tuple[float | None, float | None] = (None, DEFAULT_CAPACITY_RESOLUTION_PCT)
     resolution_rps, resolution_pct = _parsed(config, "capacity-resolution", resolution, default_resolution)
@@ -586,13 +576,6 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         raise pytest.UsageError(
             "--ramp-up-strategy, --ramp-up-start-rps and --ramp-up-end-rps go together: give all three or none"
         )
-    cancellation_pct = _parsed(config, "request-cancellation-rate", percentage, None)
-    cancellation_delay_s = _parsed(config, "request-cancellation-delay-s", non_negative_float, 0.0)
-    if cancellation_pct is None and _raw(config, "request-cancellation-delay-s") is not None:
-        raise pytest.UsageError(
-            "--request-cancellation-delay-s says when a cancelled request's client leaves: give "
-            "--request-cancellation-rate too"
-        )
     time_scale = _parsed(config, "trace-time-scale", positive_float, 1.0)
     window = _parsed(config, "trace-slice", trace_slice, TraceSlice())
     return {
@@ -611,12 +594,38 @@ def _load_settings(config: pytest.Config, on_gpu: bool) -> dict[str, Any]:
         "ramp_up": None if strategy is None else (strategy, ramp_rates[0], ramp_rates[1]),
         "prefix_cache_control": bool(config.getoption("prefix_cache_control") or config.getini("prefix_cache_control")),
         "random_range_ratio": _parsed(config, "random-range-ratio", ratio, 0.0),
-        "request_cancellation_pct": cancellation_pct,
-        "request_cancellation_delay_s": cancellation_delay_s,
-        "duration_s": duration_s,
-        "warmup_s": warmup_s,
-        "cooldown_s": cooldown_s,
         "goodput": goodput,
         "seed": seed,
         "slo_attainment_pct": attainment_pct,
+        **_steady_state_settings(config),
+        **_cancellation_settings(config),
+    }
+
+
+def _steady_state_settings(config: pytest.Config) -> dict[str, Any]:
+    """A steady-state run's length and the stretches cut off its ends, checked to leave something to measure."""
+    duration_s = _parsed(config, "duration-s", positive_float, None)
+    warmup_s = _parsed(config, "warmup-s", non_negative_float, 0.0)
+    cooldown_s = _parsed(config, "cooldown-s", non_negative_float, 0.0)
+    if duration_s is not None and warmup_s + cooldown_s >= duration_s:
+        raise pytest.UsageError(
+            f"--duration-s {duration_s:g} is not longer than --warmup-s {warmup_s:g} plus --cooldown-s "
+            f"{cooldown_s:g}: nothing would be measured; lengthen the duration or shorten the warm-up and cool-down"
+        )
+    if duration_s is None and (warmup_s or cooldown_s):
+        raise pytest.UsageError("--warmup-s and --cooldown-s cut a steady-state run: give --duration-s too")
+    return {"duration_s": duration_s, "warmup_s": warmup_s, "cooldown_s": cooldown_s}
+
+
+def _cancellation_settings(config: pytest.Config) -> dict[str, Any]:
+    """Which share of the requests have their client leave on purpose, and when (AIPerf's request cancellation)."""
+    cancellation_pct = _parsed(config, "request-cancellation-rate", percentage, None)
+    if cancellation_pct is None and _raw(config, "request-cancellation-delay-s") is not None:
+        raise pytest.UsageError(
+            "--request-cancellation-delay-s says when a cancelled request's client leaves: give "
+            "--request-cancellation-rate too"
+        )
+    return {
+        "request_cancellation_pct": cancellation_pct,
+        "request_cancellation_delay_s": _parsed(config, "request-cancellation-delay-s", non_negative_float, 0.0),
     }
