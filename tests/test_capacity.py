@@ -20,8 +20,9 @@ from plugin.analysis.capacity import (
     fewest_requests_to_meet,
     grid_rates,
 )
+from plugin.analysis.cost import COST_FIGURE
 from plugin.analysis.goodput import attainment_interval_pct
-from plugin.analysis.verdict import UNEQUAL, Attainment, Point, serving_points, verdicts
+from plugin.analysis.verdict import ENERGY_FIGURE, UNEQUAL, Attainment, Point, serving_points, verdicts
 from plugin.capacity_run import sized
 from plugin.option_values import RequestRates
 from plugin.reanalyse import run_end
@@ -203,15 +204,18 @@ def test_a_priced_grid_gets_a_second_answer_ranked_by_dollars_per_good_request()
         priced(entry(fast, "grid1", 4.0, REQUESTS, energy_j=2.0), 0.02),
     ]  # fmt: skip
     by_energy, by_cost = run_answers(entries, 90.0, Resolution(rps=100.0), 3)
-    assert (by_energy.figure, by_cost.figure) == ("J per good request", "$ per good request")
+    assert (by_energy.figure, by_cost.figure) == (ENERGY_FIGURE, COST_FIGURE)
     assert [band.topology for band in by_energy.bands] == [f"1p1d at {slow}"]
     assert [band.topology for band in by_cost.bands] == [f"1p1d at {fast}"]
     head, bands = by_cost.lines()
     assert head.startswith("answer by $ per good request (random;")
     assert f"at 4 req/s run 1p1d at {fast} (0.02 ± 0.001 $ per good request" in bands
     assert answer_json(by_cost)["ranked_by"] == "$ per good request"
+    (stored,) = answer_json(by_cost)["bands"]  # dollars under a dollar key, never under the energy's
+    assert stored["usd_per_good_request"] == [0.02] and "energy_per_good_request_j" not in stored
+    assert answer_json(by_energy)["bands"][0]["energy_per_good_request_j"] == [1.0]
     (unpriced,) = run_answers(entries[:6] + [entry(slow, "grid1", 4.0, REQUESTS)], 90.0, Resolution(rps=100.0), 3)
-    assert unpriced.figure == "J per good request"
+    assert unpriced.figure == ENERGY_FIGURE
 
 
 def test_reanalysis_rebuilds_the_answer_under_the_runs_own_stopping_rule() -> None:

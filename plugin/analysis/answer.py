@@ -22,6 +22,7 @@ from plugin.analysis.capacity import Capacity, Resolution, candidate_of, is_grid
 from plugin.analysis.cost import COST_FIGURE, cost_points
 from plugin.analysis.verdict import (
     ALONE,
+    ENERGY_FIGURE,
     FEW_ROUNDS,
     NONE,
     ONLY,
@@ -38,7 +39,12 @@ from plugin.analysis.verdict import (
 from plugin.records.results import BenchmarkResult
 
 RUN, UNDECIDED, NOTHING = "run", "undecided", "none"
-ENERGY_FIGURE = "J per good request"
+RANKED = {
+    ENERGY_FIGURE: ("J per good request", "energy_per_good_request_j", "energy_per_good_request_pm_j"),
+    COST_FIGURE: ("$ per good request", "usd_per_good_request", "usd_per_good_request_pm"),
+}
+"""Per figure ranked by (``verdict.ENERGY_FIGURE`` or ``cost.COST_FIGURE``): its unit in the bands' text, and the
+keys of its values and their ± in ``results.json``'s bands."""
 SECONDS_PER_HOUR = 3600.0
 
 
@@ -50,8 +56,9 @@ class Band:
     kind: str
     topology: str | None
     why: str = ""
-    energy_j: tuple[float, ...] = ()
-    energy_pm_j: tuple[float | None, ...] = ()
+    ranked: tuple[float, ...] = ()
+    """The chosen topology's figure ranked by (J, or $, per good request) at each rate; ``ranked_pm`` its ±."""
+    ranked_pm: tuple[float | None, ...] = ()
     good_per_gpu_hour: tuple[float, ...] = ()
     """The chosen topology's goodput per GPU of the budget, per hour: what a GPU-hour buys at these rates."""
 
@@ -63,20 +70,20 @@ class Band:
         low, high = self.rates_rps[0], self.rates_rps[-1]
         rates = f"{low:.3g}" + (f"-{high:.3g}" if high != low else "")
         if self.kind == RUN:
-            figures = ", ".join(part for part in (self._energy(figure), self._per_gpu_hour()) if part)
+            figures = ", ".join(part for part in (self._ranked(figure), self._per_gpu_hour()) if part)
             return f"at {rates} req/s run {self.topology}" + (f" ({figures})" if figures else "")
         if self.kind == UNDECIDED:
             return f"at {rates} req/s undecided ({self.why})"
         return f"at {rates} req/s no topology meets the targets"
 
-    def _energy(self, figure: str) -> str:
-        """The figure ranked by (J, or $ in an answer by cost) per good request, its span over the band and ±."""
-        if not self.energy_j:
+    def _ranked(self, figure: str) -> str:
+        """The figure ranked by, its span over the band and ±."""
+        if not self.ranked:
             return ""
-        low, high = min(self.energy_j), max(self.energy_j)
-        known = [pm for pm in self.energy_pm_j if pm is not None]
-        pm = f" ± {max(known):.2g}" if len(known) == len(self.energy_pm_j) else " (± unknown)"
-        return f"{_span(low, high)}{pm} {figure}"
+        low, high = min(self.ranked), max(self.ranked)
+        known = [pm for pm in self.ranked_pm if pm is not None]
+        pm = f" ± {max(known):.2g}" if len(known) == len(self.ranked_pm) else " (± unknown)"
+        return f"{_span(low, high)}{pm} {RANKED[figure][0]}"
 
     def _per_gpu_hour(self) -> str:
         if not self.good_per_gpu_hour:
@@ -106,7 +113,7 @@ class Answer:
     bands: tuple[Band, ...]
     crossovers: tuple[Crossover, ...]
     figure: str = ENERGY_FIGURE
-    """What the bands rank by: ``ENERGY_FIGURE``, or ``COST_FIGURE`` in a priced run's second answer."""
+    """What the bands rank by: ``verdict.ENERGY_FIGURE``, or ``cost.COST_FIGURE`` in a priced run's second answer."""
 
     @property
     def device_time_s(self) -> float:
@@ -177,7 +184,7 @@ def answer(
         if bands and bands[-1].key == band.key:
             last = bands[-1]
             band = Band((*last.rates_rps, rate), band.kind, band.topology, band.why,
-                        (*last.energy_j, *band.energy_j), (*last.energy_pm_j, *band.energy_pm_j),
+                        (*last.ranked, *band.ranked), (*last.ranked_pm, *band.ranked_pm),
                         (*last.good_per_gpu_hour, *band.good_per_gpu_hour))  # fmt: skip
             bands[-1] = band
         else:
@@ -197,10 +204,10 @@ def _band(step: Step, points: Mapping[str, Point]) -> Band:
         chosen = step.winner if step.kind in (WINS, ONLY) else step.met[0]
         assert chosen is not None
         point = points[chosen]
-        energy = () if point.energy_per_good_request_j is None else (point.energy_per_good_request_j,)
-        pm = (point.energy_per_good_request_pm_j,) if energy else ()
+        ranked = () if point.per_good_request is None else (point.per_good_request,)
+        pm = (point.per_good_request_pm,) if ranked else ()
         per_hour = () if point.goodput_per_gpu_rps is None else (point.goodput_per_gpu_rps * SECONDS_PER_HOUR,)
-        return Band(rate, RUN, chosen, "", energy, pm, per_hour)
+        return Band(rate, RUN, chosen, "", ranked, pm, per_hour)
     if step.kind == TIE:
         return Band(rate, UNDECIDED, None, f"{step.winner} and {step.other} meet the targets within the saving's ±")
     if step.kind == UNEQUAL:
@@ -277,8 +284,8 @@ def answer_json(found: Answer) -> dict[str, Any]:
                 "kind": b.kind,
                 "topology": b.topology,
                 "why": b.why or None,
-                "energy_per_good_request_j": list(b.energy_j),
-                "energy_per_good_request_pm_j": list(b.energy_pm_j),
+                RANKED[found.figure][1]: list(b.ranked),
+                RANKED[found.figure][2]: list(b.ranked_pm),
             }
             for b in found.bands
         ],  # fmt: skip

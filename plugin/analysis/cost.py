@@ -273,7 +273,7 @@ def cost_points(entries: Iterable[BenchmarkResult]) -> list[Point]:
             continue
         for point in serving_points([entry]):
             usd, pm = cost["usd_per_good_request"], cost["uncertainty"].get("usd_per_good_request")
-            points.append(replace(point, energy_per_good_request_j=usd, energy_per_good_request_pm_j=pm))
+            points.append(replace(point, per_good_request=usd, per_good_request_pm=pm))
     return points
 
 

@@ -129,9 +129,11 @@ class Point:
     rounds: int
     """Measured rounds (``len(entry.rounds)``)."""
     attainment: Attainment
-    energy_per_good_request_j: float | None
-    energy_per_good_request_pm_j: float | None = None
-    """The ± half-width of ``energy_per_good_request_j``'s 95 % interval (``power.uncertainty``)."""
+    per_good_request: float | None
+    """The figure the topologies are ranked by: J per good request (``summary.energy_per_good_request_j``), or $
+    in a ranking by cost (``plugin.analysis.cost.cost_points``)."""
+    per_good_request_pm: float | None = None
+    """The ± half-width of ``per_good_request``'s 95 % interval (``power.uncertainty``)."""
     pm_sources: tuple[str, ...] = ()
     """What that ± contains (``pm_sources``)."""
     goodput_per_gpu_rps: float | None = None
@@ -189,7 +191,7 @@ class Verdict:
     attainment_pct: float = DEFAULT_SLO_ATTAINMENT_PCT
     """The attainment target the steps were judged against."""
     figure: str = ENERGY_FIGURE
-    """What the topologies are ranked by, in words (the points' ``energy_per_good_request_j`` holds it)."""
+    """What the topologies are ranked by, in words (the points' ``per_good_request`` holds it)."""
 
     @property
     def rate_from_rps(self) -> float:
@@ -360,14 +362,14 @@ def saving(winner: Point, other: Point) -> tuple[float | None, float | None]:
     if e_win is None or e_other is None:
         return None, None
     ratio = e_win / e_other
-    pm_win, pm_other = winner.energy_per_good_request_pm_j, other.energy_per_good_request_pm_j
+    pm_win, pm_other = winner.per_good_request_pm, other.per_good_request_pm
     if pm_win is None or pm_other is None:
         return 100.0 * (1.0 - ratio), None
     return 100.0 * (1.0 - ratio), 100.0 * ratio * math.hypot(pm_win / e_win, pm_other / e_other)
 
 
 def _energy(point: Point) -> float | None:
-    energy = point.energy_per_good_request_j
+    energy = point.per_good_request
     return energy if energy is not None and math.isfinite(energy) and energy > 0 else None
 
 
