@@ -267,13 +267,10 @@ def _figures(
     figures: dict[str, float | None] = {}
     sources: dict[str, list[str]] = {}
     for name, value in values.items():
-        measured = parts if name in TOTALS else {part: parts.get(part) for part in MEASUREMENT_PARTS}
-        pieces: dict[str, float | None] = {
-            part: None if size is None or value is None else size / energy_j * abs(value)
-            for part, size in measured.items()
-        }
-        if name not in TOTALS:
-            pieces["rounds"] = round_spread(_per_round(name, power, round_summaries))
+        if name in TOTALS:
+            pieces = _carried(value, energy_j, parts)
+        else:
+            pieces = per_unit_pieces(value, energy_j, parts, _per_round(name, power, round_summaries))
         if name in GOOD_FIGURES and value is not None:
             share = good_share_relative(summary.get("window_good_completed"), summary.get("window_completed"))
             pieces["good_count"] = None if share is None else share * abs(value)
@@ -309,12 +306,25 @@ def mean_share_pm(
     energy_j = power.energy_j
     if value_j is None or energy_j is None or energy_j <= 0:
         return None, []
-    pieces = {part: power.uncertainty_parts.get(part) for part in MEASUREMENT_PARTS}
-    known = {part: size / energy_j * abs(value_j) for part, size in pieces.items() if size is not None}
-    spread = round_spread(per_round_j)
-    if spread is not None:
-        known["rounds"] = spread
+    pieces = per_unit_pieces(value_j, energy_j, power.uncertainty_parts, per_round_j)
+    known = {part: size for part, size in pieces.items() if size is not None}
     return combine(known), sorted(known)
+
+
+def per_unit_pieces(
+    value: float | None, energy_j: float, parts: Mapping[str, float | None], per_round: Sequence[float | None]
+) -> dict[str, float | None]:
+    """The ± parts of a figure per unit of work: the energy's measurement parts (``MEASUREMENT_PARTS`` of
+    ``parts``) carried relative to the figure, and the figure's own spread between rounds (``per_round``)."""
+    measured = {part: parts.get(part) for part in MEASUREMENT_PARTS}
+    return {**_carried(value, energy_j, measured), "rounds": round_spread(per_round)}
+
+
+def _carried(value: float | None, energy_j: float, parts: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Each of the energy's ± parts as a part of ``value``'s (the same relative size)."""
+    return {
+        part: None if size is None or value is None else size / energy_j * abs(value) for part, size in parts.items()
+    }
 
 
 def good_share_relative(good: int | None, completed: int | None) -> float | None:
